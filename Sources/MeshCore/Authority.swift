@@ -1,0 +1,101 @@
+/// The target of a request: a host and a port, as in `Host`/`:authority` or a destination path
+/// (`backend.default.svc.cluster.local:8080`). Hosts are lowercased and lose a trailing dot.
+public struct Authority: Hashable, Sendable, CustomStringConvertible, Codable {
+  public let host: String
+  public let port: Int
+
+  public init(host: String, port: Int) throws(MeshError) {
+    var value = host.lowercased()
+    if value.hasSuffix(".") { value.removeLast() }
+    guard (0...65535).contains(port) else {
+      throw .invalidAuthority("invalid authority '\(host):\(port)': port \(port) is outside 0-65535")
+    }
+    if value.hasPrefix("[") && value.hasSuffix("]") {
+      value = String(value.dropFirst().dropLast())
+    }
+    if !Self.isIPv6Literal(value), !Self.isIPv4Literal(value), let problem = Self.hostProblem(value) {
+      throw .invalidAuthority("invalid authority host '\(host)': \(problem)")
+    }
+    self.host = value
+    self.port = port
+  }
+
+  /// Parses `host:port`, `[v6]:port`, or a bare host with `defaultPort`.
+  public init(_ text: String, defaultPort: Int? = nil) throws(MeshError) {
+    var hostPart = Substring(text)
+    var portPart: Substring?
+    if text.hasPrefix("[") {
+      guard let close = text.firstIndex(of: "]") else {
+        throw .invalidAuthority("invalid authority '\(text)': unterminated '[' in IPv6 literal")
+      }
+      hostPart = text[text.index(after: text.startIndex)..<close]
+      let rest = text[text.index(after: close)...]
+      if rest.hasPrefix(":") { portPart = rest.dropFirst() } else if !rest.isEmpty {
+        throw .invalidAuthority("invalid authority '\(text)': unexpected '\(rest)' after IPv6 literal")
+      }
+    } else if let colon = text.lastIndex(of: ":") {
+      if text[..<colon].contains(":") {
+        // A bare IPv6 address without brackets and without a port.
+        hostPart = Substring(text)
+      } else {
+        hostPart = text[..<colon]
+        portPart = text[text.index(after: colon)...]
+      }
+    }
+    let port: Int
+    if let portPart {
+      guard let value = Int(portPart) else {
+        throw .invalidAuthority("invalid authority '\(text)': port '\(portPart)' is not a number")
+      }
+      port = value
+    } else if let defaultPort {
+      port = defaultPort
+    } else {
+      throw .invalidAuthority("invalid authority '\(text)': no port")
+    }
+    if hostPart.isEmpty { throw .invalidAuthority("invalid authority '\(text)': empty host") }
+    try self.init(host: String(hostPart), port: port)
+  }
+
+  public var isIPAddress: Bool { Self.isIPv4Literal(host) || Self.isIPv6Literal(host) }
+
+  public var description: String {
+    Self.isIPv6Literal(host) ? "[\(host)]:\(port)" : "\(host):\(port)"
+  }
+
+  /// For a cluster-local service FQDN `<svc>.<ns>.svc.<clusterDomain>`, its service and namespace.
+  public func kubernetesService(clusterDomain: String = "cluster.local") -> (name: String, namespace: String)? {
+    let suffix = ".svc." + clusterDomain
+    guard host.hasSuffix(suffix) else { return nil }
+    let parts = host.dropLast(suffix.count).split(separator: ".", omittingEmptySubsequences: false)
+    guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
+    return (String(parts[0]), String(parts[1]))
+  }
+
+  static func isIPv4Literal(_ text: String) -> Bool {
+    let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+    guard parts.count == 4 else { return false }
+    return parts.allSatisfy { part in
+      !part.isEmpty && part.count <= 3 && part.allSatisfy(\.isASCII) && part.allSatisfy(\.isNumber)
+        && (Int(part) ?? 256) <= 255
+    }
+  }
+
+  static func isIPv6Literal(_ text: String) -> Bool {
+    text.contains(":") && text.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" }
+  }
+
+  static func hostProblem(_ host: String) -> String? {
+    // Hosts may carry underscores in the wild (SRV-style names); otherwise RFC 1123.
+    DNSName.nameProblem(String(host.map { $0 == "_" ? "x" : $0 }))
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let raw = try decoder.singleValueContainer().decode(String.self)
+    try self.init(raw)
+  }
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.singleValueContainer()
+    try container.encode(description)
+  }
+}

@@ -1,0 +1,36 @@
+import Foundation
+public import MeshCore
+public import NIOCore
+public import NIOSSL
+import X509
+
+extension IdentityVerifier {
+  /// A NIOSSL custom verification callback running this verifier: the chain must lead to the trust anchors,
+  /// and the leaf must carry `expected` (or any mesh identity when `expected` is nil). A refusal is passed
+  /// to `onFailure` before the handshake fails, so the caller can say why.
+  public func nioSSLCallback(
+    expected: IdentityName?,
+    now: @escaping @Sendable () -> Date = { Date() },
+    onFailure: @escaping @Sendable (Failure) -> Void = { _ in }
+  ) -> @Sendable ([NIOSSLCertificate], EventLoopPromise<NIOSSLVerificationResultWithMetadata>) -> Void {
+    { nioChain, promise in
+      let chain: [Certificate]
+      do {
+        chain = try nioChain.map { try Certificate(derEncoded: try $0.toDERBytes()) }
+      } catch {
+        onFailure(Failure(.untrusted, "peer certificate could not be parsed: \(error)"))
+        promise.succeed(.failed)
+        return
+      }
+      promise.completeWithTask {
+        switch await self.verify(chain: chain, expected: expected, now: now()) {
+        case .success:
+          return .certificateVerified(VerificationMetadata(ValidatedCertificateChain(nioChain)))
+        case .failure(let failure):
+          onFailure(failure)
+          return .failed
+        }
+      }
+    }
+  }
+}

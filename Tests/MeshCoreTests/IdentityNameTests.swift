@@ -1,0 +1,78 @@
+import MeshCore
+import Testing
+
+@Suite("Identity names")
+struct IdentityNameTests {
+  @Test("formats the Linkerd-style identity name")
+  func formats() throws {
+    let name = try IdentityName(serviceAccount: "web", namespace: "default")
+    #expect(name.description == "web.default.serviceaccount.identity.swiftmesh.cluster.local")
+  }
+
+  @Test("parses and round-trips, with a multi-label trust domain")
+  func parses() throws {
+    let name = try IdentityName("api.prod.serviceaccount.identity.mesh.example.org")
+    #expect(name.serviceAccount == "api")
+    #expect(name.namespace == "prod")
+    #expect(name.controlPlaneNamespace == "mesh")
+    #expect(name.trustDomain.name == "example.org")
+    #expect(try IdentityName(name.description) == name)
+  }
+
+  @Test(
+    "errors name the bad part",
+    arguments: [
+      ("web.default", "expected <serviceaccount>"),
+      ("web.default.sa.identity.swiftmesh.cluster.local", "third label is 'sa'"),
+      ("web.default.serviceaccount.ident.swiftmesh.cluster.local", "fourth label is 'ident'"),
+      ("Web.default.serviceaccount.identity.swiftmesh.cluster.local", "service account 'Web'"),
+      ("web.-x.serviceaccount.identity.swiftmesh.cluster.local", "namespace '-x'"),
+      ("web.default.serviceaccount.identity.swiftmesh.cluster..local", "empty label"),
+    ])
+  func rejects(input: String, fragment: String) {
+    #expect {
+      _ = try IdentityName(input)
+    } throws: { error in
+      guard let error = error as? MeshError else { return false }
+      return error.code == .invalidIdentity && error.message.contains(fragment)
+    }
+  }
+
+  @Test("trust domains drop a trailing dot and reject upper case")
+  func trustDomain() throws {
+    #expect(try TrustDomain("cluster.local.").name == "cluster.local")
+    #expect(throws: MeshError.invalidIdentity("")) { try TrustDomain("Cluster.local") }
+  }
+}
+
+@Suite("Authorities")
+struct AuthorityTests {
+  @Test("parses host:port, IPv6 literals and defaults")
+  func parses() throws {
+    let a = try Authority("Backend.Default.svc.cluster.local.:8080")
+    #expect(a.host == "backend.default.svc.cluster.local")
+    #expect(a.port == 8080)
+    #expect(a.kubernetesService()?.name == "backend")
+    #expect(a.kubernetesService()?.namespace == "default")
+    let v6 = try Authority("[::1]:4140")
+    #expect(v6.host == "::1")
+    #expect(v6.description == "[::1]:4140")
+    #expect(v6.isIPAddress)
+    #expect(try Authority("127.0.0.1", defaultPort: 80).description == "127.0.0.1:80")
+    #expect(try Authority("web", defaultPort: 80).kubernetesService() == nil)
+  }
+
+  @Test(
+    "rejects bad authorities with the reason",
+    arguments: [
+      ("backend", "no port"), ("backend:http", "port 'http' is not a number"), ("backend:70000", "outside 0-65535"),
+      (":80", "empty host"), ("bad host:80", "character"), ("[::1:80", "unterminated"),
+    ])
+  func rejects(input: String, fragment: String) {
+    #expect {
+      _ = try Authority(input)
+    } throws: { error in
+      (error as? MeshError)?.message.contains(fragment) == true
+    }
+  }
+}
