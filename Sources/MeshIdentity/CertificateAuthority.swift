@@ -1,4 +1,6 @@
 public import Crypto
+import _CryptoExtras
+import SwiftASN1
 public import Foundation
 public import MeshCore
 public import X509

@@ -2,6 +2,7 @@ public import Foundation
 public import Logging
 public import ServiceLifecycle
 import Synchronization
+import X509
 
 /// The source of time for certificate rotation: wall-clock time, since certificates are dated in it.
 public protocol RotationClock: Sendable {

@@ -1,6 +1,7 @@
 public import Crypto
 import Foundation
-import GRPCCore
+public import GRPCCore
+import SwiftASN1
 import GRPCNIOTransportHTTP2
 public import MeshAPI
 public import MeshCore
@@ -64,9 +65,9 @@ public struct IdentityClient: Sendable {
   public func send(_ request: Swiftmesh_Identity_CertifyRequest) async throws(MeshError) -> Swiftmesh_Identity_CertifyResponse {
     let refusal = Mutex<IdentityVerifier.Failure?>(nil)
     let verifier = IdentityVerifier(trustAnchors: configuration.trustAnchors)
-    let callback = verifier.nioSSLCallback(expected: configuration.serverIdentity) { failure in
+    let callback = verifier.nioSSLCallback(expected: configuration.serverIdentity, onFailure: { failure in
       refusal.withLock { $0 = failure }
-    }
+    })
     let anchors = configuration.trustAnchors
     do {
       let anchorSources = try anchors.map { TLSConfig.CertificateSource.bytes(try $0.derBytes(), format: .der) }
@@ -80,7 +81,7 @@ public struct IdentityClient: Sendable {
           tls.customVerificationCallback = callback
         },
         config: .defaults { config in
-          config.backoff.maxBackoff = .seconds(1)
+          config.backoff.max = .seconds(1)
         }
       )
       var options = CallOptions.defaults

@@ -59,7 +59,7 @@ public final class IdentityServer: Service, Sendable {
       controlPlaneNamespace: configuration.controlPlaneNamespace, logger: logger, now: now)
     let identity = try Self.serverIdentity(
       controlPlaneNamespace: configuration.controlPlaneNamespace, trustDomain: configuration.trustDomain)
-    let mint: @Sendable () throws -> WorkloadCertificate = {
+    let mint: @Sendable () throws(MeshError) -> WorkloadCertificate = { () throws(MeshError) in
       let (key, csr) = try WorkloadKey.makeCSR(for: identity)
       let leaf = try authority.sign(csr: csr, for: identity)
       return WorkloadCertificate(privateKey: key, leaf: leaf, intermediates: authority.issuerChain)

@@ -1,4 +1,5 @@
-import Foundation
+public import Foundation
+import SwiftASN1
 public import MeshCore
 public import NIOCore
 public import NIOSSL

@@ -2,6 +2,7 @@ public import Crypto
 public import Foundation
 public import MeshCore
 public import X509
+import SwiftASN1
 
 /// Reading and writing the PEM files of the mesh's CAs and workloads:
 /// `ca.crt`, `ca.key`, `issuer.crt`, `issuer.key` and a workload's `tls.crt` (leaf then issuer), `tls.key`.

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 public import NIOCertificateReloading
 public import NIOSSL

@@ -3,6 +3,7 @@ import Logging
 import MeshCore
 import MeshIdentity
 import ServiceLifecycle
+import UnixSignals
 
 @main
 struct MeshController: AsyncParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import MeshCore
 import MeshIdentity
+import X509
 
 struct IdentityCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(

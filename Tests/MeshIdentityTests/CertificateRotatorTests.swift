@@ -4,6 +4,7 @@ import MeshCore
 import MeshIdentity
 import Synchronization
 import Testing
+import X509
 import _MeshTestSupport
 
 @Suite("Certificate rotation")

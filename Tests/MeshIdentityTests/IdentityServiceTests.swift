@@ -142,12 +142,12 @@ struct IdentityServiceTests {
           request(identity: web, token: "api-token", csr: try der(WorkloadKey.makeCSR(for: web).csr)),
           .permissionDenied, "token belongs to api.prod"
         ),
-        ("malformed identity", request(identity: web, token: "web-token", csr: []), .invalidArgument, "") ,
+        ("malformed identity", request(identity: web, token: "web-token", csr: []), .invalidArgument, "invalid identity name"),
       ]
       for (label, bad, code, fragment) in cases {
         var bad = bad
         if label == "malformed identity" { bad.identity = "web.default" }
-        await #expect(label) {
+        await #expect(Comment(rawValue: label)) {
           _ = try await client.send(bad)
         } throws: { error in
           let error = try #require(error as? MeshError)
