@@ -16,6 +16,9 @@ let package = Package(
     .library(name: "MeshCore", targets: ["MeshCore"]),
     .library(name: "MeshAPI", targets: ["MeshAPI"]),
     .library(name: "MeshIdentity", targets: ["MeshIdentity"]),
+    .library(name: "MeshTLS", targets: ["MeshTLS"]),
+    .library(name: "MeshKube", targets: ["MeshKube"]),
+    .library(name: "MeshKubeLocal", targets: ["MeshKubeLocal"]),
     .executable(name: "meshctl", targets: ["meshctl"]),
     .executable(name: "mesh-controller", targets: ["mesh-controller"]),
   ],
@@ -33,6 +36,8 @@ let package = Package(
     .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.0.0"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+    .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.24.0"),
+    .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
   ],
   targets: [
     .target(
@@ -69,14 +74,60 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    .target(
+      name: "MeshTLS",
+      dependencies: [
+        "MeshCore",
+        "MeshIdentity",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "NIOTLS", package: "swift-nio"),
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
+      name: "MeshKube",
+      dependencies: [
+        "MeshCore",
+        .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        .product(name: "Yams", package: "Yams"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOFoundationCompat", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
+      name: "MeshKubeLocal",
+      dependencies: [
+        "MeshCore",
+        "MeshKube",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOFoundationCompat", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
     .executableTarget(
       name: "meshctl",
       dependencies: [
         "MeshCore",
         "MeshIdentity",
+        "MeshKubeLocal",
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
       ],
       swiftSettings: swiftSettings
     ),
@@ -94,7 +145,33 @@ let package = Package(
     ),
     .target(
       name: "_MeshTestSupport",
-      dependencies: ["MeshCore", "MeshIdentity"],
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshTLS",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "MeshKubeTests",
+      dependencies: [
+        "MeshCore", "MeshKube", "MeshKubeLocal",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "MeshTLSTests",
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshTLS", "_MeshTestSupport",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "X509", package: "swift-certificates"),
+      ],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -1,0 +1,177 @@
+import Foundation
+import Synchronization
+import Logging
+import MeshCore
+import MeshKube
+import NIOHTTP1
+
+/// A request path resolved against the API.
+struct ResourcePath {
+  var group: String
+  var version: String
+  var namespace: String?
+  var plural: String
+  var name: String?
+  var subresource: String?
+}
+
+extension LocalKubeAPIServer {
+  func route(_ head: HTTPRequestHead, body: Data) -> Reply {
+    let (path, query) = Self.split(uri: head.uri)
+    logger.trace("request", metadata: ["method": "\(head.method)", "uri": "\(head.uri)"])
+    // Like a real cluster (system:public-info-viewer), /version and health checks need no token;
+    // kubectl's version dispatcher asks /version before it sends credentials.
+    let isPublic = ["/version", "/healthz", "/readyz", "/livez"].contains(path)
+    if let token = configuration.bearerToken, !isPublic {
+      guard head.headers["Authorization"].first == "Bearer \(token)" else {
+        return .json(.unauthorized, APIStatusError(code: 401, reason: "Unauthorized", message: "Unauthorized").json)
+      }
+    }
+    let parts = path.split(separator: "/").map { String($0).removingPercentEncoding ?? String($0) }
+    do {
+      switch parts.first {
+      case "version" where parts.count == 1:
+        return .json(.ok, Self.versionInfo)
+      case "api":
+        if parts.count == 1 { return .json(.ok, apiVersions(head)) }
+        guard parts[1] == "v1" else { throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource") }
+        if parts.count == 2 { return .json(.ok, try resourceList(group: "", version: "v1")) }
+        return try resource(head, query: query, body: body, path: try Self.resourcePath(group: "", version: "v1", Array(parts[2...])))
+      case "apis":
+        if parts.count == 1 { return .json(.ok, groupList()) }
+        if parts.count == 2 { return .json(.ok, try apiGroup(parts[1])) }
+        if parts.count == 3 { return .json(.ok, try resourceList(group: parts[1], version: parts[2])) }
+        return try resource(head, query: query, body: body, path: try Self.resourcePath(group: parts[1], version: parts[2], Array(parts[3...])))
+      case "openapi" where parts.count >= 2 && parts[1] == "v3":
+        if parts.count == 2 { return .json(.ok, openAPIRoot()) }
+        if parts.count == 4, parts[2] == "api" { return .json(.ok, try openAPIDocument(group: "", version: parts[3])) }
+        if parts.count == 5, parts[2] == "apis" { return .json(.ok, try openAPIDocument(group: parts[3], version: parts[4])) }
+        throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
+      default:
+        // /openapi/v2 (kubectl falls back from it), anything else: not served.
+        if parts == ["healthz"] || parts == ["readyz"] || parts == ["livez"] { return .json(.ok, "ok") }
+        throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
+      }
+    } catch let error as APIStatusError {
+      return .json(HTTPResponseStatus(statusCode: error.code), error.json)
+    } catch {
+      return .json(.internalServerError, APIStatusError(code: 500, reason: "InternalError", message: "\(error)").json)
+    }
+  }
+
+  static func resourcePath(group: String, version: String, _ rest: [String]) throws(APIStatusError) -> ResourcePath {
+    if rest.count >= 3, rest[0] == "namespaces" {
+      return ResourcePath(group: group, version: version, namespace: rest[1], plural: rest[2],
+                          name: rest.count > 3 ? rest[3] : nil, subresource: rest.count > 4 ? rest[4] : nil)
+    }
+    guard let plural = rest.first else { throw APIStatusError.badRequest("no resource in path") }
+    return ResourcePath(group: group, version: version, namespace: nil, plural: plural,
+                        name: rest.count > 1 ? rest[1] : nil, subresource: rest.count > 2 ? rest[2] : nil)
+  }
+
+  func resource(_ head: HTTPRequestHead, query: [String: String], body: Data, path p: ResourcePath) throws -> Reply {
+    let t = try state.type(group: p.group, plural: p.plural)
+    guard t.versions.contains(p.version) else {
+      throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource (\(p.group)/\(p.version) \(p.plural))")
+    }
+    if let sub = p.subresource, sub != "status" {
+      throw APIStatusError(code: 404, reason: "NotFound", message: "subresource \(sub) of \(p.plural) is not served")
+    }
+    let namespace = t.namespaced ? p.namespace : nil
+    func versioned(_ object: JSONValue) -> JSONValue {
+      var object = object
+      object["apiVersion"] = .string(t.apiVersion(p.version))
+      return object
+    }
+    func parseBody() throws -> JSONValue {
+      do { return try JSONValue.parse(body) } catch {
+        throw APIStatusError.badRequest("the request body is not JSON: \(String(decoding: body.prefix(100), as: UTF8.self))")
+      }
+    }
+    switch head.method {
+    case .GET:
+      if let name = p.name { return .json(.ok, versioned(try state.get(group: p.group, resource: p.plural, namespace: namespace, name: name))) }
+      if Self.bool(query["watch"]) {
+        let registration = try state.watch(
+          group: p.group, plural: p.plural, version: p.version, namespace: namespace,
+          resourceVersion: query["resourceVersion"], labelSelector: query["labelSelector"], fieldSelector: query["fieldSelector"])
+        var timeout = configuration.maxWatchDuration
+        if let seconds = query["timeoutSeconds"].flatMap(Int.init), seconds > 0 { timeout = .seconds(seconds) }
+        return .watch(registration, timeout: timeout, bookmarks: Self.bool(query["allowWatchBookmarks"]))
+      }
+      let result = try state.list(group: p.group, resource: p.plural, namespace: namespace,
+                                  labelSelector: query["labelSelector"], fieldSelector: query["fieldSelector"],
+                                  limit: query["limit"].flatMap(Int.init), continue: query["continue"])
+      var meta: [String: JSONValue] = ["resourceVersion": .string(result.resourceVersion)]
+      if let c = result.continue { meta["continue"] = .string(c) }
+      if let r = result.remainingItemCount { meta["remainingItemCount"] = .int(Int64(r)) }
+      return .json(.ok, [
+        "kind": .string(t.kind + "List"), "apiVersion": .string(t.apiVersion(p.version)),
+        "metadata": .object(meta), "items": .array(result.items.map(versioned)),
+      ])
+    case .POST:
+      guard p.name == nil else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "POST to a named object") }
+      let object = try parseBody()
+      if t.group == "authentication.k8s.io", t.plural == "tokenreviews" { return .json(.created, tokenReview(object)) }
+      return .json(.created, versioned(try state.create(group: p.group, resource: p.plural, namespace: namespace, object: object)))
+    case .PUT:
+      guard let name = p.name else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "PUT needs an object name") }
+      return .json(.ok, versioned(try state.update(group: p.group, resource: p.plural, namespace: namespace, name: name, object: try parseBody())))
+    case .PATCH:
+      guard let name = p.name else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "PATCH needs an object name") }
+      let contentType = head.headers["Content-Type"].first?.split(separator: ";").first.map(String.init) ?? ""
+      let strategic: Bool
+      switch contentType {
+      case "application/merge-patch+json": strategic = false
+      case "application/strategic-merge-patch+json": strategic = true
+      default:
+        throw APIStatusError(code: 415, reason: "UnsupportedMediaType",
+                             message: "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got '\(contentType)')")
+      }
+      return .json(.ok, versioned(try state.patch(group: p.group, resource: p.plural, namespace: namespace, name: name,
+                                                  patch: try parseBody(), strategic: strategic)))
+    case .DELETE:
+      guard let name = p.name else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "collection delete is not supported") }
+      return .json(.ok, versioned(try state.delete(group: p.group, resource: p.plural, namespace: namespace, name: name)))
+    default:
+      throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "method \(head.method) is not supported")
+    }
+  }
+
+  func tokenReview(_ review: JSONValue) -> JSONValue {
+    var review = review
+    let token = review["spec"]?["token"]?.stringValue ?? ""
+    let account = state.state.withLock { $0.tokens[token] }
+    if let account {
+      review["status"] = [
+        "authenticated": true,
+        "user": ["username": .string("system:serviceaccount:\(account.namespace):\(account.name)"),
+                 "groups": ["system:serviceaccounts", .string("system:serviceaccounts:\(account.namespace)"), "system:authenticated"]],
+      ]
+    } else {
+      review["status"] = ["authenticated": false, "error": "invalid bearer token"]
+    }
+    review["apiVersion"] = "authentication.k8s.io/v1"
+    review["kind"] = "TokenReview"
+    return review
+  }
+
+  /// Go's `strconv.ParseBool` truths (the python client sends `True`).
+  static func bool(_ value: String?) -> Bool {
+    ["1", "t", "T", "true", "TRUE", "True"].contains(value ?? "")
+  }
+
+  /// Path and query of a request URI (query values percent- and `+`-decoded).
+  static func split(uri: String) -> (String, [String: String]) {
+    guard let q = uri.firstIndex(of: "?") else { return (uri, [:]) }
+    var query: [String: String] = [:]
+    for pair in uri[uri.index(after: q)...].split(separator: "&") {
+      let kv = pair.split(separator: "=", maxSplits: 1)
+      func decode(_ s: Substring) -> String {
+        s.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s)
+      }
+      query[decode(kv[0])] = kv.count > 1 ? decode(kv[1]) : ""
+    }
+    return (String(uri[..<q]), query)
+  }
+}

@@ -1,0 +1,102 @@
+public import MeshKube
+
+/// A resource type the embedded server serves: built in, or registered by a CustomResourceDefinition.
+public struct ResourceType: Sendable, Hashable {
+  public var group: String
+  /// Served versions; the first is the preferred (storage) version.
+  public var versions: [String]
+  public var kind: String
+  public var plural: String
+  public var singular: String
+  public var namespaced: Bool
+  public var shortNames: [String]
+  public var verbs: [String]
+
+  public init(group: String, versions: [String], kind: String, plural: String, singular: String? = nil,
+              namespaced: Bool, shortNames: [String] = [], verbs: [String] = ResourceType.allVerbs) {
+    self.group = group
+    self.versions = versions
+    self.kind = kind
+    self.plural = plural
+    self.singular = singular ?? kind.lowercased()
+    self.namespaced = namespaced
+    self.shortNames = shortNames
+    self.verbs = verbs
+  }
+
+  public static let allVerbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+  /// The type of a `KubeResource`.
+  public init<R: KubeResource>(_ type: R.Type, shortNames: [String] = []) {
+    self.init(group: R.group, versions: [R.version], kind: R.kind, plural: R.plural, namespaced: R.namespaced, shortNames: shortNames)
+  }
+
+  var id: ResourceID { ResourceID(group: group, plural: plural) }
+
+  func apiVersion(_ version: String? = nil) -> String {
+    let v = version ?? versions[0]
+    return group.isEmpty ? v : "\(group)/\(v)"
+  }
+
+  static let builtIn: [ResourceType] = [
+    ResourceType(MeshKube.Namespace.self, shortNames: ["ns"]),
+    ResourceType(MeshKube.Service.self, shortNames: ["svc"]),
+    ResourceType(Endpoints.self, shortNames: ["ep"]),
+    ResourceType(Pod.self, shortNames: ["po"]),
+    ResourceType(Secret.self),
+    ResourceType(ServiceAccount.self, shortNames: ["sa"]),
+    ResourceType(group: "", versions: ["v1"], kind: "ConfigMap", plural: "configmaps", namespaced: true, shortNames: ["cm"]),
+    ResourceType(EndpointSlice.self),
+    ResourceType(Lease.self),
+    ResourceType(group: "authentication.k8s.io", versions: ["v1"], kind: "TokenReview", plural: "tokenreviews",
+                 namespaced: false, verbs: ["create"]),
+    ResourceType(group: "apiextensions.k8s.io", versions: ["v1"], kind: "CustomResourceDefinition",
+                 plural: "customresourcedefinitions", namespaced: false, shortNames: ["crd", "crds"]),
+  ]
+}
+
+/// A resource's identity: group and plural (versions share storage).
+struct ResourceID: Hashable, Sendable {
+  var group: String
+  var plural: String
+}
+
+/// A failure the server reports as a Kubernetes `Status`.
+public struct APIStatusError: Error, Sendable, Hashable, CustomStringConvertible {
+  public var code: Int
+  public var reason: String
+  public var message: String
+  public var name: String?
+  public var kind: String?
+
+  public init(code: Int, reason: String, message: String, name: String? = nil, kind: String? = nil) {
+    self.code = code
+    self.reason = reason
+    self.message = message
+    self.name = name
+    self.kind = kind
+  }
+
+  public var description: String { "\(code) \(reason): \(message)" }
+
+  static func notFound(_ plural: String, _ name: String) -> Self {
+    Self(code: 404, reason: "NotFound", message: "\(plural) \"\(name)\" not found", name: name, kind: plural)
+  }
+  static func badRequest(_ message: String) -> Self { Self(code: 400, reason: "BadRequest", message: message) }
+  static func invalid(_ plural: String, _ name: String, _ message: String) -> Self {
+    Self(code: 422, reason: "Invalid", message: "\(plural) \"\(name)\" is invalid: \(message)", name: name, kind: plural)
+  }
+
+  /// The `Status` object.
+  var json: JSONValue {
+    var details: [String: JSONValue] = [:]
+    if let name { details["name"] = .string(name) }
+    if let kind { details["kind"] = .string(kind) }
+    var status: JSONValue = [
+      "kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Failure",
+      "message": .string(message), "reason": .string(reason), "code": .int(Int64(code)),
+    ]
+    if !details.isEmpty { status["details"] = .object(details) }
+    return status
+  }
+}

@@ -1,0 +1,100 @@
+public import MeshCore
+public import MeshTLS
+public import NIOCore
+import NIOPosix
+
+/// A mesh-TLS echo server and client on loopback, for tests and benchmarks. After the handshake the server
+/// writes `identity=<client identity or none>\n`, then echoes every byte; a line `quit` makes it close.
+public enum MeshTLSEcho {
+  public typealias SessionObserver = @Sendable (Result<MeshTLSSession, MeshTLSError>) -> Void
+
+  /// Runs a server on 127.0.0.1:0 while `body` runs with its port.
+  public static func withServer<T: Sendable>(
+    tls: MeshTLS,
+    requireClientCertificate: Bool = true,
+    onSession: @escaping SessionObserver = { _ in },
+    _ body: @Sendable (Int) async throws -> T
+  ) async throws -> T {
+    let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .bind(host: "127.0.0.1", port: 0) { child in
+        child.eventLoop.makeCompletedFuture {
+          let session = try tls.addServerHandlers(
+            to: child.pipeline.syncOperations, requireClientCertificate: requireClientCertificate)
+          // Reported from the event loop, so a test that stops the server right away still hears of it.
+          session.whenComplete { result in
+            onSession(result.mapError { $0 as? MeshTLSError ?? MeshTLSError(.handshakeFailed, "\($0)") })
+          }
+          let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
+          return (session, async)
+        }
+      }
+    let port = server.channel.localAddress?.port ?? 0
+    return try await withThrowingTaskGroup(of: T?.self) { group in
+      group.addTask {
+        try await server.executeThenClose { inbound in
+          try await withThrowingDiscardingTaskGroup { connections in
+            for try await (sessionFuture, child) in inbound {
+              connections.addTask {
+                await serve(child, session: sessionFuture)
+              }
+            }
+          }
+        }
+        return nil
+      }
+      let result = try await body(port)
+      group.cancelAll()
+      return result
+    }
+  }
+
+  private static func serve(
+    _ child: NIOAsyncChannel<ByteBuffer, ByteBuffer>,
+    session sessionFuture: EventLoopFuture<MeshTLSSession>
+  ) async {
+    try? await child.executeThenClose { inbound, outbound in
+      guard let session = try? await sessionFuture.get() else { return }
+      try await outbound.write(ByteBuffer(string: "identity=\(session.peerIdentity?.description ?? "none")\n"))
+      var pending = ""
+      for try await chunk in inbound {
+        try await outbound.write(chunk)
+        pending += String(buffer: chunk)
+        if pending.contains("quit\n") { return }
+        if pending.count > 16 { pending = String(pending.suffix(16)) }
+      }
+    }
+  }
+
+  /// Connects with mesh TLS to 127.0.0.1:`port`, expecting `expected`, and runs `body` with the session and
+  /// the connection's streams; the connection is closed when `body` returns.
+  public static func withConnection<T: Sendable>(
+    tls: MeshTLS,
+    port: Int,
+    expected: IdentityName,
+    _ body: (MeshTLSSession, NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>)
+      async throws -> T = { _, _, _ in () }
+  ) async throws -> T {
+    let (sessionFuture, channel) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .connect(host: "127.0.0.1", port: port) { channel in
+        channel.eventLoop.makeCompletedFuture {
+          let session = try tls.addClientHandlers(to: channel.pipeline.syncOperations, expected: expected)
+          let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+          return (session, async)
+        }
+      }
+    return try await channel.executeThenClose { inbound, outbound in
+      let session = try await sessionFuture.get()
+      return try await body(session, inbound, outbound)
+    }
+  }
+
+  /// A port that was free a moment ago, for tools that must be told their port.
+  public static func freePort() async throws -> Int {
+    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .bind(host: "127.0.0.1", port: 0).get()
+    let port = channel.localAddress?.port ?? 0
+    try await channel.close()
+    return port
+  }
+}
