@@ -38,6 +38,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.24.0"),
     .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
+    .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
   ],
   targets: [
     .target(
@@ -187,6 +188,38 @@ let package = Package(
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
       ],
+      swiftSettings: swiftSettings
+    ),
+
+    // Benchmarks (see Benchmarks/): package-benchmark suites and plain executables that compare against
+    // independent implementations in the same run.
+    .executableTarget(
+      name: "IdentityBenchmarks",
+      dependencies: [
+        "MeshCore", "MeshIdentity",
+        .product(name: "Benchmark", package: "benchmark"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "SwiftASN1", package: "swift-asn1"),
+        .product(name: "X509", package: "swift-certificates"),
+      ],
+      path: "Benchmarks/Identity",
+      swiftSettings: swiftSettings,
+      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    ),
+    .executableTarget(
+      name: "TLSBenchmark",
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshTLS", "_MeshTestSupport",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ],
+      path: "Benchmarks/TLS",
+      swiftSettings: swiftSettings
+    ),
+    .executableTarget(
+      name: "KubeInformerBenchmark",
+      dependencies: ["MeshKube", "MeshKubeLocal", .product(name: "Logging", package: "swift-log")],
+      path: "Benchmarks/KubeInformer",
       swiftSettings: swiftSettings
     ),
   ]
