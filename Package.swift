@@ -17,6 +17,9 @@ let package = Package(
     .library(name: "MeshAPI", targets: ["MeshAPI"]),
     .library(name: "MeshIdentity", targets: ["MeshIdentity"]),
     .library(name: "MeshTLS", targets: ["MeshTLS"]),
+    .library(name: "MeshBalancer", targets: ["MeshBalancer"]),
+    .library(name: "MeshDiscovery", targets: ["MeshDiscovery"]),
+    .library(name: "MeshProxy", targets: ["MeshProxy"]),
     .library(name: "MeshKube", targets: ["MeshKube"]),
     .library(name: "MeshKubeLocal", targets: ["MeshKubeLocal"]),
     .executable(name: "meshctl", targets: ["meshctl"]),
@@ -38,6 +41,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.24.0"),
     .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
+    .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.35.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
     .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
   ],
   targets: [
@@ -89,6 +94,36 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(
+      name: "MeshDiscovery",
+      dependencies: [
+        "MeshCore", "MeshAPI", "MeshKube",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
+      name: "MeshBalancer",
+      swiftSettings: swiftSettings
+    ),
+    .target(
+      name: "MeshProxy",
+      dependencies: [
+        "MeshCore", "MeshTLS", "MeshBalancer",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "Prometheus", package: "swift-prometheus"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
       name: "MeshKube",
       dependencies: [
         "MeshCore",
@@ -123,6 +158,8 @@ let package = Package(
       dependencies: [
         "MeshCore",
         "MeshIdentity",
+        "MeshDiscovery",
+        "MeshKube",
         "MeshKubeLocal",
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -137,6 +174,9 @@ let package = Package(
       dependencies: [
         "MeshCore",
         "MeshIdentity",
+        "MeshDiscovery",
+        "MeshKube",
+        "MeshKubeLocal",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -160,6 +200,25 @@ let package = Package(
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "MeshDiscoveryTests",
+      dependencies: [
+        "MeshCore", "MeshAPI", "MeshDiscovery", "MeshKube", "MeshKubeLocal",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "MeshProxyTests",
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "_MeshTestSupport",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings

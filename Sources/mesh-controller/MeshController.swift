@@ -10,7 +10,7 @@ struct MeshController: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "mesh-controller",
     abstract: "The SwiftMesh control plane: the identity service and the destination service.",
-    subcommands: [IdentityController.self]
+    subcommands: [IdentityController.self, DestinationController.self]
   )
 }
 

@@ -1,0 +1,79 @@
+import Logging
+import MeshCore
+import MeshKube
+
+extension DestinationServer {
+  /// Recomputes the publishers of one service (endpoints and profile).
+  func refresh(namespace: String, service: String) {
+    let key = "\(namespace)/\(service)"
+    endpointRegistry.refresh(service: key)
+    profileRegistry.refresh(service: key)
+  }
+
+  func handle(_ event: InformerEvent<MeshKube.Service>) {
+    refresh(namespace: event.object.namespace ?? "default", service: event.object.name)
+  }
+
+  func handle(_ event: InformerEvent<Endpoints>) {
+    refresh(namespace: event.object.namespace ?? "default", service: event.object.name)
+  }
+
+  /// A pod's identity or readiness matters to every service of its namespace that selects it;
+  /// recompute that namespace's endpoint publishers (unchanged sets send nothing).
+  func handle(_ event: InformerEvent<Pod>) {
+    if case .updated(let old, let new) = event, old.metadata.labels == new.metadata.labels,
+      old.metadata.annotations == new.metadata.annotations, old.spec?.serviceAccountName == new.spec?.serviceAccountName
+    {
+      return
+    }
+    endpointRegistry.refresh(namespace: event.object.namespace ?? "default")
+  }
+
+  /// ServiceProfiles are named `<svc>.<ns>.svc.<cluster-domain>` in the service's namespace.
+  func handle(_ event: InformerEvent<ServiceProfile>) {
+    let suffix = ".svc.\(configuration.clusterDomain)"
+    let name = event.object.name
+    guard name.hasSuffix(suffix) else { return }
+    let parts = name.dropLast(suffix.count).split(separator: ".")
+    guard parts.count == 2 else { return }
+    profileRegistry.refresh(service: "\(parts[1])/\(parts[0])")
+  }
+
+  func handle(_ event: InformerEvent<TrafficSplit>) {
+    var splits = [event.object]
+    if case .updated(let old, _) = event { splits.append(old) }
+    for split in splits {
+      let service = split.spec.service.split(separator: ".").first.map(String.init) ?? split.spec.service
+      profileRegistry.refresh(service: "\(split.namespace ?? "default")/\(service)")
+    }
+  }
+
+  // MARK: - Computing values from the stores
+
+  static func endpointSet(
+    _ target: DestinationTarget, informers: DiscoveryInformers, translator: EndpointTranslator, logger: Logger
+  ) -> EndpointSet {
+    guard case .service(let namespace, let name, let port) = target else { return .doesNotExist }
+    return translator.endpointSet(
+      service: informers.services.store.get(namespace: namespace, name: name),
+      endpoints: informers.endpoints.store.get(namespace: namespace, name: name),
+      port: port,
+      pod: { informers.pods.store.get(namespace: $0, name: $1) },
+      problem: { logger.warning("endpoint skipped", metadata: ["problem": "\($0)"]) })
+  }
+
+  static func profile(
+    _ target: DestinationTarget, informers: DiscoveryInformers, translator: ProfileTranslator, problems: ProblemLog
+  ) -> Profile {
+    guard case .service(let namespace, let name, let port) = target else { return Profile() }
+    let profileName = translator.profileName(service: name, namespace: namespace)
+    let serviceProfile = informers.serviceProfiles.store.get(namespace: namespace, name: profileName)
+    let split = informers.trafficSplits.store.list(namespace: namespace).first {
+      ($0.spec.service.split(separator: ".").first.map(String.init) ?? $0.spec.service) == name
+    }
+    let (profile, found) = translator.profile(
+      namespace: namespace, service: name, port: port, serviceProfile: serviceProfile, split: split)
+    problems.set(found, for: "\(namespace)/\(profileName)")
+    return profile
+  }
+}

@@ -1,0 +1,169 @@
+import GRPCCore
+public import GRPCNIOTransportHTTP2
+public import Logging
+public import MeshCore
+public import MeshKube
+public import ServiceLifecycle
+import Synchronization
+
+/// The destination service as a long-running `Service`: gRPC `Get` and `GetProfile` over HTTP/2, fed
+/// by informers over the cluster's Services, Endpoints, Pods, ServiceProfiles and TrafficSplits.
+///
+/// `run()` runs the informers, waits until each has listed once, then serves. Subscribers of one
+/// destination share one publisher; informer events recompute only the publishers of the service they
+/// concern. On graceful shutdown every open stream ends (status OK), so clients reconnect elsewhere.
+public final class DestinationServer: ServiceLifecycle.Service, Sendable {
+  public struct Configuration: Sendable {
+    /// Where to listen. Default 0.0.0.0:8086.
+    public var host: String = "0.0.0.0"
+    public var port: Int = 8086
+    /// The cluster's DNS domain. Default `cluster.local`.
+    public var clusterDomain: String = "cluster.local"
+    /// The trust domain of identities. Default `cluster.local`.
+    public var trustDomain: TrustDomain = .clusterLocal
+    /// The control-plane namespace (part of identity names). Default `swiftmesh`.
+    public var controlPlaneNamespace: String = IdentityName.defaultControlPlaneNamespace
+    /// Weight of every endpoint. Default 10000.
+    public var defaultWeight: UInt32 = Endpoint.defaultWeight
+    /// Plaintext (default) or TLS, e.g. `.tls(certificateReloader: RotatingCredentials)` from MeshIdentity.
+    public var transportSecurity: HTTP2ServerTransport.Posix.TransportSecurity = .plaintext
+
+    public init() {}
+
+    public static func defaults(configure: (inout Self) -> Void = { _ in }) -> Self {
+      var config = Self()
+      configure(&config)
+      return config
+    }
+  }
+
+  /// Counters and gauges, for tests and diagnostics.
+  public struct Statistics: Sendable, Hashable {
+    /// Endpoint publishers alive (one per destination with subscribers).
+    public var endpointPublishers: Int
+    /// Endpoint publishers ever created.
+    public var endpointPublishersCreated: Int
+    public var endpointSubscribers: Int
+    public var profilePublishers: Int
+    public var profileSubscribers: Int
+    /// Problems reported in profiles and splits so far.
+    public var problemsReported: Int
+  }
+
+  public let configuration: Configuration
+  public let informers: DiscoveryInformers
+  let endpointRegistry: PublisherRegistry<EndpointSet>
+  let profileRegistry: PublisherRegistry<Profile>
+  let problemLog: ProblemLog
+  let logger: Logger
+  private let transport: HTTP2ServerTransport.Posix
+  private let server: GRPCServer<HTTP2ServerTransport.Posix>
+
+  /// A server over existing informers (which `run()` runs).
+  public init(configuration: Configuration, informers: DiscoveryInformers, logger: Logger) {
+    self.configuration = configuration
+    self.informers = informers
+    self.logger = logger
+    let problemLog = ProblemLog(logger: logger)
+    self.problemLog = problemLog
+    let endpointTranslator = EndpointTranslator(
+      trustDomain: configuration.trustDomain, controlPlaneNamespace: configuration.controlPlaneNamespace,
+      defaultWeight: configuration.defaultWeight)
+    let profileTranslator = ProfileTranslator(clusterDomain: configuration.clusterDomain)
+    self.endpointRegistry = PublisherRegistry { target in
+      { Self.endpointSet(target, informers: informers, translator: endpointTranslator, logger: logger) }
+    }
+    self.profileRegistry = PublisherRegistry { target in
+      { Self.profile(target, informers: informers, translator: profileTranslator, problems: problemLog) }
+    }
+    self.transport = HTTP2ServerTransport.Posix(
+      address: .ipv4(host: configuration.host, port: configuration.port),
+      transportSecurity: configuration.transportSecurity)
+    let service = DestinationService(
+      clusterDomain: configuration.clusterDomain, endpoints: endpointRegistry, profiles: profileRegistry, logger: logger)
+    self.server = GRPCServer(transport: transport, services: [service])
+  }
+
+  /// A server with its own informers over `client`.
+  public convenience init(
+    configuration: Configuration, client: KubeClient, informerConfiguration: Informer<Pod>.Configuration = .init(),
+    logger: Logger
+  ) {
+    self.init(
+      configuration: configuration,
+      informers: DiscoveryInformers(client: client, configuration: informerConfiguration, logger: logger),
+      logger: logger)
+  }
+
+  /// The bound port, once listening (useful with port 0).
+  public var listeningPort: Int {
+    get async throws {
+      let address = try await transport.listeningAddress
+      if let ipv4 = address.ipv4 { return ipv4.port }
+      if let ipv6 = address.ipv6 { return ipv6.port }
+      throw MeshError.internalError("destination server is not listening on an IP address: \(address)")
+    }
+  }
+
+  public var statistics: Statistics {
+    Statistics(
+      endpointPublishers: endpointRegistry.publisherCount,
+      endpointPublishersCreated: endpointRegistry.publishersCreated,
+      endpointSubscribers: endpointRegistry.subscriberCount,
+      profilePublishers: profileRegistry.publisherCount,
+      profileSubscribers: profileRegistry.subscriberCount,
+      problemsReported: problemLog.reportedCount)
+  }
+
+  /// The current problems in ServiceProfiles and TrafficSplits (routes dropped, settings ignored).
+  public var problems: [ProfileProblem] { problemLog.all }
+
+  public func run() async throws {
+    // Subscribe before the informers run, so no change is missed.
+    let serviceEvents = informers.services.events()
+    let endpointsEvents = informers.endpoints.events()
+    let podEvents = informers.pods.events()
+    let profileEvents = informers.serviceProfiles.events()
+    let splitEvents = informers.trafficSplits.events()
+    try await withThrowingDiscardingTaskGroup { group in
+      group.addTask { try await self.informers.services.run() }
+      group.addTask { try await self.informers.endpoints.run() }
+      group.addTask { try await self.informers.pods.run() }
+      group.addTask { try await self.informers.serviceProfiles.run() }
+      group.addTask { try await self.informers.trafficSplits.run() }
+      group.addTask { for await event in serviceEvents { self.handle(event) } }
+      group.addTask { for await event in endpointsEvents { self.handle(event) } }
+      group.addTask { for await event in podEvents { self.handle(event) } }
+      group.addTask { for await event in profileEvents { self.handle(event) } }
+      group.addTask { for await event in splitEvents { self.handle(event) } }
+
+      try await cancelWhenGracefulShutdown { try await self.waitForSync() }
+      group.addTask {
+        let port = try await self.listeningPort
+        self.logger.notice(
+          "destination service listening",
+          metadata: ["address": "\(self.configuration.host):\(port)", "cluster_domain": "\(self.configuration.clusterDomain)"])
+      }
+      try await withGracefulShutdownHandler {
+        try await self.server.serve()
+      } onGracefulShutdown: {
+        self.endpointRegistry.close()
+        self.profileRegistry.close()
+        self.server.beginGracefulShutdown()
+      }
+      self.endpointRegistry.close()
+      self.profileRegistry.close()
+      group.cancelAll()
+    }
+  }
+
+  /// Waits until every informer has listed once (polled every 10 ms).
+  private func waitForSync() async throws {
+    while !informers.hasSynced {
+      try await Task.sleep(for: .milliseconds(10))
+    }
+    // Anything subscribed meanwhile (nothing, as the server is not serving yet) would be stale.
+    endpointRegistry.refreshAll()
+    profileRegistry.refreshAll()
+  }
+}

@@ -1,0 +1,146 @@
+import NIOCore
+public import Prometheus
+import Synchronization
+
+/// The proxy's golden signals, Linkerd-style, in a Prometheus registry: `request_total`, `response_total`,
+/// `response_latency_ms`, `tcp_open_connections`, `tcp_read_bytes_total`, `tcp_write_bytes_total`, and
+/// `proxy_errors_total` for answers the proxy made itself.
+public final class ProxyMetrics: Sendable {
+  /// Latency buckets in milliseconds.
+  public static let latencyBuckets: [Double] = [
+    1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000, 10000, 20000, 30000,
+    40000, 50000,
+  ]
+
+  /// The labels of one request's traffic. Every series carries the same label names (empty when unknown),
+  /// so each metric family is uniform.
+  public struct RequestLabels: Sendable, Hashable {
+    public var direction: String
+    public var authority: String
+    public var tls: Bool
+    public var clientID: String = ""
+    public var serverID: String = ""
+    public var dstService: String = ""
+    public var dstNamespace: String = ""
+    public var targetCluster: String = ""
+
+    public init(direction: String, authority: String, tls: Bool) {
+      self.direction = direction
+      self.authority = authority
+      self.tls = tls
+    }
+
+    var pairs: [(String, String)] {
+      [
+        ("direction", direction), ("authority", authority), ("tls", tls ? "true" : "false"), ("client_id", clientID),
+        ("server_id", serverID), ("dst_service", dstService), ("dst_namespace", dstNamespace),
+        ("target_cluster", targetCluster),
+      ]
+    }
+  }
+
+  /// Byte and connection counters of one kind of connection.
+  public struct TCP: Sendable {
+    let open: Gauge
+    let read: Counter
+    let write: Counter
+  }
+
+  public let registry: PrometheusCollectorRegistry
+
+  public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+    self.registry = registry
+  }
+
+  func requestStarted(_ labels: RequestLabels) {
+    registry.makeCounter(name: "request_total", labels: labels.pairs, help: "Requests the proxy forwarded.")
+      .increment()
+  }
+
+  func responseEnded(_ labels: RequestLabels, status: Int, grpcStatus: Int?, latencyMilliseconds: Double) {
+    let failure = status >= 500 || (grpcStatus.map { $0 != 0 } ?? false)
+    var pairs = labels.pairs
+    pairs.append(("classification", failure ? "failure" : "success"))
+    pairs.append(("status_code", String(status)))
+    pairs.append(("grpc_status", grpcStatus.map(String.init) ?? ""))
+    registry.makeCounter(name: "response_total", labels: pairs, help: "Responses the proxy forwarded or made.")
+      .increment()
+    registry.makeValueHistogram(
+      name: "response_latency_ms", labels: labels.pairs, buckets: Self.latencyBuckets,
+      help: "Time from a request's headers to its response's headers, in milliseconds."
+    ).record(latencyMilliseconds)
+  }
+
+  func proxyError(direction: String, reason: ProxyError.Reason) {
+    registry.makeCounter(
+      name: "proxy_errors_total", labels: [("direction", direction), ("reason", reason.rawValue)],
+      help: "Requests the proxy answered itself, by reason."
+    ).increment()
+  }
+
+  /// The counters for connections of one direction, peer side and TLS state.
+  public func tcp(direction: String, peer: String, tls: Bool) -> TCP {
+    let labels = [("direction", direction), ("peer", peer), ("tls", tls ? "true" : "false")]
+    return TCP(
+      open: registry.makeGauge(name: "tcp_open_connections", labels: labels, help: "Connections open now."),
+      read: registry.makeCounter(name: "tcp_read_bytes_total", labels: labels, help: "Bytes read from connections."),
+      write: registry.makeCounter(name: "tcp_write_bytes_total", labels: labels, help: "Bytes written to connections.")
+    )
+  }
+
+  /// The Prometheus text exposition.
+  public func exposition() -> [UInt8] {
+    var buffer: [UInt8] = []
+    buffer.reserveCapacity(16 * 1024)
+    registry.emit(into: &buffer)
+    return buffer
+  }
+}
+
+/// Counts a connection's bytes and its lifetime. Sits first in the pipeline, so it counts wire bytes.
+final class ConnectionMetricsHandler: ChannelDuplexHandler, RemovableChannelHandler {
+  typealias InboundIn = ByteBuffer
+  typealias InboundOut = ByteBuffer
+  typealias OutboundIn = IOData
+  typealias OutboundOut = IOData
+
+  private let metrics: ProxyMetrics.TCP
+  private var counted = false
+
+  init(metrics: ProxyMetrics.TCP) {
+    self.metrics = metrics
+  }
+
+  func channelActive(context: ChannelHandlerContext) {
+    if !counted {
+      counted = true
+      metrics.open.increment()
+    }
+    context.fireChannelActive()
+  }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    if context.channel.isActive && !counted {
+      counted = true
+      metrics.open.increment()
+    }
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    if counted {
+      counted = false
+      metrics.open.decrement()
+    }
+    context.fireChannelInactive()
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    metrics.read.increment(by: Int64(unwrapInboundIn(data).readableBytes))
+    context.fireChannelRead(data)
+  }
+
+  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    metrics.write.increment(by: Int64(unwrapOutboundIn(data).readableBytes))
+    context.write(data, promise: promise)
+  }
+}

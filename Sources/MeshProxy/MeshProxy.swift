@@ -1,0 +1,149 @@
+public import Logging
+public import MeshCore
+public import MeshTLS
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+public import ServiceLifecycle
+import Synchronization
+
+/// The data-plane proxy: an outbound listener for the local application's requests, an inbound listener
+/// for peers (mutual TLS, plaintext from unmeshed clients unless identity is required), and the admin
+/// server. A ServiceLifecycle `Service`: graceful shutdown stops accepting, then waits for in-flight
+/// requests up to the grace period.
+public final class MeshProxy: Service, Sendable {
+  /// The ports the listeners are bound to (useful with port 0).
+  public struct BoundPorts: Sendable, Hashable {
+    public var outbound: Int
+    public var inbound: Int
+    public var admin: Int
+  }
+
+  public let configuration: ProxyConfiguration
+  public let metrics: ProxyMetrics
+  public let readiness = Readiness()
+  public let inFlight = InFlightRequests()
+  private let tls: MeshTLS?
+  private let outboundRouter: OutboundRouter
+  private let inboundRouter: InboundRouter
+  private let logger: Logger
+  private let ports = Mutex<BoundPorts?>(nil)
+  private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+  public init(
+    configuration: ProxyConfiguration,
+    tls: MeshTLS?,
+    discovery: any EndpointDiscovery,
+    metrics: ProxyMetrics = ProxyMetrics(),
+    logger: Logger
+  ) {
+    self.configuration = configuration
+    self.tls = tls
+    self.metrics = metrics
+    self.logger = logger
+    let pools = UpstreamPools(tls: tls, configuration: configuration, metrics: metrics)
+    self.outboundRouter = OutboundRouter(discovery: discovery, pools: pools, configuration: configuration)
+    self.inboundRouter = InboundRouter(application: configuration.applicationAddress, pools: pools)
+  }
+
+  /// Waits until the listeners are bound (up to `timeout`) and returns their ports.
+  public func boundPorts(timeout: Duration = .seconds(10)) async throws -> BoundPorts {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+      if let bound = ports.withLock({ $0 }) { return bound }
+      try await Task.sleep(for: .milliseconds(5))
+    }
+    throw MeshError.unavailable("proxy listeners did not bind within \(timeout)")
+  }
+
+  /// Destinations the outbound side follows.
+  public var destinationCount: Int { outboundRouter.destinationCount }
+
+  public func run() async throws {
+    let outbound = try await bind(
+      configuration.outboundAddress, direction: "outbound",
+      setup: .init(
+        router: outboundRouter, metrics: metrics, tls: nil, requireClientCertificate: false, inFlight: inFlight))
+    let inbound = try await bind(
+      configuration.inboundAddress, direction: "inbound",
+      setup: .init(
+        router: inboundRouter, metrics: metrics, tls: tls,
+        requireClientCertificate: configuration.requireIdentityOnInbound, inFlight: inFlight))
+    let admin = try await bindAdmin(configuration.adminAddress)
+    let bound = BoundPorts(
+      outbound: outbound.localAddress?.port ?? 0, inbound: inbound.localAddress?.port ?? 0,
+      admin: admin.localAddress?.port ?? 0)
+    ports.withLock { $0 = bound }
+    readiness.set(true)
+    logger.notice(
+      "proxy listening",
+      metadata: [
+        "outbound": "\(configuration.outboundAddress.host):\(bound.outbound)",
+        "inbound": "\(configuration.inboundAddress.host):\(bound.inbound)",
+        "admin": "\(configuration.adminAddress.host):\(bound.admin)",
+        "identity": "\(tls?.localIdentity?.description ?? "none")",
+      ])
+
+    await withDiscardingTaskGroup { group in
+      group.addTask { await self.outboundRouter.run() }
+      if let tls = self.tls {
+        _ = tls  // rotation is followed by whoever owns the rotator (see mesh-proxy)
+      }
+      // Until graceful shutdown (or cancellation).
+      try? await gracefulShutdown()
+      self.readiness.set(false)
+      self.logger.notice("proxy draining", metadata: ["in_flight": "\(self.inFlight.current)"])
+      try? await outbound.close()
+      try? await inbound.close()
+      let deadline = ContinuousClock.now + self.configuration.shutdownGracePeriod
+      while self.inFlight.current > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
+        try? await Task.sleep(for: .milliseconds(20))
+      }
+      for channel in self.connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }
+      try? await admin.close()
+      self.outboundRouter.finish()
+      group.cancelAll()
+    }
+    logger.notice("proxy stopped")
+  }
+
+  private func bind(_ address: Authority, direction: String, setup: ProtocolDetector.Setup) async throws -> any Channel {
+    let metrics = self.metrics
+    let tlsOffered = setup.tls != nil
+    return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .serverChannelOption(.backlog, value: 1024)
+      .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+      .childChannelInitializer { channel in
+        self.track(channel)
+        return channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(
+            ConnectionMetricsHandler(metrics: metrics.tcp(direction: direction, peer: "src", tls: tlsOffered)))
+          try channel.pipeline.syncOperations.addHandler(ProtocolDetector(setup: setup))
+        }
+      }
+      .bind(host: address.host, port: address.port).get()
+  }
+
+  private func bindAdmin(_ address: Authority) async throws -> any Channel {
+    let metrics = self.metrics
+    let readiness = self.readiness
+    return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .childChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+          try channel.pipeline.syncOperations.addHandler(AdminHandler(metrics: metrics, readiness: readiness))
+        }
+      }
+      .bind(host: address.host, port: address.port).get()
+  }
+
+  private func track(_ channel: any Channel) {
+    let key = ObjectIdentifier(channel)
+    connections.withLock { $0[key] = channel }
+    channel.closeFuture.whenComplete { _ in
+      _ = self.connections.withLock { $0.removeValue(forKey: key) }
+    }
+  }
+}

@@ -1,0 +1,103 @@
+public import MeshBalancer
+public import MeshCore
+import NIOConcurrencyHelpers
+public import NIOCore
+import Synchronization
+
+/// A balancer ticket in a box, so it can travel in futures and handlers; completing it twice is harmless.
+public final class TicketBox: Sendable {
+  private let box: Mutex<BalancerTicket<Endpoint>?>
+  public let endpoint: Endpoint
+
+  init(_ ticket: consuming BalancerTicket<Endpoint>) {
+    self.endpoint = ticket.endpoint
+    self.box = Mutex(ticket)
+  }
+
+  /// Ends the request's claim on the endpoint (at the first response byte, or on failure).
+  public func complete(_ outcome: RequestOutcome) {
+    let ticket = box.withLock { $0.take() }
+    ticket?.complete(outcome)
+  }
+}
+
+/// What a request is sent to.
+public enum Target: Sendable {
+  /// A balanced endpoint of a known destination.
+  case endpoint(TicketBox)
+  /// A name the destination service does not know: forwarded to the authority as given.
+  case passthrough(Authority)
+}
+
+/// One authority as the proxy sees it: the latest endpoint set from discovery feeding a P2C balancer, and
+/// the requests waiting for endpoints to appear (up to the failfast timeout).
+final class Destination: Sendable {
+  let authority: Authority
+  let balancer: P2CBalancer<Endpoint>
+
+  private struct State {
+    var resolved = false
+    var exists = false
+    var waiters: [EventLoopPromise<Void>] = []
+  }
+  private let state = Mutex(State())
+
+  init(authority: Authority) {
+    self.authority = authority
+    self.balancer = P2CBalancer<Endpoint>()
+  }
+
+  /// Applies every snapshot from discovery until the stream ends or the task is cancelled.
+  func follow(_ snapshots: AsyncStream<EndpointSet>) async {
+    for await snapshot in snapshots {
+      apply(snapshot)
+    }
+  }
+
+  func apply(_ snapshot: EndpointSet) {
+    var weights: [Endpoint: UInt32] = [:]
+    for endpoint in snapshot.endpoints { weights[endpoint] = max(endpoint.weight, 1) }
+    balancer.replaceEndpoints(with: weights)
+    let waiters = state.withLock { state in
+      state.resolved = true
+      state.exists = snapshot.exists
+      defer { state.waiters = [] }
+      return state.waiters
+    }
+    for waiter in waiters { waiter.succeed() }
+  }
+
+  /// Picks a target for one request, waiting for endpoints until `deadline`.
+  func target(on eventLoop: any EventLoop, deadline: NIODeadline) -> EventLoopFuture<Target> {
+    let (resolved, exists) = state.withLock { ($0.resolved, $0.exists) }
+    if resolved {
+      if !exists { return eventLoop.makeSucceededFuture(.passthrough(authority)) }
+      if let ticket = try? balancer.pick() {
+        return eventLoop.makeSucceededFuture(.endpoint(TicketBox(ticket)))
+      }
+    }
+    if NIODeadline.now() >= deadline {
+      return eventLoop.makeFailedFuture(
+        ProxyError(
+          .noEndpoints, resolved ? "\(authority) has no available endpoints" : "\(authority) was not resolved in time"))
+    }
+    // Wait for the next snapshot or the deadline, then try again.
+    let promise = eventLoop.makePromise(of: Void.self)
+    state.withLock { $0.waiters.append(promise) }
+    let timer = eventLoop.scheduleTask(deadline: deadline) {
+      // Only if `apply` has not taken (and completed) it already.
+      let mine = self.state.withLock { state -> Bool in
+        guard let index = state.waiters.firstIndex(where: { $0.futureResult === promise.futureResult }) else {
+          return false
+        }
+        state.waiters.remove(at: index)
+        return true
+      }
+      if mine { promise.succeed() }
+    }
+    return promise.futureResult.flatMap {
+      timer.cancel()
+      return self.target(on: eventLoop, deadline: deadline)
+    }
+  }
+}

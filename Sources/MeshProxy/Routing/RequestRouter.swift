@@ -1,0 +1,59 @@
+public import MeshCore
+public import NIOCore
+public import NIOHTTP1
+
+/// One request as the router sees it.
+public struct RoutedRequest: Sendable {
+  public var head: HTTPRequestHead
+  /// From `Host` (HTTP/1.1) or `:authority` (HTTP/2).
+  public var authority: Authority?
+  /// Whether the request arrived over HTTP/2.
+  public var arrivedOverHTTP2: Bool
+  /// The caller's verified mesh identity (inbound), if any.
+  public var peerIdentity: IdentityName?
+}
+
+/// Where a request goes: an upstream channel speaking HTTP/1 parts (an HTTP/1.1 connection, or an HTTP/2
+/// stream behind a codec), the head to send there, and the metric labels of the hop.
+public final class Upstream: @unchecked Sendable {
+  let channel: any Channel
+  let head: HTTPRequestHead
+  let ticket: TicketBox?
+  let labels: ProxyMetrics.RequestLabels
+  /// For HTTP/1.1 connections: returns a finished connection to its pool. Nil for HTTP/2 streams.
+  let release: (@Sendable (any Channel) -> Void)?
+
+  init(
+    channel: any Channel, head: HTTPRequestHead, ticket: TicketBox?, labels: ProxyMetrics.RequestLabels,
+    release: (@Sendable (any Channel) -> Void)?
+  ) {
+    self.channel = channel
+    self.head = head
+    self.ticket = ticket
+    self.labels = labels
+    self.release = release
+  }
+}
+
+/// Decides where each request goes and opens the upstream for it, on the request's event loop.
+public protocol RequestRouter: Sendable {
+  /// The `direction` label of this side.
+  var direction: String { get }
+  /// Opens an upstream for `request`; fails with `ProxyError`.
+  func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream>
+}
+
+/// HTTP header helpers shared by both sides.
+enum HTTPHeaderRules {
+  /// Connection-specific headers that never cross a hop.
+  static let hopByHop: Set<String> = [
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
+  ]
+
+  /// Removes hop-by-hop headers, keeping `te: trailers` (gRPC needs it).
+  static func stripHopByHop(_ headers: inout HTTPHeaders) {
+    let keepTrailers = headers["te"].contains { $0.lowercased().contains("trailers") }
+    for name in hopByHop { headers.remove(name: name) }
+    if keepTrailers { headers.add(name: "te", value: "trailers") }
+  }
+}

@@ -1,0 +1,164 @@
+import MeshBalancer
+public import MeshCore
+import MeshTLS
+public import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// The upstream pools of all event loops, one per loop.
+final class UpstreamPools: Sendable {
+  private let pools: Mutex<[ObjectIdentifier: UpstreamPool]> = Mutex([:])
+  private let tls: MeshTLS?
+  private let configuration: ProxyConfiguration
+  private let metrics: ProxyMetrics
+
+  init(tls: MeshTLS?, configuration: ProxyConfiguration, metrics: ProxyMetrics) {
+    self.tls = tls
+    self.configuration = configuration
+    self.metrics = metrics
+  }
+
+  func pool(for eventLoop: any EventLoop) -> UpstreamPool {
+    pools.withLock { pools in
+      let key = ObjectIdentifier(eventLoop)
+      if let pool = pools[key] { return pool }
+      let pool = UpstreamPool(eventLoop: eventLoop, tls: tls, configuration: configuration, metrics: metrics)
+      pools[key] = pool
+      return pool
+    }
+  }
+
+  /// Opens a plaintext upstream to `address` in the request's own protocol.
+  func plaintext(
+    to address: Authority, http2: Bool, head: HTTPRequestHead, ticket: TicketBox?,
+    labels: ProxyMetrics.RequestLabels, on eventLoop: any EventLoop
+  ) -> EventLoopFuture<Upstream> {
+    let pool = pool(for: eventLoop)
+    var head = head
+    if http2 {
+      return pool.openHTTP2Stream(to: address, identity: nil).map { channel in
+        Upstream(channel: channel, head: head, ticket: ticket, labels: labels, release: nil)
+      }
+    }
+    head.version = .http1_1
+    return pool.http1Connection(to: address).map { channel in
+      Upstream(channel: channel, head: head, ticket: ticket, labels: labels) { channel in
+        pool.releaseHTTP1(channel, to: address)
+      }
+    }
+  }
+}
+
+/// The outbound side: resolves the request's authority through discovery, balances over its endpoints
+/// (power of two choices over peak-EWMA), and opens mutual TLS (HTTP/2) to meshed endpoints or plaintext
+/// in the request's own protocol to others. Names discovery does not know go to the authority as given.
+public final class OutboundRouter: RequestRouter, Sendable {
+  public let direction = "outbound"
+  private let discovery: any EndpointDiscovery
+  private let pools: UpstreamPools
+  private let configuration: ProxyConfiguration
+  private let destinations = Mutex<[Authority: Destination]>([:])
+  private let newDestinations: AsyncStream<Destination>
+  private let newDestinationsContinuation: AsyncStream<Destination>.Continuation
+
+  init(discovery: any EndpointDiscovery, pools: UpstreamPools, configuration: ProxyConfiguration) {
+    self.discovery = discovery
+    self.pools = pools
+    self.configuration = configuration
+    (newDestinations, newDestinationsContinuation) = AsyncStream.makeStream(of: Destination.self)
+  }
+
+  /// Follows discovery for every destination requests have named, until cancelled.
+  func run() async {
+    await withDiscardingTaskGroup { group in
+      for await destination in newDestinations {
+        group.addTask { await destination.follow(self.discovery.endpoints(for: destination.authority)) }
+      }
+    }
+  }
+
+  func finish() { newDestinationsContinuation.finish() }
+
+  /// How many destinations the proxy follows.
+  public var destinationCount: Int { destinations.withLock { $0.count } }
+
+  private func destination(for authority: Authority) -> Destination {
+    let (destination, isNew) = destinations.withLock { map -> (Destination, Bool) in
+      if let existing = map[authority] { return (existing, false) }
+      let created = Destination(authority: authority)
+      map[authority] = created
+      return (created, true)
+    }
+    if isNew { newDestinationsContinuation.yield(destination) }
+    return destination
+  }
+
+  public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
+    guard let authority = request.authority else {
+      return eventLoop.makeFailedFuture(ProxyError(.badAuthority, "request has no valid Host/:authority"))
+    }
+    let deadline = NIODeadline.now() + TimeAmount(configuration.failfastTimeout)
+    var head = request.head
+    HTTPHeaderRules.stripHopByHop(&head.headers)
+    return destination(for: authority).target(on: eventLoop, deadline: deadline).flatMap { target in
+      var labels = ProxyMetrics.RequestLabels(direction: self.direction, authority: authority.description, tls: false)
+      switch target {
+      case .passthrough(let address):
+        return self.pools.plaintext(
+          to: address, http2: request.arrivedOverHTTP2, head: head, ticket: nil, labels: labels, on: eventLoop)
+      case .endpoint(let ticket):
+        let endpoint = ticket.endpoint
+        labels.dstService = endpoint.metricLabels["service"] ?? ""
+        labels.dstNamespace = endpoint.metricLabels["namespace"] ?? ""
+        labels.targetCluster = endpoint.metricLabels["target_cluster"] ?? ""
+        if let override = endpoint.authorityOverride {
+          head.headers.replaceOrAdd(name: "host", value: override.description)
+        }
+        let opened: EventLoopFuture<Upstream>
+        if let identity = endpoint.tlsIdentity {
+          labels.tls = true
+          labels.serverID = identity.description
+          if !request.arrivedOverHTTP2 { head.headers.replaceOrAdd(name: MeshHeaders.origProto, value: "HTTP/1.1") }
+          opened = self.pools.pool(for: eventLoop).openHTTP2Stream(to: endpoint.address, identity: identity).map {
+            [head, labels] channel in
+            Upstream(channel: channel, head: head, ticket: ticket, labels: labels, release: nil)
+          }
+        } else {
+          opened = self.pools.plaintext(
+            to: endpoint.address, http2: request.arrivedOverHTTP2, head: head, ticket: ticket, labels: labels,
+            on: eventLoop)
+        }
+        return opened.flatMapErrorThrowing { error in
+          ticket.complete(.failure)
+          throw error
+        }
+      }
+    }
+  }
+}
+
+/// The inbound side: forwards to the local application, restoring HTTP/1.1 for requests a peer proxy
+/// carried over HTTP/2.
+public final class InboundRouter: RequestRouter, Sendable {
+  public let direction = "inbound"
+  private let application: Authority
+  private let pools: UpstreamPools
+
+  init(application: Authority, pools: UpstreamPools) {
+    self.application = application
+    self.pools = pools
+  }
+
+  public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
+    var head = request.head
+    HTTPHeaderRules.stripHopByHop(&head.headers)
+    let restoreHTTP1 = head.headers.first(name: MeshHeaders.origProto) != nil
+    head.headers.remove(name: MeshHeaders.origProto)
+    var labels = ProxyMetrics.RequestLabels(
+      direction: direction, authority: request.authority?.description ?? "", tls: request.peerIdentity != nil)
+    labels.clientID = request.peerIdentity?.description ?? ""
+    return pools.plaintext(
+      to: application, http2: request.arrivedOverHTTP2 && !restoreHTTP1, head: head, ticket: nil, labels: labels,
+      on: eventLoop)
+  }
+}

@@ -1,0 +1,126 @@
+import MeshCore
+import MeshTLS
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+
+/// Looks at a connection's first bytes and builds the rest of its pipeline: mesh TLS when they are a TLS
+/// handshake (and TLS is offered here), then HTTP/2 when they are the HTTP/2 preface, else HTTP/1.1.
+final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = ByteBuffer
+  typealias InboundOut = ByteBuffer
+
+  struct Setup: Sendable {
+    var router: any RequestRouter
+    var metrics: ProxyMetrics
+    var tls: MeshTLS?
+    var requireClientCertificate: Bool
+    var inFlight: InFlightRequests
+  }
+
+  private static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+  private let setup: Setup
+  /// Set after TLS: the verified peer.
+  private let peerIdentity: IdentityName?
+  private let afterTLS: Bool
+  private var buffered: ByteBuffer?
+
+  init(setup: Setup, afterTLS: Bool = false, peerIdentity: IdentityName? = nil) {
+    self.setup = setup
+    self.afterTLS = afterTLS
+    self.peerIdentity = peerIdentity
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    var incoming = unwrapInboundIn(data)
+    if buffered == nil {
+      buffered = incoming
+    } else {
+      buffered!.writeBuffer(&incoming)
+    }
+    guard let bytes = buffered, bytes.readableBytes > 0 else { return }
+    let first = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self)
+
+    do {
+      if !afterTLS, first == 0x16, let tls = setup.tls {
+        try startTLS(tls, context: context)
+        return
+      }
+      let count = min(bytes.readableBytes, Self.preface.count)
+      let prefix = bytes.getBytes(at: bytes.readerIndex, length: count) ?? []
+      if prefix != Array(Self.preface.prefix(count)) {
+        try configureHTTP1(context: context)
+      } else if count == Self.preface.count {
+        try configureHTTP2(context: context)
+      }
+      // Otherwise: a prefix of the preface so far; wait for more bytes.
+    } catch {
+      context.fireErrorCaught(error)
+      context.close(promise: nil)
+    }
+  }
+
+  private func startTLS(_ tls: MeshTLS, context: ChannelHandlerContext) throws {
+    let session = try tls.addServerHandlers(
+      to: context.pipeline.syncOperations, requireClientCertificate: setup.requireClientCertificate)
+    // The TLS handlers went in at the end: move this detector behind them by replacing it.
+    let setup = self.setup
+    let channel = context.channel
+    session.whenComplete { result in
+      switch result {
+      case .success(let session):
+        // Decrypted bytes start flowing after the handshake; the second detector sees them.
+        try? channel.pipeline.syncOperations.addHandler(
+          ProtocolDetector(setup: setup, afterTLS: true, peerIdentity: session.peerIdentity))
+      case .failure:
+        channel.close(promise: nil)
+      }
+    }
+    // Hand the ClientHello to the TLS handler, which now follows this one, and step aside.
+    forwardBufferedAndRemove(context: context)
+  }
+
+  private func configureHTTP1(context: ChannelHandlerContext) throws {
+    let sync = context.pipeline.syncOperations
+    try sync.configureHTTPServerPipeline(position: .after(self), withErrorHandling: true)
+    try sync.addHandler(
+      ProxyRequestHandler(
+        router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: false,
+        inFlight: setup.inFlight))
+    forwardBufferedAndRemove(context: context)
+  }
+
+  private func configureHTTP2(context: ChannelHandlerContext) throws {
+    let setup = self.setup
+    let peerIdentity = self.peerIdentity
+    _ = try context.pipeline.syncOperations.configureHTTP2Pipeline(
+      mode: .server,
+      connectionConfiguration: .init(),
+      streamConfiguration: .init(),
+      position: .last
+    ) { stream in
+      stream.eventLoop.makeCompletedFuture {
+        try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+        try stream.pipeline.syncOperations.addHandler(
+          ProxyRequestHandler(
+            router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: true,
+            inFlight: setup.inFlight))
+      }
+    }
+    forwardBufferedAndRemove(context: context)
+  }
+
+  private func forwardBufferedAndRemove(context: ChannelHandlerContext) {
+    let bytes = buffered.take()
+    if let bytes { context.fireChannelRead(wrapInboundOut(bytes)) }
+    context.fireChannelReadComplete()
+    context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+  }
+}
+
+extension Optional {
+  fileprivate mutating func take() -> Wrapped? {
+    defer { self = nil }
+    return self
+  }
+}

@@ -1,0 +1,349 @@
+import MeshBalancer
+import MeshCore
+import NIOCore
+import NIOHTTP1
+
+/// Forwards the requests of one downstream HTTP/1.1 connection or HTTP/2 stream: routes each request,
+/// streams its body to the upstream and the response back, with backpressure both ways, and answers with
+/// an error response (and the `mesh-proxy-error` header) when routing or the upstream fails.
+///
+/// Runs entirely on the downstream channel's event loop; upstream channels are opened on the same loop.
+final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = HTTPServerRequestPart
+  typealias OutboundOut = HTTPServerResponsePart
+
+  private enum State {
+    case idle
+    /// Waiting for the router; request parts that arrive meanwhile are kept.
+    case opening(buffered: [HTTPServerRequestPart])
+    case forwarding(ForwardingState)
+    /// The proxy answered itself; the rest of the request is dropped.
+    case answered
+  }
+
+  private struct ForwardingState {
+    var upstream: Upstream
+    var requestEnded: Bool
+    var responseStarted: Bool
+    var status: Int = 0
+    var grpcStatus: Int?
+  }
+
+  private let router: any RequestRouter
+  private let metrics: ProxyMetrics
+  private let peerIdentity: IdentityName?
+  private var state: State = .idle
+  private var started: NIODeadline = .now()
+  private var downstreamIsHTTP2: Bool
+  private var context: ChannelHandlerContext?
+  private var currentAuthority = ""
+
+  private let inFlight: InFlightRequests
+  private var counted = false
+
+  init(
+    router: any RequestRouter, metrics: ProxyMetrics, peerIdentity: IdentityName?, isHTTP2: Bool,
+    inFlight: InFlightRequests
+  ) {
+    self.inFlight = inFlight
+    self.router = router
+    self.metrics = metrics
+    self.peerIdentity = peerIdentity
+    self.downstreamIsHTTP2 = isHTTP2
+  }
+
+  func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+  func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+  // MARK: Downstream
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let part = unwrapInboundIn(data)
+    switch state {
+    case .idle:
+      guard case .head(let head) = part else { return }
+      begin(head, context: context)
+    case .opening(var buffered):
+      buffered.append(part)
+      state = .opening(buffered: buffered)
+    case .forwarding(var forwarding):
+      forwarding.upstream.channel.write(Self.clientPart(part, head: forwarding.upstream.head), promise: nil)
+      if case .end = part {
+        forwarding.requestEnded = true
+        forwarding.upstream.channel.flush()
+        state = .forwarding(forwarding)
+        finishIfDone()
+      }
+    case .answered:
+      if case .end = part { resetAfterAnswer(context: context) }
+    }
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    if case .forwarding(let forwarding) = state { forwarding.upstream.channel.flush() }
+    context.fireChannelReadComplete()
+  }
+
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    // The client reads slowly: stop reading the upstream until it catches up.
+    if case .forwarding(let forwarding) = state {
+      let writable = context.channel.isWritable
+      forwarding.upstream.channel.setOption(ChannelOptions.autoRead, value: writable).whenSuccess {
+        if writable { forwarding.upstream.channel.read() }
+      }
+    }
+    context.fireChannelWritabilityChanged()
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    switch state {
+    case .opening, .forwarding:
+      if case .forwarding(let forwarding) = state {
+        forwarding.upstream.ticket?.complete(.cancelled)
+        forwarding.upstream.channel.close(promise: nil)
+      }
+      state = .answered
+    default:
+      break
+    }
+    endCounted()
+    context.fireChannelInactive()
+  }
+
+  private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    started = .now()
+    if !counted {
+      counted = true
+      inFlight.begin()
+    }
+    state = .opening(buffered: [.head(head)])
+    let authority = Self.authority(of: head)
+    currentAuthority = authority?.description ?? head.headers.first(name: "host") ?? ""
+    let request = RoutedRequest(
+      head: head, authority: authority, arrivedOverHTTP2: downstreamIsHTTP2, peerIdentity: peerIdentity)
+    // Hold further reads until the upstream is ready; parts already read are buffered.
+    context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+    router.open(request, on: context.eventLoop).hop(to: context.eventLoop).whenComplete { result in
+      bound.value.opened(result)
+    }
+  }
+
+  private func opened(_ result: Result<Upstream, any Error>) {
+    guard let context else {
+      if case .success(let upstream) = result {
+        upstream.ticket?.complete(.cancelled)
+        upstream.channel.close(promise: nil)
+      }
+      return
+    }
+    guard case .opening(let buffered) = state else {
+      // The client went away meanwhile.
+      if case .success(let upstream) = result {
+        upstream.ticket?.complete(.cancelled)
+        upstream.channel.close(promise: nil)
+      }
+      return
+    }
+    switch result {
+    case .failure(let error):
+      let proxyError = error as? ProxyError ?? ProxyError(.connectFailed, "\(error)")
+      answer(proxyError, context: context, requestEnded: buffered.contains { if case .end = $0 { true } else { false } })
+    case .success(let upstream):
+      metrics.requestStarted(upstream.labels)
+      do {
+        try upstream.channel.pipeline.syncOperations.addHandler(
+          UpstreamResponseHandler(downstream: NIOLoopBound(self, eventLoop: context.eventLoop)))
+      } catch {
+        upstream.channel.close(promise: nil)
+        answer(ProxyError(.connectFailed, "upstream pipeline: \(error)"), context: context, requestEnded: false)
+        return
+      }
+      var forwarding = ForwardingState(upstream: upstream, requestEnded: false, responseStarted: false)
+      for part in buffered {
+        upstream.channel.write(Self.clientPart(part, head: upstream.head), promise: nil)
+        if case .end = part { forwarding.requestEnded = true }
+      }
+      upstream.channel.flush()
+      state = .forwarding(forwarding)
+      context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+      context.read()
+    }
+  }
+
+  /// The proxy answers the request itself.
+  private func answer(_ error: ProxyError, context: ChannelHandlerContext, requestEnded: Bool) {
+    metrics.proxyError(direction: router.direction, reason: error.reason)
+    var headers = HTTPHeaders()
+    headers.add(name: ProxyError.headerName, value: error.reason.rawValue)
+    headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+    let body = ByteBuffer(string: "\(error)\n")
+    headers.add(name: "content-length", value: String(body.readableBytes))
+    let head = HTTPResponseHead(version: .http1_1, status: error.status, headers: headers)
+    context.write(wrapOutboundOut(.head(head)), promise: nil)
+    context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    var labels = ProxyMetrics.RequestLabels(
+      direction: router.direction, authority: currentAuthority, tls: peerIdentity != nil)
+    labels.clientID = peerIdentity?.description ?? ""
+    metrics.responseEnded(
+      labels, status: Int(error.status.code), grpcStatus: nil, latencyMilliseconds: elapsedMilliseconds())
+    state = .answered
+    context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+    context.read()
+    if requestEnded { resetAfterAnswer(context: context) }
+  }
+
+  private func resetAfterAnswer(context: ChannelHandlerContext) {
+    state = .idle
+    endCounted()
+  }
+
+  private func endCounted() {
+    if counted {
+      counted = false
+      inFlight.end()
+    }
+  }
+
+  // MARK: Upstream (called by UpstreamResponseHandler, same event loop)
+
+  func upstreamResponse(_ part: HTTPClientResponsePart) {
+    guard let context, case .forwarding(var forwarding) = state else { return }
+    switch part {
+    case .head(var head):
+      forwarding.responseStarted = true
+      forwarding.status = Int(head.status.code)
+      forwarding.grpcStatus = head.headers.first(name: "grpc-status").flatMap { Int($0) }
+      let failure = head.status.code >= 500
+      forwarding.upstream.ticket?.complete(failure ? .failure : .success)
+      HTTPHeaderRules.stripHopByHop(&head.headers)
+      head.version = .http1_1
+      let latency = elapsedMilliseconds()
+      state = .forwarding(forwarding)
+      responseLatency = latency
+      context.write(wrapOutboundOut(.head(head)), promise: nil)
+    case .body(let buffer):
+      context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+    case .end(let trailers):
+      if let grpc = trailers?.first(name: "grpc-status").flatMap({ Int($0) }) { forwarding.grpcStatus = grpc }
+      context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+      metrics.responseEnded(
+        forwarding.upstream.labels, status: forwarding.status, grpcStatus: forwarding.grpcStatus,
+        latencyMilliseconds: responseLatency ?? elapsedMilliseconds())
+      responseLatency = nil
+      forwarding.responseStarted = true
+      state = .forwarding(forwarding)
+      responseEnded = true
+      finishIfDone()
+    }
+  }
+
+  private var responseLatency: Double?
+  private var responseEnded = false
+
+  func upstreamReadComplete() {
+    context?.flush()
+  }
+
+  func upstreamWritabilityChanged(_ writable: Bool) {
+    guard let context else { return }
+    context.channel.setOption(ChannelOptions.autoRead, value: writable).whenComplete { _ in }
+    if writable { context.read() }
+  }
+
+  /// The upstream closed or failed. Before the response ended, that is an upstream reset.
+  func upstreamFailed(_ error: (any Error)?) {
+    guard let context, case .forwarding(let forwarding) = state else { return }
+    if responseEnded { return }
+    forwarding.upstream.ticket?.complete(.failure)
+    if forwarding.responseStarted {
+      // Mid-response: the only honest signal left is to break the downstream stream too.
+      metrics.proxyError(direction: router.direction, reason: .upstreamReset)
+      metrics.responseEnded(
+        forwarding.upstream.labels, status: 502, grpcStatus: nil, latencyMilliseconds: elapsedMilliseconds())
+      state = .answered
+      context.close(promise: nil)
+    } else {
+      let detail = error.map { "\($0)" } ?? "connection closed before the response"
+      state = .opening(buffered: [])
+      answer(ProxyError(.upstreamReset, detail), context: context, requestEnded: forwarding.requestEnded)
+    }
+  }
+
+  /// Both directions are done: return an HTTP/1.1 upstream to its pool and get ready for the next request.
+  private func finishIfDone() {
+    guard case .forwarding(let forwarding) = state, forwarding.requestEnded, responseEnded else { return }
+    responseEnded = false
+    if let release = forwarding.upstream.release {
+      _ = try? forwarding.upstream.channel.pipeline.syncOperations.removeHandler(
+        forwarding.upstream.channel.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self))
+      release(forwarding.upstream.channel)
+    }
+    state = .idle
+    endCounted()
+  }
+
+  // MARK: Helpers
+
+  private func elapsedMilliseconds() -> Double {
+    Double((NIODeadline.now() - started).nanoseconds) / 1_000_000
+  }
+
+  static func authority(of head: HTTPRequestHead?) -> Authority? {
+    guard let head, let host = head.headers.first(name: "host") else { return nil }
+    return try? Authority(host, defaultPort: 80)
+  }
+
+  static func clientPart(_ part: HTTPServerRequestPart, head: HTTPRequestHead) -> NIOAny {
+    switch part {
+    case .head: NIOAny(HTTPClientRequestPart.head(head))
+    case .body(let buffer): NIOAny(HTTPClientRequestPart.body(.byteBuffer(buffer)))
+    case .end(let trailers): NIOAny(HTTPClientRequestPart.end(trailers))
+    }
+  }
+}
+
+/// Hands an upstream's response parts and state changes to the downstream's handler (same event loop).
+final class UpstreamResponseHandler: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = HTTPClientResponsePart
+
+  private let downstream: NIOLoopBound<ProxyRequestHandler>
+  private var done = false
+
+  init(downstream: NIOLoopBound<ProxyRequestHandler>) {
+    self.downstream = downstream
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let part = unwrapInboundIn(data)
+    if case .end = part { done = true }
+    downstream.value.upstreamResponse(part)
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    downstream.value.upstreamReadComplete()
+    context.fireChannelReadComplete()
+  }
+
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    downstream.value.upstreamWritabilityChanged(context.channel.isWritable)
+    context.fireChannelWritabilityChanged()
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    if !done {
+      done = true
+      downstream.value.upstreamFailed(error)
+    }
+    context.close(promise: nil)
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    if !done {
+      done = true
+      downstream.value.upstreamFailed(nil)
+    }
+    context.fireChannelInactive()
+  }
+}

@@ -1,0 +1,259 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import MeshAPI
+import MeshCore
+import MeshDiscovery
+import MeshKube
+import MeshKubeLocal
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+struct TimedOut: Error, CustomStringConvertible {
+  var what: String
+  var description: String { "timed out waiting for \(what)" }
+}
+
+/// Polls `condition` every 5 ms until it holds or `timeout` passes (then records and throws).
+func eventually(
+  _ what: @autoclosure () -> String, timeout: Duration = .seconds(10),
+  sourceLocation: SourceLocation = #_sourceLocation, _ condition: () async throws -> Bool
+) async throws {
+  let deadline = ContinuousClock.now + timeout
+  while ContinuousClock.now < deadline {
+    if try await condition() { return }
+    try await Task.sleep(for: .milliseconds(5))
+  }
+  let description = what()
+  Issue.record("timed out after \(timeout) waiting for \(description)", sourceLocation: sourceLocation)
+  throw TimedOut(what: description)
+}
+
+/// Collects what a stream produces, for polling.
+final class Recorder<T: Sendable>: Sendable {
+  private let state = Mutex<(items: [T], error: (any Error)?, finished: Bool)>(([], nil, false))
+  func append(_ item: T) { state.withLock { $0.items.append(item) } }
+  func fail(_ error: any Error) { state.withLock { $0.error = error } }
+  func finish() { state.withLock { $0.finished = true } }
+  var items: [T] { state.withLock { $0.items } }
+  var last: T? { state.withLock { $0.items.last } }
+  var error: (any Error)? { state.withLock { $0.error } }
+  var finished: Bool { state.withLock { $0.finished } }
+}
+
+/// Stops a service started with `start(_:in:)`.
+final class StopHandle: Sendable {
+  private let signal: AsyncStream<Void>
+  private let continuation: AsyncStream<Void>.Continuation
+  init() { (signal, continuation) = AsyncStream<Void>.makeStream() }
+  func stop() { continuation.finish() }
+  func stopped() async { for await _ in signal {} }
+}
+
+/// Runs `service` as a child of `group` until the handle is stopped (then cancels it).
+func start(_ service: some ServiceLifecycle.Service, in group: inout ThrowingTaskGroup<Void, any Error>) -> StopHandle {
+  let handle = StopHandle()
+  group.addTask {
+    await withTaskGroup(of: Void.self) { inner in
+      inner.addTask { try? await service.run() }
+      inner.addTask { await handle.stopped() }
+      await inner.next()
+      inner.cancelAll()
+    }
+  }
+  return handle
+}
+
+var testLogger: Logger {
+  var logger = Logger(label: "test.discovery")
+  logger.logLevel = .warning
+  return logger
+}
+
+/// A running embedded Kubernetes API.
+struct Kube: Sendable {
+  let state: LocalKubeState
+  let server: LocalKubeAPIServer
+  let config: KubeClientConfig
+
+  /// A destination server on 127.0.0.1 (`port` 0: any) with its own informers and client.
+  func destinationServer(port: Int = 0) throws -> (DestinationServer, KubeClient) {
+    let client = try KubeClient(config: config)
+    let server = DestinationServer(
+      configuration: .defaults {
+        $0.host = "127.0.0.1"
+        $0.port = port
+        $0.trustDomain = .clusterLocal
+        $0.controlPlaneNamespace = "swiftmesh"
+      },
+      client: client,
+      informerConfiguration: .defaults {
+        $0.initialBackoff = .milliseconds(20)
+        $0.maxBackoff = .milliseconds(200)
+      },
+      logger: testLogger)
+    return (server, client)
+  }
+}
+
+/// Runs an embedded API server and a destination server around `body`.
+func withDiscovery(
+  _ body: @Sendable (Kube, DestinationServer, Int) async throws -> Void
+) async throws {
+  try await withKube { kube in
+    let (server, client) = try kube.destinationServer()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      let handle = start(server, in: &group)
+      do {
+        let port = try await server.listeningPort
+        try await body(kube, server, port)
+      } catch {
+        handle.stop()
+        try? await client.shutdown()
+        throw error
+      }
+      handle.stop()
+      try await group.waitForAll()
+      try await client.shutdown()
+    }
+  }
+}
+
+/// Runs an embedded API server around `body`.
+func withKube(_ body: @Sendable (Kube) async throws -> Void) async throws {
+  let state = LocalKubeState()
+  let api = LocalKubeAPIServer(state: state, logger: testLogger)
+  try await withThrowingTaskGroup(of: Void.self) { group in
+    group.addTask { try await api.run() }
+    let config = try await api.clientConfig()
+    do {
+      try await body(Kube(state: state, server: api, config: config))
+    } catch {
+      api.stop()
+      group.cancelAll()
+      throw error
+    }
+    api.stop()
+    group.cancelAll()
+  }
+}
+
+/// Runs a resolver for the destination server on `port` around `body`.
+func withResolver(port: Int, _ body: @Sendable (Resolver) async throws -> Void) async throws {
+  let resolver = try Resolver(
+    configuration: .defaults {
+      $0.port = port
+      $0.initialBackoff = .milliseconds(20)
+      $0.maxBackoff = .milliseconds(200)
+    },
+    logger: testLogger)
+  try await withThrowingTaskGroup(of: Void.self) { group in
+    let handle = start(resolver, in: &group)
+    defer { handle.stop() }
+    try await body(resolver)
+  }
+}
+
+/// Records every value of `stream` in a child task of `group`.
+func record<T: Sendable>(_ stream: AsyncThrowingStream<T, any Error>, in group: inout ThrowingTaskGroup<Void, any Error>) -> Recorder<T> {
+  let recorder = Recorder<T>()
+  group.addTask {
+    do {
+      for try await value in stream { recorder.append(value) }
+      recorder.finish()
+    } catch {
+      recorder.fail(error)
+    }
+  }
+  return recorder
+}
+
+typealias DestinationClient = Swiftmesh_Destination_Destination.Client<HTTP2ClientTransport.Posix>
+
+/// Runs a raw gRPC client of the destination API on `port` around `body`.
+func withDestinationClient<T: Sendable>(port: Int, _ body: @Sendable (DestinationClient) async throws -> T) async throws -> T {
+  try await withGRPCClient(
+    transport: .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+  ) { client in
+    try await body(DestinationClient(wrapping: client))
+  }
+}
+
+/// Records the raw updates of a `Get` stream for `path` in a child of `group`.
+func recordUpdates(
+  _ client: DestinationClient, path: String, in group: inout ThrowingTaskGroup<Void, any Error>
+) -> Recorder<EndpointUpdate> {
+  let recorder = Recorder<EndpointUpdate>()
+  group.addTask {
+    var request = Swiftmesh_Destination_GetDestination()
+    request.path = path
+    do {
+      try await client.get(request: ClientRequest(message: request)) { response in
+        for try await message in response.messages { recorder.append(try EndpointUpdate(proto: message)) }
+      }
+      recorder.finish()
+    } catch {
+      recorder.fail(error)
+    }
+  }
+  return recorder
+}
+
+// MARK: - Kubernetes objects
+
+func service(
+  _ name: String, _ namespace: String, ports: [(name: String?, port: Int, target: Int?)] = [("http", 8080, 8080)],
+  labels: [String: String]? = nil, annotations: [String: String]? = nil
+) -> MeshKube.Service {
+  MeshKube.Service(
+    metadata: ObjectMeta(name: name, namespace: namespace, labels: labels, annotations: annotations),
+    spec: .init(
+      selector: ["app": name],
+      ports: ports.map { MeshKube.Service.Port(name: $0.name, port: $0.port, targetPort: $0.target.map { .int($0) }) }))
+}
+
+/// Endpoints with the given IPs (each backed by a pod `<name>-<i>` when `pods`).
+func endpoints(
+  _ name: String, _ namespace: String, ips: [String], port: Int = 8080, portName: String? = "http",
+  pods: Bool = true, annotations: [String: String]? = nil
+) -> Endpoints {
+  Endpoints(
+    metadata: ObjectMeta(name: name, namespace: namespace, annotations: annotations),
+    subsets: ips.isEmpty
+      ? []
+      : [
+        .init(
+          addresses: ips.map { ip in
+            Endpoints.Address(
+              ip: ip, targetRef: pods ? ObjectReference(kind: "Pod", namespace: namespace, name: podName(name, ip)) : nil)
+          },
+          ports: [.init(name: portName, port: port)])
+      ])
+}
+
+func podName(_ service: String, _ ip: String) -> String {
+  "\(service)-\(ip.split(separator: ".").last ?? "")"
+}
+
+func pod(_ name: String, _ namespace: String, serviceAccount: String, meshed: Bool) -> Pod {
+  Pod(
+    metadata: ObjectMeta(
+      name: name, namespace: namespace, labels: meshed ? ["swiftmesh.io/proxy": "mesh-proxy"] : nil),
+    spec: .init(serviceAccountName: serviceAccount))
+}
+
+/// Replaces (or creates) an object in the embedded state.
+func put<R: KubeResource>(_ object: R, in state: LocalKubeState) throws {
+  if let existing = state.get(R.self, name: object.name, namespace: object.namespace) {
+    var updated = object
+    updated.metadata.resourceVersion = existing.metadata.resourceVersion
+    try state.update(updated)
+  } else {
+    try state.create(object)
+  }
+}
+
+func authority(_ text: String) throws -> Authority { try Authority(text) }
+
+func ips(_ range: ClosedRange<Int>, prefix: String = "10.1.0.") -> [String] { range.map { "\(prefix)\($0)" } }
