@@ -276,6 +276,17 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .executableTarget(
+      name: "DiscoveryBenchmark",
+      dependencies: [
+        "MeshCore", "MeshAPI", "MeshDiscovery", "MeshKube", "MeshKubeLocal",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Benchmarks/Discovery",
+      swiftSettings: swiftSettings
+    ),
+    .executableTarget(
       name: "KubeInformerBenchmark",
       dependencies: ["MeshKube", "MeshKubeLocal", .product(name: "Logging", package: "swift-log")],
       path: "Benchmarks/KubeInformer",

@@ -115,7 +115,7 @@ func opensslMeasure(newConnections: Bool, page: String) async throws -> (connect
     ])
   defer { s.terminate() }
   try await Task.sleep(for: .milliseconds(300))
-  let out = try Subprocess.run(
+  let out = try await Subprocess.run(
     "openssl",
     [
       "s_time", "-connect", "127.0.0.1:\(port)", "-new", "-time", "\(Int(seconds))", "-www", page,

@@ -57,7 +57,7 @@ public final class Nginx: Sendable {
   public func waitUntilServing(timeout: Duration = .seconds(10)) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
-      let probe = try Subprocess.run("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(http1Port)/"])
+      let probe = try await Subprocess.run("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(http1Port)/"])
       if probe.stdout == "200" { return }
       try await Task.sleep(for: .milliseconds(50))
     }

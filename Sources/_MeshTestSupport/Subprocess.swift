@@ -19,8 +19,22 @@ public enum Subprocess {
     return nil
   }
 
-  /// Runs `tool` with `arguments` to completion, with `input` on standard input.
+  /// Runs `tool` with `arguments` to completion, with `input` on standard input. The wait happens on a
+  /// thread of its own, never on the concurrency pool (a blocked pool thread could starve the very server
+  /// the tool is talking to).
   public static func run(
+    _ tool: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil
+  ) async throws -> Output {
+    try await withCheckedThrowingContinuation { continuation in
+      Thread.detachNewThread {
+        continuation.resume(
+          with: Result { try runBlocking(tool, arguments, input: input, environment: environment) })
+      }
+    }
+  }
+
+  /// As `run`, blocking the calling thread: only for code that is not on the concurrency pool.
+  public static func runBlocking(
     _ tool: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil
   ) throws -> Output {
     let process = Process()

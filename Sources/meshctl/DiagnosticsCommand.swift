@@ -134,18 +134,24 @@ private func firstAnswer<Value: Sendable>(
     }
     group.addTask {
       for try await value in watch(resolver) { return value }
-      throw ValidationError("\(what): the stream ended without an answer")
+      throw DiagnosticsFailure("\(what): the stream ended without an answer")
     }
     group.addTask {
       try await Task.sleep(for: .seconds(timeout))
-      throw ValidationError("timed out after \(timeout) s waiting for the \(what) from \(destination)")
+      throw DiagnosticsFailure("timed out after \(timeout) s waiting for the \(what) from \(destination)")
     }
     defer { group.cancelAll() }
     while let result = try await group.next() {
       if let value = result { return value }
     }
-    throw ValidationError("\(what): the resolver stopped without an answer")
+    throw DiagnosticsFailure("\(what): the resolver stopped without an answer")
   }
+}
+
+/// A failure at run time (exit status 1, no usage text).
+private struct DiagnosticsFailure: Error, CustomStringConvertible {
+  var description: String
+  init(_ description: String) { self.description = description }
 }
 
 /// Prints rows as columns separated by two spaces, each as wide as its widest cell.
@@ -163,7 +169,7 @@ private func printTable(_ rows: [[String]], indent: String = "") {
 
 private func printJSON<T: Encodable>(_ value: T) throws {
   let encoder = JSONEncoder()
-  encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+  encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
   print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 

@@ -70,22 +70,22 @@ struct IdentityServiceTests {
       try PEMFiles.write(PEMFiles.pem(material.chain), to: dir.file("tls.crt"))
       try PEMFiles.write(PEMFiles.pem(material.privateKey), to: dir.file("tls.key"), secret: true)
     }
-    let verify = try Subprocess.run(
+    let verify = try await Subprocess.run(
       "openssl", ["verify", "-CAfile", dir.file("ca.crt"), "-untrusted", dir.file("issuer.crt"), dir.file("tls.crt")])
     #expect(verify.status == 0, "\(verify)")
     #expect(verify.stdout.contains(": OK"))
-    let text = try Subprocess.run("openssl", ["x509", "-in", dir.file("tls.crt"), "-noout", "-text"])
+    let text = try await Subprocess.run("openssl", ["x509", "-in", dir.file("tls.crt"), "-noout", "-text"])
     #expect(text.stdout.contains("prime256v1") || text.stdout.contains("P-256"))
     #expect(text.stdout.contains("DNS:\(web)"))
     #expect(text.stdout.contains("TLS Web Server Authentication, TLS Web Client Authentication"))
-    let end = try Subprocess.run("openssl", ["x509", "-in", dir.file("tls.crt"), "-noout", "-checkend", "\(23 * 3600)"])
+    let end = try await Subprocess.run("openssl", ["x509", "-in", dir.file("tls.crt"), "-noout", "-checkend", "\(23 * 3600)"])
     #expect(end.status == 0, "valid for more than 23 h")
-    let notLonger = try Subprocess.run("openssl", ["x509", "-in", dir.file("tls.crt"), "-noout", "-checkend", "\(24 * 3600 + 5)"])
+    let notLonger = try await Subprocess.run("openssl", ["x509", "-in", dir.file("tls.crt"), "-noout", "-checkend", "\(24 * 3600 + 5)"])
     #expect(notLonger.status != 0, "valid for no more than about 24 h")
   }
 
   @Test("a leaf from a sibling issuer verifies against the shared ca.crt; an unrelated anchor's does not")
-  func siblingAndUnrelatedIssuers() throws {
+  func siblingAndUnrelatedIssuers() async throws {
     let pki = try TestPKI()
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
@@ -94,7 +94,7 @@ struct IdentityServiceTests {
     let westLeaf = try pki.workload(.test("backend"), issuer: west)
     try PEMFiles.write(PEMFiles.pem([westLeaf.leaf]), to: dir.file("west-leaf.crt"))
     try PEMFiles.write(PEMFiles.pem([west.certificate]), to: dir.file("west-issuer.crt"))
-    let ok = try Subprocess.run(
+    let ok = try await Subprocess.run(
       "openssl",
       ["verify", "-CAfile", dir.file("ca.crt"), "-untrusted", dir.file("west-issuer.crt"), dir.file("west-leaf.crt")])
     #expect(ok.status == 0, "\(ok)")
@@ -103,7 +103,7 @@ struct IdentityServiceTests {
     let otherLeaf = try other.workload(.test("backend"))
     try PEMFiles.write(PEMFiles.pem([otherLeaf.leaf]), to: dir.file("other-leaf.crt"))
     try PEMFiles.write(PEMFiles.pem([other.issuer.certificate]), to: dir.file("other-issuer.crt"))
-    let refused = try Subprocess.run(
+    let refused = try await Subprocess.run(
       "openssl",
       ["verify", "-CAfile", dir.file("ca.crt"), "-untrusted", dir.file("other-issuer.crt"), dir.file("other-leaf.crt")])
     #expect(refused.status != 0, "\(refused)")
@@ -115,7 +115,7 @@ struct IdentityServiceTests {
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
     // An RSA CSR made by openssl, for the right identity.
-    let rsa = try Subprocess.run(
+    let rsa = try await Subprocess.run(
       "openssl",
       [
         "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", dir.file("rsa.key"), "-subj", "/CN=\(web)",

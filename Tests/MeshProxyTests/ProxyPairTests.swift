@@ -63,12 +63,12 @@ struct ProxyPair {
   }
 }
 
-func curl(_ arguments: [String]) throws -> Subprocess.Output {
-  try Subprocess.run("curl", ["-s", "-S", "-m", "30"] + arguments)
+func curl(_ arguments: [String]) async throws -> Subprocess.Output {
+  try await Subprocess.run("curl", ["-s", "-S", "-m", "30"] + arguments)
 }
 
-func sha256(_ path: String) throws -> String {
-  try Subprocess.run("sha256sum", [path]).stdout.split(separator: " ").first.map(String.init) ?? ""
+func sha256(_ path: String) async throws -> String {
+  try await Subprocess.run("sha256sum", [path]).stdout.split(separator: " ").first.map(String.init) ?? ""
 }
 
 @Suite("Proxy pair with real peers", .serialized)
@@ -81,33 +81,33 @@ struct ProxyPairTests {
     try await nginx.waitUntilServing()
     let dir = try TemporaryDirectory()
     defer { dir.remove() }
-    _ = try Subprocess.run("sh", ["-c", "head -c 10485760 /dev/urandom > \(dir.file("upload.bin"))"])
+    _ = try await Subprocess.run("sh", ["-c", "head -c 10485760 /dev/urandom > \(dir.file("upload.bin"))"])
 
     try await pair.run(applicationPort: nginx.http1Port) { client, server, _ in
       let ports = try await client.boundPorts()
       let connectTo = ["--connect-to", "backend.default.svc.cluster.local:80:127.0.0.1:\(ports.outbound)"]
-      let put = try curl(
+      let put = try await curl(
         connectTo + ["-o", "/dev/null", "-w", "%{http_code}", "-T", dir.file("upload.bin"),
           "http://backend.default.svc.cluster.local/upload.bin"])
       #expect(["201", "204"].contains(put.stdout), "\(put)")
-      let get = try curl(
+      let get = try await curl(
         connectTo + ["-o", dir.file("download.bin"), "-D", dir.file("headers.txt"), "-w", "%{http_code}",
           "http://backend.default.svc.cluster.local/upload.bin"])
       #expect(get.stdout == "200", "\(get)")
-      #expect(try sha256(dir.file("download.bin")) == (try sha256(dir.file("upload.bin"))))
+      #expect(try await sha256(dir.file("download.bin")) == (try await sha256(dir.file("upload.bin"))))
       #expect(try String(contentsOfFile: dir.file("headers.txt"), encoding: .utf8).contains("x-served-by: nginx"))
 
       let serverAdmin = try await server.boundPorts().admin
-      let metrics = try curl(["http://127.0.0.1:\(serverAdmin)/metrics"]).stdout
+      let metrics = try await curl(["http://127.0.0.1:\(serverAdmin)/metrics"]).stdout
       #expect(metrics.contains("direction=\"inbound\""))
       #expect(metrics.contains("tls=\"true\""))
       #expect(metrics.contains("client_id=\"\(pair.web)\""))
-      let clientMetrics = try curl(["http://127.0.0.1:\(ports.admin)/metrics"]).stdout
+      let clientMetrics = try await curl(["http://127.0.0.1:\(ports.admin)/metrics"]).stdout
       #expect(clientMetrics.contains("server_id=\"\(pair.backend)\""))
       #expect(clientMetrics.contains("response_latency_ms_bucket"))
       if Subprocess.which("promtool") != nil {
         try metrics.write(toFile: dir.file("metrics.txt"), atomically: true, encoding: .utf8)
-        let check = try Subprocess.run("sh", ["-c", "promtool check metrics < \(dir.file("metrics.txt"))"])
+        let check = try await Subprocess.run("sh", ["-c", "promtool check metrics < \(dir.file("metrics.txt"))"])
         // promtool parses the exposition (exit 1 would be a format error). Its only lint note may be the
         // Linkerd-compatible name `response_latency_ms`, which DESIGN.md fixes ("abbreviated units").
         let problems = (check.stdout + check.stderr).split(separator: "\n").filter {
@@ -126,7 +126,7 @@ struct ProxyPairTests {
     try await nginx.waitUntilServing()
     try await pair.run(applicationPort: nginx.http2Port) { client, _, _ in
       let ports = try await client.boundPorts()
-      let out = try Subprocess.run(
+      let out = try await Subprocess.run(
         "nghttp",
         ["-v", "-H", ":authority: backend.default.svc.cluster.local", "http://127.0.0.1:\(ports.outbound)/index.html"])
       #expect(out.stdout.contains("hello from nginx"), "\(out)")
@@ -145,7 +145,7 @@ struct ProxyPairTests {
       let empty = try Authority("empty.default.svc.cluster.local:80")
       discovery.set(EndpointSet(exists: true, endpoints: []), for: empty)
       let started = ContinuousClock.now
-      let out = try curl([
+      let out = try await curl([
         "-D", "-", "-o", "/dev/null", "--connect-to", "empty.default.svc.cluster.local:80:127.0.0.1:\(ports.outbound)",
         "http://empty.default.svc.cluster.local/",
       ])
@@ -154,7 +154,7 @@ struct ProxyPairTests {
       #expect(out.stdout.lowercased().contains("mesh-proxy-error: no endpoints"))
       #expect(elapsed < .seconds(5))
       // Still serving.
-      let ok = try curl([
+      let ok = try await curl([
         "-o", "/dev/null", "-w", "%{http_code}", "--connect-to",
         "backend.default.svc.cluster.local:80:127.0.0.1:\(ports.outbound)", "http://backend.default.svc.cluster.local/",
       ])

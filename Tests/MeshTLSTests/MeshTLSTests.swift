@@ -58,7 +58,7 @@ struct MeshTLSTests {
     let server = try MeshTLS(material: try pki.workload(backend), trustAnchors: [pki.anchor.certificate])
     let log = SessionLog()
     try await MeshTLSEcho.withServer(tls: server, onSession: log.record) { port in
-      let good = try Subprocess.run(
+      let good = try await Subprocess.run(
         "openssl",
         [
           "s_client", "-connect", "127.0.0.1:\(port)", "-servername", backend.description, "-cert", dir.file("web.crt"),
@@ -68,7 +68,7 @@ struct MeshTLSTests {
       #expect(good.stdout.contains("identity=\(web)"), "\(good)")
       #expect(good.stdout.contains("ping"))
 
-      let bad = try Subprocess.run(
+      let bad = try await Subprocess.run(
         "openssl",
         [
           "s_client", "-connect", "127.0.0.1:\(port)", "-cert", dir.file("stranger.crt"), "-cert_chain", dir.file("stranger-chain.crt"),
@@ -128,7 +128,7 @@ struct MeshTLSTests {
     let client = try MeshTLS(material: try pki.workload(web), trustAnchors: [pki.anchor.certificate])
     let log = SessionLog()
     try await MeshTLSEcho.withServer(tls: server, onSession: log.record) { port in
-      let curl = try Subprocess.run("curl", ["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/"])
+      let curl = try await Subprocess.run("curl", ["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/"])
       #expect(curl.stdout != "200")
       let session = try await MeshTLSEcho.withConnection(tls: client, port: port, expected: backend) { s, _, _ in s }
       #expect(session.peerIdentity == backend)
@@ -178,7 +178,7 @@ struct MeshTLSTests {
     for required in [true, false] {
       let log = SessionLog()
       try await MeshTLSEcho.withServer(tls: server, requireClientCertificate: required, onSession: log.record) { port in
-        _ = try Subprocess.run(
+        _ = try await Subprocess.run(
           "openssl",
           ["s_client", "-connect", "127.0.0.1:\(port)", "-CAfile", dir.file("ca.crt"), "-tls1_3", "-ign_eof", "-quiet"],
           input: Data("quit\n".utf8))
