@@ -112,7 +112,7 @@ let package = Package(
     .target(
       name: "MeshProxy",
       dependencies: [
-        "MeshCore", "MeshTLS", "MeshBalancer",
+        "MeshCore", "MeshTLS", "MeshBalancer", "MeshDiscovery",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -216,6 +216,11 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .testTarget(
+      name: "MeshBalancerTests",
+      dependencies: ["MeshBalancer"],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
       name: "MeshProxyTests",
       dependencies: [
         "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "_MeshTestSupport",
@@ -262,6 +267,13 @@ let package = Package(
         .product(name: "X509", package: "swift-certificates"),
       ],
       path: "Benchmarks/Identity",
+      swiftSettings: swiftSettings,
+      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    ),
+    .executableTarget(
+      name: "BalancerBenchmarks",
+      dependencies: ["MeshBalancer", .product(name: "Benchmark", package: "benchmark")],
+      path: "Benchmarks/Balancer",
       swiftSettings: swiftSettings,
       plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
     ),

@@ -9,17 +9,21 @@ public protocol BalancerClock: Sendable {
   var nanoseconds: UInt64 { get }
 }
 
-/// The system monotonic clock (`ContinuousClock`), measured from the moment the clock was created.
+/// The system's monotonic clock: `clock_gettime(CLOCK_MONOTONIC)` on Linux, `ContinuousClock`
+/// (measured from the moment the clock was created) elsewhere.
 public struct SystemBalancerClock: BalancerClock {
   private let origin: ContinuousClock.Instant
 
-  /// Creates a clock whose origin is now.
+  /// Creates a system clock.
   public init() {
     self.origin = ContinuousClock.now
   }
 
   public var nanoseconds: UInt64 {
-    self.origin.duration(to: ContinuousClock.now).clampedNanoseconds
+    if let nanoseconds = monotonicNanoseconds() {
+      return nanoseconds
+    }
+    return self.origin.duration(to: ContinuousClock.now).clampedNanoseconds
   }
 }
 

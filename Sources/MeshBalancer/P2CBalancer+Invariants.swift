@@ -1,6 +1,6 @@
 import Synchronization
 
-extension P2CBalancer.StateMachine {
+extension P2CStateMachine {
   /// Every broken internal invariant, described; empty when the state is consistent.
   /// For tests (O(n), allocates).
   func invariantViolations() -> [String] {
@@ -17,10 +17,7 @@ extension P2CBalancer.StateMachine {
         draining += 1
         if slot.pending == 0 { violations.append("slot \(number): draining with nothing pending") }
       case .free:
-        if slot.endpoint != nil || slot.pending != 0 { violations.append("slot \(number): free but used") }
-      }
-      if let endpoint = slot.endpoint, self.index[endpoint] != number {
-        violations.append("slot \(number): not indexed under its endpoint")
+        if slot.pending != 0 { violations.append("slot \(number): free with requests pending") }
       }
       let shouldBeReady = slot.membership == .active && slot.accrual.admitsRequests
       if shouldBeReady != (slot.readyPosition >= 0) {
@@ -37,17 +34,29 @@ extension P2CBalancer.StateMachine {
     }
     if active != self.activeCount { violations.append("active \(active) != count \(self.activeCount)") }
     if draining != self.drainingCount { violations.append("draining \(draining) != count \(self.drainingCount)") }
-    if self.index.count != active + draining {
-      violations.append("index has \(self.index.count) entries for \(active + draining) endpoints")
-    }
     if Set(self.ready).count != self.ready.count { violations.append("ready list has duplicates") }
     return violations
   }
 }
 
 extension P2CBalancer {
-  /// Broken internal invariants, for tests.
+  /// Broken internal invariants of the state and the endpoint table, for tests.
   func invariantViolations() -> [String] {
-    self.state.withLock { $0.invariantViolations() }
+    self.state.withLock { state in
+      var violations = state.invariantViolations()
+      for (number, slot) in state.slots.enumerated() {
+        let used = slot.membership != .free
+        let occupied = number < self.table.occupied.count && self.table.occupied[number]
+        if used != occupied {
+          violations.append("slot \(number): membership \(slot.membership) but table occupied \(occupied)")
+        } else if used, self.table.slot(of: self.table.endpoint(at: number)) != number {
+          violations.append("slot \(number): endpoint not indexed under this slot")
+        }
+      }
+      if self.table.index.count != state.activeCount + state.drainingCount {
+        violations.append("index has \(self.table.index.count) entries for \(state.activeCount + state.drainingCount) endpoints")
+      }
+      return violations
+    }
   }
 }

@@ -22,7 +22,9 @@ public final class P2CBalancer<Endpoint: Hashable & Sendable>: Sendable {
   public let configuration: BalancerConfiguration
 
   private let clock: any BalancerClock
-  let state: Mutex<StateMachine>
+  /// All mutable state. `table` is only touched while this lock is held.
+  let state: Mutex<P2CStateMachine>
+  let table: EndpointTable<Endpoint>
 
   /// Creates an empty balancer.
   ///
@@ -36,7 +38,8 @@ public final class P2CBalancer<Endpoint: Hashable & Sendable>: Sendable {
     self.configuration = configuration
     self.clock = clock
     let random = configuration.seed.map { BalancerRandom(seed: $0) } ?? BalancerRandom()
-    self.state = Mutex(StateMachine(settings: .init(configuration), random: random))
+    self.state = Mutex(P2CStateMachine(settings: .init(configuration), random: random))
+    self.table = EndpointTable()
   }
 
   /// Creates a balancer over `endpoints`, each of weight 1.
@@ -57,16 +60,22 @@ public final class P2CBalancer<Endpoint: Hashable & Sendable>: Sendable {
   ///
   /// Complete the returned ticket when the request ends; dropping it counts as a cancellation.
   ///
+  /// Bind the ticket with `do { let ticket = try balancer.pick() ... } catch { ... }`. Swift
+  /// 6.3.1's compiler hangs on a loop body holding two `if let ticket = try? balancer.pick()`
+  /// (an `Optional` of a non-copyable type with a `deinit`); one per function is fine.
+  ///
   /// - Throws: ``BalancerError/Code/noEndpoints`` or ``BalancerError/Code/noAvailableEndpoints``
   ///   at once; the proxy answers 503. Never waits.
   public func pick() throws(BalancerError) -> BalancerTicket<Endpoint> {
     let now = self.clock.nanoseconds
-    let picked = try self.state.withLock { state throws(BalancerError) in
-      try state.pick(now: now)
+    var picked = P2CStateMachine.Picked()
+    let endpoint = try self.state.withLock { state throws(BalancerError) -> Endpoint in
+      picked = try state.pick(now: now)
+      return self.table.endpoint(at: picked.slot)
     }
     return BalancerTicket(
       balancer: self,
-      endpoint: picked.endpoint,
+      endpoint: endpoint,
       slot: picked.slot,
       generation: picked.generation,
       startedAt: now,
@@ -112,7 +121,7 @@ public final class P2CBalancer<Endpoint: Hashable & Sendable>: Sendable {
   func finish(slot: Int, generation: UInt32, startedAt: UInt64, isProbe: Bool, outcome: RequestOutcome) {
     let now = self.clock.nanoseconds
     self.state.withLock { state in
-      state.finish(
+      let freed = state.finish(
         slot: slot,
         generation: generation,
         startedAt: startedAt,
@@ -120,6 +129,9 @@ public final class P2CBalancer<Endpoint: Hashable & Sendable>: Sendable {
         outcome: outcome,
         now: now
       )
+      if freed {
+        self.table.clear(slot: slot)
+      }
     }
   }
 
@@ -131,7 +143,18 @@ public final class P2CBalancer<Endpoint: Hashable & Sendable>: Sendable {
   /// - Parameter weight: relative weight from discovery; default 1.
   public func insert(_ endpoint: Endpoint, weight: UInt32 = 1) {
     let now = self.clock.nanoseconds
-    self.state.withLock { $0.insert(endpoint, weight: weight, now: now) }
+    self.state.withLock { state in
+      self.insert(endpoint, weight: weight, now: now, state: &state)
+    }
+  }
+
+  private func insert(_ endpoint: Endpoint, weight: UInt32, now: UInt64, state: inout P2CStateMachine) {
+    if let slot = self.table.slot(of: endpoint) {
+      state.update(slot: slot, weight: weight)
+    } else {
+      let slot = state.add(weight: weight, now: now)
+      self.table.set(endpoint, at: slot)
+    }
   }
 
   /// Removes `endpoint`: no new requests go to it; requests in flight finish normally.
@@ -139,14 +162,33 @@ public final class P2CBalancer<Endpoint: Hashable & Sendable>: Sendable {
   /// - Returns: whether it was in the set.
   @discardableResult
   public func remove(_ endpoint: Endpoint) -> Bool {
-    self.state.withLock { $0.remove(endpoint) }
+    self.state.withLock { state in
+      self.remove(endpoint, state: &state)
+    }
+  }
+
+  private func remove(_ endpoint: Endpoint, state: inout P2CStateMachine) -> Bool {
+    guard let slot = self.table.slot(of: endpoint), state.isActive(slot: slot) else {
+      return false
+    }
+    if state.remove(slot: slot) {
+      self.table.clear(slot: slot)
+    }
+    return true
   }
 
   /// Replaces the endpoint set with `endpoints` (endpoint to weight), as a discovery snapshot
   /// does: endpoints not listed are removed (and drain), new ones added, weights updated.
   public func replaceEndpoints(with endpoints: [Endpoint: UInt32]) {
     let now = self.clock.nanoseconds
-    self.state.withLock { $0.replace(with: endpoints, now: now) }
+    self.state.withLock { state in
+      for (endpoint, slot) in self.table.index where endpoints[endpoint] == nil && state.isActive(slot: slot) {
+        _ = self.remove(endpoint, state: &state)
+      }
+      for (endpoint, weight) in endpoints {
+        self.insert(endpoint, weight: weight, now: now, state: &state)
+      }
+    }
   }
 
   /// Replaces the endpoint set with `endpoints`, each of weight 1.
@@ -169,7 +211,34 @@ public final class P2CBalancer<Endpoint: Hashable & Sendable>: Sendable {
   /// The state of every endpoint, including draining ones.
   public func endpointSnapshots() -> [EndpointSnapshot<Endpoint>] {
     let now = self.clock.nanoseconds
-    return self.state.withLock { $0.snapshots(now: now) }
+    return self.state.withLock { state in
+      state.advance(to: now)
+      var snapshots: [EndpointSnapshot<Endpoint>] = []
+      for (number, slot) in state.slots.enumerated() where slot.membership != .free {
+        let status: EndpointSnapshot<Endpoint>.Status
+        if slot.membership == .draining {
+          status = .draining
+        } else {
+          switch slot.accrual.state {
+          case .available: status = .available
+          case .ejected(let until): status = .backingOff(untilNanoseconds: until)
+          case .probeReady: status = .probeReady
+          case .probing: status = .probing
+          }
+        }
+        snapshots.append(
+          EndpointSnapshot(
+            endpoint: self.table.endpoint(at: number),
+            weight: slot.weight,
+            status: status,
+            pending: slot.pending,
+            rttEstimate: .nanoseconds(slot.ewma.estimate),
+            consecutiveFailures: slot.accrual.consecutiveFailures
+          )
+        )
+      }
+      return snapshots
+    }
   }
 
   /// The state of one endpoint, or `nil` if it is neither in the set nor draining.

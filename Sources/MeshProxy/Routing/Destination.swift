@@ -47,11 +47,9 @@ final class Destination: Sendable {
     self.balancer = P2CBalancer<Endpoint>()
   }
 
-  /// Applies every snapshot from discovery until the stream ends or the task is cancelled.
-  func follow(_ snapshots: AsyncStream<EndpointSet>) async {
-    for await snapshot in snapshots {
-      apply(snapshot)
-    }
+  /// Applies every snapshot from discovery until the task is cancelled.
+  func follow(_ discovery: any EndpointDiscovery) async {
+    await discovery.follow(authority) { [weak self] snapshot in self?.apply(snapshot) }
   }
 
   func apply(_ snapshot: EndpointSet) {

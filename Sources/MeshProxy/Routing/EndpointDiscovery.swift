@@ -2,11 +2,12 @@ public import MeshCore
 import Synchronization
 
 /// Where the proxy learns what an authority resolves to: complete snapshots, the current one first.
-/// The destination service's resolver is the real implementation; `InMemoryDiscovery` serves tests and
-/// static setups.
+/// `ResolverDiscovery` (the destination service) is the real implementation; `InMemoryDiscovery` serves
+/// tests and static setups.
 public protocol EndpointDiscovery: Sendable {
-  /// Snapshots for `authority`, starting with the current one; ends when the consumer is cancelled.
-  func endpoints(for authority: Authority) -> AsyncStream<EndpointSet>
+  /// Calls `update` with every snapshot for `authority`, the current one first, until the task is
+  /// cancelled. Keeps the last state across connection trouble (it does not report an empty set for it).
+  func follow(_ authority: Authority, update: @escaping @Sendable (EndpointSet) -> Void) async
 }
 
 /// A discovery whose answers are set by hand; changes are pushed to every follower at once.
@@ -31,6 +32,11 @@ public final class InMemoryDiscovery: EndpointDiscovery {
     for follower in followers { follower.yield(set) }
   }
 
+  public func follow(_ authority: Authority, update: @escaping @Sendable (EndpointSet) -> Void) async {
+    for await snapshot in endpoints(for: authority) { update(snapshot) }
+  }
+
+  /// Snapshots for `authority`, the current one first.
   public func endpoints(for authority: Authority) -> AsyncStream<EndpointSet> {
     let (stream, continuation) = AsyncStream.makeStream(of: EndpointSet.self, bufferingPolicy: .bufferingNewest(1))
     let (id, current) = state.withLock { state in

@@ -72,7 +72,7 @@ public final class OutboundRouter: RequestRouter, Sendable {
   func run() async {
     await withDiscardingTaskGroup { group in
       for await destination in newDestinations {
-        group.addTask { await destination.follow(self.discovery.endpoints(for: destination.authority)) }
+        group.addTask { await destination.follow(self.discovery) }
       }
     }
   }

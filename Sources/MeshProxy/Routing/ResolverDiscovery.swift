@@ -1,0 +1,26 @@
+public import Logging
+public import MeshCore
+public import MeshDiscovery
+
+/// Endpoint discovery from the destination service, through the `Resolver` (which reconnects with backoff
+/// and keeps the last known state).
+public struct ResolverDiscovery: EndpointDiscovery {
+  public let resolver: Resolver
+  private let logger: Logger
+
+  public init(resolver: Resolver, logger: Logger) {
+    self.resolver = resolver
+    self.logger = logger
+  }
+
+  public func follow(_ authority: Authority, update: @escaping @Sendable (EndpointSet) -> Void) async {
+    do {
+      for try await snapshot in resolver.endpoints(for: authority) { update(snapshot) }
+    } catch {
+      // The destination refused the name for good (for example an invalid path): treat it as unknown, so
+      // requests go to the authority as given rather than wait for endpoints that will never come.
+      logger.notice("destination refused authority", metadata: ["authority": "\(authority)", "error": "\(error)"])
+      update(.doesNotExist)
+    }
+  }
+}
