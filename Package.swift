@@ -24,6 +24,7 @@ let package = Package(
     .library(name: "MeshKubeLocal", targets: ["MeshKubeLocal"]),
     .executable(name: "meshctl", targets: ["meshctl"]),
     .executable(name: "mesh-controller", targets: ["mesh-controller"]),
+    .executable(name: "mesh-proxy", targets: ["mesh-proxy"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -177,6 +178,18 @@ let package = Package(
         "MeshDiscovery",
         "MeshKube",
         "MeshKubeLocal",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .executableTarget(
+      name: "mesh-proxy",
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshDiscovery", "MeshProxy",
+        .product(name: "X509", package: "swift-certificates"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MeshCore
+import MeshDiscovery
+import MeshIdentity
+import MeshProxy
+import MeshTLS
+import ServiceLifecycle
+import UnixSignals
+
+@main
+struct MeshProxyCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "mesh-proxy",
+    abstract: "The SwiftMesh data-plane proxy: outbound, inbound (mutual TLS) and admin listeners.")
+
+  @Option(help: "Identity to ask for, e.g. web.default.serviceaccount.identity.swiftmesh.cluster.local.")
+  var identity: String
+  @Option(help: "Identity service address, HOST:PORT.")
+  var identityServer: String = "127.0.0.1:8080"
+  @Option(help: "Trust anchor PEM file (ca.crt).")
+  var ca: String
+  @Option(help: "File holding the service-account token.")
+  var token: String
+  @Option(help: "Destination service address, HOST:PORT.")
+  var destination: String = "127.0.0.1:8086"
+  @Option(help: "Outbound listener, HOST:PORT.")
+  var outbound: String = "127.0.0.1:4140"
+  @Option(help: "Inbound listener, HOST:PORT.")
+  var inbound: String = "0.0.0.0:4143"
+  @Option(help: "Admin listener (/metrics, /ready, /live), HOST:PORT.")
+  var admin: String = "0.0.0.0:4191"
+  @Option(help: "The local application the inbound side forwards to, HOST:PORT.")
+  var app: String = "127.0.0.1:8080"
+  @Option(help: "Seconds a request waits for endpoints before a 503.")
+  var failfastTimeout: Double = 3
+  @Option(help: "Seconds graceful shutdown waits for in-flight requests.")
+  var shutdownGracePeriod: Double = 30
+  @Flag(help: "Refuse inbound clients without a mesh certificate.")
+  var requireIdentity = false
+  @Option(help: "Log level (trace, debug, info, notice, warning, error).")
+  var logLevel: String = "info"
+
+  func run() async throws {
+    LoggingSystem.bootstrap(StreamLogHandler.standardError)
+    var logger = Logger(label: "mesh-proxy")
+    logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+
+    let name = try IdentityName(identity)
+    let anchors = try PEMFiles.readCertificates(ca)
+    let tokenText: String
+    do {
+      tokenText = try String(contentsOfFile: token, encoding: .utf8)
+    } catch {
+      throw MeshError.invalidConfiguration("cannot read token file \(token)", cause: error)
+    }
+    let client = IdentityClient(
+      configuration: .init(
+        server: try Authority(identityServer), trustAnchors: anchors,
+        serverIdentity: try IdentityServer.serverIdentity(
+          controlPlaneNamespace: name.controlPlaneNamespace, trustDomain: name.trustDomain)))
+    let material = try await client.certify(identity: name, token: tokenText)
+    logger.notice("certified", metadata: ["identity": "\(name)", "valid_until": "\(material.notValidAfter)"])
+
+    let tls = try MeshTLS(material: material, trustAnchors: anchors, logger: logger)
+    let rotator = CertificateRotator(initial: material, logger: logger) {
+      try await client.certify(identity: name, token: tokenText)
+    }
+    let destinationAddress = try Authority(destination)
+    let resolver = try Resolver(
+      configuration: .defaults {
+        $0.host = destinationAddress.host
+        $0.port = destinationAddress.port
+      }, logger: logger)
+    let configuration = ProxyConfiguration.defaults {
+      $0.outboundAddress = (try? Authority(outbound)) ?? $0.outboundAddress
+      $0.inboundAddress = (try? Authority(inbound)) ?? $0.inboundAddress
+      $0.adminAddress = (try? Authority(admin)) ?? $0.adminAddress
+      $0.applicationAddress = (try? Authority(app)) ?? $0.applicationAddress
+      $0.failfastTimeout = .milliseconds(Int64(failfastTimeout * 1000))
+      $0.shutdownGracePeriod = .milliseconds(Int64(shutdownGracePeriod * 1000))
+      $0.requireIdentityOnInbound = requireIdentity
+    }
+    for (flag, value) in [("--outbound", outbound), ("--inbound", inbound), ("--admin", admin), ("--app", app)] {
+      do { _ = try Authority(value) } catch { throw ValidationError("\(flag): \(error.message)") }
+    }
+    let proxy = MeshProxy(
+      configuration: configuration, tls: tls, discovery: ResolverDiscovery(resolver: resolver, logger: logger),
+      logger: logger)
+    let follower = RotationFollower(tls: tls, updates: rotator.updates())
+    let group = ServiceGroup(
+      configuration: .init(
+        services: [
+          .init(service: rotator), .init(service: follower), .init(service: resolver),
+          .init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup),
+        ],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger))
+    try await group.run()
+  }
+}
+
+/// Installs every renewed certificate into the TLS contexts.
+struct RotationFollower: ServiceLifecycle.Service {
+  let tls: MeshTLS
+  let updates: AsyncStream<WorkloadCertificate>
+  func run() async throws {
+    await cancelWhenGracefulShutdown { await tls.follow(updates) }
+  }
+}
