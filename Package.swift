@@ -203,6 +203,7 @@ let package = Package(
         "MeshCore", "MeshIdentity", "MeshTLS",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
       ],
       swiftSettings: swiftSettings
     ),

@@ -98,9 +98,20 @@ public final class OutboundRouter: RequestRouter, Sendable {
       return eventLoop.makeFailedFuture(ProxyError(.badAuthority, "request has no valid Host/:authority"))
     }
     let deadline = NIODeadline.now() + TimeAmount(configuration.failfastTimeout)
+    return attempt(request, authority: authority, deadline: deadline, attemptsLeft: Self.connectAttempts, on: eventLoop)
+  }
+
+  /// Connection attempts per request. A request whose connection failed never reached the upstream, so it
+  /// is safe to send it to another endpoint (the failed one accrues the failure).
+  static let connectAttempts = 3
+
+  private func attempt(
+    _ request: RoutedRequest, authority: Authority, deadline: NIODeadline, attemptsLeft: Int,
+    on eventLoop: any EventLoop
+  ) -> EventLoopFuture<Upstream> {
     var head = request.head
     HTTPHeaderRules.stripHopByHop(&head.headers)
-    return destination(for: authority).target(on: eventLoop, deadline: deadline).flatMap { target in
+    let opened = destination(for: authority).target(on: eventLoop, deadline: deadline).flatMap { target in
       var labels = ProxyMetrics.RequestLabels(direction: self.direction, authority: authority.description, tls: false)
       switch target {
       case .passthrough(let address):
@@ -133,6 +144,13 @@ public final class OutboundRouter: RequestRouter, Sendable {
           throw error
         }
       }
+    }
+    return opened.flatMapError { error in
+      guard attemptsLeft > 1, let proxyError = error as? ProxyError, proxyError.reason == .connectFailed,
+        NIODeadline.now() < deadline
+      else { return eventLoop.makeFailedFuture(error) }
+      return self.attempt(
+        request, authority: authority, deadline: deadline, attemptsLeft: attemptsLeft - 1, on: eventLoop)
     }
   }
 }
