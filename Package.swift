@@ -239,6 +239,7 @@ let package = Package(
       dependencies: [
         "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "_MeshTestSupport",
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
       swiftSettings: swiftSettings
     ),
