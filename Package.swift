@@ -240,6 +240,8 @@ let package = Package(
         "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "_MeshTestSupport",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
       ],
       swiftSettings: swiftSettings
     ),
