@@ -118,19 +118,31 @@ struct ProxyPairTests {
     }
   }
 
-  @Test("nghttp (HTTP/2) through the pair to nginx's h2c port")
+  @Test("nghttp (HTTP/2) through the pair to nginx's h2c port, with a 10 MB body both ways")
   func http2RoundTrip() async throws {
     let pair = try ProxyPair()
     let nginx = try Nginx(http1Port: try await MeshTLSEcho.freePort(), http2Port: try await MeshTLSEcho.freePort())
     defer { nginx.stop() }
     try await nginx.waitUntilServing()
+    let dir = try TemporaryDirectory()
+    defer { dir.remove() }
+    _ = try await Subprocess.run("sh", ["-c", "head -c 10485760 /dev/urandom > \(dir.file("upload.bin"))"])
     try await pair.run(applicationPort: nginx.http2Port) { client, _, _ in
       let ports = try await client.boundPorts()
-      let out = try await Subprocess.run(
-        "nghttp",
-        ["-v", "-H", ":authority: backend.default.svc.cluster.local", "http://127.0.0.1:\(ports.outbound)/index.html"])
+      let base = "http://127.0.0.1:\(ports.outbound)"
+      let authority = ":authority: backend.default.svc.cluster.local"
+      let out = try await Subprocess.run("nghttp", ["-v", "-H", authority, "\(base)/index.html"])
       #expect(out.stdout.contains("hello from nginx"), "\(out)")
       #expect(out.stdout.contains(":status: 200"))
+
+      // 10 MB up (PUT) and down again over HTTP/2 end to end.
+      let put = try await Subprocess.run(
+        "nghttp", ["-v", "-H", authority, "-H", ":method: PUT", "-d", dir.file("upload.bin"), "\(base)/h2.bin"])
+      #expect(put.stdout.contains(":status: 201") || put.stdout.contains(":status: 204"), "\(put.stderr)")
+      let get = try await Subprocess.run(
+        "sh", ["-c", "nghttp -H '\(authority)' \(base)/h2.bin > \(dir.file("download.bin"))"])
+      #expect(get.status == 0, "\(get)")
+      #expect(try await sha256(dir.file("download.bin")) == (try await sha256(dir.file("upload.bin"))))
     }
   }
 
