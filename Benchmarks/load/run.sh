@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Load comparison, one run, same machine, same backend (nginx), loopback only:
+#   direct to nginx | nginx as reverse proxy | haproxy | one mesh-proxy (plaintext) | mesh-proxy pair (mTLS)
+# HTTP/1.1 with wrk (throughput and latency percentiles), HTTP/2 with h2load (direct h2c vs the mesh pair).
+# Prints RPS, p50/p99/max, each proxy's peak RSS and CPU per 1,000 requests, and ratios to nginx and direct.
+#
+#   bash Benchmarks/load/run.sh            # release build (first build takes long on 2 cores)
+#   BUILD=debug DURATION=5 bash Benchmarks/load/run.sh
+# Needs: nginx haproxy wrk nghttp2-client kubectl curl (Debian packages). Every load is bounded by time.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-release}
+DURATION=${DURATION:-5}
+CONNECTIONS=${CONNECTIONS:-32}
+H2_REQUESTS=${H2_REQUESTS:-5000}
+for tool in nginx haproxy wrk h2load kubectl curl; do
+  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "missing $tool (apt-get install it)" >&2; exit 1; }
+done
+swift build -c "$BUILD" --product meshctl --product mesh-controller --product mesh-proxy >/dev/null
+BIN=$(cd "$(swift build -c "$BUILD" --show-bin-path)" && pwd)
+W=$(mktemp -d); chmod 755 "$W"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+start() { "$@" & PIDS+=($!); }
+wait_http() { for _ in $(seq 1 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "not up: $1" >&2; exit 1; }
+
+# Backend nginx (HTTP/1.1 on 18081, h2c on 18084), nginx reverse proxy (18082), haproxy (18083).
+mkdir -p "$W/www" "$W/ngx" "$W/ngxp"; chmod 777 "$W/www" "$W/ngx" "$W/ngxp"
+head -c 1024 /dev/zero | tr '\0' 'x' > "$W/www/index.html"
+cat > "$W/nginx.conf" <<NGX
+worker_processes 1; pid $W/ngx/pid; error_log $W/ngx/error.log warn; daemon off;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 100000;
+  server { listen 127.0.0.1:18081; listen 127.0.0.1:18084 http2; root $W/www; } }
+NGX
+cat > "$W/proxy.conf" <<NGX
+worker_processes 1; pid $W/ngxp/pid; error_log $W/ngxp/error.log warn; daemon off;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 100000;
+  upstream backend { server 127.0.0.1:18081; keepalive 64; }
+  server { listen 127.0.0.1:18082; location / { proxy_pass http://backend; proxy_http_version 1.1;
+    proxy_set_header Connection ""; } } }
+NGX
+cat > "$W/haproxy.cfg" <<HAP
+global
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:18083
+  default_backend b
+backend b
+  server s1 127.0.0.1:18081
+HAP
+start nginx -p "$W/ngx" -c "$W/nginx.conf"
+start nginx -p "$W/ngxp" -c "$W/proxy.conf"
+start haproxy -f "$W/haproxy.cfg"
+NGINX_PROXY_PID=${PIDS[1]}; HAPROXY_PID=${PIDS[2]}
+
+# The mesh: embedded cluster, identity, destination, and two proxies.
+start "$BIN/meshctl" dev kube-api --listen 127.0.0.1:16443 --kubeconfig-out "$W/kubeconfig" >"$W/kube.log" 2>&1
+for _ in $(seq 1 100); do [ -s "$W/kubeconfig" ] && break; sleep 0.1; done
+"$BIN/meshctl" identity init --out "$W/ca" >/dev/null
+printf 'web-token web default\nbackend-token backend default\n' > "$W/tokens"
+echo web-token > "$W/web.token"; echo backend-token > "$W/backend.token"
+start "$BIN/mesh-controller" identity --issuer-dir "$W/ca" --listen 127.0.0.1:18180 --tokens "$W/tokens" 2>"$W/identity.log"
+start "$BIN/mesh-controller" destination --kubeconfig "$W/kubeconfig" --listen 127.0.0.1:18186 >"$W/destination.log" 2>&1
+kubectl --kubeconfig "$W/kubeconfig" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: backend-0, namespace: default, annotations: {swiftmesh.io/inject: enabled}}
+spec: {serviceAccountName: backend, containers: [{name: app, image: nginx}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: default}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: backend, namespace: default}
+subsets: [{addresses: [{ip: 127.0.0.1, targetRef: {kind: Pod, name: backend-0, namespace: default}}], ports: [{name: http, port: 14143}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: plain, namespace: default}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: plain, namespace: default}
+subsets: [{addresses: [{ip: 127.0.0.1}], ports: [{name: http, port: 18081}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend-h2, namespace: default}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: backend-h2, namespace: default}
+subsets: [{addresses: [{ip: 127.0.0.1, targetRef: {kind: Pod, name: backend-0, namespace: default}}], ports: [{name: http, port: 14145}]}]
+YAML
+sleep 1
+proxy() { # name identity outbound inbound admin app
+  start "$BIN/mesh-proxy" --identity "$2.default.serviceaccount.identity.swiftmesh.cluster.local" \
+    --identity-server 127.0.0.1:18180 --ca "$W/ca/ca.crt" --token "$W/$2.token" --destination 127.0.0.1:18186 \
+    --outbound "127.0.0.1:$3" --inbound "127.0.0.1:$4" --admin "127.0.0.1:$5" --app "127.0.0.1:$6" \
+    --log-level warning 2>"$W/$1.log"
+}
+proxy client web 14140 14141 14190 1
+CLIENT_PID=${PIDS[-1]}
+proxy server backend 14142 14143 14191 18081
+SERVER_PID=${PIDS[-1]}
+# The inbound side speaks to the application in the client's protocol: HTTP/2 clients need an h2 app.
+proxy server-h2 backend 14144 14145 14192 18084
+wait_http http://127.0.0.1:18081/; wait_http http://127.0.0.1:14190/ready; wait_http http://127.0.0.1:14191/ready
+wait_http http://127.0.0.1:14192/ready
+if ! curl -sf -o /dev/null -H 'Host: backend.default.svc.cluster.local' http://127.0.0.1:14140/; then
+  echo "mesh path not working:"; curl -s -D - -H 'Host: backend.default.svc.cluster.local' http://127.0.0.1:14140/ | head -8
+  "$BIN/meshctl" diagnostics endpoints --destination 127.0.0.1:18186 backend.default.svc.cluster.local:80 || true
+  tail -n 5 "$W"/*.log; exit 1
+fi
+
+family() { echo "$1"; pgrep -P "$1" || true; }                    # a server and its workers (nginx, haproxy)
+cpu_ms() { local t=0; for p in $(family "$1"); do t=$((t + $(awk '{print ($14+$15)*10}' "/proc/$p/stat"))); done; echo $t; }
+peak_rss_mb() { local t=0; for p in $(family "$1"); do t=$((t + $(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$p/status"))); done; echo $t; }
+to_ms() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.2f", n }'; }
+
+RESULTS=()
+run_wrk() { # label url host pids...
+  local label=$1 url=$2 host=$3; shift 3
+  local before=0; for p in "$@"; do before=$((before + $(cpu_ms "$p"))); done
+  local out; out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: $host" "$url")
+  local after=0; for p in "$@"; do after=$((after + $(cpu_ms "$p"))); done
+  local rps p50 p99 max reqs cpu rss
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+  p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+  max=$(to_ms "$(awk '$1=="Latency" {print $4}' <<<"$out")")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  cpu="-"; rss="-"
+  if [ $# -gt 0 ]; then
+    cpu=$(awk -v c=$((after - before)) -v r="$reqs" 'BEGIN { printf "%.1f", c / (r / 1000) }')
+    rss=0; for p in "$@"; do rss=$((rss + $(peak_rss_mb "$p"))); done
+  fi
+  RESULTS+=("$label|$rps|$p50|$p99|$max|$rss|$cpu")
+}
+
+run_wrk "direct (nginx)" http://127.0.0.1:18081/ backend
+run_wrk "nginx reverse proxy" http://127.0.0.1:18082/ backend "$NGINX_PROXY_PID"
+run_wrk "haproxy" http://127.0.0.1:18083/ backend "$HAPROXY_PID"
+run_wrk "mesh-proxy (plaintext)" http://127.0.0.1:14140/ plain.default.svc.cluster.local "$CLIENT_PID"
+run_wrk "mesh-proxy pair (mTLS)" http://127.0.0.1:14140/ backend.default.svc.cluster.local "$CLIENT_PID" "$SERVER_PID"
+
+echo
+echo "HTTP/1.1, wrk -t2 -c$CONNECTIONS -d${DURATION}s, 1 KiB responses, build: $BUILD"
+direct_rps=$(cut -d'|' -f2 <<<"${RESULTS[0]}"); nginx_rps=$(cut -d'|' -f2 <<<"${RESULTS[1]}")
+direct_p99=$(cut -d'|' -f4 <<<"${RESULTS[0]}"); nginx_p99=$(cut -d'|' -f4 <<<"${RESULTS[1]}")
+printf '%-24s %10s %8s %8s %8s %9s %10s %10s %10s %10s %10s\n' target RPS p50_ms p99_ms max_ms peakRSS_MB cpu_ms/1k \
+  rps/nginx rps/direct p99/nginx p99/direct
+for row in "${RESULTS[@]}"; do
+  IFS='|' read -r label rps p50 p99 max rss cpu <<<"$row"
+  awk -v l="$label" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v max="$max" -v rss="$rss" -v cpu="$cpu" \
+    -v dr="$direct_rps" -v nr="$nginx_rps" -v dp="$direct_p99" -v np="$nginx_p99" \
+    'BEGIN { printf "%-24s %10.0f %8.2f %8.2f %8.2f %9s %10s %10.2f %10.2f %10.2f %10.2f\n", l, rps, p50, p99, max, rss, cpu, rps/nr, rps/dr, p99/np, p99/dp }'
+done
+
+echo
+echo "HTTP/2, h2load -n $H2_REQUESTS -c 16 -m 10"
+h2() { timeout 120 h2load -n "$H2_REQUESTS" -c 16 -m 10 -H ":authority: $2" "$1" | awk -v l="$3" '/finished in/ {rps=$4} /time for request/ {mean=$6; max=$5} /status codes/ {codes=$3" 2xx, "$7" 5xx"} END {printf "%-24s %12s req/s  request time mean %s max %s  (%s)\n", l, rps, mean, max, codes}' || true; }
+h2 http://127.0.0.1:18084/ backend "direct (nginx h2c)"
+h2 http://127.0.0.1:14140/ backend-h2.default.svc.cluster.local "mesh-proxy pair (mTLS)"
