@@ -210,7 +210,7 @@ let package = Package(
     .testTarget(
       name: "MeshKubeTests",
       dependencies: [
-        "MeshCore", "MeshKube", "MeshKubeLocal",
+        "MeshCore", "MeshKube", "MeshKubeLocal", "_MeshTestSupport",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -90,6 +90,19 @@ struct FailureAccrualStateMachine: Hashable, Sendable {
     }
   }
 
+  /// The endpoint could not be connected to: ejects it now whatever the count (a probe that cannot
+  /// connect re-ejects it with a longer back-off). Already-ejected endpoints stay as they are.
+  mutating func recordConnectionFailure(isProbe: Bool, now: UInt64, jitterUnit: Double) -> Transition {
+    switch self.state {
+    case .available:
+      return self.eject(now: now, jitterUnit: jitterUnit)
+    case .probing where isProbe:
+      return self.eject(now: now, jitterUnit: jitterUnit)
+    case .probing, .probeReady, .ejected:
+      return .none
+    }
+  }
+
   /// A request was cancelled: says nothing about health, but a cancelled probe must be retried.
   mutating func recordCancellation(isProbe: Bool) {
     if isProbe, self.state == .probing {

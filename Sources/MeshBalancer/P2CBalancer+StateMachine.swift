@@ -186,6 +186,16 @@ struct P2CStateMachine {
           self.nextBackoffEnd = min(self.nextBackoffEnd, until)
         }
       }
+    case .connectionFailure:
+      if self.settings.accrualEnabled {
+        let unit = self.random.nextUnit()
+        let transition = self.slots[slot].accrual.recordConnectionFailure(
+          isProbe: isProbe, now: now, jitterUnit: unit)
+        if case .ejected(let until) = transition {
+          self.counters.failureAccrualEjections &+= 1
+          self.nextBackoffEnd = min(self.nextBackoffEnd, until)
+        }
+      }
     case .cancelled:
       self.slots[slot].ewma.observeLowerBound(elapsed, at: now)
       self.slots[slot].accrual.recordCancellation(isProbe: isProbe)

@@ -41,7 +41,7 @@ public final class MeshProxy: Service, Sendable {
     self.tls = tls
     self.metrics = metrics
     self.logger = logger
-    let pools = UpstreamPools(tls: tls, configuration: configuration, metrics: metrics)
+    let pools = UpstreamPools(tls: tls, configuration: configuration, metrics: metrics, logger: logger)
     self.outboundRouter = OutboundRouter(discovery: discovery, pools: pools, configuration: configuration)
     self.inboundRouter = InboundRouter(application: configuration.applicationAddress, pools: pools)
   }
@@ -63,12 +63,14 @@ public final class MeshProxy: Service, Sendable {
     let outbound = try await bind(
       configuration.outboundAddress, direction: "outbound",
       setup: .init(
-        router: outboundRouter, metrics: metrics, tls: nil, requireClientCertificate: false, inFlight: inFlight))
+        router: outboundRouter, metrics: metrics, tls: nil, requireClientCertificate: false, inFlight: inFlight,
+        logger: logger))
     let inbound = try await bind(
       configuration.inboundAddress, direction: "inbound",
       setup: .init(
         router: inboundRouter, metrics: metrics, tls: tls,
-        requireClientCertificate: configuration.requireIdentityOnInbound, inFlight: inFlight))
+        requireClientCertificate: configuration.requireIdentityOnInbound, inFlight: inFlight,
+        logger: logger))
     let admin = try await bindAdmin(configuration.adminAddress)
     let bound = BoundPorts(
       outbound: outbound.localAddress?.port ?? 0, inbound: inbound.localAddress?.port ?? 0,

@@ -21,7 +21,7 @@ public final class BackgroundProcess: Sendable {
     process.standardInput = Pipe()
     self.process = process
     self.command = ([tool] + arguments).joined(separator: " ")
-    try process.run()
+    try process.runWithDefaultSignalMask()
     // A plain thread drains the pipe until EOF, so the tool never blocks on a full pipe.
     let output = self.output
     let reader = pipe.fileHandleForReading

@@ -1,6 +1,7 @@
 public import MeshCore
 public import MeshTLS
 public import NIOCore
+import Foundation
 import NIOPosix
 
 /// A mesh-TLS echo server and client on loopback, for tests and benchmarks. After the handshake the server
@@ -96,5 +97,29 @@ public enum MeshTLSEcho {
     let port = channel.localAddress?.port ?? 0
     try await channel.close()
     return port
+  }
+}
+
+/// Ports for servers a test stops and starts again on the same port.
+public enum StablePorts {
+  /// A free loopback port below the kernel's ephemeral range. A port from `bind(0)` comes from that range,
+  /// so once its server stops, any outgoing connection on the machine may take it as its source port and a
+  /// restart on it fails; a port below the range is never handed out that way.
+  public static func free() async throws -> Int {
+    let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
+      .split(whereSeparator: \.isWhitespace).compactMap { Int($0) } ?? []
+    let ephemeralLow = range.first ?? 32768
+    let low = 10_000
+    let high = max(low + 1000, ephemeralLow)
+    for _ in 0..<64 {
+      let candidate = Int.random(in: low..<high)
+      if let channel = try? await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .bind(host: "127.0.0.1", port: candidate).get()
+      {
+        try await channel.close()
+        return candidate
+      }
+    }
+    throw TestFailure("no free port in \(low)..<\(high)")
   }
 }

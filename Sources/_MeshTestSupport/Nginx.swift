@@ -8,7 +8,8 @@ public final class Nginx: Sendable {
   public let http2Port: Int
   private let process: BackgroundProcess
 
-  public init(http1Port: Int, http2Port: Int, name: String = "nginx") throws {
+  /// `httpDirectives` go into the `http` block as written (e.g. `keepalive_requests 20;`).
+  public init(http1Port: Int, http2Port: Int, name: String = "nginx", httpDirectives: String = "") throws {
     guard Subprocess.which("nginx") != nil || FileManager.default.isExecutableFile(atPath: "/usr/sbin/nginx") else {
       throw TestFailure("nginx is not installed")
     }
@@ -33,6 +34,7 @@ public final class Nginx: Sendable {
         uwsgi_temp_path \(root.file("uwsgi"));
         scgi_temp_path \(root.file("scgi"));
         client_max_body_size 64m;
+        \(httpDirectives)
         server {
           listen 127.0.0.1:\(http1Port);
           listen 127.0.0.1:\(http2Port) http2;
@@ -63,6 +65,9 @@ public final class Nginx: Sendable {
     }
     throw TestFailure("nginx did not start: \(process.printed)\n\((try? String(contentsOfFile: root.file("error.log"), encoding: .utf8)) ?? "")")
   }
+
+  /// What nginx wrote to its error log so far.
+  public var errorLog: String { (try? String(contentsOfFile: root.file("error.log"), encoding: .utf8)) ?? "" }
 
   public func stop() {
     process.terminate()

@@ -49,7 +49,7 @@ public enum Subprocess {
     process.standardOutput = stdout
     process.standardError = stderr
     process.standardInput = stdin
-    try process.run()
+    try process.runWithDefaultSignalMask()
     if let input { stdin.fileHandleForWriting.write(input) }
     try stdin.fileHandleForWriting.close()
     // Read both pipes fully before waiting, so a chatty tool never blocks on a full pipe.
@@ -94,4 +94,19 @@ public struct TemporaryDirectory: Sendable {
   }
   public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
   public func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+extension Process {
+  /// Starts the process with no signals blocked. Foundation's `Process` hands the child the calling
+  /// thread's signal mask, and the threads tests run on block nearly every signal: a child started from
+  /// them ignores SIGTERM, so `timeout 30 h2load ...` never ends and `terminate()` does nothing. The
+  /// calling thread's mask is cleared only for the moment of the spawn, then restored.
+  public func runWithDefaultSignalMask() throws {
+    var empty = sigset_t()
+    var previous = sigset_t()
+    sigemptyset(&empty)
+    pthread_sigmask(SIG_SETMASK, &empty, &previous)
+    defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+    try self.run()
+  }
 }

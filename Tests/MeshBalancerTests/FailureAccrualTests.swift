@@ -118,6 +118,31 @@ struct BalancerFailureAccrualTests {
     #expect(balancer.snapshot(of: "a")?.status.until != nil)
   }
 
+  @Test("one connection failure ejects at once and leaves the RTT estimate alone; the other endpoint takes every request")
+  func connectionFailureEjectsAtOnce() throws {
+    let clock = ManualBalancerClock()
+    let balancer = P2CBalancer<String>.forTesting(["a", "b"], clock: clock)
+    let before = balancer.snapshot(of: "a")?.rttEstimate
+    // Drive picks until "a" is picked, then fail its connection (an instant refusal).
+    var refused = false
+    for _ in 0..<64 where !refused {
+      let ticket = try balancer.pick()
+      if ticket.endpoint == "a" {
+        ticket.complete(.connectionFailure)
+        refused = true
+      } else {
+        ticket.complete(.success)
+      }
+    }
+    #expect(refused)
+    #expect(balancer.stats.failureAccrualEjections == 1)
+    #expect(balancer.snapshot(of: "a")?.status.until != nil)
+    #expect(balancer.snapshot(of: "a")?.rttEstimate == before)
+    for _ in 0..<50 {
+      #expect(try balancer.request(.success, clock: clock) == "b")
+    }
+  }
+
   @Test("an ejected endpoint takes no requests; with none left the pick fails fast with noAvailableEndpoints")
   func ejectedTakesNoRequests() throws {
     let clock = ManualBalancerClock()

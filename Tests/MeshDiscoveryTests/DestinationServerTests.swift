@@ -10,7 +10,7 @@ import Testing
 struct DestinationServerTests {
   let path = "web.app.svc.cluster.local:8080"
 
-  @Test("scaling endpoints 1 -> 5 -> 2 sends exactly those adds and removes, each within 1 s")
+  @Test("scaling endpoints 1 -> 5 -> 2 sends exactly those adds and removes (propagation time: DiscoveryBenchmark)")
   func scaling() async throws {
     try await withDiscovery { kube, server, port in
       let state = kube.state
@@ -20,7 +20,7 @@ struct DestinationServerTests {
       try await withDestinationClient(port: port) { client in
         try await withThrowingTaskGroup(of: Void.self) { group in
           let log = recordUpdates(client, path: path, in: &group)
-          try await eventually("the first add", timeout: .seconds(1)) { log.items.count >= 1 }
+          try await eventually("the first add", timeout: .seconds(10)) { log.items.count >= 1 }
           guard case .add(let first) = log.items[0] else {
             Issue.record("first message is \(log.items[0]), expected an add")
             return
@@ -33,7 +33,7 @@ struct DestinationServerTests {
           #expect(first[0].metricLabels["pod"] == "web-1")
 
           try put(endpoints("web", "app", ips: ips(1...5)), in: state)
-          try await eventually("the scale-up add", timeout: .seconds(1)) { log.items.count >= 2 }
+          try await eventually("the scale-up add", timeout: .seconds(10)) { log.items.count >= 2 }
           #expect(log.items[1] == .add(try ips(2...5).map { ip in
             Endpoint(
               address: try Authority(host: ip, port: 8080), tlsIdentity: identity, protocolHint: .http2,
@@ -41,11 +41,11 @@ struct DestinationServerTests {
           }))
 
           try put(endpoints("web", "app", ips: ips(1...2)), in: state)
-          try await eventually("the scale-down remove", timeout: .seconds(1)) { log.items.count >= 3 }
+          try await eventually("the scale-down remove", timeout: .seconds(10)) { log.items.count >= 3 }
           #expect(log.items[2] == .remove(try ["10.1.0.3:8080", "10.1.0.4:8080", "10.1.0.5:8080"].map(authority)))
 
           try put(endpoints("web", "app", ips: []), in: state)
-          try await eventually("no_endpoints after scaling to zero", timeout: .seconds(1)) { log.items.count >= 4 }
+          try await eventually("no_endpoints after scaling to zero", timeout: .seconds(10)) { log.items.count >= 4 }
           #expect(log.items[3] == .noEndpoints(exists: true))
           #expect(log.items.count == 4, "unexpected extra messages: \(log.items)")
           group.cancelAll()

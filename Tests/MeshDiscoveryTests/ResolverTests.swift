@@ -132,7 +132,7 @@ struct ResolverTests {
               }())
             // Meanwhile a new consumer still gets the last known set at once.
             let late = record(resolver.endpoints(for: web), in: &inner)
-            try await eventually("the last known set for a new consumer", timeout: .seconds(1)) { late.items.count == 1 }
+            try await eventually("the last known set for a new consumer", timeout: .seconds(10)) { late.items.count == 1 }
             #expect(late.items.first?.endpoints.count == 2)
 
             let (second, secondClient) = try kube.destinationServer(port: port)

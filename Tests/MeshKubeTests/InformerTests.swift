@@ -5,6 +5,7 @@ import MeshKubeLocal
 import NIOCore
 import NIOPosix
 import Testing
+import _MeshTestSupport
 
 /// Runs an informer for Services in `namespace` against `port`, collecting its events, around `body`.
 func withInformer(
@@ -89,7 +90,8 @@ struct InformerTests {
   func expiredRelist() async throws {
     let state = LocalKubeState()
     for i in 0..<4 { try state.create(service("s\(i)", "gone")) }
-    let first = LocalKubeAPIServer(state: state)
+    let stablePort = try await StablePorts.free()
+    let first = LocalKubeAPIServer(configuration: .defaults { $0.port = stablePort }, state: state)
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await first.run() }
       let port = try await first.port()
@@ -103,6 +105,7 @@ struct InformerTests {
         state.compactHistory()
         let second = LocalKubeAPIServer(configuration: .defaults { $0.port = port }, state: state)
         group.addTask { try await second.run() }
+        _ = try await second.port()
         try await eventually("store matches after re-list") {
           try storeMatches(informer.store, state, namespace: "gone") && log.count == 7
         }
@@ -122,7 +125,8 @@ struct InformerTests {
   func serverRestart() async throws {
     let state = LocalKubeState()
     for i in 0..<3 { try state.create(service("s\(i)", "restart")) }
-    let first = LocalKubeAPIServer(state: state)
+    let stablePort = try await StablePorts.free()
+    let first = LocalKubeAPIServer(configuration: .defaults { $0.port = stablePort }, state: state)
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await first.run() }
       let port = try await first.port()
@@ -136,6 +140,7 @@ struct InformerTests {
         try await eventually("a failed reconnect") { informer.statistics.errors >= 1 }
         let second = LocalKubeAPIServer(configuration: .defaults { $0.port = port }, state: state)
         group.addTask { try await second.run() }
+        _ = try await second.port()
         try await eventually("store matches after restart") {
           try storeMatches(informer.store, state, namespace: "restart") && log.count == 6
         }

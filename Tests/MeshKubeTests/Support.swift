@@ -4,6 +4,7 @@ import MeshKube
 import MeshKubeLocal
 import Synchronization
 import Testing
+import _MeshTestSupport
 
 struct TimedOut: Error, CustomStringConvertible {
   var what: String
@@ -130,7 +131,7 @@ final class Subprocess: Sendable {
       let d = h.availableData
       self?.output.withLock { $0.stderr.append(d) }
     }
-    try process.run()
+    try process.runWithDefaultSignalMask()
   }
 
   var stdout: String { String(decoding: output.withLock { $0.stdout }, as: UTF8.self) }

@@ -33,7 +33,7 @@ struct ProxyPair {
     _ body: (_ client: MeshProxy, _ server: MeshProxy, _ discovery: InMemoryDiscovery) async throws -> Void
   ) async throws {
     var logger = Logger(label: "test.proxy")
-    logger.logLevel = .warning
+    logger.logLevel = ProcessInfo.processInfo.environment["MESH_TEST_LOG"].map { Logger.Level(rawValue: $0) ?? .warning } ?? .warning
     let server = MeshProxy(
       configuration: configuration(application: applicationPort),
       tls: try MeshTLS(material: try pki.workload(backend), trustAnchors: [pki.anchor.certificate]),
@@ -172,5 +172,72 @@ struct ProxyPairTests {
       ])
       #expect(ok.stdout == "200")
     }
+  }
+}
+
+@Suite("Proxy pair under concurrent HTTP/2 streams")
+struct ConcurrentStreamsTests {
+  @Test("h2load (16 connections x 10 streams) and nghttp (160 streams on one connection) complete every request")
+  func manyStreams() async throws {
+    let pair = try ProxyPair()
+    let nginx = try Nginx(http1Port: try await MeshTLSEcho.freePort(), http2Port: try await MeshTLSEcho.freePort())
+    defer { nginx.stop() }
+    try await nginx.waitUntilServing()
+    try await pair.run(applicationPort: nginx.http2Port) { client, server, _ in
+      let ports = try await client.boundPorts()
+      // More streams at once than HTTP/2's usual SETTINGS_MAX_CONCURRENT_STREAMS (100) on a single connection.
+      let burst = try await Subprocess.run(
+        "timeout",
+        ["30", "nghttp", "-v", "-n", "-m", "160", "-H", ":authority: backend.default.svc.cluster.local",
+          "http://127.0.0.1:\(ports.outbound)/index.html"])
+      #expect(burst.status == 0, "\(burst.stderr)")
+      #expect(burst.stdout.components(separatedBy: ":status: 200").count - 1 == 160)
+      // Well past the 200 RST_STREAM frames per 30 s that an HTTP/2 peer tolerates: a proxy that reset
+      // each finished stream loses its connection here.
+      let load = try await Subprocess.run(
+        "timeout",
+        ["60", "h2load", "-n", "2000", "-c", "16", "-m", "10", "-H", ":authority: backend.default.svc.cluster.local",
+          "http://127.0.0.1:\(ports.outbound)/index.html"])
+      #expect(load.stdout.contains("2000 succeeded"), "\(load.stdout)")
+      for proxy in [client, server] {
+        let text = try await scrape(proxy)
+        #expect(!text.contains("proxy_errors_total{"), "\(text)")
+        #expect(!text.contains("classification=\"failure\""), "\(text)")
+      }
+    }
+  }
+
+  @Test("an upstream that sends GOAWAY every 20 requests (nginx keepalive_requests) costs no request")
+  func goAwayIsTransparent() async throws {
+    let pair = try ProxyPair()
+    let nginx = try Nginx(
+      http1Port: try await MeshTLSEcho.freePort(), http2Port: try await MeshTLSEcho.freePort(),
+      httpDirectives: "keepalive_requests 20;")
+    defer { nginx.stop() }
+    try await nginx.waitUntilServing()
+    try await pair.run(applicationPort: nginx.http2Port) { client, server, _ in
+      let ports = try await client.boundPorts()
+      let load = try await Subprocess.run(
+        "timeout",
+        ["60", "h2load", "-n", "600", "-c", "4", "-m", "10", "-H", ":authority: backend.default.svc.cluster.local",
+          "http://127.0.0.1:\(ports.outbound)/index.html"])
+      #expect(load.stdout.contains("600 succeeded"), "\(load.stdout)")
+      let serverMetrics = try await scrape(server)
+      #expect(!serverMetrics.contains("proxy_errors_total{"), "\(serverMetrics)")
+      // The server proxy went through many connections to nginx: each GOAWAY moved it to a fresh one.
+      let opened = serverMetrics.split(separator: "\n").first {
+        $0.hasPrefix("tcp_open_total{direction=\"outbound\",peer=\"dst\"")
+      }.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) } ?? 0
+      #expect(opened >= 10, "\(serverMetrics)")
+      // nginx served each request once: a refused stream is sent again, a served one never.
+      let served = (try? String(contentsOfFile: nginx.root.file("access.log"), encoding: .utf8))?
+        .split(separator: "\n").filter { $0.contains("HTTP/2.0") }.count ?? 0
+      #expect(served == 600)
+    }
+  }
+
+  private func scrape(_ proxy: MeshProxy) async throws -> String {
+    let admin = try await proxy.boundPorts().admin
+    return try await Subprocess.run("curl", ["-s", "http://127.0.0.1:\(admin)/metrics"]).stdout
   }
 }

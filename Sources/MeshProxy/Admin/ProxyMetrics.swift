@@ -42,6 +42,8 @@ public final class ProxyMetrics: Sendable {
   /// Byte and connection counters of one kind of connection.
   public struct TCP: Sendable {
     let open: Gauge
+    let opened: Counter
+    let closed: Counter
     let read: Counter
     let write: Counter
   }
@@ -83,6 +85,8 @@ public final class ProxyMetrics: Sendable {
     let labels = [("direction", direction), ("peer", peer), ("tls", tls ? "true" : "false")]
     return TCP(
       open: registry.makeGauge(name: "tcp_open_connections", labels: labels, help: "Connections open now."),
+      opened: registry.makeCounter(name: "tcp_open_total", labels: labels, help: "Connections opened."),
+      closed: registry.makeCounter(name: "tcp_close_total", labels: labels, help: "Connections closed."),
       read: registry.makeCounter(name: "tcp_read_bytes_total", labels: labels, help: "Bytes read from connections."),
       write: registry.makeCounter(name: "tcp_write_bytes_total", labels: labels, help: "Bytes written to connections.")
     )
@@ -115,6 +119,7 @@ final class ConnectionMetricsHandler: ChannelDuplexHandler, RemovableChannelHand
     if !counted {
       counted = true
       metrics.open.increment()
+      metrics.opened.increment()
     }
     context.fireChannelActive()
   }
@@ -123,6 +128,7 @@ final class ConnectionMetricsHandler: ChannelDuplexHandler, RemovableChannelHand
     if context.channel.isActive && !counted {
       counted = true
       metrics.open.increment()
+      metrics.opened.increment()
     }
   }
 
@@ -130,6 +136,7 @@ final class ConnectionMetricsHandler: ChannelDuplexHandler, RemovableChannelHand
     if counted {
       counted = false
       metrics.open.decrement()
+      metrics.closed.increment()
     }
     context.fireChannelInactive()
   }

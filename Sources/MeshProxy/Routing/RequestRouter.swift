@@ -22,11 +22,14 @@ public final class Upstream: @unchecked Sendable {
   let labels: ProxyMetrics.RequestLabels
   /// For HTTP/1.1 connections: returns a finished connection to its pool. Nil for HTTP/2 streams.
   let release: (@Sendable (any Channel) -> Void)?
+  /// For HTTP/2 streams: tells whether a failure means the peer never processed the request.
+  let stream: UpstreamStream?
 
   init(
     channel: any Channel, head: HTTPRequestHead, ticket: TicketBox?, labels: ProxyMetrics.RequestLabels,
-    release: (@Sendable (any Channel) -> Void)?
+    release: (@Sendable (any Channel) -> Void)?, stream: UpstreamStream? = nil
   ) {
+    self.stream = stream
     self.channel = channel
     self.head = head
     self.ticket = ticket

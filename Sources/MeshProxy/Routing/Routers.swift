@@ -1,3 +1,4 @@
+import Logging
 import MeshBalancer
 public import MeshCore
 import MeshTLS
@@ -11,18 +12,21 @@ final class UpstreamPools: Sendable {
   private let tls: MeshTLS?
   private let configuration: ProxyConfiguration
   private let metrics: ProxyMetrics
+  private let logger: Logger
 
-  init(tls: MeshTLS?, configuration: ProxyConfiguration, metrics: ProxyMetrics) {
+  init(tls: MeshTLS?, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger) {
     self.tls = tls
     self.configuration = configuration
     self.metrics = metrics
+    self.logger = logger
   }
 
   func pool(for eventLoop: any EventLoop) -> UpstreamPool {
     pools.withLock { pools in
       let key = ObjectIdentifier(eventLoop)
       if let pool = pools[key] { return pool }
-      let pool = UpstreamPool(eventLoop: eventLoop, tls: tls, configuration: configuration, metrics: metrics)
+      let pool = UpstreamPool(
+        eventLoop: eventLoop, tls: tls, configuration: configuration, metrics: metrics, logger: logger)
       pools[key] = pool
       return pool
     }
@@ -36,8 +40,8 @@ final class UpstreamPools: Sendable {
     let pool = pool(for: eventLoop)
     var head = head
     if http2 {
-      return pool.openHTTP2Stream(to: address, identity: nil).map { channel in
-        Upstream(channel: channel, head: head, ticket: ticket, labels: labels, release: nil)
+      return pool.openHTTP2Stream(to: address, identity: nil).map { stream in
+        Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
       }
     }
     head.version = .http1_1
@@ -131,8 +135,8 @@ public final class OutboundRouter: RequestRouter, Sendable {
           labels.serverID = identity.description
           if !request.arrivedOverHTTP2 { head.headers.replaceOrAdd(name: MeshHeaders.origProto, value: "HTTP/1.1") }
           opened = self.pools.pool(for: eventLoop).openHTTP2Stream(to: endpoint.address, identity: identity).map {
-            [head, labels] channel in
-            Upstream(channel: channel, head: head, ticket: ticket, labels: labels, release: nil)
+            [head, labels] stream in
+            Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
           }
         } else {
           opened = self.pools.plaintext(
@@ -140,7 +144,8 @@ public final class OutboundRouter: RequestRouter, Sendable {
             on: eventLoop)
         }
         return opened.flatMapErrorThrowing { error in
-          ticket.complete(.failure)
+          let connectFailed = (error as? ProxyError)?.reason == .connectFailed
+          ticket.complete(connectFailed ? .connectionFailure : .failure)
           throw error
         }
       }

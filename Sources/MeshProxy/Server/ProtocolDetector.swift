@@ -1,3 +1,4 @@
+import Logging
 import MeshCore
 import MeshTLS
 import NIOCore
@@ -16,6 +17,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     var tls: MeshTLS?
     var requireClientCertificate: Bool
     var inFlight: InFlightRequests
+    var logger: Logger
   }
 
   private static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
@@ -86,7 +88,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     try sync.addHandler(
       ProxyRequestHandler(
         router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: false,
-        inFlight: setup.inFlight))
+        inFlight: setup.inFlight, logger: setup.logger))
     forwardBufferedAndRemove(context: context)
   }
 
@@ -104,9 +106,11 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
         try stream.pipeline.syncOperations.addHandler(
           ProxyRequestHandler(
             router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: true,
-            inFlight: setup.inFlight))
+            inFlight: setup.inFlight, logger: setup.logger))
       }
     }
+    try context.pipeline.syncOperations.addHandler(
+      ConnectionErrorLogger(logger: setup.logger, role: "downstream HTTP/2 connection"), position: .last)
     forwardBufferedAndRemove(context: context)
   }
 

@@ -1,3 +1,4 @@
+import Logging
 import MeshBalancer
 import MeshCore
 import NIOCore
@@ -39,13 +40,26 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   private var currentAuthority = ""
 
   private let inFlight: InFlightRequests
+  private let logger: Logger
+
+  /// The current request as routed, kept to route it again when an upstream refuses it unprocessed.
+  private var request: RoutedRequest?
+  /// The request's parts so far, while they fit ``replayLimit``: what a refused request is sent again with.
+  private var replay: [HTTPServerRequestPart]? = []
+  private var replayBytes = 0
+  /// Times the current request was refused unprocessed (GOAWAY, REFUSED_STREAM) and sent again.
+  private var refusals = 0
+  /// The most request body a refused request may have and still be sent again (as Linkerd's retry buffer).
+  static let replayLimit = 64 * 1024
+  static let maxRefusals = 3
   private var counted = false
 
   init(
     router: any RequestRouter, metrics: ProxyMetrics, peerIdentity: IdentityName?, isHTTP2: Bool,
-    inFlight: InFlightRequests
+    inFlight: InFlightRequests, logger: Logger
   ) {
     self.inFlight = inFlight
+    self.logger = logger
     self.router = router
     self.metrics = metrics
     self.peerIdentity = peerIdentity
@@ -64,9 +78,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       guard case .head(let head) = part else { return }
       begin(head, context: context)
     case .opening(var buffered):
+      record(part)
       buffered.append(part)
       state = .opening(buffered: buffered)
     case .forwarding(var forwarding):
+      record(part)
       forwarding.upstream.channel.write(Self.clientPart(part, head: forwarding.upstream.head), promise: nil)
       if case .end = part {
         forwarding.requestEnded = true
@@ -121,6 +137,14 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     currentAuthority = authority?.description ?? head.headers.first(name: "host") ?? ""
     let request = RoutedRequest(
       head: head, authority: authority, arrivedOverHTTP2: downstreamIsHTTP2, peerIdentity: peerIdentity)
+    self.request = request
+    replay = [.head(head)]
+    replayBytes = 0
+    refusals = 0
+    route(request, context: context)
+  }
+
+  private func route(_ request: RoutedRequest, context: ChannelHandlerContext) {
     // Hold further reads until the upstream is ready; parts already read are buffered.
     context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -174,6 +198,12 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   /// The proxy answers the request itself.
   private func answer(_ error: ProxyError, context: ChannelHandlerContext, requestEnded: Bool) {
     metrics.proxyError(direction: router.direction, reason: error.reason)
+    logger.debug(
+      "proxy answered the request itself",
+      metadata: [
+        "direction": "\(router.direction)", "authority": "\(currentAuthority)", "status": "\(error.status.code)",
+        "reason": "\(error.reason.rawValue)", "error": "\(error)",
+      ])
     var headers = HTTPHeaders()
     headers.add(name: ProxyError.headerName, value: error.reason.rawValue)
     headers.add(name: "content-type", value: "text/plain; charset=utf-8")
@@ -227,7 +257,6 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
     case .end(let trailers):
       if let grpc = trailers?.first(name: "grpc-status").flatMap({ Int($0) }) { forwarding.grpcStatus = grpc }
-      context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
       metrics.responseEnded(
         forwarding.upstream.labels, status: forwarding.status, grpcStatus: forwarding.grpcStatus,
         latencyMilliseconds: responseLatency ?? elapsedMilliseconds())
@@ -235,7 +264,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       forwarding.responseStarted = true
       state = .forwarding(forwarding)
       responseEnded = true
+      // Settle the state before the last write: on an HTTP/2 downstream, writing END_STREAM closes the
+      // stream and `channelInactive` runs inside this write. Still `.forwarding` then, it would reset the
+      // upstream stream that has just completed (an RST_STREAM per request, which peers count as abuse).
       finishIfDone()
+      context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
     }
   }
 
@@ -256,9 +289,31 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   func upstreamFailed(_ error: (any Error)?) {
     guard let context, case .forwarding(let forwarding) = state else { return }
     if responseEnded { return }
+    if !forwarding.responseStarted, let stream = forwarding.upstream.stream, stream.wasRefused(by: error),
+      refusals < Self.maxRefusals, let replay, let request
+    {
+      // The peer never processed it (GOAWAY, REFUSED_STREAM): send it again, on a fresh connection.
+      refusals += 1
+      logger.debug(
+        "upstream refused the request unprocessed; sending it again",
+        metadata: [
+          "direction": "\(router.direction)", "authority": "\(currentAuthority)", "attempt": "\(refusals + 1)",
+        ])
+      forwarding.upstream.ticket?.complete(.cancelled)
+      forwarding.upstream.channel.close(promise: nil)
+      state = .opening(buffered: replay)
+      route(request, context: context)
+      return
+    }
     forwarding.upstream.ticket?.complete(.failure)
     if forwarding.responseStarted {
       // Mid-response: the only honest signal left is to break the downstream stream too.
+      logger.debug(
+        "upstream failed mid-response; resetting the downstream",
+        metadata: [
+          "direction": "\(router.direction)", "authority": "\(currentAuthority)",
+          "error": "\(error.map { "\($0)" } ?? "closed")",
+        ])
       metrics.proxyError(direction: router.direction, reason: .upstreamReset)
       metrics.responseEnded(
         forwarding.upstream.labels, status: 502, grpcStatus: nil, latencyMilliseconds: elapsedMilliseconds())
@@ -285,6 +340,19 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   }
 
   // MARK: Helpers
+
+  /// Keeps a request part for a possible resend, until the body outgrows ``replayLimit``.
+  private func record(_ part: HTTPServerRequestPart) {
+    guard replay != nil else { return }
+    if case .body(let buffer) = part {
+      replayBytes += buffer.readableBytes
+      if replayBytes > Self.replayLimit {
+        replay = nil
+        return
+      }
+    }
+    replay!.append(part)
+  }
 
   private func elapsedMilliseconds() -> Double {
     Double((NIODeadline.now() - started).nanoseconds) / 1_000_000

@@ -1,3 +1,4 @@
+import Logging
 import MeshCore
 import MeshTLS
 import NIOCore
@@ -21,10 +22,21 @@ final class UpstreamPool: @unchecked Sendable {
   private let tls: MeshTLS?
   private let configuration: ProxyConfiguration
   private let metrics: ProxyMetrics
-  private var http2: [HTTP2Key: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>] = [:]
+  private let logger: Logger
+  private var http2: [HTTP2Key: HTTP2Entry] = [:]
+
+  /// A pooled HTTP/2 connection, connecting or connected.
+  private final class HTTP2Entry {
+    let future: EventLoopFuture<HTTP2Connection>
+    var connection: HTTP2Connection?
+    init(_ future: EventLoopFuture<HTTP2Connection>) { self.future = future }
+  }
   private var idle: [Authority: [any Channel]] = [:]
 
-  init(eventLoop: any EventLoop, tls: MeshTLS?, configuration: ProxyConfiguration, metrics: ProxyMetrics) {
+  init(
+    eventLoop: any EventLoop, tls: MeshTLS?, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger
+  ) {
+    self.logger = logger
     self.eventLoop = eventLoop
     self.tls = tls
     self.configuration = configuration
@@ -32,30 +44,54 @@ final class UpstreamPool: @unchecked Sendable {
   }
 
   /// A new HTTP/2 stream to `address`, as an HTTP/1-parts channel (client side); mutual TLS expecting
-  /// `identity` when given.
-  func openHTTP2Stream(to address: Authority, identity: IdentityName?) -> EventLoopFuture<any Channel> {
+  /// `identity` when given. The stream comes with a test telling whether a failure means the peer never
+  /// processed it (see ``UpstreamStream``).
+  func openHTTP2Stream(
+    to address: Authority, identity: IdentityName?, isRetry: Bool = false
+  ) -> EventLoopFuture<UpstreamStream> {
     eventLoop.preconditionInEventLoop()
     let key = HTTP2Key(address: address, identity: identity)
-    let connection: EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer>
+    let entry: HTTP2Entry
     if let existing = http2[key] {
-      connection = existing
+      entry = existing
     } else {
-      connection = connectHTTP2(key)
-      http2[key] = connection
-      connection.whenFailure { _ in self.http2[key] = nil }
+      entry = HTTP2Entry(connectHTTP2(key))
+      http2[key] = entry
+      entry.future.whenComplete { result in
+        switch result {
+        case .success(let connection): entry.connection = connection
+        case .failure: if self.http2[key] === entry { self.http2[key] = nil }
+        }
+      }
     }
-    return connection.flatMap { multiplexer in
+    let connection = entry.future
+    return connection.flatMap { connection in
       let promise = self.eventLoop.makePromise(of: (any Channel).self)
-      multiplexer.createStreamChannel(promise: promise) { stream in
+      connection.multiplexer.createStreamChannel(promise: promise) { stream in
         stream.eventLoop.makeCompletedFuture {
           try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http))
         }
       }
-      return promise.futureResult
+      return promise.futureResult.map { UpstreamStream(channel: $0, connection: connection) }.flatMapErrorThrowing {
+        error in
+        // The connection is going or gone (GOAWAY, closed) and nothing was sent: forget it, and try once
+        // more on a fresh connection before giving up.
+        self.evict(key, connection)
+        throw ProxyError(.connectFailed, "opening a stream to \(key.address) failed: \(error)")
+      }.flatMapError { error in
+        isRetry
+          ? self.eventLoop.makeFailedFuture(error)
+          : self.openHTTP2Stream(to: address, identity: identity, isRetry: true)
+      }
     }
   }
 
-  private func connectHTTP2(_ key: HTTP2Key) -> EventLoopFuture<NIOHTTP2Handler.StreamMultiplexer> {
+  /// Forgets the connection for `key` if it is still `connection` (a newer one is left alone).
+  private func evict(_ key: HTTP2Key, _ connection: HTTP2Connection) {
+    if let current = http2[key], current.connection === connection { http2[key] = nil }
+  }
+
+  private func connectHTTP2(_ key: HTTP2Key) -> EventLoopFuture<HTTP2Connection> {
     let tls = self.tls
     let metrics = self.metrics
     return ClientBootstrap(group: eventLoop)
@@ -94,10 +130,20 @@ final class UpstreamPool: @unchecked Sendable {
             connectionConfiguration: .init(),
             streamConfiguration: .init()
           ) { stream in stream.eventLoop.makeSucceededVoidFuture() }
+          let connection = HTTP2Connection(multiplexer: multiplexer)
+          try channel.pipeline.syncOperations.addHandler(
+            GoAwayWatcher(connection: connection) { lastStreamID, code in
+              self.logger.debug(
+                "upstream sent GOAWAY; new requests get a new connection",
+                metadata: ["peer": "\(key.address)", "last_stream_id": "\(lastStreamID)", "code": "\(code)"])
+              self.evict(key, connection)
+            })
+          try channel.pipeline.syncOperations.addHandler(
+            ConnectionErrorLogger(logger: self.logger, role: "upstream HTTP/2 connection to \(key.address)"))
           channel.closeFuture.whenComplete { _ in
-            self.eventLoop.execute { self.http2[key] = nil }
+            self.eventLoop.execute { self.evict(key, connection) }
           }
-          return multiplexer
+          return connection
         }
       }
   }
@@ -149,5 +195,78 @@ extension TimeAmount {
   init(_ duration: Duration) {
     let (seconds, attoseconds) = duration.components
     self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+  }
+}
+
+/// Logs errors that reach the end of a connection's pipeline (protocol errors, resets, TLS alerts), so that
+/// a connection the proxy loses is never lost silently.
+final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
+  typealias InboundIn = Never
+  private let logger: Logger
+  private let role: String
+
+  init(logger: Logger, role: String) {
+    self.logger = logger
+    self.role = role
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error originalError: any Error) {
+    var error: any Error = originalError
+    if let streamError = originalError as? NIOHTTP2Errors.StreamError {
+      error = ProxyError(.upstreamReset, "stream \(streamError.streamID): \(streamError.baseError)")
+    }
+    logger.debug(
+      "connection error",
+      metadata: [
+        "connection": "\(role)", "local": "\(context.localAddress.map { "\($0)" } ?? "?")", "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)",
+      ])
+    context.fireErrorCaught(originalError)
+  }
+}
+
+/// One upstream HTTP/2 connection as the pool keeps it; touched only on its event loop.
+final class HTTP2Connection: @unchecked Sendable {
+  let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+  /// Set when the peer sent GOAWAY: streams above it were never processed.
+  var goAwayLastStreamID: HTTP2StreamID?
+
+  init(multiplexer: NIOHTTP2Handler.StreamMultiplexer) { self.multiplexer = multiplexer }
+}
+
+/// An upstream HTTP/2 stream and the connection it belongs to.
+struct UpstreamStream: Sendable {
+  let channel: any Channel
+  let connection: HTTP2Connection
+
+  /// Whether `error` (nil: the stream closed) means the peer refused the stream without processing it:
+  /// REFUSED_STREAM, or a stream above the last stream ID of the peer's GOAWAY (RFC 9113, 8.7). Such a
+  /// request can be sent again, to any endpoint, whatever its method. Call on the stream's event loop.
+  func wasRefused(by error: (any Error)?) -> Bool {
+    if let closed = error as? NIOHTTP2Errors.StreamClosed, closed.errorCode == .refusedStream { return true }
+    guard let last = connection.goAwayLastStreamID else { return false }
+    guard let id = try? channel.syncOptions?.getOption(HTTP2StreamChannelOptions.streamID) else { return true }
+    return id > last
+  }
+}
+
+/// Watches an upstream connection's GOAWAY frames.
+final class GoAwayWatcher: ChannelInboundHandler, @unchecked Sendable {
+  typealias InboundIn = HTTP2Frame
+  typealias InboundOut = HTTP2Frame
+  private let connection: HTTP2Connection
+  private let onGoAway: (HTTP2StreamID, HTTP2ErrorCode) -> Void
+
+  init(connection: HTTP2Connection, onGoAway: @escaping (HTTP2StreamID, HTTP2ErrorCode) -> Void) {
+    self.connection = connection
+    self.onGoAway = onGoAway
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let frame = unwrapInboundIn(data)
+    if case .goAway(let lastStreamID, let code, _) = frame.payload {
+      connection.goAwayLastStreamID = min(connection.goAwayLastStreamID ?? lastStreamID, lastStreamID)
+      onGoAway(lastStreamID, code)
+    }
+    context.fireChannelRead(data)
   }
 }
