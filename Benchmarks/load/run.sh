@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Load comparison, one run, same machine, same backend (nginx), loopback only:
 #   direct to nginx | nginx as reverse proxy | haproxy | one mesh-proxy (plaintext) | mesh-proxy pair (mTLS)
-# HTTP/1.1 with wrk (throughput and latency percentiles), HTTP/2 with h2load (direct h2c vs the mesh pair).
+# HTTP/1.1 with wrk (throughput and latency percentiles under saturation), hey at a fixed rate (latency when
+# not saturated: RATE requests/s), HTTP/2 with h2load (direct h2c vs the mesh pair).
 # Prints RPS, p50/p99/max, each proxy's peak RSS and CPU per 1,000 requests, and ratios to nginx and direct.
 #
 #   bash Benchmarks/load/run.sh            # release build (first build takes long on 2 cores)
 #   BUILD=debug DURATION=5 bash Benchmarks/load/run.sh
-# Needs: nginx haproxy wrk nghttp2-client kubectl curl (Debian packages). Every load is bounded by time.
+# Needs: nginx haproxy wrk hey nghttp2-client kubectl curl (Debian packages). Every load is bounded by time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-release}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 H2_REQUESTS=${H2_REQUESTS:-5000}
-for tool in nginx haproxy wrk h2load kubectl curl; do
+RATE=${RATE:-500}
+for tool in nginx haproxy wrk hey h2load kubectl curl; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "missing $tool (apt-get install it)" >&2; exit 1; }
 done
 swift build -c "$BUILD" --product meshctl --product mesh-controller --product mesh-proxy >/dev/null
@@ -170,6 +172,24 @@ for row in "${RESULTS[@]}"; do
     -v dr="$direct_rps" -v nr="$nginx_rps" -v dp="$direct_p99" -v np="$nginx_p99" \
     'BEGIN { printf "%-24s %10.0f %8.2f %8.2f %8.2f %9s %10s %10.2f %10.2f %10.2f %10.2f\n", l, rps, p50, p99, max, rss, cpu, rps/nr, rps/dr, p99/np, p99/dp }'
 done
+
+echo
+echo "HTTP/1.1 at a fixed rate: hey -z ${DURATION}s -c 10 -q $((RATE / 10)) (${RATE} req/s offered)"
+printf '%-24s %10s %8s %8s %8s %8s %10s\n' target achieved p50_ms p90_ms p99_ms max_ms p99/direct
+DIRECT_FIXED_P99=""
+fixed() { # label url host
+  local out; out=$(timeout $((DURATION + 30)) hey -z "${DURATION}s" -c 10 -q $((RATE / 10)) -host "$3" "$2" 2>&1 || true)
+  awk -v l="$1" -v dp="$DIRECT_FIXED_P99" '
+    /Requests\/sec:/ {rps=$2} /Slowest:/ {max=$2*1000}
+    $1=="50%" {p50=$3*1000} $1=="90%" {p90=$3*1000} $1=="99%" {p99=$3*1000}
+    END { r = (dp == "" || dp == 0) ? 1 : p99/dp; printf "%-24s %10.0f %8.2f %8.2f %8.2f %8.2f %10.2f\n", l, rps, p50, p90, p99, max, r }' <<<"$out"
+}
+direct_fixed=$(fixed "direct (nginx)" http://127.0.0.1:18081/ backend); echo "$direct_fixed"
+DIRECT_FIXED_P99=$(awk '{print $5}' <<<"$direct_fixed")
+fixed "nginx reverse proxy" http://127.0.0.1:18082/ backend
+fixed "haproxy" http://127.0.0.1:18083/ backend
+fixed "mesh-proxy (plaintext)" http://127.0.0.1:14140/ plain.default.svc.cluster.local
+fixed "mesh-proxy pair (mTLS)" http://127.0.0.1:14140/ backend.default.svc.cluster.local
 
 echo
 echo "HTTP/2, h2load -n $H2_REQUESTS -c 16 -m 10"

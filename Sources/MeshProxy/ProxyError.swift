@@ -10,6 +10,8 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
     case connectFailed = "connect failed"
     /// The upstream closed or reset the stream before the response ended.
     case upstreamReset = "upstream reset"
+    /// Neither the destination service nor DNS knows the request's authority.
+    case unknownAuthority = "unknown authority"
     /// The request has no usable authority.
     case badAuthority = "bad authority"
     /// The request's authority is not served here (gateway outside the local cluster domain).
@@ -33,7 +35,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
   /// The status the proxy answers with.
   public var status: HTTPResponseStatus {
     switch reason {
-    case .noEndpoints: .serviceUnavailable
+    case .noEndpoints, .unknownAuthority: .serviceUnavailable
     case .connectFailed, .upstreamReset: .badGateway
     case .badAuthority: .badRequest
     case .unknownRoute: .notFound

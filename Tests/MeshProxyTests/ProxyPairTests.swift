@@ -241,3 +241,58 @@ struct ConcurrentStreamsTests {
     return try await Subprocess.run("curl", ["-s", "http://127.0.0.1:\(admin)/metrics"]).stdout
   }
 }
+
+@Suite("Proxy pair backpressure")
+struct BackpressureTests {
+  /// Bytes a proxy read from its upstreams (`peer="dst"`), from its /metrics.
+  static func upstreamBytesRead(_ proxy: MeshProxy) async throws -> Double {
+    let admin = try await proxy.boundPorts().admin
+    let text = try await Subprocess.run("curl", ["-s", "http://127.0.0.1:\(admin)/metrics"]).stdout
+    return text.split(separator: "\n")
+      .filter { $0.hasPrefix("tcp_read_bytes_total{") && $0.contains("peer=\"dst\"") }
+      .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+      .reduce(0, +)
+  }
+
+  @Test(
+    "a slow reader holds back the whole chain: neither proxy reads the 256 MB response ahead of it",
+    arguments: [false, true])
+  func slowReader(http2: Bool) async throws {
+    let pair = try ProxyPair()
+    let nginx = try Nginx(http1Port: try await MeshTLSEcho.freePort(), http2Port: try await MeshTLSEcho.freePort())
+    defer { nginx.stop() }
+    try await nginx.waitUntilServing()
+    let size = 256 << 20
+    _ = try await Subprocess.run("truncate", ["-s", "\(size)", nginx.root.file("www/big.bin")])
+    try await pair.run(applicationPort: http2 ? nginx.http2Port : nginx.http1Port) { client, server, _ in
+      let ports = try await client.boundPorts()
+      // curl reads 256 KB/s; nginx and loopback could deliver the file in well under a second.
+      let reader = try BackgroundProcess(
+        "curl",
+        (http2 ? ["--http2-prior-knowledge"] : []) + [
+          "-s", "-o", "/dev/null", "--limit-rate", "256K", "-m", "30", "--connect-to",
+          "backend.default.svc.cluster.local:80:127.0.0.1:\(ports.outbound)", "http://backend.default.svc.cluster.local/big.bin",
+        ])
+      defer { reader.terminate() }
+      try await Task.sleep(for: .seconds(3))
+      #expect(reader.isRunning, "curl ended early: \(reader.printed)")
+      let outboundRead = try await Self.upstreamBytesRead(client)
+      let inboundRead = try await Self.upstreamBytesRead(server)
+      // What may be ahead of the reader: socket buffers, NIO's write watermarks and HTTP/2 windows at each
+      // hop, a few MB each. Without backpressure both numbers would be the whole file.
+      let bound = Double(48 << 20)
+      #expect(inboundRead > 0)
+      #expect(outboundRead < bound, "outbound proxy read \(outboundRead) bytes ahead of a reader at 256 KB/s")
+      #expect(inboundRead < bound, "inbound proxy read \(inboundRead) bytes ahead of a reader at 256 KB/s")
+      reader.terminate()
+      // The abandoned transfer leaves both proxies serving.
+      let next = try await Subprocess.run(
+        "curl",
+        (http2 ? ["--http2-prior-knowledge"] : []) + [
+          "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10", "--connect-to",
+          "backend.default.svc.cluster.local:80:127.0.0.1:\(ports.outbound)", "http://backend.default.svc.cluster.local/index.html",
+        ])
+      #expect(next.stdout == "200", "\(next)")
+    }
+  }
+}

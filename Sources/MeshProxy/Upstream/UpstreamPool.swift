@@ -105,7 +105,7 @@ final class UpstreamPool: @unchecked Sendable {
       }
       .connect(host: key.address.host, port: key.address.port)
       .flatMapErrorThrowing { error in
-        throw ProxyError(.connectFailed, "connecting to \(key.address) failed: \(error)")
+        throw ProxyError.connecting(to: key.address, failedWith: error)
       }
       .flatMap { channel in
         // With mutual TLS, wait for the handshake, so that a refused identity fails with its reason.
@@ -168,7 +168,7 @@ final class UpstreamPool: @unchecked Sendable {
       }
       .connect(host: address.host, port: address.port)
       .flatMapErrorThrowing { error in
-        throw ProxyError(.connectFailed, "connecting to \(address) failed: \(error)")
+        throw ProxyError.connecting(to: address, failedWith: error)
       }
   }
 
@@ -268,5 +268,18 @@ final class GoAwayWatcher: ChannelInboundHandler, @unchecked Sendable {
       onGoAway(lastStreamID, code)
     }
     context.fireChannelRead(data)
+  }
+}
+
+extension ProxyError {
+  /// The error for a failed connection attempt: a name that resolves to no address is an unknown
+  /// authority (503, nothing to retry); anything else a connection failure (502, another endpoint may do).
+  static func connecting(to address: Authority, failedWith error: any Error) -> ProxyError {
+    if let connection = error as? NIOConnectionError, connection.connectionErrors.isEmpty,
+      connection.dnsAError != nil || connection.dnsAAAAError != nil
+    {
+      return ProxyError(.unknownAuthority, "\(address.host) does not resolve to any address")
+    }
+    return ProxyError(.connectFailed, "connecting to \(address) failed: \(error)")
   }
 }
