@@ -45,7 +45,7 @@ struct BalancingTests {
   @Test("a slow endpoint receives far less traffic than a fast one")
   func slowEndpointAvoided() async throws {
     let fast = try await TestHTTPServer(name: "fast")
-    let slow = try await TestHTTPServer(name: "slow", delay: .milliseconds(60))
+    let slow = try await TestHTTPServer(name: "slow", delay: .milliseconds(250))
     defer { Task { await fast.stop(); await slow.stop() } }
     try await withOutboundProxy([fast, slow]) { port, _ in
       let answers = try await send(150, port: port)

@@ -73,6 +73,40 @@ public final class ProxyMetrics: Sendable {
     ).record(latencyMilliseconds)
   }
 
+  // MARK: Route metrics (requests that matched a route of their destination's profile)
+
+  private static func routeLabels(_ policy: RequestPolicy, direction: String) -> [(String, String)] {
+    [("direction", direction), ("dst", policy.authority), ("rt_route", policy.routeName)]
+  }
+
+  func routeRequest(_ policy: RequestPolicy, direction: String) {
+    registry.makeCounter(
+      name: "route_request_total", labels: Self.routeLabels(policy, direction: direction),
+      help: "Requests that matched a route, counted once however often they were retried."
+    ).increment()
+  }
+
+  func routeRetry(_ policy: RequestPolicy, direction: String) {
+    registry.makeCounter(
+      name: "route_retry_total", labels: Self.routeLabels(policy, direction: direction),
+      help: "Retries sent for a route, within its destination's retry budget."
+    ).increment()
+  }
+
+  func routeResponse(_ policy: RequestPolicy, direction: String, status: Int, latencyMilliseconds: Double) {
+    var pairs = Self.routeLabels(policy, direction: direction)
+    pairs.append(("classification", policy.isFailure(status: status) ? "failure" : "success"))
+    pairs.append(("status_code", String(status)))
+    registry.makeCounter(
+      name: "route_response_total", labels: pairs, help: "Responses of a route, classified by its response classes."
+    ).increment()
+    registry.makeValueHistogram(
+      name: "route_response_latency_ms", labels: Self.routeLabels(policy, direction: direction),
+      buckets: Self.latencyBuckets,
+      help: "Time from a route's request headers to the final response headers (retries included), in milliseconds."
+    ).record(latencyMilliseconds)
+  }
+
   func proxyError(direction: String, reason: ProxyError.Reason) {
     registry.makeCounter(
       name: "proxy_errors_total", labels: [("direction", direction), ("reason", reason.rawValue)],

@@ -1,5 +1,6 @@
 public import MeshBalancer
 public import MeshCore
+import MeshDiscovery
 import NIOConcurrencyHelpers
 public import NIOCore
 import Synchronization
@@ -47,9 +48,78 @@ final class Destination: Sendable {
     self.balancer = P2CBalancer<Endpoint>()
   }
 
-  /// Applies every snapshot from discovery until the task is cancelled.
+  private struct ProfileState {
+    /// Whether discovery has said what the profile is (or that there is none).
+    var known = false
+    var profile: CompiledProfile?
+    var waiters: [EventLoopPromise<Void>] = []
+  }
+  private let profileState = Mutex(ProfileState())
+
+  /// The destination's latest profile (routes, retry budget, traffic split), if it has one.
+  var profile: CompiledProfile? { profileState.withLock { $0.profile } }
+
+  /// Applies every endpoint snapshot and profile from discovery until the task is cancelled.
   func follow(_ discovery: any EndpointDiscovery) async {
-    await discovery.follow(authority) { [weak self] snapshot in self?.apply(snapshot) }
+    await withDiscardingTaskGroup { group in
+      group.addTask {
+        await discovery.follow(self.authority) { [weak self] snapshot in self?.apply(snapshot) }
+      }
+      group.addTask {
+        await discovery.followProfile(self.authority) { [weak self] profile in self?.apply(profile) }
+        // Discovery has no (more) profiles for this name: requests go on without one.
+        self.profileSettled()
+      }
+    }
+  }
+
+  func apply(_ profile: Profile) {
+    let waiters = profileState.withLock { state in
+      state.profile = CompiledProfile(profile, keeping: state.profile)
+      state.known = true
+      defer { state.waiters = [] }
+      return state.waiters
+    }
+    for waiter in waiters { waiter.succeed() }
+  }
+
+  private func profileSettled() {
+    let waiters = profileState.withLock { state in
+      state.known = true
+      defer { state.waiters = [] }
+      return state.waiters
+    }
+    for waiter in waiters { waiter.succeed() }
+  }
+
+  /// The profile once discovery has answered for it (a request's route, timeout and split need it), or
+  /// whatever is known at `deadline`.
+  func profile(on eventLoop: any EventLoop, deadline: NIODeadline) -> EventLoopFuture<CompiledProfile?> {
+    if profileState.withLock({ $0.known }) { return eventLoop.makeSucceededFuture(profile) }
+    let promise = eventLoop.makePromise(of: Void.self)
+    let known = profileState.withLock { state -> Bool in
+      if state.known { return true }
+      state.waiters.append(promise)
+      return false
+    }
+    if known {
+      promise.succeed()
+      return eventLoop.makeSucceededFuture(profile)
+    }
+    let timer = eventLoop.scheduleTask(deadline: deadline) {
+      let mine = self.profileState.withLock { state -> Bool in
+        guard let index = state.waiters.firstIndex(where: { $0.futureResult === promise.futureResult }) else {
+          return false
+        }
+        state.waiters.remove(at: index)
+        return true
+      }
+      if mine { promise.succeed() }
+    }
+    return promise.futureResult.map {
+      timer.cancel()
+      return self.profile
+    }
   }
 
   func apply(_ snapshot: EndpointSet) {

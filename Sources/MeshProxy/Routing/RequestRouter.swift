@@ -44,6 +44,15 @@ public protocol RequestRouter: Sendable {
   var direction: String { get }
   /// Opens an upstream for `request`; fails with `ProxyError`.
   func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream>
+  /// The route policy for `request` (timeout, retries, classification), once the destination's profile is
+  /// known. Asked once per request.
+  func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy>
+}
+
+extension RequestRouter {
+  public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
+    eventLoop.makeSucceededFuture(.none)
+  }
 }
 
 /// HTTP header helpers shared by both sides.

@@ -23,4 +23,13 @@ public struct ResolverDiscovery: EndpointDiscovery {
       update(.doesNotExist)
     }
   }
+
+  public func followProfile(_ authority: Authority, update: @escaping @Sendable (Profile) -> Void) async {
+    do {
+      for try await profile in resolver.profile(for: authority) { update(profile) }
+    } catch {
+      // Without a profile the destination is used as is: no routes, no retries, no split.
+      logger.notice("destination refused profile", metadata: ["authority": "\(authority)", "error": "\(error)"])
+    }
+  }
 }

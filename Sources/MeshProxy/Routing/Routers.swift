@@ -97,12 +97,24 @@ public final class OutboundRouter: RequestRouter, Sendable {
     return destination
   }
 
+  public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
+    guard let authority = request.authority else { return eventLoop.makeSucceededFuture(.none) }
+    let deadline = NIODeadline.now() + TimeAmount(configuration.failfastTimeout)
+    return destination(for: authority).profile(on: eventLoop, deadline: deadline).map { profile in
+      profile?.policy(method: request.head.method.rawValue, path: request.head.uri, authority: authority.description)
+        ?? .none
+    }
+  }
+
   public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
-    guard let authority = request.authority else {
+    guard let apex = request.authority else {
       return eventLoop.makeFailedFuture(ProxyError(.badAuthority, "request has no valid Host/:authority"))
     }
+    // A traffic split picks a leaf per request (and per retry); each leaf has its own endpoints and balancer.
+    let authority = destination(for: apex).profile?.pickLeaf() ?? apex
     let deadline = NIODeadline.now() + TimeAmount(configuration.failfastTimeout)
-    return attempt(request, authority: authority, deadline: deadline, attemptsLeft: Self.connectAttempts, on: eventLoop)
+    return attempt(
+      request, apex: apex, authority: authority, deadline: deadline, attemptsLeft: Self.connectAttempts, on: eventLoop)
   }
 
   /// Connection attempts per request. A request whose connection failed never reached the upstream, so it
@@ -110,13 +122,14 @@ public final class OutboundRouter: RequestRouter, Sendable {
   static let connectAttempts = 3
 
   private func attempt(
-    _ request: RoutedRequest, authority: Authority, deadline: NIODeadline, attemptsLeft: Int,
+    _ request: RoutedRequest, apex: Authority, authority: Authority, deadline: NIODeadline, attemptsLeft: Int,
     on eventLoop: any EventLoop
   ) -> EventLoopFuture<Upstream> {
     var head = request.head
     HTTPHeaderRules.stripHopByHop(&head.headers)
     let opened = destination(for: authority).target(on: eventLoop, deadline: deadline).flatMap { target in
-      var labels = ProxyMetrics.RequestLabels(direction: self.direction, authority: authority.description, tls: false)
+      var labels = ProxyMetrics.RequestLabels(direction: self.direction, authority: apex.description, tls: false)
+      labels.clientID = request.peerIdentity?.description ?? ""
       switch target {
       case .passthrough(let address):
         return self.pools.plaintext(
@@ -155,7 +168,7 @@ public final class OutboundRouter: RequestRouter, Sendable {
         NIODeadline.now() < deadline
       else { return eventLoop.makeFailedFuture(error) }
       return self.attempt(
-        request, authority: authority, deadline: deadline, attemptsLeft: attemptsLeft - 1, on: eventLoop)
+        request, apex: apex, authority: authority, deadline: deadline, attemptsLeft: attemptsLeft - 1, on: eventLoop)
     }
   }
 }

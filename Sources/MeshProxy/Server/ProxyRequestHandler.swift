@@ -52,6 +52,17 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   /// The most request body a refused request may have and still be sent again (as Linkerd's retry buffer).
   static let replayLimit = 64 * 1024
   static let maxRefusals = 3
+
+  /// The current request's route policy (timeout, retries, classification), from the destination's profile.
+  private var policy: RequestPolicy = .none
+  /// Retries of the current request after failed responses (within the route's retry budget).
+  private var retries = 0
+  static let maxRetries = 3
+  /// Numbers the requests of this connection/stream, so a timer of an earlier request does nothing.
+  private var requestID = 0
+  /// Numbers upstream attempts, so events of an abandoned attempt (retried, timed out) are ignored.
+  private var attemptID = 0
+  private var timeoutTask: Scheduled<Void>?
   private var counted = false
 
   init(
@@ -122,6 +133,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     default:
       break
     }
+    cancelTimeout()
     endCounted()
     context.fireChannelInactive()
   }
@@ -141,7 +153,54 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     replay = [.head(head)]
     replayBytes = 0
     refusals = 0
+    retries = 0
+    requestID &+= 1
+    policy = .none
+    // Hold further reads until the upstream is ready; parts already read are buffered.
+    context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+    let id = requestID
+    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+    router.policy(for: request, on: context.eventLoop).hop(to: context.eventLoop).whenSuccess { policy in
+      bound.value.apply(policy, to: request, id: id)
+    }
+  }
+
+  /// The destination's profile is known: start the route's clock and route the request.
+  private func apply(_ policy: RequestPolicy, to request: RoutedRequest, id: Int) {
+    guard id == requestID, let context, case .opening = state else { return }
+    self.policy = policy
+    if policy.hasRoute { metrics.routeRequest(policy, direction: router.direction) }
+    policy.budget?.deposit()
+    if let timeout = policy.timeout {
+      let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+      timeoutTask = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) { bound.value.timedOut(id) }
+    }
     route(request, context: context)
+  }
+
+  /// The route's timeout expired before the response headers: answer 504 and abandon the upstream call.
+  private func timedOut(_ id: Int) {
+    guard id == requestID, let context else { return }
+    timeoutTask = nil
+    let detail = "no response within the route timeout of \(policy.timeout.map { "\($0)" } ?? "?")"
+    switch state {
+    case .opening(let buffered):
+      answer(
+        ProxyError(.timeout, detail), context: context,
+        requestEnded: buffered.contains { if case .end = $0 { true } else { false } })
+    case .forwarding(let forwarding) where !forwarding.responseStarted:
+      attemptID &+= 1
+      forwarding.upstream.ticket?.complete(.cancelled)
+      forwarding.upstream.channel.close(promise: nil)
+      answer(ProxyError(.timeout, detail), context: context, requestEnded: forwarding.requestEnded)
+    default:
+      break
+    }
+  }
+
+  private func cancelTimeout() {
+    timeoutTask?.cancel()
+    timeoutTask = nil
   }
 
   private func route(_ request: RoutedRequest, context: ChannelHandlerContext) {
@@ -175,9 +234,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       answer(proxyError, context: context, requestEnded: buffered.contains { if case .end = $0 { true } else { false } })
     case .success(let upstream):
       metrics.requestStarted(upstream.labels)
+      attemptID &+= 1
       do {
         try upstream.channel.pipeline.syncOperations.addHandler(
-          UpstreamResponseHandler(downstream: NIOLoopBound(self, eventLoop: context.eventLoop)))
+          UpstreamResponseHandler(downstream: NIOLoopBound(self, eventLoop: context.eventLoop), attempt: attemptID))
       } catch {
         upstream.channel.close(promise: nil)
         answer(ProxyError(.connectFailed, "upstream pipeline: \(error)"), context: context, requestEnded: false)
@@ -218,6 +278,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     labels.clientID = peerIdentity?.description ?? ""
     metrics.responseEnded(
       labels, status: Int(error.status.code), grpcStatus: nil, latencyMilliseconds: elapsedMilliseconds())
+    if policy.hasRoute {
+      metrics.routeResponse(
+        policy, direction: router.direction, status: Int(error.status.code), latencyMilliseconds: elapsedMilliseconds())
+    }
+    cancelTimeout()
     state = .answered
     context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
     context.read()
@@ -238,10 +303,13 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   // MARK: Upstream (called by UpstreamResponseHandler, same event loop)
 
-  func upstreamResponse(_ part: HTTPClientResponsePart) {
-    guard let context, case .forwarding(var forwarding) = state else { return }
+  func upstreamResponse(_ part: HTTPClientResponsePart, attempt: Int) {
+    guard attempt == attemptID, let context, case .forwarding(var forwarding) = state else { return }
     switch part {
+    case .head(let head) where retryAfter(status: Int(head.status.code), forwarding, context: context):
+      return
     case .head(var head):
+      cancelTimeout()
       forwarding.responseStarted = true
       forwarding.status = Int(head.status.code)
       forwarding.grpcStatus = head.headers.first(name: "grpc-status").flatMap { Int($0) }
@@ -260,6 +328,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       metrics.responseEnded(
         forwarding.upstream.labels, status: forwarding.status, grpcStatus: forwarding.grpcStatus,
         latencyMilliseconds: responseLatency ?? elapsedMilliseconds())
+      if policy.hasRoute {
+        metrics.routeResponse(
+          policy, direction: router.direction, status: forwarding.status,
+          latencyMilliseconds: responseLatency ?? elapsedMilliseconds())
+      }
       responseLatency = nil
       forwarding.responseStarted = true
       state = .forwarding(forwarding)
@@ -275,25 +348,51 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   private var responseLatency: Double?
   private var responseEnded = false
 
-  func upstreamReadComplete() {
+  /// A failed response on a retryable route: if the whole request is kept, retries are left and the budget
+  /// allows, the response is dropped and the request sent again (to a newly picked endpoint or leaf).
+  private func retryAfter(status: Int, _ forwarding: ForwardingState, context: ChannelHandlerContext) -> Bool {
+    guard policy.isRetryable, policy.isFailure(status: status), forwarding.requestEnded, retries < Self.maxRetries,
+      let replay, let request, let budget = policy.budget, budget.withdraw()
+    else { return false }
+    retries += 1
+    metrics.routeRetry(policy, direction: router.direction)
+    metrics.responseEnded(
+      forwarding.upstream.labels, status: status, grpcStatus: nil, latencyMilliseconds: elapsedMilliseconds())
+    logger.debug(
+      "retrying a failed response",
+      metadata: [
+        "authority": "\(currentAuthority)", "route": "\(policy.routeName)", "status": "\(status)",
+        "retry": "\(retries)",
+      ])
+    attemptID &+= 1
+    forwarding.upstream.ticket?.complete(.failure)
+    forwarding.upstream.channel.close(promise: nil)
+    state = .opening(buffered: replay)
+    route(request, context: context)
+    return true
+  }
+
+  func upstreamReadComplete(attempt: Int) {
+    guard attempt == attemptID else { return }
     context?.flush()
   }
 
-  func upstreamWritabilityChanged(_ writable: Bool) {
-    guard let context else { return }
+  func upstreamWritabilityChanged(_ writable: Bool, attempt: Int) {
+    guard attempt == attemptID, let context else { return }
     context.channel.setOption(ChannelOptions.autoRead, value: writable).whenComplete { _ in }
     if writable { context.read() }
   }
 
   /// The upstream closed or failed. Before the response ended, that is an upstream reset.
-  func upstreamFailed(_ error: (any Error)?) {
-    guard let context, case .forwarding(let forwarding) = state else { return }
+  func upstreamFailed(_ error: (any Error)?, attempt: Int) {
+    guard attempt == attemptID, let context, case .forwarding(let forwarding) = state else { return }
     if responseEnded { return }
     if !forwarding.responseStarted, let stream = forwarding.upstream.stream, stream.wasRefused(by: error),
       refusals < Self.maxRefusals, let replay, let request
     {
       // The peer never processed it (GOAWAY, REFUSED_STREAM): send it again, on a fresh connection.
       refusals += 1
+      attemptID &+= 1
       logger.debug(
         "upstream refused the request unprocessed; sending it again",
         metadata: [
@@ -377,32 +476,34 @@ final class UpstreamResponseHandler: ChannelInboundHandler, RemovableChannelHand
   typealias InboundIn = HTTPClientResponsePart
 
   private let downstream: NIOLoopBound<ProxyRequestHandler>
+  private let attempt: Int
   private var done = false
 
-  init(downstream: NIOLoopBound<ProxyRequestHandler>) {
+  init(downstream: NIOLoopBound<ProxyRequestHandler>, attempt: Int) {
     self.downstream = downstream
+    self.attempt = attempt
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     let part = unwrapInboundIn(data)
     if case .end = part { done = true }
-    downstream.value.upstreamResponse(part)
+    downstream.value.upstreamResponse(part, attempt: attempt)
   }
 
   func channelReadComplete(context: ChannelHandlerContext) {
-    downstream.value.upstreamReadComplete()
+    downstream.value.upstreamReadComplete(attempt: attempt)
     context.fireChannelReadComplete()
   }
 
   func channelWritabilityChanged(context: ChannelHandlerContext) {
-    downstream.value.upstreamWritabilityChanged(context.channel.isWritable)
+    downstream.value.upstreamWritabilityChanged(context.channel.isWritable, attempt: attempt)
     context.fireChannelWritabilityChanged()
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
     if !done {
       done = true
-      downstream.value.upstreamFailed(error)
+      downstream.value.upstreamFailed(error, attempt: attempt)
     }
     context.close(promise: nil)
   }
@@ -410,7 +511,7 @@ final class UpstreamResponseHandler: ChannelInboundHandler, RemovableChannelHand
   func channelInactive(context: ChannelHandlerContext) {
     if !done {
       done = true
-      downstream.value.upstreamFailed(nil)
+      downstream.value.upstreamFailed(nil, attempt: attempt)
     }
     context.fireChannelInactive()
   }
