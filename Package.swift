@@ -237,7 +237,7 @@ let package = Package(
     .testTarget(
       name: "MeshProxyTests",
       dependencies: [
-        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "MeshDiscovery", "MeshKube", "MeshKubeLocal", "_MeshTestSupport",
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "MeshDiscovery", "MeshKube", "MeshKubeLocal", "_MeshTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -68,8 +68,8 @@ NGINX_PROXY_PID=${PIDS[1]}; HAPROXY_PID=${PIDS[2]}
 start "$BIN/meshctl" dev kube-api --listen 127.0.0.1:16443 --kubeconfig-out "$W/kubeconfig" >"$W/kube.log" 2>&1
 for _ in $(seq 1 100); do [ -s "$W/kubeconfig" ] && break; sleep 0.1; done
 "$BIN/meshctl" identity init --out "$W/ca" >/dev/null
-printf 'web-token web default\nbackend-token backend default\n' > "$W/tokens"
-echo web-token > "$W/web.token"; echo backend-token > "$W/backend.token"
+printf 'web-token web default\nbackend-token backend default\ngateway-token swiftmesh-gateway swiftmesh-multicluster\n' > "$W/tokens"
+echo web-token > "$W/web.token"; echo backend-token > "$W/backend.token"; echo gateway-token > "$W/gateway.token"
 start "$BIN/mesh-controller" identity --issuer-dir "$W/ca" --listen 127.0.0.1:18180 --tokens "$W/tokens" 2>"$W/identity.log"
 start "$BIN/mesh-controller" destination --kubeconfig "$W/kubeconfig" --listen 127.0.0.1:18186 >"$W/destination.log" 2>&1
 kubectl --kubeconfig "$W/kubeconfig" apply -f - >/dev/null <<YAML
@@ -87,6 +87,25 @@ apiVersion: v1
 kind: Endpoints
 metadata: {name: backend, namespace: default}
 subsets: [{addresses: [{ip: 127.0.0.1, targetRef: {kind: Pod, name: backend-0, namespace: default}}], ports: [{name: http, port: 14143}]}]
+---
+# What the service mirror writes for a linked cluster's backend: here the "remote" cluster is this one, so
+# backend-west measures the gateway hop against the same backend.
+apiVersion: v1
+kind: Service
+metadata:
+  name: backend-west
+  namespace: default
+  labels: {mirror.swiftmesh.io/mirrored-service: "true", mirror.swiftmesh.io/cluster-name: west}
+  annotations: {mirror.swiftmesh.io/remote-svc-fq-name: backend.default.svc.cluster.local}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: backend-west
+  namespace: default
+  annotations: {mirror.swiftmesh.io/gateway-identity: swiftmesh-gateway.swiftmesh-multicluster.serviceaccount.identity.swiftmesh.cluster.local}
+subsets: [{addresses: [{ip: 127.0.0.1}], ports: [{name: http, port: 14153}]}]
 ---
 apiVersion: v1
 kind: Service
@@ -121,8 +140,12 @@ proxy server backend 14142 14143 14191 18081
 SERVER_PID=${PIDS[-1]}
 # The inbound side speaks to the application in the client's protocol: HTTP/2 clients need an h2 app.
 proxy server-h2 backend 14144 14145 14192 18084
+start "$BIN/mesh-proxy" --gateway --identity swiftmesh-gateway.swiftmesh-multicluster.serviceaccount.identity.swiftmesh.cluster.local \
+  --identity-server 127.0.0.1:18180 --ca "$W/ca/ca.crt" --token "$W/gateway.token" --destination 127.0.0.1:18186 \
+  --inbound 127.0.0.1:14153 --admin 127.0.0.1:14193 --log-level warning 2>"$W/gateway.log"
+GATEWAY_PID=${PIDS[-1]}
 wait_http http://127.0.0.1:18081/; wait_http http://127.0.0.1:14190/ready; wait_http http://127.0.0.1:14191/ready
-wait_http http://127.0.0.1:14192/ready
+wait_http http://127.0.0.1:14192/ready; wait_http http://127.0.0.1:14193/ready
 if ! curl -sf -o /dev/null -H 'Host: backend.default.svc.cluster.local' http://127.0.0.1:14140/; then
   echo "mesh path not working:"; curl -s -D - -H 'Host: backend.default.svc.cluster.local' http://127.0.0.1:14140/ | head -8
   "$BIN/meshctl" diagnostics endpoints --destination 127.0.0.1:18186 backend.default.svc.cluster.local:80 || true
@@ -190,6 +213,8 @@ fixed "nginx reverse proxy" http://127.0.0.1:18082/ backend
 fixed "haproxy" http://127.0.0.1:18083/ backend
 fixed "mesh-proxy (plaintext)" http://127.0.0.1:14140/ plain.default.svc.cluster.local
 fixed "mesh-proxy pair (mTLS)" http://127.0.0.1:14140/ backend.default.svc.cluster.local
+fixed "pair via gateway (mTLS)" http://127.0.0.1:14140/ backend-west.default.svc.cluster.local
+echo "(the gateway hop: client -> outbound -> gateway -> inbound -> nginx; compare with the pair's row)"
 
 echo
 echo "HTTP/2, h2load -n $H2_REQUESTS -c 16 -m 10"

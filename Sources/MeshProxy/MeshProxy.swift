@@ -26,6 +26,7 @@ public final class MeshProxy: Service, Sendable {
   private let tls: MeshTLS?
   private let outboundRouter: OutboundRouter
   private let inboundRouter: InboundRouter
+  private let gatewayRouter: GatewayRouter
   private let logger: Logger
   private let ports = Mutex<BoundPorts?>(nil)
   private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
@@ -42,8 +43,14 @@ public final class MeshProxy: Service, Sendable {
     self.metrics = metrics
     self.logger = logger
     let pools = UpstreamPools(tls: tls, configuration: configuration, metrics: metrics, logger: logger)
-    self.outboundRouter = OutboundRouter(discovery: discovery, pools: pools, configuration: configuration)
-    self.inboundRouter = InboundRouter(application: configuration.applicationAddress, pools: pools)
+    self.outboundRouter = OutboundRouter(
+      discovery: discovery, pools: pools, configuration: configuration,
+      direction: configuration.gatewayMode ? "gateway" : "outbound")
+    self.inboundRouter = InboundRouter(
+      application: configuration.applicationAddress, pools: pools,
+      requireIdentity: configuration.requireIdentityOnInbound)
+    self.gatewayRouter = GatewayRouter(
+      local: outboundRouter, identity: tls?.localIdentity, clusterDomain: configuration.clusterDomain)
   }
 
   /// Waits until the listeners are bound (up to `timeout`) and returns their ports.
@@ -60,27 +67,35 @@ public final class MeshProxy: Service, Sendable {
   public var destinationCount: Int { outboundRouter.destinationCount }
 
   public func run() async throws {
-    let outbound = try await bind(
-      configuration.outboundAddress, direction: "outbound",
-      setup: .init(
-        router: outboundRouter, metrics: metrics, tls: nil, requireClientCertificate: false, inFlight: inFlight,
-        logger: logger))
+    // A gateway has no outbound listener: its inbound port takes mesh traffic for local services.
+    let outbound: (any Channel)? =
+      configuration.gatewayMode
+      ? nil
+      : try await bind(
+        configuration.outboundAddress, direction: "outbound",
+        setup: .init(
+          router: outboundRouter, metrics: metrics, tls: nil, requireClientCertificate: false, inFlight: inFlight,
+          logger: logger))
+    if configuration.gatewayMode && tls == nil {
+      throw MeshError.invalidArgument("gateway mode needs a mesh identity: callers are admitted by mutual TLS only")
+    }
     let inbound = try await bind(
-      configuration.inboundAddress, direction: "inbound",
+      configuration.inboundAddress, direction: configuration.gatewayMode ? "gateway" : "inbound",
       setup: .init(
-        router: inboundRouter, metrics: metrics, tls: tls,
-        requireClientCertificate: configuration.requireIdentityOnInbound, inFlight: inFlight,
-        logger: logger))
+        router: configuration.gatewayMode ? gatewayRouter : inboundRouter, metrics: metrics, tls: tls,
+        requireClientCertificate: configuration.gatewayMode || configuration.requireIdentityOnInbound,
+        inFlight: inFlight, logger: logger))
     let admin = try await bindAdmin(configuration.adminAddress)
     let bound = BoundPorts(
-      outbound: outbound.localAddress?.port ?? 0, inbound: inbound.localAddress?.port ?? 0,
+      outbound: outbound?.localAddress?.port ?? 0, inbound: inbound.localAddress?.port ?? 0,
       admin: admin.localAddress?.port ?? 0)
     ports.withLock { $0 = bound }
     readiness.set(true)
     logger.notice(
       "proxy listening",
       metadata: [
-        "outbound": "\(configuration.outboundAddress.host):\(bound.outbound)",
+        "outbound": "\(configuration.gatewayMode ? "none (gateway)" : "\(configuration.outboundAddress.host):\(bound.outbound)")",
+        "mode": "\(configuration.gatewayMode ? "gateway" : "sidecar")",
         "inbound": "\(configuration.inboundAddress.host):\(bound.inbound)",
         "admin": "\(configuration.adminAddress.host):\(bound.admin)",
         "identity": "\(tls?.localIdentity?.description ?? "none")",
@@ -95,7 +110,7 @@ public final class MeshProxy: Service, Sendable {
       try? await gracefulShutdown()
       self.readiness.set(false)
       self.logger.notice("proxy draining", metadata: ["in_flight": "\(self.inFlight.current)"])
-      try? await outbound.close()
+      try? await outbound?.close()
       try? await inbound.close()
       let deadline = ContinuousClock.now + self.configuration.shutdownGracePeriod
       while self.inFlight.current > 0 && ContinuousClock.now < deadline && !Task.isCancelled {

@@ -21,6 +21,10 @@ public struct ProxyConfiguration: Sendable {
   public var shutdownGracePeriod: Duration = .seconds(30)
   /// Idle HTTP/1.1 connections kept per upstream and event loop. Default 16.
   public var maxIdleConnectionsPerEndpoint: Int = 16
+  /// Gateway mode (`mesh-proxy --gateway`): only the inbound listener (the gateway port, default 4143) and
+  /// admin; every caller must present a mesh certificate; each request goes to the local service its
+  /// authority names (within `clusterDomain`), resolved and balanced like outbound traffic.
+  public var gatewayMode: Bool = false
   /// The cluster's DNS domain, for service FQDNs. Default `cluster.local`.
   public var clusterDomain: String = "cluster.local"
 

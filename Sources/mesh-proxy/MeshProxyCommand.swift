@@ -39,6 +39,13 @@ struct MeshProxyCommand: AsyncParsableCommand {
   var shutdownGracePeriod: Double = 30
   @Flag(help: "Refuse inbound clients without a mesh certificate.")
   var requireIdentity = false
+  @Flag(
+    help: ArgumentHelp(
+      "Run as the cluster's multi-cluster gateway: no outbound listener; the inbound listener admits mesh callers "
+        + "(mutual TLS) only and forwards each request to the local service its authority names."))
+  var gateway = false
+  @Option(help: "The cluster's DNS domain; the gateway serves <service>.<namespace>.svc.<domain> only.")
+  var clusterDomain: String = "cluster.local"
   @Option(help: "Log level (trace, debug, info, notice, warning, error).")
   var logLevel: String = "info"
 
@@ -81,6 +88,8 @@ struct MeshProxyCommand: AsyncParsableCommand {
       $0.failfastTimeout = .milliseconds(Int64(failfastTimeout * 1000))
       $0.shutdownGracePeriod = .milliseconds(Int64(shutdownGracePeriod * 1000))
       $0.requireIdentityOnInbound = requireIdentity
+      $0.gatewayMode = gateway
+      $0.clusterDomain = clusterDomain
     }
     for (flag, value) in [("--outbound", outbound), ("--inbound", inbound), ("--admin", admin), ("--app", app)] {
       do { _ = try Authority(value) } catch { throw ValidationError("\(flag): \(error.message)") }

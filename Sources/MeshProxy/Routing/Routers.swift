@@ -57,7 +57,7 @@ final class UpstreamPools: Sendable {
 /// (power of two choices over peak-EWMA), and opens mutual TLS (HTTP/2) to meshed endpoints or plaintext
 /// in the request's own protocol to others. Names discovery does not know go to the authority as given.
 public final class OutboundRouter: RequestRouter, Sendable {
-  public let direction = "outbound"
+  public let direction: String
   private let discovery: any EndpointDiscovery
   private let pools: UpstreamPools
   private let configuration: ProxyConfiguration
@@ -65,7 +65,11 @@ public final class OutboundRouter: RequestRouter, Sendable {
   private let newDestinations: AsyncStream<Destination>
   private let newDestinationsContinuation: AsyncStream<Destination>.Continuation
 
-  init(discovery: any EndpointDiscovery, pools: UpstreamPools, configuration: ProxyConfiguration) {
+  init(
+    discovery: any EndpointDiscovery, pools: UpstreamPools, configuration: ProxyConfiguration,
+    direction: String = "outbound"
+  ) {
+    self.direction = direction
     self.discovery = discovery
     self.pools = pools
     self.configuration = configuration
@@ -179,13 +183,19 @@ public final class InboundRouter: RequestRouter, Sendable {
   public let direction = "inbound"
   private let application: Authority
   private let pools: UpstreamPools
+  private let requireIdentity: Bool
 
-  init(application: Authority, pools: UpstreamPools) {
+  init(application: Authority, pools: UpstreamPools, requireIdentity: Bool) {
     self.application = application
     self.pools = pools
+    self.requireIdentity = requireIdentity
   }
 
   public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
+    if requireIdentity, request.peerIdentity == nil {
+      return eventLoop.makeFailedFuture(
+        ProxyError(.identityRequired, "this port requires a mesh identity (mutual TLS); the request came in plaintext"))
+    }
     var head = request.head
     HTTPHeaderRules.stripHopByHop(&head.headers)
     let restoreHTTP1 = head.headers.first(name: MeshHeaders.origProto) != nil
@@ -196,5 +206,71 @@ public final class InboundRouter: RequestRouter, Sendable {
     return pools.plaintext(
       to: application, http2: request.arrivedOverHTTP2 && !restoreHTTP1, head: head, ticket: nil, labels: labels,
       on: eventLoop)
+  }
+}
+
+/// The gateway: traffic from other clusters, after mutual TLS, to the local service its authority names.
+/// Refuses callers without a mesh identity, authorities outside the local cluster domain, and loops (a
+/// request that already passed this gateway, as its `forwarded` header says).
+public final class GatewayRouter: RequestRouter, Sendable {
+  public var direction: String { local.direction }
+  private let local: OutboundRouter
+  private let identity: IdentityName?
+  private let clusterDomain: String
+
+  init(local: OutboundRouter, identity: IdentityName?, clusterDomain: String) {
+    self.local = local
+    self.identity = identity
+    self.clusterDomain = clusterDomain.lowercased()
+  }
+
+  /// The `by=` token this gateway writes into `forwarded`.
+  private var byToken: String { "by=\(identity?.description ?? "swiftmesh-gateway")" }
+
+  func run() async { await local.run() }
+  func finish() { local.finish() }
+
+  private func check(_ request: RoutedRequest) -> ProxyError? {
+    guard let peer = request.peerIdentity else {
+      return ProxyError(.identityRequired, "the gateway accepts only mesh callers with a certificate (mutual TLS)")
+    }
+    guard let authority = request.authority else {
+      return ProxyError(.badAuthority, "request has no valid Host/:authority")
+    }
+    let host = authority.host.lowercased()
+    guard host.hasSuffix(".svc.\(clusterDomain)"), host.split(separator: ".").count >= 4 else {
+      return ProxyError(
+        .unknownRoute,
+        "\(authority) is not a service of this cluster (<service>.<namespace>.svc.\(clusterDomain)); caller \(peer)")
+    }
+    let forwarded = request.head.headers["forwarded"].joined(separator: ",").lowercased()
+    if forwarded.split(whereSeparator: { $0 == ";" || $0 == "," }).contains(where: {
+      $0.drop(while: { $0 == " " }) == byToken.lowercased()
+    }) {
+      return ProxyError(.loopDetected, "the request already passed this gateway (forwarded: \(forwarded))")
+    }
+    return nil
+  }
+
+  /// The request as the local side forwards it: marked in `forwarded`; an HTTP/1.1 request the caller
+  /// carried over HTTP/2 is handed on as HTTP/1.1 (the next hop carries it again as it needs).
+  private func forwardable(_ request: RoutedRequest) -> RoutedRequest {
+    var request = request
+    request.head.headers.add(name: "forwarded", value: "\(byToken);for=\(request.peerIdentity?.description ?? "")")
+    if request.head.headers.first(name: MeshHeaders.origProto) != nil {
+      request.head.headers.remove(name: MeshHeaders.origProto)
+      request.arrivedOverHTTP2 = false
+    }
+    return request
+  }
+
+  public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
+    if check(request) != nil { return eventLoop.makeSucceededFuture(.none) }
+    return local.policy(for: request, on: eventLoop)
+  }
+
+  public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
+    if let refusal = check(request) { return eventLoop.makeFailedFuture(refusal) }
+    return local.open(forwardable(request), on: eventLoop)
   }
 }
