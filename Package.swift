@@ -22,9 +22,11 @@ let package = Package(
     .library(name: "MeshProxy", targets: ["MeshProxy"]),
     .library(name: "MeshKube", targets: ["MeshKube"]),
     .library(name: "MeshKubeLocal", targets: ["MeshKubeLocal"]),
+    .library(name: "MeshMulticluster", targets: ["MeshMulticluster"]),
     .executable(name: "meshctl", targets: ["meshctl"]),
     .executable(name: "mesh-controller", targets: ["mesh-controller"]),
     .executable(name: "mesh-proxy", targets: ["mesh-proxy"]),
+    .executable(name: "mesh-mirror", targets: ["mesh-mirror"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -154,6 +156,20 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    .target(
+      name: "MeshMulticluster",
+      dependencies: [
+        "MeshCore", "MeshKube", "MeshIdentity", "MeshTLS",
+        .product(name: "Yams", package: "Yams"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Prometheus", package: "swift-prometheus"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
     .executableTarget(
       name: "meshctl",
       dependencies: [
@@ -162,6 +178,10 @@ let package = Package(
         "MeshDiscovery",
         "MeshKube",
         "MeshKubeLocal",
+        "MeshMulticluster",
+        .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
@@ -197,6 +217,18 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    .executableTarget(
+      name: "mesh-mirror",
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshKube", "MeshMulticluster",
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
     .target(
       name: "_MeshTestSupport",
       dependencies: [
@@ -224,6 +256,20 @@ let package = Package(
         "MeshCore", "MeshAPI", "MeshDiscovery", "MeshKube", "MeshKubeLocal",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "MeshMulticlusterTests",
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshKube", "MeshKubeLocal", "MeshMulticluster", "MeshDiscovery",
+        "_MeshTestSupport",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
@@ -313,6 +359,16 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Benchmarks/Discovery",
+      swiftSettings: swiftSettings
+    ),
+    .executableTarget(
+      name: "MirrorBenchmark",
+      dependencies: [
+        "MeshKube", "MeshKubeLocal", "MeshMulticluster",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      path: "Benchmarks/MirrorBenchmark",
       swiftSettings: swiftSettings
     ),
     .executableTarget(

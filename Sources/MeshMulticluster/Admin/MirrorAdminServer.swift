@@ -1,0 +1,132 @@
+import Foundation
+public import Logging
+public import MeshCore
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+public import ServiceLifecycle
+import Synchronization
+
+/// The mirror controller's admin listener: `/metrics` (Prometheus text), `/gateways` (JSON array of
+/// `GatewayReport`, what `meshctl multicluster gateways` reads), `/ready` and `/live`.
+public final class MirrorAdminServer: ServiceLifecycle.Service, Sendable {
+  public typealias Reports = @Sendable () -> [GatewayReport]
+
+  let address: Authority
+  let metrics: MirrorMetrics
+  let reports: Reports
+  let logger: Logger
+  let bound = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, any Error>], failure: (any Error)?)>((nil, [], nil))
+
+  public init(address: Authority, metrics: MirrorMetrics, logger: Logger, reports: @escaping Reports) {
+    self.address = address
+    self.metrics = metrics
+    self.reports = reports
+    self.logger = logger
+  }
+
+  /// The bound port, once listening (port 0 in the address lets the OS choose).
+  public func port() async throws -> Int {
+    try await withCheckedThrowingContinuation { continuation in
+      let ready = bound.withLock { b -> Result<Int, any Error>? in
+        if let port = b.port { return .success(port) }
+        if let failure = b.failure { return .failure(failure) }
+        b.waiters.append(continuation)
+        return nil
+      }
+      if let ready { continuation.resume(with: ready) }
+    }
+  }
+
+  private func publish(_ result: Result<Int, any Error>) {
+    let waiters = bound.withLock { b -> [CheckedContinuation<Int, any Error>] in
+      switch result {
+      case .success(let port): b.port = port
+      case .failure(let error): b.failure = error
+      }
+      defer { b.waiters = [] }
+      return b.waiters
+    }
+    for waiter in waiters { waiter.resume(with: result) }
+  }
+
+  public func run() async throws {
+    let metrics = self.metrics
+    let reports = self.reports
+    let channel: any Channel
+    do {
+      channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        .childChannelInitializer { channel in
+          channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+            try channel.pipeline.syncOperations.addHandler(MirrorAdminHandler(metrics: metrics, reports: reports))
+          }
+        }
+        .bind(host: address.host, port: address.port).get()
+    } catch {
+      let failure = MeshError.unavailable("admin listener \(address.host):\(address.port) cannot bind: \(error)", cause: error)
+      publish(.failure(failure))
+      throw error
+    }
+    let port = channel.localAddress?.port ?? address.port
+    publish(.success(port))
+    logger.notice("admin listening", metadata: ["address": "\(address.host):\(port)"])
+    try? await gracefulShutdown()
+    try? await channel.close()
+  }
+}
+
+/// Answers one admin request per HTTP request.
+final class MirrorAdminHandler: ChannelInboundHandler {
+  typealias InboundIn = HTTPServerRequestPart
+  typealias OutboundOut = HTTPServerResponsePart
+
+  private let metrics: MirrorMetrics
+  private let reports: MirrorAdminServer.Reports
+  private var path = ""
+  private var method: HTTPMethod = .GET
+
+  init(metrics: MirrorMetrics, reports: @escaping MirrorAdminServer.Reports) {
+    self.metrics = metrics
+    self.reports = reports
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    switch unwrapInboundIn(data) {
+    case .head(let head):
+      path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
+      method = head.method
+    case .body:
+      break
+    case .end:
+      respond(context: context)
+    }
+  }
+
+  private func respond(context: ChannelHandlerContext) {
+    let (status, contentType, body): (HTTPResponseStatus, String, ByteBuffer)
+    switch (method, path) {
+    case (.GET, "/metrics"):
+      (status, contentType, body) = (.ok, "text/plain; version=0.0.4", ByteBuffer(bytes: metrics.exposition()))
+    case (.GET, "/gateways"):
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.sortedKeys]
+      if let data = try? encoder.encode(reports()) {
+        (status, contentType, body) = (.ok, "application/json", ByteBuffer(bytes: data))
+      } else {
+        (status, contentType, body) = (.internalServerError, "text/plain", ByteBuffer(string: "cannot encode the report\n"))
+      }
+    case (.GET, "/ready"), (.GET, "/live"):
+      (status, contentType, body) = (.ok, "text/plain", ByteBuffer(string: "ok\n"))
+    default:
+      (status, contentType, body) = (.notFound, "text/plain", ByteBuffer(string: "not found: \(path)\n"))
+    }
+    var headers = HTTPHeaders()
+    headers.add(name: "content-type", value: contentType)
+    headers.add(name: "content-length", value: String(body.readableBytes))
+    context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+    context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+  }
+}

@@ -1,0 +1,461 @@
+import Foundation
+import Logging
+import MeshCore
+import MeshKube
+import Synchronization
+import MeshTLS
+
+extension ServiceMirror {
+  /// The caches a session works from: the target's Services and Endpoints, the source's Namespaces.
+  struct Caches: Sendable {
+    let services: Informer<MeshKube.Service>
+    let endpoints: Informer<Endpoints>
+    let namespaces: Informer<Namespace>
+
+    var synced: Bool { services.store.hasSynced && endpoints.store.hasSynced && namespaces.store.hasSynced }
+  }
+
+  /// The source cluster's mirrors as last read or written, and what could not be done. Owned by the
+  /// reconcile loop alone.
+  struct Book {
+    var services: [String: MeshKube.Service] = [:]
+    var endpoints: [String: Endpoints] = [:]
+    /// Remote service key -> why its mirror could not be written.
+    var failures: [String: String] = [:]
+    /// Local namespace that does not exist -> remote services waiting for it.
+    var missing: [String: Set<String>] = [:]
+    var created = 0
+    var updated = 0
+    var deleted = 0
+  }
+
+  /// Follows the target with one set of credentials until cancelled or told to restart.
+  func session(settings: LinkSettings, remote client: KubeClient, secretVersion: String?) async {
+    let remoteConfiguration = { (namespace: String?) in
+      Informer<MeshKube.Service>.Configuration.defaults {
+        $0.namespace = namespace
+        $0.maxBackoff = self.configuration.remoteMaxBackoff
+      }
+    }
+    let caches = Caches(
+      services: Informer(client: client, configuration: remoteConfiguration(nil), logger: logger),
+      endpoints: Informer(
+        client: client,
+        configuration: .defaults { $0.maxBackoff = self.configuration.remoteMaxBackoff }, logger: logger),
+      namespaces: Informer(client: localClient, logger: logger))
+    let serviceEvents = caches.services.events()
+    let endpointEvents = caches.endpoints.events()
+    let namespaceEvents = caches.namespaces.events()
+    let probe = makeProbe(settings)
+    queue.reset()
+    logger.info(
+      "following the target cluster",
+      metadata: ["server": "\(client.config.server)", "gateway": "\(settings.gatewayAddresses):\(settings.gatewayPort)"])
+
+    await withDiscardingTaskGroup { group in
+      group.addTask { try? await caches.services.run() }
+      group.addTask { try? await caches.endpoints.run() }
+      group.addTask { try? await caches.namespaces.run() }
+      group.addTask { for await event in serviceEvents { self.queue.add(event.object.metadata.key) } }
+      group.addTask { for await event in endpointEvents { self.queue.add(event.object.metadata.key) } }
+      group.addTask {
+        for await event in namespaceEvents {
+          if case .added(let namespace) = event { self.queue.namespaceAppeared(namespace.name) }
+        }
+      }
+      if let probe { group.addTask { try? await probe.run() } }
+      group.addTask { await Self.tick(every: self.configuration.repairInterval) { self.queue.repair() } }
+      group.addTask { await Self.tick(every: self.configuration.retryInterval) { self.queue.retry() } }
+      group.addTask { await self.watchTarget(client: client, settings: settings, secretVersion: secretVersion) }
+      group.addTask {
+        // The first repair waits for complete caches: before that, nothing is known to be missing.
+        while !caches.synced {
+          do { try await Task.sleep(for: .milliseconds(20)) } catch { return }
+        }
+        self.queue.repair()
+      }
+      await self.reconcileLoop(settings: settings, caches: caches, probe: probe)
+      group.cancelAll()
+    }
+  }
+
+  static func tick(every interval: Duration, _ action: @Sendable () -> Void) async {
+    while !Task.isCancelled {
+      do { try await Task.sleep(for: interval) } catch { return }
+      action()
+    }
+  }
+
+  func makeProbe(_ settings: LinkSettings) -> GatewayProbe? {
+    shared.withLock {
+      $0.probe = nil
+      $0.probed = false
+    }
+    guard let tls else {
+      setCondition(
+        ConditionType.gatewayAlive, nil, reason: "ProbeDisabled",
+        message: "the mirror runs without identity material, so the gateway is not probed and counts as alive")
+      return nil
+    }
+    guard let identity = settings.gatewayIdentity else {
+      setCondition(
+        ConditionType.gatewayAlive, nil, reason: "ProbeDisabled",
+        message: "the Link names no gatewayIdentity, so the gateway is not probed and counts as alive")
+      return nil
+    }
+    shared.withLock { $0.probed = true }
+    setCondition(ConditionType.gatewayAlive, nil, reason: "Probing", message: "no probe has finished yet")
+    return GatewayProbe(
+      clusterName: settings.targetClusterName,
+      target: .init(addresses: settings.gatewayAddresses, identity: identity, settings: settings.probe),
+      tls: tls, metrics: metrics, logger: logger
+    ) { snapshot in
+      self.gatewayChanged(snapshot, settings: settings)
+    }
+  }
+
+  func gatewayChanged(_ snapshot: GatewayProbe.Snapshot, settings: LinkSettings) {
+    let livenessChanged = shared.withLock { s -> Bool in
+      let before = s.probe?.alive ?? true
+      s.probe = snapshot
+      return before != (snapshot.alive ?? true)
+    }
+    let path = settings.probe.path
+    switch snapshot.alive {
+    case true?:
+      let note = snapshot.lastError.map { "; the last probe failed: \($0.message)" } ?? ""
+      setCondition(ConditionType.gatewayAlive, true, reason: "ProbeSucceeded", message: "the gateway answers GET \(path)\(note)")
+    case false?:
+      let error = snapshot.lastError ?? .gatewayProbeFailed("probe failed")
+      setCondition(
+        ConditionType.gatewayAlive, false, reason: error.code.reason,
+        message: "\(error.message) (dead after \(snapshot.consecutiveFailures) consecutive failed probes)")
+    case nil:
+      setCondition(
+        ConditionType.gatewayAlive, nil, reason: snapshot.lastError?.code.reason ?? "Probing",
+        message: snapshot.lastError?.message ?? "no probe has finished yet")
+    }
+    if livenessChanged { queue.everything() }
+  }
+
+  /// Checks the target's API server and the credentials Secret every `targetCheckInterval`; a changed or
+  /// deleted Secret restarts the session.
+  func watchTarget(client: KubeClient, settings: LinkSettings, secretVersion: String?) async {
+    var last: Bool?
+    while !Task.isCancelled {
+      var problem: String?
+      do {
+        _ = try await client.list(MeshKube.Service.self, options: ListOptions(limit: 1))
+      } catch {
+        if Task.isCancelled { return }
+        problem = "the API server of '\(settings.targetClusterName)' at \(client.config.server) did not answer: \(error)"
+      }
+      let reachable = problem == nil
+      shared.withLock { $0.targetReachable = reachable }
+      metrics.targetReachable(settings.targetClusterName, reachable)
+      setCondition(
+        ConditionType.targetReachable, reachable, reason: reachable ? "Reachable" : MulticlusterError.Code.targetUnreachable.reason,
+        message: problem.map { "\($0); mirrors are kept as they are" } ?? "the target's API server answers")
+      if last != reachable {
+        if let problem {
+          logger.warning("target cluster unreachable; mirrors are kept as they are", metadata: ["error": "\(problem)"])
+        } else if last != nil {
+          logger.notice("target cluster reachable again")
+        }
+      }
+      last = reachable
+      do {
+        let secret = try await localClient.get(Secret.self, name: settings.credentialsSecret, namespace: settings.linkNamespace)
+        if secret.metadata.resourceVersion != secretVersion {
+          logger.notice("the credentials Secret changed; reconnecting")
+          queue.restart()
+          return
+        }
+      } catch let error as KubeError where error.isNotFound {
+        logger.warning("the credentials Secret was deleted; mirrors are kept, the Link waits for new credentials")
+        queue.restart()
+        return
+      } catch {
+        // The local API is unavailable: nothing to learn about the Secret now.
+      }
+      do { try await Task.sleep(for: configuration.targetCheckInterval) } catch { return }
+    }
+  }
+
+  /// Applies batches of work until cancelled or a restart is asked for.
+  func reconcileLoop(settings initial: LinkSettings, caches: Caches, probe: GatewayProbe?) async {
+    var planner = MirrorPlanner(settings: initial)
+    var book = Book()
+    var synced = false
+    while !Task.isCancelled {
+      let batch = await queue.next()
+      if Task.isCancelled || batch.restart { return }
+      var everything = batch.all
+      if batch.linkChanged {
+        do {
+          let fresh = try LinkSettings(link: link)
+          let old = planner.settings
+          if fresh.credentialsSecret != old.credentialsSecret || fresh.targetClusterName != old.targetClusterName
+            || (fresh.gatewayIdentity == nil) != (old.gatewayIdentity == nil)
+          {
+            logger.notice("the Link's credentials or gateway identity changed; restarting the session")
+            return
+          }
+          planner.settings = fresh
+          if let probe, let identity = fresh.gatewayIdentity {
+            probe.retarget(.init(addresses: fresh.gatewayAddresses, identity: identity, settings: fresh.probe))
+          }
+          setCondition(ConditionType.linkValid, true, reason: "Valid", message: "the Link's spec is valid")
+          logger.info("the Link's spec changed; re-planning every mirror")
+          everything = true
+        } catch {
+          setCondition(ConditionType.linkValid, false, reason: error.code.reason, message: "\(error.message); mirrors are kept as they were")
+          logger.error("invalid Link update; mirrors are kept as they were", metadata: ["error": "\(error)"])
+        }
+      }
+      if !synced {
+        guard batch.repair, caches.synced else { continue }
+        synced = true
+      }
+      if batch.repair {
+        await repair(&book, planner: planner, caches: caches)
+      } else {
+        var keys: [String] = []
+        if everything {
+          keys = Array(Set(caches.services.store.keys).union(book.services.keys.compactMap(remoteKey(ofMirror:))))
+            .sorted()
+        } else {
+          keys = batch.keys
+          if batch.retry { keys += book.failures.keys.sorted() }
+          for namespace in batch.namespaces.sorted() { keys += (book.missing[namespace] ?? []).sorted() }
+        }
+        var seen = Set<String>()
+        for key in keys where seen.insert(key).inserted {
+          if Task.isCancelled { return }
+          await reconcile(key, &book, planner: planner, caches: caches)
+        }
+      }
+      publish(book)
+    }
+  }
+
+  /// `namespace/name` of the remote service a mirror (`namespace/name-cluster`) stands for.
+  func remoteKey(ofMirror key: String) -> String? {
+    let suffix = "-\(clusterName)"
+    guard key.hasSuffix(suffix), key.count > suffix.count, !key.hasSuffix("/\(suffix)") else { return nil }
+    return String(key.dropLast(suffix.count))
+  }
+
+  /// Re-reads this Link's mirrors, reconciles every remote service and every mirror, deletes orphans.
+  func repair(_ book: inout Book, planner: MirrorPlanner, caches: Caches) async {
+    let options = ListOptions(labelSelector: MirrorMetadata.mirrorSelector(cluster: clusterName))
+    do {
+      let services = try await localClient.listAll(MeshKube.Service.self, options: options)
+      let endpoints = try await localClient.listAll(Endpoints.self, options: options)
+      book.services = Dictionary(services.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
+      book.endpoints = Dictionary(endpoints.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
+    } catch {
+      logger.warning("repair could not list the mirrors in this cluster; trying again later", metadata: ["error": "\(error)"])
+      return
+    }
+    let before = (book.created, book.updated, book.deleted)
+    var keys = Set(caches.services.store.keys)
+    for mirrorKey in Set(book.services.keys).union(book.endpoints.keys) {
+      if let remote = remoteKey(ofMirror: mirrorKey) {
+        keys.insert(remote)
+      } else {
+        // Labelled as this Link's mirror, but no mirror name: an orphan of nothing.
+        await deleteMirror(mirrorKey, &book)
+      }
+    }
+    for key in keys.sorted() {
+      if Task.isCancelled { return }
+      await reconcile(key, &book, planner: planner, caches: caches)
+    }
+    let created = book.created - before.0
+    let updated = book.updated - before.1
+    let deleted = book.deleted - before.2
+    let metadata: Logger.Metadata = [
+      "mirrors": "\(book.services.count)", "created": "\(created)", "updated": "\(updated)", "deleted": "\(deleted)",
+    ]
+    if created + updated + deleted > 0 {
+      logger.notice("repaired mirrors", metadata: metadata)
+    } else {
+      logger.debug("mirrors checked, nothing to repair", metadata: metadata)
+    }
+  }
+
+  /// Brings the mirror of one remote service (`namespace/name`) in line with the remote and the Link.
+  func reconcile(_ remoteKey: String, _ book: inout Book, planner: MirrorPlanner, caches: Caches) async {
+    guard let slash = remoteKey.firstIndex(of: "/") else { return }
+    let namespace = String(remoteKey[..<slash])
+    let name = String(remoteKey[remoteKey.index(after: slash)...])
+    let mirrorKey = "\(namespace)/\(planner.settings.mirrorName(of: name))"
+    if book.missing[namespace]?.remove(remoteKey) != nil, book.missing[namespace]?.isEmpty == true {
+      book.missing[namespace] = nil
+    }
+    let remote = caches.services.store.get(key: remoteKey)
+    do {
+      if let remote, planner.settings.exports(remote) {
+        let mirrorName = planner.settings.mirrorName(of: name)
+        guard mirrorName.utf8.count <= 63 else {
+          book.failures[remoteKey] = "mirror name '\(mirrorName)' is longer than 63 characters"
+          return
+        }
+        guard caches.namespaces.store.get(key: namespace) != nil else {
+          throw MulticlusterError.namespaceMissing("namespace '\(namespace)' does not exist in this cluster")
+        }
+        let alive = shared.withLock { $0.probe?.alive ?? true }
+        try await ensure(planner.service(for: remote), key: mirrorKey, in: \.services, &book)
+        try await ensure(
+          planner.endpoints(for: remote, remoteEndpoints: caches.endpoints.store.get(key: remoteKey), gatewayAlive: alive),
+          key: mirrorKey, in: \.endpoints, &book)
+      } else if book.services[mirrorKey] != nil || book.endpoints[mirrorKey] != nil {
+        await deleteMirror(mirrorKey, &book)
+      }
+      book.failures[remoteKey] = nil
+    } catch let error as MulticlusterError where error.code == .namespaceMissing {
+      book.missing[namespace, default: []].insert(remoteKey)
+      book.failures[remoteKey] = nil
+    } catch {
+      if book.failures[remoteKey] == nil {
+        logger.warning("could not write a mirror; retrying", metadata: ["service": "\(remoteKey)", "error": "\(error)"])
+      }
+      book.failures[remoteKey] = "\(error)"
+    }
+  }
+
+  /// Whether a local object carries this Link's mirror labels.
+  func isMirror(_ metadata: ObjectMeta) -> Bool {
+    metadata.labels?[MirrorMetadata.mirroredServiceLabel] == "true"
+      && metadata.labels?[MirrorMetadata.clusterNameLabel] == clusterName
+  }
+
+  /// Creates or updates one mirror object so it says what `desired` says.
+  func ensure<R: MirrorObject>(
+    _ desired: R, key: String, in path: WritableKeyPath<Book, [String: R]>, _ book: inout Book
+  ) async throws {
+    if let current = book[keyPath: path][key] {
+      guard !R.matches(current, desired) else { return }
+      book[keyPath: path][key] = try await write(R.applying(desired, to: current), desired: desired)
+      book.updated += 1
+      return
+    }
+    do {
+      book[keyPath: path][key] = try await localClient.create(desired)
+      metrics.kubeWrite(clusterName, verb: "create", success: true)
+      book.created += 1
+    } catch let error as KubeError where error.isAlreadyExists {
+      let existing = try await localClient.get(R.self, name: desired.name, namespace: desired.namespace)
+      guard isMirror(existing.metadata) else {
+        throw MulticlusterError.nameConflict(
+          "\(R.kind) \(key) exists and is not a mirror of '\(clusterName)'; it is left alone")
+      }
+      book[keyPath: path][key] = existing
+      if !R.matches(existing, desired) {
+        book[keyPath: path][key] = try await write(R.applying(desired, to: existing), desired: desired)
+        book.updated += 1
+      }
+    } catch let error as KubeError where error.isNotFound {
+      throw MulticlusterError.namespaceMissing("namespace '\(desired.namespace ?? "")' does not exist in this cluster")
+    } catch {
+      metrics.kubeWrite(clusterName, verb: "create", success: false)
+      throw error
+    }
+  }
+
+  /// PUTs `updated`; on a conflict re-reads and re-applies `desired`; when the object vanished, creates it.
+  func write<R: MirrorObject>(_ updated: R, desired: R) async throws -> R {
+    do {
+      let result: R
+      do {
+        result = try await localClient.update(updated)
+      } catch let error as KubeError where error.isConflict {
+        result = try await localClient.update(R.self, name: desired.name, namespace: desired.namespace) {
+          $0 = R.applying(desired, to: $0)
+        }
+      } catch let error as KubeError where error.isNotFound {
+        result = try await localClient.create(desired)
+      }
+      metrics.kubeWrite(clusterName, verb: "update", success: true)
+      return result
+    } catch {
+      metrics.kubeWrite(clusterName, verb: "update", success: false)
+      throw error
+    }
+  }
+
+  /// Deletes a mirror's Service and Endpoints (either may already be gone).
+  func deleteMirror(_ mirrorKey: String, _ book: inout Book) async {
+    guard let slash = mirrorKey.firstIndex(of: "/") else { return }
+    let namespace = String(mirrorKey[..<slash])
+    let name = String(mirrorKey[mirrorKey.index(after: slash)...])
+    do {
+      if book.services[mirrorKey] != nil {
+        do { try await localClient.delete(MeshKube.Service.self, name: name, namespace: namespace) } catch let error as KubeError where error.isNotFound {}
+        book.services[mirrorKey] = nil
+      }
+      if book.endpoints[mirrorKey] != nil {
+        do { try await localClient.delete(Endpoints.self, name: name, namespace: namespace) } catch let error as KubeError where error.isNotFound {}
+        book.endpoints[mirrorKey] = nil
+      }
+      metrics.kubeWrite(clusterName, verb: "delete", success: true)
+      book.deleted += 1
+      logger.info("deleted mirror", metadata: ["mirror": "\(mirrorKey)"])
+    } catch {
+      metrics.kubeWrite(clusterName, verb: "delete", success: false)
+      logger.warning("could not delete a mirror; retrying at the next repair", metadata: ["mirror": "\(mirrorKey)", "error": "\(error)"])
+    }
+  }
+
+  /// Makes the state of the book visible: the status's mirror list and `MirrorsReady`, the metrics.
+  func publish(_ book: Book) {
+    let mirrored = book.services.keys.sorted()
+    let changed = shared.withLock { s -> Bool in
+      defer { s.mirrored = mirrored }
+      return s.mirrored != mirrored
+    }
+    metrics.mirroredServices(clusterName, mirrored.count)
+    if !book.missing.isEmpty {
+      let namespaces = book.missing.keys.sorted()
+      let waiting = book.missing.values.flatMap { $0 }.sorted()
+      setCondition(
+        ConditionType.mirrorsReady, false, reason: MulticlusterError.Code.namespaceMissing.reason,
+        message: "namespace\(namespaces.count == 1 ? "" : "s") \(namespaces.joined(separator: ", ")) "
+          + "\(namespaces.count == 1 ? "does" : "do") not exist in this cluster; waiting to mirror \(Self.list(waiting))")
+    } else if !book.failures.isEmpty {
+      let conflict = book.failures.values.contains { $0.hasPrefix(MulticlusterError.Code.nameConflict.reason) }
+      let details = book.failures.sorted { $0.key < $1.key }.prefix(3).map { "\($0.key): \($0.value)" }
+      setCondition(
+        ConditionType.mirrorsReady, false, reason: conflict ? MulticlusterError.Code.nameConflict.reason : "MirrorWriteFailed",
+        message: "\(book.failures.count) mirror\(book.failures.count == 1 ? "" : "s") could not be written (retrying): "
+          + details.joined(separator: "; "))
+    } else {
+      setCondition(
+        ConditionType.mirrorsReady, true, reason: "Mirrored",
+        message: "\(mirrored.count) service\(mirrored.count == 1 ? "" : "s") mirrored")
+    }
+    if changed { statusSignal.notify() }
+  }
+
+  static func list(_ items: [String], limit: Int = 5) -> String {
+    let shown = items.prefix(limit).joined(separator: ", ")
+    return items.count > limit ? "\(shown) and \(items.count - limit) more" : shown
+  }
+}
+
+/// The two kinds of mirror object, for the generic write path.
+protocol MirrorObject: KubeResource {
+  static func matches(_ current: Self, _ desired: Self) -> Bool
+  static func applying(_ desired: Self, to current: Self) -> Self
+}
+
+extension MeshKube.Service: MirrorObject {
+  static func matches(_ current: Self, _ desired: Self) -> Bool { MirrorPlanner.matches(current, desired) }
+  static func applying(_ desired: Self, to current: Self) -> Self { MirrorPlanner.applying(desired, to: current) }
+}
+
+extension Endpoints: MirrorObject {
+  static func matches(_ current: Self, _ desired: Self) -> Bool { MirrorPlanner.matches(current, desired) }
+  static func applying(_ desired: Self, to current: Self) -> Self { MirrorPlanner.applying(desired, to: current) }
+}

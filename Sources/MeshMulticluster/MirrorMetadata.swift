@@ -1,0 +1,50 @@
+public import MeshKube
+
+/// The names multi-cluster objects carry: labels and annotations of mirrors, the gateway Service a target
+/// cluster publishes, and the credentials Secret a Link names.
+public enum MirrorMetadata {
+  /// Every label and annotation the mesh owns on mirrors starts with this; remote ones with it are not copied.
+  public static let prefix = "mirror.swiftmesh.io/"
+  /// On a Service in the target cluster: `"true"` exports it (the selector `meshctl multicluster link` writes).
+  public static let exportedLabel = "mirror.swiftmesh.io/exported"
+  /// On a mirror Service and its Endpoints: `"true"`.
+  public static let mirroredServiceLabel = "mirror.swiftmesh.io/mirrored-service"
+  /// On a mirror Service and its Endpoints: the Link's `targetClusterName`.
+  public static let clusterNameLabel = "mirror.swiftmesh.io/cluster-name"
+  /// On a mirror Service (and its Endpoints): `<name>.<namespace>.svc.<targetClusterDomain>`.
+  public static let remoteFQNameAnnotation = "mirror.swiftmesh.io/remote-svc-fq-name"
+  /// On a mirror Service: the resourceVersion of the remote Service it was made from.
+  public static let remoteResourceVersionAnnotation = "mirror.swiftmesh.io/remote-resource-version"
+  /// On a mirror's Endpoints (what discovery reads), and on the gateway Service: the gateway's identity.
+  public static let gatewayIdentityAnnotation = "mirror.swiftmesh.io/gateway-identity"
+  /// Annotations kubectl owns; never copied onto a mirror (kubectl apply would take the mirror for its own).
+  public static let notCopied: Set<String> = ["kubectl.kubernetes.io/last-applied-configuration"]
+
+  /// The gateway Service a target cluster publishes: `swiftmesh-gateway` in `swiftmesh-multicluster`.
+  public static let gatewayServiceName = "swiftmesh-gateway"
+  /// The namespace of the gateway Service, of Links and of their credentials Secrets (the CLI default).
+  public static let multiclusterNamespace = "swiftmesh-multicluster"
+  /// Gateway Service port names: traffic, and the probe (the gateway's admin port).
+  public static let gatewayPortName = "mc-gateway"
+  public static let probePortName = "mc-probe"
+  /// Gateway Service annotations for the probe.
+  public static let probePathAnnotation = "mirror.swiftmesh.io/probe-path"
+  public static let probePeriodAnnotation = "mirror.swiftmesh.io/probe-period"
+  /// Gateway Service annotation listing the gateway's addresses (comma separated), used when the Service has
+  /// no `status.loadBalancer.ingress` and no `spec.externalIPs`.
+  public static let gatewayAddressesAnnotation = "mirror.swiftmesh.io/gateway-addresses"
+
+  /// The Secret holding the target's kubeconfig: its type and the data key.
+  public static let credentialsSecretType = "mirror.swiftmesh.io/remote-kubeconfig"
+  public static let kubeconfigKey = "kubeconfig"
+  /// The credentials Secret name the CLI writes for a target cluster.
+  public static func credentialsSecretName(cluster: String) -> String { "cluster-credentials-\(cluster)" }
+
+  /// The selector the CLI writes: `mirror.swiftmesh.io/exported=true`.
+  public static let defaultSelector = LabelSelector(matchLabels: [exportedLabel: "true"])
+
+  /// The label selector of every mirror (Service and Endpoints) of one target cluster.
+  public static func mirrorSelector(cluster: String) -> String {
+    "\(mirroredServiceLabel)=true,\(clusterNameLabel)=\(cluster)"
+  }
+}

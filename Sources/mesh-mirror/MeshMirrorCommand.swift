@@ -1,0 +1,149 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MeshCore
+import MeshIdentity
+import MeshKube
+import MeshMulticluster
+import MeshTLS
+import ServiceLifecycle
+import UnixSignals
+
+@main
+struct MeshMirrorCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "mesh-mirror",
+    abstract: "The SwiftMesh service mirror: one controller per Link, mirroring exported services of target clusters.",
+    discussion: """
+      Identity for the gateway probe (mutual TLS, the gateway's identity checked), one of:
+        --identity NAME --identity-server HOST:PORT --ca ca.crt --token FILE   (certified and renewed, like mesh-proxy)
+        --cert tls.crt --key tls.key --ca ca.crt                              (fixed PEM material)
+      Without either, gateways are not probed and count as alive (the Links' GatewayAlive condition says so).
+      """)
+
+  @Option(help: "Kubeconfig of the source (local) cluster; default: KUBECONFIG, ~/.kube/config, in-cluster.")
+  var kubeconfig: String?
+  @Option(help: "Kubeconfig context.")
+  var context: String?
+  @Option(help: "Follow only this Link (default: every Link of the namespace).")
+  var link: String?
+  @Option(help: "Namespace of the Links and their credentials Secrets.")
+  var namespace: String = MirrorMetadata.multiclusterNamespace
+  @Option(help: "Admin listener (/metrics, /gateways, /ready, /live), HOST:PORT.")
+  var admin: String = "127.0.0.1:9999"
+  @Option(help: "Identity to ask the identity service for (gateway probe).")
+  var identity: String?
+  @Option(help: "Identity service address, HOST:PORT.")
+  var identityServer: String = "127.0.0.1:8080"
+  @Option(help: "File holding the service-account token for the identity service.")
+  var token: String?
+  @Option(help: "Trust anchor PEM file (ca.crt).")
+  var ca: String?
+  @Option(help: "Workload certificate chain PEM file (instead of --identity).")
+  var cert: String?
+  @Option(help: "Workload private key PEM file (with --cert).")
+  var key: String?
+  @Option(help: "Seconds between full repairs of every mirror.")
+  var repairInterval: Double = 60
+  @Option(help: "Seconds between checks of the target's API server.")
+  var targetCheckInterval: Double = 10
+  @Option(help: "Log level (trace, debug, info, notice, warning, error).")
+  var logLevel: String = "info"
+
+  func validate() throws {
+    if identity != nil && cert != nil { throw ValidationError("give either --identity or --cert/--key, not both") }
+    if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
+    if (identity != nil || cert != nil) && ca == nil { throw ValidationError("--ca is needed to verify gateways") }
+    if identity != nil && token == nil { throw ValidationError("--identity needs --token") }
+    guard repairInterval > 0, targetCheckInterval > 0 else { throw ValidationError("intervals must be positive") }
+    do { _ = try Authority(admin) } catch { throw ValidationError("--admin '\(admin)': \(error.message)") }
+  }
+
+  func run() async throws {
+    LoggingSystem.bootstrap(StreamLogHandler.standardError)
+    var logger = Logger(label: "mesh-mirror")
+    logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+
+    let localConfig = try KubeClientConfig.load(kubeconfig: kubeconfig, context: context)
+    let localClient = try KubeClient(config: localConfig, logger: logger)
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    let tls = try await makeTLS(logger: logger, services: &services)
+    if tls == nil {
+      logger.warning("no identity material (--identity or --cert/--key): gateways are not probed")
+    }
+    let metrics = MirrorMetrics()
+    let supervisor = LinkSupervisor(
+      localClient: localClient, tls: tls, metrics: metrics,
+      configuration: .defaults {
+        $0.namespace = namespace
+        $0.linkName = link
+        $0.mirror.repairInterval = .milliseconds(Int64(repairInterval * 1000))
+        $0.mirror.targetCheckInterval = .milliseconds(Int64(targetCheckInterval * 1000))
+      },
+      logger: logger)
+    let adminServer = MirrorAdminServer(address: try Authority(admin), metrics: metrics, logger: logger) {
+      supervisor.reports
+    }
+    services += [
+      .init(service: adminServer),
+      .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup),
+    ]
+    let group = ServiceGroup(
+      configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    do {
+      try await group.run()
+    } catch {
+      try? await localClient.shutdown()
+      throw error
+    }
+    try await localClient.shutdown()
+  }
+
+  /// The probe's mutual TLS: certified and rotated (`--identity`), fixed PEM files (`--cert`), or none.
+  /// The probe speaks HTTP/1.1, so that is the only ALPN it offers.
+  func makeTLS(
+    logger: Logger, services: inout [ServiceGroupConfiguration.ServiceConfiguration]
+  ) async throws -> MeshTLS? {
+    let tlsConfiguration = MeshTLS.Configuration.defaults { $0.clientALPN = [MeshTLS.ALPN.http11] }
+    if let cert, let key, let ca {
+      let chain = try PEMFiles.readCertificates(cert)
+      guard let leaf = chain.first else { throw ValidationError("--cert \(cert): no certificate") }
+      let material = WorkloadCertificate(
+        privateKey: try PEMFiles.readP256Key(key), leaf: leaf, intermediates: Array(chain.dropFirst()))
+      logger.notice("identity from PEM files", metadata: ["identity": "\(material.identity?.description ?? "none")"])
+      return try MeshTLS(
+        material: material, trustAnchors: try PEMFiles.readCertificates(ca), configuration: tlsConfiguration, logger: logger)
+    }
+    guard let identity, let token, let ca else { return nil }
+    let name = try IdentityName(identity)
+    let anchors = try PEMFiles.readCertificates(ca)
+    let tokenText: String
+    do {
+      tokenText = try String(contentsOfFile: token, encoding: .utf8)
+    } catch {
+      throw MeshError.invalidConfiguration("cannot read token file \(token)", cause: error)
+    }
+    let client = IdentityClient(
+      configuration: .init(
+        server: try Authority(identityServer), trustAnchors: anchors,
+        serverIdentity: try IdentityServer.serverIdentity(
+          controlPlaneNamespace: name.controlPlaneNamespace, trustDomain: name.trustDomain)))
+    let material = try await client.certify(identity: name, token: tokenText)
+    logger.notice("certified", metadata: ["identity": "\(name)", "valid_until": "\(material.notValidAfter)"])
+    let tls = try MeshTLS(material: material, trustAnchors: anchors, configuration: tlsConfiguration, logger: logger)
+    let rotator = CertificateRotator(initial: material, logger: logger) {
+      try await client.certify(identity: name, token: tokenText)
+    }
+    services += [.init(service: rotator), .init(service: RotationFollower(tls: tls, updates: rotator.updates()))]
+    return tls
+  }
+}
+
+/// Installs every renewed certificate into the probe's TLS contexts.
+struct RotationFollower: ServiceLifecycle.Service {
+  let tls: MeshTLS
+  let updates: AsyncStream<WorkloadCertificate>
+  func run() async throws {
+    await cancelWhenGracefulShutdown { await tls.follow(updates) }
+  }
+}
