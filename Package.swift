@@ -23,6 +23,7 @@ let package = Package(
     .library(name: "MeshKube", targets: ["MeshKube"]),
     .library(name: "MeshKubeLocal", targets: ["MeshKubeLocal"]),
     .library(name: "MeshMulticluster", targets: ["MeshMulticluster"]),
+    .library(name: "MeshDemo", targets: ["MeshDemo"]),
     .executable(name: "meshctl", targets: ["meshctl"]),
     .executable(name: "mesh-controller", targets: ["mesh-controller"]),
     .executable(name: "mesh-proxy", targets: ["mesh-proxy"]),
@@ -170,10 +171,25 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    .target(
+      name: "MeshDemo",
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshKube", "MeshKubeLocal", "MeshDiscovery", "MeshProxy",
+        "MeshMulticluster",
+        .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
     .executableTarget(
       name: "meshctl",
       dependencies: [
         "MeshCore",
+        "MeshDemo",
         "MeshIdentity",
         "MeshDiscovery",
         "MeshKube",

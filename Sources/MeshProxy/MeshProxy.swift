@@ -145,12 +145,14 @@ public final class MeshProxy: Service, Sendable {
   private func bindAdmin(_ address: Authority) async throws -> any Channel {
     let metrics = self.metrics
     let readiness = self.readiness
+    let tls = self.tls
     return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-          try channel.pipeline.syncOperations.addHandler(AdminHandler(metrics: metrics, readiness: readiness))
+          // Plain HTTP, or mutual TLS when a gateway probe (or any mesh client) connects with TLS: the probe
+          // checks the gateway's identity on the same port that serves /ready.
+          try channel.pipeline.syncOperations.addHandler(AdminDetector(tls: tls, metrics: metrics, readiness: readiness))
         }
       }
       .bind(host: address.host, port: address.port).get()

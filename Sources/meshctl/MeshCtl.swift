@@ -5,6 +5,9 @@ struct MeshCtl: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "meshctl",
     abstract: "Operate a SwiftMesh service mesh.",
-    subcommands: [IdentityCommand.self, DiagnosticsCommand.self, MulticlusterCommand.self, DevCommand.self]
+    subcommands: [
+      DemoCommand.self, StatCommand.self, IdentityCommand.self, DiagnosticsCommand.self, MulticlusterCommand.self,
+      DevCommand.self,
+    ]
   )
 }

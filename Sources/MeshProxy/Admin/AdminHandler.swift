@@ -1,3 +1,4 @@
+import MeshTLS
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -57,5 +58,38 @@ final class AdminHandler: ChannelInboundHandler {
     context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
     context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
     context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+  }
+}
+
+/// The admin port's first handler: a TLS ClientHello gets the mesh's TLS (client certificate optional), then
+/// HTTP/1.1; anything else is plain HTTP/1.1. Either way the admin handler answers.
+final class AdminDetector: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = ByteBuffer
+  typealias InboundOut = ByteBuffer
+  private let tls: MeshTLS?
+  private let metrics: ProxyMetrics
+  private let readiness: Readiness
+
+  init(tls: MeshTLS?, metrics: ProxyMetrics, readiness: Readiness) {
+    self.tls = tls
+    self.metrics = metrics
+    self.readiness = readiness
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let bytes = unwrapInboundIn(data)
+    let sync = context.pipeline.syncOperations
+    do {
+      if let tls, bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) == 0x16 {
+        _ = try tls.addServerHandlers(to: sync, requireClientCertificate: false)
+      }
+      try sync.configureHTTPServerPipeline(withErrorHandling: true)
+      try sync.addHandler(AdminHandler(metrics: metrics, readiness: readiness))
+    } catch {
+      context.close(promise: nil)
+      return
+    }
+    context.fireChannelRead(data)
+    sync.removeHandler(context: context, promise: nil)
   }
 }

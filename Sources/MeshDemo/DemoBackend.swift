@@ -1,0 +1,67 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The demo's application: an HTTP/1.1 server on loopback that answers every request with
+/// `cluster=<cluster> pod=<pod>` (after `delay`, to stand for real work), so a caller sees who served it.
+public final class DemoBackend: Sendable {
+  public let cluster: String
+  public let pod: String
+  public let port: Int
+  private let channel: any Channel
+
+  public init(cluster: String, pod: String, delay: Duration = .zero) async throws {
+    let amount = TimeAmount.nanoseconds(
+      delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000)
+    let body = "cluster=\(cluster) pod=\(pod)\n"
+    self.channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .childChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+          try channel.pipeline.syncOperations.addHandler(Responder(body: body, delay: amount))
+        }
+      }
+      .bind(host: "127.0.0.1", port: 0).get()
+    self.cluster = cluster
+    self.pod = pod
+    self.port = channel.localAddress?.port ?? 0
+  }
+
+  public func stop() async { try? await channel.close() }
+
+  private final class Responder: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    let body: String
+    let delay: TimeAmount
+    var keepAlive = true
+    init(body: String, delay: TimeAmount) {
+      self.body = body
+      self.delay = delay
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+      switch unwrapInboundIn(data) {
+      case .head(let head): keepAlive = head.isKeepAlive
+      case .body: break
+      case .end:
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let respond = {
+          let (handler, context) = bound.value
+          var headers = HTTPHeaders()
+          headers.add(name: "content-type", value: "text/plain")
+          headers.add(name: "content-length", value: String(handler.body.utf8.count))
+          if !handler.keepAlive { headers.add(name: "connection", value: "close") }
+          context.write(handler.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+          context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: handler.body)))), promise: nil)
+          let keepAlive = handler.keepAlive
+          context.writeAndFlush(handler.wrapOutboundOut(.end(nil))).whenComplete { _ in
+            if !keepAlive { context.close(promise: nil) }
+          }
+        }
+        if delay == .zero { respond() } else { context.eventLoop.scheduleTask(in: delay, respond) }
+      }
+    }
+  }
+}
