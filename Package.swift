@@ -297,6 +297,14 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .testTarget(
+      name: "MeshDemoTests",
+      dependencies: [
+        "MeshDemo", "MeshMulticluster",
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
       name: "MeshProxyTests",
       dependencies: [
         "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "MeshDiscovery", "MeshKube", "MeshKubeLocal", "_MeshTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),

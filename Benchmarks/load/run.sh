@@ -18,7 +18,7 @@ RATE=${RATE:-500}
 for tool in nginx haproxy wrk hey h2load kubectl curl; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "missing $tool (apt-get install it)" >&2; exit 1; }
 done
-swift build -c "$BUILD" --product meshctl --product mesh-controller --product mesh-proxy >/dev/null
+for product in meshctl mesh-controller mesh-proxy; do swift build -c "$BUILD" --product "$product" >/dev/null; done
 BIN=$(cd "$(swift build -c "$BUILD" --show-bin-path)" && pwd)
 W=$(mktemp -d); chmod 755 "$W"
 PIDS=()

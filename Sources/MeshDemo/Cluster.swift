@@ -262,6 +262,17 @@ final class Cluster: Sendable {
 
   static let splitName = "backend-split"
 
+  /// backend's ServiceProfile: GET is retryable (an idempotent read), so a request whose leaf dies under it
+  /// is sent again, within the retry budget, to a leaf that can serve it.
+  func applyProfile() throws {
+    _ = try state.create(
+      ServiceProfile(
+        metadata: ObjectMeta(name: "backend.default.svc.cluster.local", namespace: "default"),
+        spec: .init(routes: [
+          .init(name: "GET /", condition: .init(method: "GET", pathRegex: "/.*"), isRetryable: true, timeout: "10s")
+        ])))
+  }
+
   func applySplit(westPercent: Int) throws {
     let west = max(0, min(100, westPercent))
     let split = TrafficSplit(

@@ -105,6 +105,7 @@ public enum Demo {
       // East's client, and the split of backend between east and west.
       let client = try await east.startProxy(
         serviceAccount: "web", namespace: namespace, app: 1, gateway: false, in: &group, services, logger)
+      try east.applyProfile()
       try east.applySplit(westPercent: options.split)
       try await east.waitForSplit(westPercent: options.split)
       say("TrafficSplit backend -> {backend: \(100 - options.split), backend-west: \(options.split)} applied in east")
@@ -173,10 +174,21 @@ public enum Demo {
                 shared.results.withLock { $0.events.append("west's gateway stopped after \(index) requests") }
                 west.stopGateway()
                 if options.failover {
-                  Task {
-                    let event = await east.failOver(from: west)
-                    say(event)
-                    shared.results.withLock { $0.events.append(event) }
+                  shared.failover.withLock {
+                    $0 = Task {
+                      let event = await east.failOver(from: west)
+                      say(event)
+                      shared.results.withLock { $0.events.append(event) }
+                    }
+                  }
+                } else {
+                  shared.failover.withLock {
+                    $0 = Task {
+                      try? await east.waitForGateway(of: west, alive: false)
+                      let event = "west's gateway probed dead; the split still sends \(options.split) % to backend-west"
+                      say(event)
+                      shared.results.withLock { $0.events.append(event) }
+                    }
                   }
                 }
               }
@@ -213,6 +225,8 @@ public enum Demo {
       throw error
     }
     try await client.shutdown()
+    // The probe needs a few periods to call the gateway dead: wait for that part of the story to finish.
+    if let pending = shared.failover.withLock({ $0 }) { await pending.value }
     var results = shared.results.withLock { $0 }
     results.elapsed = (ContinuousClock.now - started).seconds
     return results
@@ -244,6 +258,7 @@ final class LoadShared: Sendable {
   let results = Mutex(Demo.LoadResults())
   let next = Atomic<Int>(0)
   let stopped = Atomic<Bool>(false)
+  let failover = Mutex<Task<Void, Never>?>(nil)
 }
 
 extension Duration {

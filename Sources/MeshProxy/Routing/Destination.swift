@@ -135,6 +135,14 @@ final class Destination: Sendable {
     for waiter in waiters { waiter.succeed() }
   }
 
+  /// Whether a request sent here now could get an endpoint: not yet resolved (unknown: give it a chance), an
+  /// unknown name (forwarded as is), or an endpoint that failure accrual has not ejected.
+  var canServe: Bool {
+    let (resolved, exists) = state.withLock { ($0.resolved, $0.exists) }
+    guard resolved, exists else { return true }
+    return balancer.stats.availableEndpoints > 0
+  }
+
   /// Picks a target for one request, waiting for endpoints until `deadline`.
   func target(on eventLoop: any EventLoop, deadline: NIODeadline) -> EventLoopFuture<Target> {
     let (resolved, exists) = state.withLock { ($0.resolved, $0.exists) }

@@ -91,10 +91,16 @@ final class CompiledProfile: @unchecked Sendable {
     return RequestPolicy(authority: authority, budget: budget)
   }
 
-  /// Picks a leaf of the traffic split by weight, or nil when there is no split.
-  func pickLeaf(random: Double = Double.random(in: 0..<1)) -> Authority? {
-    let leaves = profile.destinationOverrides.filter { $0.weight > 0 }
-    guard !leaves.isEmpty else { return nil }
+  /// Picks a leaf of the traffic split by weight, or nil when there is no split. Leaves `isAvailable`
+  /// rejects are passed over while another leaf with weight is available; with none available, all leaves
+  /// with weight are candidates (the request then waits or fails on its leaf as usual).
+  func pickLeaf(
+    random: Double = Double.random(in: 0..<1), isAvailable: (Authority) -> Bool = { _ in true }
+  ) -> Authority? {
+    let weighted = profile.destinationOverrides.filter { $0.weight > 0 }
+    guard !weighted.isEmpty else { return nil }
+    let available = weighted.filter { isAvailable($0.authority) }
+    let leaves = available.isEmpty ? weighted : available
     let total = leaves.reduce(0.0) { $0 + Double($1.weight) }
     var point = random * total
     for leaf in leaves {

@@ -114,11 +114,15 @@ public final class OutboundRouter: RequestRouter, Sendable {
     guard let apex = request.authority else {
       return eventLoop.makeFailedFuture(ProxyError(.badAuthority, "request has no valid Host/:authority"))
     }
-    // A traffic split picks a leaf per request (and per retry); each leaf has its own endpoints and balancer.
-    let authority = destination(for: apex).profile?.pickLeaf() ?? apex
     let deadline = NIODeadline.now() + TimeAmount(configuration.failfastTimeout)
-    return attempt(
-      request, apex: apex, authority: authority, deadline: deadline, attemptsLeft: Self.connectAttempts, on: eventLoop)
+    return attempt(request, apex: apex, deadline: deadline, attemptsLeft: Self.connectAttempts, on: eventLoop)
+  }
+
+  /// The target of one attempt: a leaf of the apex's traffic split (by weight, among leaves that have an
+  /// endpoint to offer, so a dead cluster's leaf is passed over while another leaf can serve), else the apex.
+  private func pickTarget(apex: Authority) -> Authority {
+    guard let profile = destination(for: apex).profile else { return apex }
+    return profile.pickLeaf { leaf in self.destination(for: leaf).canServe } ?? apex
   }
 
   /// Connection attempts per request. A request whose connection failed never reached the upstream, so it
@@ -126,9 +130,10 @@ public final class OutboundRouter: RequestRouter, Sendable {
   static let connectAttempts = 3
 
   private func attempt(
-    _ request: RoutedRequest, apex: Authority, authority: Authority, deadline: NIODeadline, attemptsLeft: Int,
-    on eventLoop: any EventLoop
+    _ request: RoutedRequest, apex: Authority, deadline: NIODeadline, attemptsLeft: Int, on eventLoop: any EventLoop
   ) -> EventLoopFuture<Upstream> {
+    // Each attempt picks its leaf again: a connection refused by one leaf (a gateway gone) may go to another.
+    let authority = pickTarget(apex: apex)
     var head = request.head
     HTTPHeaderRules.stripHopByHop(&head.headers)
     let opened = destination(for: authority).target(on: eventLoop, deadline: deadline).flatMap { target in
@@ -171,8 +176,7 @@ public final class OutboundRouter: RequestRouter, Sendable {
       guard attemptsLeft > 1, let proxyError = error as? ProxyError, proxyError.reason == .connectFailed,
         NIODeadline.now() < deadline
       else { return eventLoop.makeFailedFuture(error) }
-      return self.attempt(
-        request, apex: apex, authority: authority, deadline: deadline, attemptsLeft: attemptsLeft - 1, on: eventLoop)
+      return self.attempt(request, apex: apex, deadline: deadline, attemptsLeft: attemptsLeft - 1, on: eventLoop)
     }
   }
 }

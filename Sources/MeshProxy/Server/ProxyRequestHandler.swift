@@ -372,6 +372,28 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     return true
   }
 
+  /// The upstream failed before any response (reset, closed: a crashed peer) on a retryable route: sent again
+  /// under the same rules as a failed response (whole request kept, retries left, budget).
+  private func retryAfterFailure(_ forwarding: ForwardingState, error: (any Error)?, context: ChannelHandlerContext) -> Bool {
+    guard policy.isRetryable, forwarding.requestEnded, retries < Self.maxRetries, let replay, let request,
+      let budget = policy.budget, budget.withdraw()
+    else { return false }
+    retries += 1
+    metrics.routeRetry(policy, direction: router.direction)
+    logger.debug(
+      "retrying after an upstream failure",
+      metadata: [
+        "authority": "\(currentAuthority)", "route": "\(policy.routeName)",
+        "error": "\(error.map { "\($0)" } ?? "closed")", "retry": "\(retries)",
+      ])
+    attemptID &+= 1
+    forwarding.upstream.ticket?.complete(.failure)
+    forwarding.upstream.channel.close(promise: nil)
+    state = .opening(buffered: replay)
+    route(request, context: context)
+    return true
+  }
+
   func upstreamReadComplete(attempt: Int) {
     guard attempt == attemptID else { return }
     context?.flush()
@@ -404,6 +426,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       route(request, context: context)
       return
     }
+    if !forwarding.responseStarted, retryAfterFailure(forwarding, error: error, context: context) { return }
     forwarding.upstream.ticket?.complete(.failure)
     if forwarding.responseStarted {
       // Mid-response: the only honest signal left is to break the downstream stream too.
