@@ -1,5 +1,6 @@
 import Foundation
 import MeshCore
+import MeshIdentity
 import MeshKube
 import MeshKubeLocal
 import MeshMulticluster
@@ -146,6 +147,61 @@ struct CLITests {
         meshctl, ["multicluster", "link", "--cluster-name", "west", "--kubeconfig", westKubeconfig, "--gateway-addresses", "gw.example"])
       #expect(bad.status != 0 && bad.stderr.contains("gw.example"), "\(bad)")
     }
+  }
+
+  @Test("The mesh-mirror binary: mirrors with mTLS probes, SIGTERM deletes nothing, a restart converges",
+        .enabled(if: productsDirectory != nil))
+  func meshMirrorBinary() async throws {
+    let binary = try #require(productsDirectory?.appendingPathComponent("mesh-mirror").path)
+    let meshctl = try #require(meshctlPath)
+    let dir = try TemporaryDirectory(prefix: "multicluster-mesh-mirror")
+    defer { dir.remove() }
+    let pki = try TestPKI()
+    let material = try pki.workload(Identities.mirror)
+    try PEMFiles.write(PEMFiles.pem(material.chain), to: dir.file("tls.crt"))
+    try PEMFiles.write(PEMFiles.pem(material.privateKey), to: dir.file("tls.key"), secret: true)
+    try PEMFiles.write(PEMFiles.pem([pki.anchor.certificate]), to: dir.file("ca.crt"))
+    let gateway = try await TestGateway(pki: pki)
+    try await withClusters { east, west, _ in
+      try west.addService("one")
+      try west.addService("two")
+      try west.addService("three")
+      try east.linkTo(
+        west, gatewayAddresses: ["127.0.0.1"], gatewayIdentity: Identities.gateway.description,
+        probe: Link.ProbeSpec(path: "/ready", port: gateway.port, period: "200ms", timeout: "1s", failureThreshold: 3))
+      let kubeconfig = dir.file("east.kubeconfig")
+      try east.kubeconfig.write(toFile: kubeconfig, atomically: true, encoding: .utf8)
+      let adminPort = try await MeshTLSEcho.freePort()
+      let arguments = [
+        "--kubeconfig", kubeconfig, "--admin", "127.0.0.1:\(adminPort)", "--cert", dir.file("tls.crt"),
+        "--key", dir.file("tls.key"), "--ca", dir.file("ca.crt"), "--target-check-interval", "0.3",
+      ]
+      let first = try BackgroundProcess(binary, arguments)
+      try await first.waitForOutput(containing: "admin listening")
+      try await eventually("3 mirrors, gateway alive", timeout: .seconds(15)) {
+        try east.mirrorNames(of: "west") == ["default/one-west", "default/three-west", "default/two-west"]
+          && east.condition("west", "GatewayAlive")?.status == "True"
+      }
+      let table = try await Subprocess.run(meshctl, ["multicluster", "gateways", "--admin", "127.0.0.1:\(adminPort)"])
+      #expect(table.stdout.split(separator: "\n").dropFirst().first?.hasPrefix("west     True   3") == true, "\(table)")
+      first.terminate()
+      #expect(!first.isRunning)
+      #expect(try east.mirrorNames(of: "west").count == 3, "stopping mesh-mirror deletes nothing:\n\(first.printed)")
+
+      try west.deleteService("one")
+      try west.addService("four")
+      try west.state.mergePatch(
+        MeshKube.Service.self, name: "three", namespace: "default",
+        patch: ["spec": ["ports": [["name": "http", "port": 3333, "protocol": "TCP"]]]])
+      let second = try BackgroundProcess(binary, arguments)
+      defer { second.terminate() }
+      try await eventually("converged after the restart", timeout: .seconds(15)) {
+        try east.mirrorNames(of: "west") == ["default/four-west", "default/three-west", "default/two-west"]
+          && east.mirrors(of: "west")["default/three-west"]?.spec?.ports?.map(\.port) == [3333]
+      }
+      #expect(gateway.clientIdentities.contains(Identities.mirror))
+    }
+    await gateway.stop()
   }
 
   @Test("promtool accepts the mirror's /metrics", .enabled(if: Subprocess.which("promtool") != nil))

@@ -50,7 +50,10 @@ extension ServiceMirror {
     queue.reset()
     logger.info(
       "following the target cluster",
-      metadata: ["server": "\(client.config.server)", "gateway": "\(settings.gatewayAddresses):\(settings.gatewayPort)"])
+      metadata: [
+        "server": "\(client.config.server)",
+        "gateway": "\(settings.gatewayAddresses.joined(separator: ",")) port \(settings.gatewayPort)",
+      ])
 
     await withDiscardingTaskGroup { group in
       group.addTask { try? await caches.services.run() }
@@ -276,7 +279,8 @@ extension ServiceMirror {
     let updated = book.updated - before.1
     let deleted = book.deleted - before.2
     let metadata: Logger.Metadata = [
-      "mirrors": "\(book.services.count)", "created": "\(created)", "updated": "\(updated)", "deleted": "\(deleted)",
+      "mirrors": "\(book.services.count)", "objects_created": "\(created)", "objects_updated": "\(updated)",
+      "mirrors_deleted": "\(deleted)",
     ]
     if created + updated + deleted > 0 {
       logger.notice("repaired mirrors", metadata: metadata)
