@@ -123,7 +123,12 @@ struct CLITests {
       }
 
       let adminPort = try await admin.port()
-      let table = try await Subprocess.run(meshctl, ["multicluster", "gateways", "--admin", "127.0.0.1:\(adminPort)"])
+      var output: Subprocess.Output?
+      try await eventually("meshctl multicluster gateways shows 1 service: \(output?.description ?? "-")") {
+        output = try await Subprocess.run(meshctl, ["multicluster", "gateways", "--admin", "127.0.0.1:\(adminPort)"])
+        return output?.stdout.contains("NotProbed  1") == true
+      }
+      let table = try #require(output)
       #expect(table.status == 0, "\(table)")
       let lines = table.stdout.split(separator: "\n")
       #expect(lines.first == "CLUSTER  ALIVE      NUM_SVC  LATENCY_P50  LATENCY_P95  LATENCY_P99", "\(table.stdout)")
@@ -182,8 +187,12 @@ struct CLITests {
         try east.mirrorNames(of: "west") == ["default/one-west", "default/three-west", "default/two-west"]
           && east.condition("west", "GatewayAlive")?.status == "True"
       }
-      let table = try await Subprocess.run(meshctl, ["multicluster", "gateways", "--admin", "127.0.0.1:\(adminPort)"])
-      #expect(table.stdout.split(separator: "\n").dropFirst().first?.hasPrefix("west     True   3") == true, "\(table)")
+      var table: Subprocess.Output?
+      try await eventually("meshctl multicluster gateways shows west alive with 3 services: \(table?.description ?? "-")") {
+        table = try await Subprocess.run(meshctl, ["multicluster", "gateways", "--admin", "127.0.0.1:\(adminPort)"])
+        return table?.stdout.split(separator: "\n").dropFirst().first?.hasPrefix("west     True   3") == true
+      }
+      #expect(table?.status == 0)
       first.terminate()
       #expect(!first.isRunning)
       #expect(try east.mirrorNames(of: "west").count == 3, "stopping mesh-mirror deletes nothing:\n\(first.printed)")

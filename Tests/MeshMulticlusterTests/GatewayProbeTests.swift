@@ -75,8 +75,12 @@ struct GatewayProbeTests {
           && east.state.get(Endpoints.self, name: "api-west", namespace: "default")?.subsets?.first?.addresses?.map(\.ip)
             == ["127.0.0.1"]
       }
-      let alive = try await httpGet(port: adminPort, "/gateways")
-      let reports = try JSONDecoder().decode([GatewayReport].self, from: Data(alive.body.utf8))
+      var reports: [GatewayReport] = []
+      try await eventually("/gateways reports west alive with 1 service") {
+        let answer = try await httpGet(port: adminPort, "/gateways")
+        reports = try JSONDecoder().decode([GatewayReport].self, from: Data(answer.body.utf8))
+        return reports.first?.alive == true && reports.first?.numServices == 1
+      }
       let report = try #require(reports.first)
       #expect(report.cluster == "west" && report.alive == true && report.numServices == 1 && report.probed)
       #expect(report.latencyP50 != nil && report.latencyP99 != nil)

@@ -291,6 +291,10 @@ extension ServiceMirror {
 
   /// Brings the mirror of one remote service (`namespace/name`) in line with the remote and the Link.
   func reconcile(_ remoteKey: String, _ book: inout Book, planner: MirrorPlanner, caches: Caches) async {
+    defer {
+      let count = book.services.count
+      shared.withLock { $0.mirroredCount = count }
+    }
     guard let slash = remoteKey.firstIndex(of: "/") else { return }
     let namespace = String(remoteKey[..<slash])
     let name = String(remoteKey[remoteKey.index(after: slash)...])
@@ -416,7 +420,10 @@ extension ServiceMirror {
   func publish(_ book: Book) {
     let mirrored = book.services.keys.sorted()
     let changed = shared.withLock { s -> Bool in
-      defer { s.mirrored = mirrored }
+      defer {
+        s.mirrored = mirrored
+        s.mirroredCount = mirrored.count
+      }
       return s.mirrored != mirrored
     }
     metrics.mirroredServices(clusterName, mirrored.count)
