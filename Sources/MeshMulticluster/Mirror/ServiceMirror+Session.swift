@@ -31,17 +31,11 @@ extension ServiceMirror {
 
   /// Follows the target with one set of credentials until cancelled or told to restart.
   func session(settings: LinkSettings, remote client: KubeClient, secretVersion: String?) async {
-    let remoteConfiguration = { (namespace: String?) in
-      Informer<MeshKube.Service>.Configuration.defaults {
-        $0.namespace = namespace
-        $0.maxBackoff = self.configuration.remoteMaxBackoff
-      }
-    }
+    // All namespaces of the target; retries capped so a returning target is noticed soon.
+    let maxBackoff = configuration.remoteMaxBackoff
     let caches = Caches(
-      services: Informer(client: client, configuration: remoteConfiguration(nil), logger: logger),
-      endpoints: Informer(
-        client: client,
-        configuration: .defaults { $0.maxBackoff = self.configuration.remoteMaxBackoff }, logger: logger),
+      services: Informer(client: client, configuration: .defaults { $0.maxBackoff = maxBackoff }, logger: logger),
+      endpoints: Informer(client: client, configuration: .defaults { $0.maxBackoff = maxBackoff }, logger: logger),
       namespaces: Informer(client: localClient, logger: logger))
     let serviceEvents = caches.services.events()
     let endpointEvents = caches.endpoints.events()
