@@ -74,9 +74,12 @@ struct MulticlusterCommand: AsyncParsableCommand {
         let client = try KubeClient(config: config, logger: MulticlusterCommand.quietLogger)
         do {
           gateway = try await GatewayValues.read(from: client, namespace: namespace)
+        } catch let error as MulticlusterError {
+          try? await client.shutdown()
+          throw MulticlusterCLIError(error.message)
         } catch {
           try? await client.shutdown()
-          throw ValidationError("\(error)")
+          throw MulticlusterCLIError("cannot read the gateway Service from \(config.server): \(error)")
         }
         try await client.shutdown()
       }
@@ -90,7 +93,7 @@ struct MulticlusterCommand: AsyncParsableCommand {
       manifest.namespace = namespace
       manifest.clusterDomain = clusterDomain
       manifest.selector = try Self.parseSelector(selector)
-      do { try manifest.validate() } catch { throw ValidationError("\(error.message)") }
+      do { try manifest.validate() } catch { throw MulticlusterCLIError(error.message) }
       print(try manifest.yaml(), terminator: "")
     }
 
@@ -143,7 +146,7 @@ struct MulticlusterCommand: AsyncParsableCommand {
         _ = try await client.mergePatch(MeshKube.Service.self, name: name, namespace: namespace, patch: patch)
       } catch let error as KubeError where error.isNotFound {
         try? await client.shutdown()
-        throw ValidationError("service \(namespace)/\(name) does not exist")
+        throw MulticlusterCLIError("service \(namespace)/\(name) does not exist")
       } catch {
         try? await client.shutdown()
         throw error
@@ -200,12 +203,12 @@ struct MulticlusterCommand: AsyncParsableCommand {
           HTTPClientRequest(url: url), timeout: .milliseconds(Int64(timeout * 1000)))
         body = try await response.body.collect(upTo: 16 * 1024 * 1024)
         guard response.status == .ok else {
-          throw ValidationError("\(url) answered \(response.status.code): \(String(buffer: body))")
+          throw MulticlusterCLIError("\(url) answered \(response.status.code): \(String(buffer: body))")
         }
       } catch {
         try? await client.shutdown()
-        if error is ValidationError { throw error }
-        throw ValidationError("cannot read \(url): \(error)")
+        if error is MulticlusterCLIError { throw error }
+        throw MulticlusterCLIError("cannot read \(url): \(error)")
       }
       try await client.shutdown()
       let reports = try JSONDecoder().decode([GatewayReport].self, from: Data(body.readableBytesView))
@@ -219,4 +222,10 @@ struct MulticlusterCommand: AsyncParsableCommand {
       }
     }
   }
+}
+
+/// A failure of a multicluster command (printed as `Error: <message>`, without the usage text).
+struct MulticlusterCLIError: Error, CustomStringConvertible {
+  var description: String
+  init(_ description: String) { self.description = description }
 }

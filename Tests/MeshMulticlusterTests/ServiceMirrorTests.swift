@@ -271,6 +271,41 @@ struct ServiceMirrorTests {
     }
   }
 
+  @Test("Link spec changes: new gateway address and port re-plan every mirror; a narrower selector deletes the rest")
+  func linkSpecChanges() async throws {
+    try await withClusters { east, west, group in
+      try west.addService("alpha", labels: ["tier": "gold"])
+      try west.addService("beta")
+      try east.linkTo(west)
+      let controller = run(supervisor(for: east), in: &group)
+      defer { controller.stop() }
+      try await eventually("2 mirrors at 192.0.2.10:4143") {
+        try east.mirrorNames(of: "west") == ["default/alpha-west", "default/beta-west"]
+          && east.state.get(Endpoints.self, name: "beta-west", namespace: "default")?.subsets?.first?.addresses?.map(\.ip) == ["192.0.2.10"]
+      }
+      try east.state.mergePatch(
+        Link.self, name: "west", namespace: MirrorMetadata.multiclusterNamespace,
+        patch: ["spec": ["gatewayAddresses": ["192.0.2.20", "192.0.2.21"], "gatewayPort": 4200]])
+      try await eventually("every mirror's endpoints at the new gateway") {
+        ["alpha-west", "beta-west"].allSatisfy { name in
+          let subset = east.state.get(Endpoints.self, name: name, namespace: "default")?.subsets?.first
+          return subset?.addresses?.map(\.ip) == ["192.0.2.20", "192.0.2.21"] && subset?.ports?.map(\.port) == [4200]
+        }
+      }
+      try east.state.mergePatch(
+        Link.self, name: "west", namespace: MirrorMetadata.multiclusterNamespace,
+        patch: ["spec": ["selector": ["matchLabels": ["tier": "gold", MirrorMetadata.exportedLabel: "true"]]]])
+      try await eventually("only alpha stays") { try east.mirrorNames(of: "west") == ["default/alpha-west"] }
+      // An invalid update keeps the mirrors as they are and says why.
+      try east.state.mergePatch(
+        Link.self, name: "west", namespace: MirrorMetadata.multiclusterNamespace,
+        patch: ["spec": ["gatewayAddresses": ["not-an-ip"]]])
+      try await eventually("LinkValid False") { east.condition("west", "LinkValid")?.status == "False" }
+      #expect(east.condition("west", "LinkValid")?.message?.contains("not-an-ip") == true)
+      #expect(try east.mirrorNames(of: "west") == ["default/alpha-west"])
+    }
+  }
+
   @Test("Bad input (missing Secret, broken kubeconfig, invalid spec): clear conditions; a good Link keeps mirroring")
   func badInput() async throws {
     try await withClusters { east, west, group in

@@ -31,17 +31,11 @@ extension ServiceMirror {
 
   /// Follows the target with one set of credentials until cancelled or told to restart.
   func session(settings: LinkSettings, remote client: KubeClient, secretVersion: String?) async {
-    let remoteConfiguration = { (namespace: String?) in
-      Informer<MeshKube.Service>.Configuration.defaults {
-        $0.namespace = namespace
-        $0.maxBackoff = self.configuration.remoteMaxBackoff
-      }
-    }
+    // All namespaces of the target; retries capped so a returning target is noticed soon.
+    let maxBackoff = configuration.remoteMaxBackoff
     let caches = Caches(
-      services: Informer(client: client, configuration: remoteConfiguration(nil), logger: logger),
-      endpoints: Informer(
-        client: client,
-        configuration: .defaults { $0.maxBackoff = self.configuration.remoteMaxBackoff }, logger: logger),
+      services: Informer(client: client, configuration: .defaults { $0.maxBackoff = maxBackoff }, logger: logger),
+      endpoints: Informer(client: client, configuration: .defaults { $0.maxBackoff = maxBackoff }, logger: logger),
       namespaces: Informer(client: localClient, logger: logger))
     let serviceEvents = caches.services.events()
     let endpointEvents = caches.endpoints.events()
@@ -50,7 +44,10 @@ extension ServiceMirror {
     queue.reset()
     logger.info(
       "following the target cluster",
-      metadata: ["server": "\(client.config.server)", "gateway": "\(settings.gatewayAddresses):\(settings.gatewayPort)"])
+      metadata: [
+        "server": "\(client.config.server)",
+        "gateway": "\(settings.gatewayAddresses.joined(separator: ",")) port \(settings.gatewayPort)",
+      ])
 
     await withDiscardingTaskGroup { group in
       group.addTask { try? await caches.services.run() }
@@ -276,7 +273,8 @@ extension ServiceMirror {
     let updated = book.updated - before.1
     let deleted = book.deleted - before.2
     let metadata: Logger.Metadata = [
-      "mirrors": "\(book.services.count)", "created": "\(created)", "updated": "\(updated)", "deleted": "\(deleted)",
+      "mirrors": "\(book.services.count)", "objects_created": "\(created)", "objects_updated": "\(updated)",
+      "mirrors_deleted": "\(deleted)",
     ]
     if created + updated + deleted > 0 {
       logger.notice("repaired mirrors", metadata: metadata)
@@ -287,6 +285,10 @@ extension ServiceMirror {
 
   /// Brings the mirror of one remote service (`namespace/name`) in line with the remote and the Link.
   func reconcile(_ remoteKey: String, _ book: inout Book, planner: MirrorPlanner, caches: Caches) async {
+    defer {
+      let count = book.services.count
+      shared.withLock { $0.mirroredCount = count }
+    }
     guard let slash = remoteKey.firstIndex(of: "/") else { return }
     let namespace = String(remoteKey[..<slash])
     let name = String(remoteKey[remoteKey.index(after: slash)...])
@@ -412,7 +414,10 @@ extension ServiceMirror {
   func publish(_ book: Book) {
     let mirrored = book.services.keys.sorted()
     let changed = shared.withLock { s -> Bool in
-      defer { s.mirrored = mirrored }
+      defer {
+        s.mirrored = mirrored
+        s.mirroredCount = mirrored.count
+      }
       return s.mirrored != mirrored
     }
     metrics.mirroredServices(clusterName, mirrored.count)

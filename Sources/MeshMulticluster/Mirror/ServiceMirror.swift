@@ -59,6 +59,8 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
     var link: Link
     var conditions: [String: Condition] = [:]
     var mirrored: [String] = []
+    /// Mirror Services in place right now (updated after every reconciliation, the list after every batch).
+    var mirroredCount = 0
     var probe: GatewayProbe.Snapshot?
     var probed = false
     var targetReachable: Bool?
@@ -131,7 +133,7 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
     shared.withLock { s in
       GatewayReport(
         link: linkKey, cluster: clusterName, alive: s.probed ? (s.probe?.alive) : nil, probed: s.probed,
-        numServices: s.mirrored.count, latencyP50: s.probe?.latencyP50, latencyP95: s.probe?.latencyP95,
+        numServices: s.mirroredCount, latencyP50: s.probe?.latencyP50, latencyP95: s.probe?.latencyP95,
         latencyP99: s.probe?.latencyP99, targetReachable: s.targetReachable,
         lastError: s.probe?.lastError.map { "\($0)" })
     }
