@@ -259,6 +259,7 @@ let package = Package(
       name: "MeshKubeTests",
       dependencies: [
         "MeshCore", "MeshKube", "MeshKubeLocal", "_MeshTestSupport",
+        .product(name: "Yams", package: "Yams"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -6,6 +6,22 @@ import Testing
 
 @Suite("Resolver against the destination server, end to end")
 struct ResolverTests {
+  @Test("the destination given by host name (localhost), as in a cluster's manifests, resolves like an address")
+  func hostName() async throws {
+    try await withDiscovery { kube, server, port in
+      try kube.state.create(service("web", "app"))
+      try kube.state.create(endpoints("web", "app", ips: ["10.1.0.7"], pods: false))
+      try await withResolver(host: "localhost", port: port) { resolver in
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          let snapshots = record(resolver.endpoints(for: try authority("web.app.svc.cluster.local:8080")), in: &group)
+          try await eventually("web's endpoints through localhost") { snapshots.last?.endpoints.count == 1 }
+          #expect(snapshots.last?.endpoints.first?.address == (try authority("10.1.0.7:8080")))
+          group.cancelAll()
+        }
+      }
+    }
+  }
+
   @Test("a mirror service resolves to the gateway address with the gateway identity and the authority override")
   func mirror() async throws {
     try await withDiscovery { kube, server, port in

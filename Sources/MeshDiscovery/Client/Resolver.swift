@@ -80,7 +80,7 @@ public final class Resolver: ServiceLifecycle.Service, Sendable {
     transportConfig.backoff = .init(
       initial: configuration.initialBackoff, max: configuration.maxBackoff, multiplier: 2, jitter: 0.2)
     let transport = try HTTP2ClientTransport.Posix(
-      target: .ipv4(address: configuration.host, port: configuration.port),
+      target: Self.target(host: configuration.host, port: configuration.port),
       transportSecurity: configuration.transportSecurity,
       config: transportConfig)
     self.client = GRPCClient(transport: transport)
@@ -89,6 +89,16 @@ public final class Resolver: ServiceLifecycle.Service, Sendable {
   }
 
   public var statistics: Statistics { stats.withLock { $0 } }
+
+  /// The gRPC target for `host`: an IPv4 or IPv6 literal as such, anything else a DNS name (as in a cluster,
+  /// `swiftmesh-destination.swiftmesh.svc.cluster.local`).
+  static func target(host: String, port: Int) -> any ResolvableTarget {
+    let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+    let parts = bare.split(separator: ".", omittingEmptySubsequences: false)
+    if parts.count == 4, parts.allSatisfy({ UInt8($0) != nil }) { return .ipv4(address: bare, port: port) }
+    if bare.contains(":") { return .ipv6(address: bare, port: port) }
+    return .dns(host: bare, port: port)
+  }
 
   /// Complete endpoint snapshots of `authority`: the last known at once, then each change. Ends when
   /// the resolver stops, or with a `DiscoveryError` when the server rejects the authority.
