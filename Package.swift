@@ -300,7 +300,7 @@ let package = Package(
     .testTarget(
       name: "MeshDemoTests",
       dependencies: [
-        "MeshDemo", "MeshMulticluster",
+        "MeshDemo", "MeshMulticluster", "_MeshTestSupport",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings

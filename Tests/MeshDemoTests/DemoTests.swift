@@ -3,6 +3,7 @@ import Logging
 import MeshDemo
 import MeshMulticluster
 import Testing
+import _MeshTestSupport
 
 @Suite("meshctl demo", .serialized)
 struct DemoTests {
@@ -44,6 +45,24 @@ struct DemoTests {
     #expect(gateway.alive == true)
     #expect(gateway.numServices >= 1)
     #expect(gateway.latencyP50 != nil)
+  }
+
+  @Test("the meshctl binary: `meshctl demo --requests 100 --output json` prints the summary and exits 0")
+  func binary() async throws {
+    let meshctl = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+      .appendingPathComponent("meshctl").path
+    guard FileManager.default.isExecutableFile(atPath: meshctl) else {
+      Issue.record("meshctl is not built next to the test bundle (\(meshctl)); `swift build` builds it")
+      return
+    }
+    let out = try await Subprocess.run("timeout", ["120", meshctl, "demo", "--requests", "100", "--split", "30", "--output", "json"])
+    #expect(out.status == 0, "\(out.stderr.suffix(2000))")
+    let summary = try JSONDecoder().decode(DemoSummary.self, from: Data(out.stdout.utf8))
+    #expect(summary.ok)
+    #expect(summary.succeeded == 100)
+    #expect(Set(summary.leaves.map(\.name)) == ["backend", "backend-west"])
+    #expect(out.stderr.contains("progress: 100/100 done"), "progress lines go to stderr with JSON output")
+    #expect(summary.leaves.allSatisfy { $0.latencyP50 != nil && $0.tlsRequests == $0.requests })
   }
 
   @Test("--failover: west's gateway stops half-way; the probe finds it dead, the split moves, every request succeeds")
