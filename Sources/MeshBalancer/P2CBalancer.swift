@@ -208,6 +208,16 @@ public final class P2CBalancer<Endpoint: Hashable & Sendable>: Sendable {
     return self.state.withLock { $0.stats(now: now) }
   }
 
+  /// Endpoints that would take a request now (not ejected), without building the full `stats`: cheap enough
+  /// to ask per request.
+  public var availableEndpointCount: Int {
+    let now = self.clock.nanoseconds
+    return self.state.withLock { state in
+      state.advance(to: now)
+      return state.ready.count
+    }
+  }
+
   /// The state of every endpoint, including draining ones.
   public func endpointSnapshots() -> [EndpointSnapshot<Endpoint>] {
     let now = self.clock.nanoseconds

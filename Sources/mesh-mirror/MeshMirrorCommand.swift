@@ -115,35 +115,10 @@ struct MeshMirrorCommand: AsyncParsableCommand {
         material: material, trustAnchors: try PEMFiles.readCertificates(ca), configuration: tlsConfiguration, logger: logger)
     }
     guard let identity, let token, let ca else { return nil }
-    let name = try IdentityName(identity)
-    let anchors = try PEMFiles.readCertificates(ca)
-    let tokenText: String
-    do {
-      tokenText = try String(contentsOfFile: token, encoding: .utf8)
-    } catch {
-      throw MeshError.invalidConfiguration("cannot read token file \(token)", cause: error)
-    }
-    let client = IdentityClient(
-      configuration: .init(
-        server: try Authority(identityServer), trustAnchors: anchors,
-        serverIdentity: try IdentityServer.serverIdentity(
-          controlPlaneNamespace: name.controlPlaneNamespace, trustDomain: name.trustDomain)))
-    let material = try await client.certify(identity: name, token: tokenText)
-    logger.notice("certified", metadata: ["identity": "\(name)", "valid_until": "\(material.notValidAfter)"])
-    let tls = try MeshTLS(material: material, trustAnchors: anchors, configuration: tlsConfiguration, logger: logger)
-    let rotator = CertificateRotator(initial: material, logger: logger) {
-      try await client.certify(identity: name, token: tokenText)
-    }
-    services += [.init(service: rotator), .init(service: RotationFollower(tls: tls, updates: rotator.updates()))]
-    return tls
-  }
-}
-
-/// Installs every renewed certificate into the probe's TLS contexts.
-struct RotationFollower: ServiceLifecycle.Service {
-  let tls: MeshTLS
-  let updates: AsyncStream<WorkloadCertificate>
-  func run() async throws {
-    await cancelWhenGracefulShutdown { await tls.follow(updates) }
+    let workload = try await CertifiedWorkload.certify(
+      identity: identity, identityServer: identityServer, caFile: ca, tokenFile: token,
+      configuration: tlsConfiguration, logger: logger)
+    services += workload.services.map { .init(service: $0) }
+    return workload.tls
   }
 }

@@ -54,26 +54,9 @@ struct MeshProxyCommand: AsyncParsableCommand {
     var logger = Logger(label: "mesh-proxy")
     logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
 
-    let name = try IdentityName(identity)
-    let anchors = try PEMFiles.readCertificates(ca)
-    let tokenText: String
-    do {
-      tokenText = try String(contentsOfFile: token, encoding: .utf8)
-    } catch {
-      throw MeshError.invalidConfiguration("cannot read token file \(token)", cause: error)
-    }
-    let client = IdentityClient(
-      configuration: .init(
-        server: try Authority(identityServer), trustAnchors: anchors,
-        serverIdentity: try IdentityServer.serverIdentity(
-          controlPlaneNamespace: name.controlPlaneNamespace, trustDomain: name.trustDomain)))
-    let material = try await client.certify(identity: name, token: tokenText)
-    logger.notice("certified", metadata: ["identity": "\(name)", "valid_until": "\(material.notValidAfter)"])
-
-    let tls = try MeshTLS(material: material, trustAnchors: anchors, logger: logger)
-    let rotator = CertificateRotator(initial: material, logger: logger) {
-      try await client.certify(identity: name, token: tokenText)
-    }
+    let workload = try await CertifiedWorkload.certify(
+      identity: identity, identityServer: identityServer, caFile: ca, tokenFile: token, logger: logger)
+    let tls = workload.tls
     let destinationAddress = try Authority(destination)
     let resolver = try Resolver(
       configuration: .defaults {
@@ -97,24 +80,14 @@ struct MeshProxyCommand: AsyncParsableCommand {
     let proxy = MeshProxy(
       configuration: configuration, tls: tls, discovery: ResolverDiscovery(resolver: resolver, logger: logger),
       logger: logger)
-    let follower = RotationFollower(tls: tls, updates: rotator.updates())
     let group = ServiceGroup(
       configuration: .init(
-        services: [
-          .init(service: rotator), .init(service: follower), .init(service: resolver),
+        services: workload.services.map { .init(service: $0) } + [
+          .init(service: resolver),
           .init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup),
         ],
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger))
     try await group.run()
-  }
-}
-
-/// Installs every renewed certificate into the TLS contexts.
-struct RotationFollower: ServiceLifecycle.Service {
-  let tls: MeshTLS
-  let updates: AsyncStream<WorkloadCertificate>
-  func run() async throws {
-    await cancelWhenGracefulShutdown { await tls.follow(updates) }
   }
 }

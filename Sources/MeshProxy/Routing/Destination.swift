@@ -140,7 +140,7 @@ final class Destination: Sendable {
   var canServe: Bool {
     let (resolved, exists) = state.withLock { ($0.resolved, $0.exists) }
     guard resolved, exists else { return true }
-    return balancer.stats.availableEndpoints > 0
+    return balancer.availableEndpointCount > 0
   }
 
   /// Picks a target for one request, waiting for endpoints until `deadline`.
