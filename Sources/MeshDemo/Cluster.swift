@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Logging
 import MeshCore
@@ -8,51 +9,70 @@ import MeshKubeLocal
 import MeshMulticluster
 import MeshProxy
 import MeshTLS
+import NIOCore
+import NIOHTTP1
 import Synchronization
 
-/// One demo cluster: an embedded Kubernetes API with the cluster's control plane (identity with its own
-/// issuer under the shared anchor, destination), a gateway, and `backend` behind its inbound proxy.
+/// How the demo runs its components: as tasks in this process, or each as its own executable.
+enum DemoRuntime: Sendable {
+  /// Tasks of this process; the anchor signs each cluster's issuer in memory.
+  case tasks(anchor: TrustAnchor.Credentials)
+  /// Executables (`meshctl dev kube-api`, `mesh-controller`, `mesh-proxy`, `mesh-mirror`, ...) started from
+  /// the command line, as in a real deployment; the anchor is `ca/ca.crt` in the demo's directory.
+  case processes(DemoProcesses)
+}
+
+/// A proxy's listening ports.
+struct ProxyPorts: Sendable, Hashable {
+  var inbound: Int
+  var outbound: Int
+  var admin: Int
+}
+
+/// One demo cluster: a Kubernetes API with the cluster's control plane (identity with its own issuer under the
+/// shared anchor, destination), a gateway, and `backend` behind its inbound proxy. Every object goes through
+/// the cluster's API with a KubeClient, in both runtimes.
 final class Cluster: Sendable {
   let name: String
-  let state: LocalKubeState
   let apiURL: String
   let kubeconfig: String
   let kubeconfigPath: String
   let client: KubeClient
-  let anchor: TrustAnchor.Credentials
+  let runtime: DemoRuntime
   let identityPort: Int
   let destinationPort: Int
+  /// The demo driver's own view of the destination service (to know when a split is published).
   let resolver: Resolver
   let services: ServiceRunner
   let logger: Logger
 
   private struct Parts {
-    var gateway: MeshProxy.BoundPorts?
-    var backend: MeshProxy.BoundPorts?
+    var gateway: ProxyPorts?
+    var backend: ProxyPorts?
     var supervisor: LinkSupervisor?
+    var mirrorAdminPort: Int?
     var backendApp: DemoBackend?
   }
   private let parts = Mutex(Parts())
 
-  var gatewayPorts: MeshProxy.BoundPorts { parts.withLock { $0.gateway! } }
-  var backendPorts: MeshProxy.BoundPorts { parts.withLock { $0.backend! } }
-  var gatewayReports: [GatewayReport] { parts.withLock { $0.supervisor }?.reports ?? [] }
+  var gatewayPorts: ProxyPorts { parts.withLock { $0.gateway! } }
+  var backendPorts: ProxyPorts { parts.withLock { $0.backend! } }
+  var mirrorAdminPort: Int? { parts.withLock { $0.mirrorAdminPort } }
   var gatewayIdentity: IdentityName {
     try! IdentityName(serviceAccount: "swiftmesh-gateway", namespace: MirrorMetadata.multiclusterNamespace)
   }
 
   private init(
-    name: String, state: LocalKubeState, apiURL: String, kubeconfig: String, kubeconfigPath: String,
-    client: KubeClient, anchor: TrustAnchor.Credentials, identityPort: Int, destinationPort: Int, resolver: Resolver,
-    services: ServiceRunner, logger: Logger
+    name: String, apiURL: String, kubeconfig: String, kubeconfigPath: String, client: KubeClient,
+    runtime: DemoRuntime, identityPort: Int, destinationPort: Int, resolver: Resolver, services: ServiceRunner,
+    logger: Logger
   ) {
     self.name = name
-    self.state = state
     self.apiURL = apiURL
     self.kubeconfig = kubeconfig
     self.kubeconfigPath = kubeconfigPath
     self.client = client
-    self.anchor = anchor
+    self.runtime = runtime
     self.identityPort = identityPort
     self.destinationPort = destinationPort
     self.resolver = resolver
@@ -62,48 +82,105 @@ final class Cluster: Sendable {
 
   static func token(cluster: String, serviceAccount: String) -> String { "\(cluster)-\(serviceAccount)-token" }
 
+  /// The service accounts the demo's identity services know, each with its token.
+  static let serviceAccounts = [
+    ("web", "default"), ("backend", "default"), ("swiftmesh-gateway", MirrorMetadata.multiclusterNamespace),
+    ("swiftmesh-mirror", MirrorMetadata.multiclusterNamespace),
+  ]
+
   static func start(
-    name: String, anchor: TrustAnchor.Credentials, directory: String,
+    name: String, runtime: DemoRuntime, directory: String,
     in group: inout ThrowingTaskGroup<Void, any Error>, _ services: ServiceRunner, _ baseLogger: Logger
   ) async throws -> Cluster {
     var logger = baseLogger
     logger[metadataKey: "cluster"] = "\(name)"
-    let state = LocalKubeState()
-    let api = LocalKubeAPIServer(configuration: .defaults { $0.host = "127.0.0.1" }, state: state, logger: logger)
-    services.start("\(name)-api", in: &group) { try await api.run() }
-    let apiURL = try await api.url()
-    let kubeconfig = try await api.kubeconfigYAML(contextName: name)
     let kubeconfigPath = "\(directory)/\(name).kubeconfig"
-    try kubeconfig.write(toFile: kubeconfigPath, atomically: true, encoding: .utf8)
-    let client = try KubeClient(config: try await api.clientConfig())
-    services.track(client)
-    _ = try state.create(Namespace(metadata: ObjectMeta(name: MirrorMetadata.multiclusterNamespace)))
+    let apiURL: String
+    let kubeconfig: String
+    let clientConfig: KubeClientConfig
+    let identityPort: Int
+    let destinationPort: Int
+    switch runtime {
+    case .tasks(let anchor):
+      let api = LocalKubeAPIServer(
+        configuration: .defaults { $0.host = "127.0.0.1" }, state: LocalKubeState(), logger: logger)
+      services.start("\(name)-api", in: &group) { try await api.run() }
+      apiURL = try await api.url()
+      kubeconfig = try await api.kubeconfigYAML(contextName: name)
+      try kubeconfig.write(toFile: kubeconfigPath, atomically: true, encoding: .utf8)
+      clientConfig = try await api.clientConfig()
 
-    // Identity: this cluster's issuer under the shared anchor; tokens for the demo's service accounts.
-    let issuer = try TrustAnchor.makeIssuer(signedBy: anchor, trustDomain: .clusterLocal, clusterName: name)
-    let authority = try CertificateAuthority(issuerCertificate: issuer.certificate, issuerKey: issuer.privateKey)
-    var tokens: [String: ServiceAccountRef] = [:]
-    for (account, namespace) in [
-      ("web", "default"), ("backend", "default"), ("swiftmesh-gateway", MirrorMetadata.multiclusterNamespace),
-      ("swiftmesh-mirror", MirrorMetadata.multiclusterNamespace),
-    ] {
-      tokens[token(cluster: name, serviceAccount: account)] = ServiceAccountRef(name: account, namespace: namespace)
+      // Identity: this cluster's issuer under the shared anchor; tokens for the demo's service accounts.
+      let issuer = try TrustAnchor.makeIssuer(signedBy: anchor, trustDomain: .clusterLocal, clusterName: name)
+      let authority = try CertificateAuthority(issuerCertificate: issuer.certificate, issuerKey: issuer.privateKey)
+      var tokens: [String: ServiceAccountRef] = [:]
+      for (account, namespace) in serviceAccounts {
+        tokens[token(cluster: name, serviceAccount: account)] = ServiceAccountRef(name: account, namespace: namespace)
+      }
+      let identity = try IdentityServer(
+        configuration: .defaults {
+          $0.host = "127.0.0.1"
+          $0.port = 0
+        }, authority: authority, validator: TokenFileValidator(entries: tokens), logger: logger)
+      services.start("\(name)-identity", in: &group) { try await identity.run() }
+      identityPort = try await identity.listeningPort
+
+      let client = try KubeClient(config: clientConfig)
+      let destination = DestinationServer(
+        configuration: .defaults {
+          $0.host = "127.0.0.1"
+          $0.port = 0
+        }, client: client, logger: logger)
+      services.track(client)
+      services.start("\(name)-destination", in: &group) { try await destination.run() }
+      destinationPort = try await destination.listeningPort
+
+    case .processes(let processes):
+      // meshctl dev kube-api: the embedded API server as a process; it writes its kubeconfig when it listens.
+      try processes.start(
+        "\(name)-api", "meshctl",
+        ["dev", "kube-api", "--listen", "127.0.0.1:0", "--kubeconfig-out", kubeconfigPath])
+      try await processes.wait(for: "\(name)'s API server to write \(kubeconfigPath)") {
+        (try? KubeClientConfig.load(kubeconfig: kubeconfigPath)) != nil
+      }
+      clientConfig = try KubeClientConfig.load(kubeconfig: kubeconfigPath)
+      kubeconfig = try String(contentsOfFile: kubeconfigPath, encoding: .utf8)
+      apiURL = clientConfig.server
+
+      // meshctl identity issuer, then mesh-controller identity with this cluster's issuer and tokens.
+      try await processes.run(
+        "\(name)-issuer", "meshctl",
+        ["identity", "issuer", "--ca-dir", "ca", "--out", "\(name)-issuer", "--cluster-name", name])
+      let tokenLines = serviceAccounts.map { "\(token(cluster: name, serviceAccount: $0.0)) \($0.0) \($0.1)" }
+      try (tokenLines.joined(separator: "\n") + "\n").write(
+        toFile: processes.path("\(name).tokens"), atomically: true, encoding: .utf8)
+      for (account, _) in serviceAccounts {
+        try (token(cluster: name, serviceAccount: account) + "\n").write(
+          toFile: processes.path("\(name)-\(account).token"), atomically: true, encoding: .utf8)
+      }
+      identityPort = try DemoProcesses.freePort()
+      try processes.start(
+        "\(name)-identity", "mesh-controller",
+        [
+          "identity", "--issuer-dir", "\(name)-issuer", "--tokens", "\(name).tokens",
+          "--listen", "127.0.0.1:\(identityPort)", "--log-level", processes.logLevel,
+        ])
+      destinationPort = try DemoProcesses.freePort()
+      try processes.start(
+        "\(name)-destination", "mesh-controller",
+        [
+          "destination", "--kubeconfig", kubeconfigPath, "--listen", "127.0.0.1:\(destinationPort)",
+          "--log-level", processes.logLevel,
+        ])
+      for (what, port) in [("identity", identityPort), ("destination", destinationPort)] {
+        try await processes.wait(for: "\(name)'s \(what) service on 127.0.0.1:\(port)") {
+          DemoProcesses.isListening(port: port)
+        }
+      }
     }
-    let identity = try IdentityServer(
-      configuration: .defaults {
-        $0.host = "127.0.0.1"
-        $0.port = 0
-      }, authority: authority, validator: TokenFileValidator(entries: tokens), logger: logger)
-    services.start("\(name)-identity", in: &group) { try await identity.run() }
-    let identityPort = try await identity.listeningPort
 
-    let destination = DestinationServer(
-      configuration: .defaults {
-        $0.host = "127.0.0.1"
-        $0.port = 0
-      }, client: client, logger: logger)
-    services.start("\(name)-destination", in: &group) { try await destination.run() }
-    let destinationPort = try await destination.listeningPort
+    let client = try KubeClient(config: clientConfig)
+    services.track(client)
     let resolver = try Resolver(
       configuration: .defaults {
         $0.host = "127.0.0.1"
@@ -114,35 +191,48 @@ final class Cluster: Sendable {
     services.start("\(name)-resolver", in: &group) { try await resolver.run() }
 
     let cluster = Cluster(
-      name: name, state: state, apiURL: apiURL, kubeconfig: kubeconfig, kubeconfigPath: kubeconfigPath,
-      client: client, anchor: anchor, identityPort: identityPort, destinationPort: destinationPort, resolver: resolver,
+      name: name, apiURL: apiURL, kubeconfig: kubeconfig, kubeconfigPath: kubeconfigPath, client: client,
+      runtime: runtime, identityPort: identityPort, destinationPort: destinationPort, resolver: resolver,
       services: services, logger: logger)
+    _ = try await client.create(Namespace(metadata: ObjectMeta(name: MirrorMetadata.multiclusterNamespace)))
 
     // backend: the application and its inbound proxy, published as a meshed, exported Service.
-    let app = try await DemoBackend(cluster: name, pod: "backend-0")
+    let appPort = try await cluster.startBackendApp(pod: "backend-0", in: &group)
     let backend = try await cluster.startProxy(
-      serviceAccount: "backend", namespace: "default", app: app.port, gateway: false, in: &group, services, logger)
+      serviceAccount: "backend", namespace: "default", app: appPort, gateway: false, in: &group)
     let gateway = try await cluster.startProxy(
       serviceAccount: "swiftmesh-gateway", namespace: MirrorMetadata.multiclusterNamespace, app: 1, gateway: true,
-      in: &group, services, logger)
-    let backendPorts = try await backend.proxy.boundPorts()
-    let gatewayPorts = try await gateway.proxy.boundPorts()
+      in: &group)
     cluster.parts.withLock {
-      $0.backend = backendPorts
-      $0.gateway = gatewayPorts
-      $0.backendApp = app
+      $0.backend = backend
+      $0.gateway = gateway
     }
-    try cluster.publishBackend(inboundPort: backendPorts.inbound)
-    try cluster.publishGateway(gatewayPorts)
+    try await cluster.publishBackend(inboundPort: backend.inbound)
+    try await cluster.publishGateway(gateway)
     return cluster
   }
 
-  struct RunningProxy {
-    let proxy: MeshProxy
+  /// The application: in-process, or `meshctl dev backend` as a process. Returns its port.
+  private func startBackendApp(pod: String, in group: inout ThrowingTaskGroup<Void, any Error>) async throws -> Int {
+    switch runtime {
+    case .tasks:
+      let app = try await DemoBackend(cluster: name, pod: pod)
+      parts.withLock { $0.backendApp = app }
+      return app.port
+    case .processes(let processes):
+      let port = try DemoProcesses.freePort()
+      try processes.start(
+        "\(name)-backend", "meshctl",
+        ["dev", "backend", "--cluster", name, "--pod", pod, "--listen", "127.0.0.1:\(port)"])
+      try await processes.waitReady("\(name)'s \(pod)", url: "http://127.0.0.1:\(port)/")
+      return port
+    }
   }
 
   /// Certifies `serviceAccount` with the cluster's identity service, as mesh-proxy does at start.
-  func certify(serviceAccount: String, namespace: String) async throws -> WorkloadCertificate {
+  private func certify(serviceAccount: String, namespace: String, anchor: TrustAnchor.Credentials) async throws
+    -> WorkloadCertificate
+  {
     let identity = try IdentityName(serviceAccount: serviceAccount, namespace: namespace)
     let client = IdentityClient(
       configuration: .init(
@@ -151,40 +241,62 @@ final class Cluster: Sendable {
     return try await client.certify(identity: identity, token: Self.token(cluster: name, serviceAccount: serviceAccount))
   }
 
+  /// A proxy for `serviceAccount` (a gateway with `gateway`), forwarding inbound requests to port `app`.
   func startProxy(
     serviceAccount: String, namespace: String, app: Int, gateway: Bool,
-    in group: inout ThrowingTaskGroup<Void, any Error>, _ services: ServiceRunner, _ logger: Logger
-  ) async throws -> RunningProxy {
-    let material = try await certify(serviceAccount: serviceAccount, namespace: namespace)
-    let tls = try MeshTLS(material: material, trustAnchors: [anchor.certificate], logger: logger)
-    let proxy = MeshProxy(
-      configuration: .defaults {
-        $0.outboundAddress = try! Authority("127.0.0.1:0")
-        $0.inboundAddress = try! Authority("127.0.0.1:0")
-        $0.adminAddress = try! Authority("127.0.0.1:0")
-        $0.applicationAddress = try! Authority(host: "127.0.0.1", port: app)
-        $0.gatewayMode = gateway
-        $0.failfastTimeout = .seconds(3)
-        $0.shutdownGracePeriod = .seconds(2)
-      }, tls: tls, discovery: ResolverDiscovery(resolver: resolver, logger: logger), logger: logger)
-    services.start("\(name)-\(gateway ? "gateway" : serviceAccount)", in: &group) { try await proxy.run() }
-    _ = try await proxy.boundPorts()
-    return RunningProxy(proxy: proxy)
+    in group: inout ThrowingTaskGroup<Void, any Error>
+  ) async throws -> ProxyPorts {
+    let component = gateway ? "\(name)-gateway" : "\(name)-\(serviceAccount)-proxy"
+    switch runtime {
+    case .tasks(let anchor):
+      let material = try await certify(serviceAccount: serviceAccount, namespace: namespace, anchor: anchor)
+      let tls = try MeshTLS(material: material, trustAnchors: [anchor.certificate], logger: logger)
+      let proxy = MeshProxy(
+        configuration: .defaults {
+          $0.outboundAddress = try! Authority("127.0.0.1:0")
+          $0.inboundAddress = try! Authority("127.0.0.1:0")
+          $0.adminAddress = try! Authority("127.0.0.1:0")
+          $0.applicationAddress = try! Authority(host: "127.0.0.1", port: app)
+          $0.gatewayMode = gateway
+          $0.failfastTimeout = .seconds(3)
+          $0.shutdownGracePeriod = .seconds(2)
+        }, tls: tls, discovery: ResolverDiscovery(resolver: resolver, logger: logger), logger: logger)
+      services.start(component, in: &group) { try await proxy.run() }
+      let bound = try await proxy.boundPorts()
+      return ProxyPorts(inbound: bound.inbound, outbound: bound.outbound, admin: bound.admin)
+    case .processes(let processes):
+      let ports = ProxyPorts(
+        inbound: try DemoProcesses.freePort(), outbound: try DemoProcesses.freePort(),
+        admin: try DemoProcesses.freePort())
+      let identity = try IdentityName(serviceAccount: serviceAccount, namespace: namespace)
+      try processes.start(
+        component, "mesh-proxy",
+        (gateway ? ["--gateway"] : []) + [
+          "--identity", identity.description, "--identity-server", "127.0.0.1:\(identityPort)",
+          "--ca", "ca/ca.crt", "--token", "\(name)-\(serviceAccount).token",
+          "--destination", "127.0.0.1:\(destinationPort)",
+          "--inbound", "127.0.0.1:\(ports.inbound)", "--outbound", "127.0.0.1:\(ports.outbound)",
+          "--admin", "127.0.0.1:\(ports.admin)", "--app", "127.0.0.1:\(app)",
+          "--failfast-timeout", "3", "--shutdown-grace-period", "2", "--log-level", processes.logLevel,
+        ])
+      try await processes.waitReady(component, url: "http://127.0.0.1:\(ports.admin)/ready")
+      return ports
+    }
   }
 
-  private func publishBackend(inboundPort: Int) throws {
-    _ = try state.create(
+  private func publishBackend(inboundPort: Int) async throws {
+    _ = try await client.create(
       MeshKube.Service(
         metadata: ObjectMeta(
           name: "backend", namespace: "default",
           labels: ["app": "backend", MirrorMetadata.exportedLabel: "true"]),
         spec: .init(selector: ["app": "backend"], ports: [.init(name: "http", port: 80, targetPort: .string("http"))])))
-    _ = try state.create(
+    _ = try await client.create(
       Pod(
         metadata: ObjectMeta(
           name: "backend-0", namespace: "default", labels: ["app": "backend", "swiftmesh.io/proxy": "mesh-proxy"]),
         spec: .init(serviceAccountName: "backend")))
-    _ = try state.create(
+    _ = try await client.create(
       Endpoints(
         metadata: ObjectMeta(name: "backend", namespace: "default"),
         subsets: [
@@ -197,8 +309,8 @@ final class Cluster: Sendable {
   }
 
   /// The gateway's Service, where `meshctl multicluster link` reads the gateway's address, ports and identity.
-  private func publishGateway(_ ports: MeshProxy.BoundPorts) throws {
-    _ = try state.create(
+  private func publishGateway(_ ports: ProxyPorts) async throws {
+    _ = try await client.create(
       MeshKube.Service(
         metadata: ObjectMeta(
           name: MirrorMetadata.gatewayServiceName, namespace: MirrorMetadata.multiclusterNamespace,
@@ -213,15 +325,15 @@ final class Cluster: Sendable {
   }
 
   /// The credentials Secret and the Link to `target`, as `meshctl multicluster link` prints them.
-  func link(to target: Cluster) throws {
+  func link(to target: Cluster) async throws {
     let secret = MirrorMetadata.credentialsSecretName(cluster: target.name)
-    _ = try state.create(
+    _ = try await client.create(
       Secret(
         metadata: ObjectMeta(name: secret, namespace: MirrorMetadata.multiclusterNamespace),
         type: MirrorMetadata.credentialsSecretType,
         data: [MirrorMetadata.kubeconfigKey: Data(target.kubeconfig.utf8)]))
     let gateway = target.gatewayPorts
-    _ = try state.create(
+    _ = try await client.create(
       Link(
         metadata: ObjectMeta(name: target.name, namespace: MirrorMetadata.multiclusterNamespace),
         spec: .init(
@@ -233,30 +345,67 @@ final class Cluster: Sendable {
   }
 
   /// This cluster's service mirror controller (mesh-mirror), with its own identity for probing gateways.
-  func startMirror(
-    in group: inout ThrowingTaskGroup<Void, any Error>, _ services: ServiceRunner, _ logger: Logger
-  ) async throws {
-    let material = try await certify(serviceAccount: "swiftmesh-mirror", namespace: MirrorMetadata.multiclusterNamespace)
-    let supervisor = LinkSupervisor(
-      localClient: client, tls: try MeshTLS(material: material, trustAnchors: [anchor.certificate], logger: logger),
-      metrics: MirrorMetrics(), logger: logger)
-    parts.withLock { $0.supervisor = supervisor }
-    services.start("\(name)-mirror", in: &group) { try await supervisor.run() }
+  func startMirror(in group: inout ThrowingTaskGroup<Void, any Error>) async throws {
+    let account = "swiftmesh-mirror"
+    switch runtime {
+    case .tasks(let anchor):
+      let material = try await certify(
+        serviceAccount: account, namespace: MirrorMetadata.multiclusterNamespace, anchor: anchor)
+      let supervisor = LinkSupervisor(
+        localClient: client, tls: try MeshTLS(material: material, trustAnchors: [anchor.certificate], logger: logger),
+        metrics: MirrorMetrics(), logger: logger)
+      parts.withLock { $0.supervisor = supervisor }
+      services.start("\(name)-mirror", in: &group) { try await supervisor.run() }
+    case .processes(let processes):
+      let admin = try DemoProcesses.freePort()
+      let identity = try IdentityName(serviceAccount: account, namespace: MirrorMetadata.multiclusterNamespace)
+      try processes.start(
+        "\(name)-mirror", "mesh-mirror",
+        [
+          "--kubeconfig", kubeconfigPath, "--admin", "127.0.0.1:\(admin)", "--identity", identity.description,
+          "--identity-server", "127.0.0.1:\(identityPort)", "--ca", "ca/ca.crt", "--token", "\(name)-\(account).token",
+          "--log-level", processes.logLevel,
+        ])
+      try await processes.waitReady("\(name)'s mirror", url: "http://127.0.0.1:\(admin)/ready")
+      parts.withLock { $0.mirrorAdminPort = admin }
+    }
   }
 
-  func stopGateway() { services.stop("\(name)-gateway") }
+  /// The linked gateways as this cluster's mirror sees them (what `meshctl multicluster gateways` shows).
+  func gatewayReports() async -> [GatewayReport] {
+    switch runtime {
+    case .tasks:
+      return parts.withLock { $0.supervisor }?.reports ?? []
+    case .processes:
+      guard let port = mirrorAdminPort,
+        let response = try? await HTTPClient.shared.execute(
+          HTTPClientRequest(url: "http://127.0.0.1:\(port)/gateways"), timeout: .seconds(5)),
+        response.status == .ok,
+        let body = try? await response.body.collect(upTo: 16 << 20)
+      else { return [] }
+      return (try? JSONDecoder().decode([GatewayReport].self, from: Data(body.readableBytesView))) ?? []
+    }
+  }
+
+  /// Stops this cluster's gateway (the task, or the mesh-proxy process with SIGTERM).
+  func stopGateway() async {
+    switch runtime {
+    case .tasks: services.stop("\(name)-gateway")
+    case .processes(let processes): await processes.stop("\(name)-gateway", grace: .seconds(5))
+    }
+  }
 
   func waitForMirror(of service: String, from target: Cluster, timeout: Duration = .seconds(30)) async throws {
     let mirror = "\(service)-\(target.name)"
     try await poll("\(name): mirror \(mirror) with the gateway as endpoint", timeout: timeout) {
-      let endpoints = self.state.get(Endpoints.self, name: mirror, namespace: "default")
+      let endpoints = try? await self.client.get(Endpoints.self, name: mirror, namespace: "default")
       return endpoints?.subsets?.contains { !($0.addresses ?? []).isEmpty } ?? false
     }
   }
 
   func waitForGateway(of target: Cluster, alive: Bool, timeout: Duration = .seconds(30)) async throws {
     try await poll("\(name): \(target.name)'s gateway probed \(alive ? "alive" : "dead")", timeout: timeout) {
-      self.gatewayReports.contains { $0.cluster == target.name && $0.alive == alive }
+      await self.gatewayReports().contains { $0.cluster == target.name && $0.alive == alive }
     }
   }
 
@@ -264,8 +413,8 @@ final class Cluster: Sendable {
 
   /// backend's ServiceProfile: GET is retryable (an idempotent read), so a request whose leaf dies under it
   /// is sent again, within the retry budget, to a leaf that can serve it.
-  func applyProfile() throws {
-    _ = try state.create(
+  func applyProfile() async throws {
+    _ = try await client.create(
       ServiceProfile(
         metadata: ObjectMeta(name: "backend.default.svc.cluster.local", namespace: "default"),
         spec: .init(routes: [
@@ -273,18 +422,19 @@ final class Cluster: Sendable {
         ])))
   }
 
-  func applySplit(westPercent: Int) throws {
+  func applySplit(westPercent: Int) async throws {
     let west = max(0, min(100, westPercent))
     let split = TrafficSplit(
       metadata: ObjectMeta(name: Self.splitName, namespace: "default"),
       spec: .init(
         service: "backend",
         backends: [.init(service: "backend", weight: 100 - west), .init(service: "backend-west", weight: west)]))
-    if var existing = state.get(TrafficSplit.self, name: Self.splitName, namespace: "default") {
+    do {
+      var existing = try await client.get(TrafficSplit.self, name: Self.splitName, namespace: "default")
       existing.spec = split.spec
-      _ = try state.update(existing)
-    } else {
-      _ = try state.create(split)
+      _ = try await client.update(existing)
+    } catch let error as KubeError where error.isNotFound {
+      _ = try await client.create(split)
     }
   }
 
@@ -313,7 +463,7 @@ final class Cluster: Sendable {
     let started = ContinuousClock.now
     do {
       try await waitForGateway(of: target, alive: false)
-      try applySplit(westPercent: 0)
+      try await applySplit(westPercent: 0)
       return "failover: \(target.name)'s gateway probed dead after \(String(format: "%.1f", (ContinuousClock.now - started).seconds)) s; "
         + "split shifted to backend 100, backend-\(target.name) 0"
     } catch {
@@ -321,10 +471,15 @@ final class Cluster: Sendable {
     }
   }
 
-  private func poll(_ what: String, timeout: Duration, _ condition: @Sendable () -> Bool) async throws {
+  /// Polls `condition` every 50 ms; with processes, fails as soon as a component exits unasked.
+  private func poll(_ what: String, timeout: Duration, _ condition: @escaping @Sendable () async -> Bool) async throws {
+    if case .processes(let processes) = runtime {
+      try await processes.wait(for: what, timeout: timeout, condition)
+      return
+    }
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
-      if condition() { return }
+      if await condition() { return }
       try await Task.sleep(for: .milliseconds(50))
     }
     throw MeshError.unavailable("timed out after \(timeout) waiting for \(what)")

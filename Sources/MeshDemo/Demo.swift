@@ -1,5 +1,5 @@
 import AsyncHTTPClient
-public import Foundation
+import Foundation
 public import Logging
 import MeshCore
 import MeshDiscovery
@@ -30,6 +30,13 @@ public struct DemoOptions: Sendable {
   public var keepRunning = false
   /// Where the kubeconfigs and trust anchor go (for `--keep-running`). Default: a temporary directory.
   public var directory: String?
+  /// Run each component as its own executable (`meshctl dev kube-api`, `mesh-controller`, `mesh-proxy`,
+  /// `mesh-mirror`, `meshctl dev backend`), as in a real deployment, instead of tasks in this process.
+  public var processes = false
+  /// Where those executables are (default: next to the running executable).
+  public var binDirectory: String?
+  /// The log level passed to those executables (their logs are `<directory>/<component>.log`).
+  public var componentLogLevel = "info"
   public init() {}
 }
 
@@ -49,6 +56,10 @@ public struct DemoSummary: Codable, Sendable {
   public var failover: [String]
   /// Every request succeeded, and over mutual TLS.
   public var ok: Bool
+  /// How the components ran: `tasks` (in one process) or `processes` (each its own executable).
+  public var mode: String
+  /// The demo's directory: kubeconfigs, the trust anchor, and with `processes` each component's log.
+  public var directory: String
 }
 
 /// `meshctl demo`: two clusters (east, west) on this machine, each with an embedded Kubernetes API, its
@@ -58,35 +69,67 @@ public enum Demo {
   static let namespace = "default"
   static let apex = try! Authority("backend.default.svc.cluster.local:80")
 
+  /// Runs the demo and returns its summary; `report` gets the summary as soon as the load is done (before
+  /// `keepRunning` waits for cancellation).
   public static func run(
-    _ options: DemoOptions, logger: Logger, say: @escaping @Sendable (String) -> Void
+    _ options: DemoOptions, logger: Logger, say: @escaping @Sendable (String) -> Void,
+    report: @escaping @Sendable (DemoSummary) -> Void = { _ in }
   ) async throws -> DemoSummary {
     let started = ContinuousClock.now
+    let binDirectory = options.processes ? try DemoProcesses.locate(binDirectory: options.binDirectory) : nil
     let directory = try options.directory ?? makeTemporaryDirectory()
-    let anchor = try TrustAnchor.makeAnchor(trustDomain: .clusterLocal)
-    try PEMFiles.write(PEMFiles.pem([anchor.certificate]), to: "\(directory)/ca.crt")
-    say("trust anchor: \(directory)/ca.crt (shared by east and west; one issuer per cluster)")
-
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let services = ServiceRunner()
+    var processes: DemoProcesses?
+    let result: Result<DemoSummary, any Error>
     do {
-      let summary = try await run(options, anchor: anchor, directory: directory, services: services, logger: logger, say: say, started: started)
-      await services.shutdownClients()
-      return summary
+      let runtime: DemoRuntime
+      if let binDirectory {
+        let spawner = DemoProcesses(binDirectory: binDirectory, directory: directory, logLevel: options.componentLogLevel)
+        processes = spawner
+        say("components run as processes from \(binDirectory); logs in \(directory)/*.log")
+        try await spawner.run("identity-init", "meshctl", ["identity", "init", "--out", "ca"])
+        runtime = .processes(spawner)
+        say("trust anchor: \(directory)/ca/ca.crt (meshctl identity init; shared by east and west; one issuer per cluster)")
+      } else {
+        let anchor = try TrustAnchor.makeAnchor(trustDomain: .clusterLocal)
+        try PEMFiles.write(PEMFiles.pem([anchor.certificate]), to: "\(directory)/ca.crt")
+        runtime = .tasks(anchor: anchor)
+        say("trust anchor: \(directory)/ca.crt (shared by east and west; one issuer per cluster)")
+      }
+      result = .success(
+        try await run(
+          options, runtime: runtime, directory: directory, services: services, logger: logger, say: say,
+          report: report, started: started))
     } catch {
-      services.stopAll()
-      await services.shutdownClients()
-      throw error
+      result = .failure(error)
     }
+    services.stopAll()
+    if let processes {
+      await processes.stopAll()
+      say("stopped every component process")
+    }
+    await services.shutdownClients()
+    // A directory the demo made for itself goes away after a good run; after a bad one it holds the evidence.
+    if options.directory == nil {
+      if case .success(let summary) = result, summary.ok {
+        try? FileManager.default.removeItem(atPath: directory)
+      } else {
+        say("the demo's files\(options.processes ? " and logs" : "") are kept in \(directory)")
+      }
+    }
+    return try result.get()
   }
 
   static func run(
-    _ options: DemoOptions, anchor: TrustAnchor.Credentials, directory: String, services: ServiceRunner,
-    logger: Logger, say: @escaping @Sendable (String) -> Void, started: ContinuousClock.Instant
+    _ options: DemoOptions, runtime: DemoRuntime, directory: String, services: ServiceRunner,
+    logger: Logger, say: @escaping @Sendable (String) -> Void, report: @Sendable (DemoSummary) -> Void,
+    started: ContinuousClock.Instant
   ) async throws -> DemoSummary {
     try await withThrowingTaskGroup(of: Void.self) { group in
       defer { services.stopAll() }
-      let east = try await Cluster.start(name: "east", anchor: anchor, directory: directory, in: &group, services, logger)
-      let west = try await Cluster.start(name: "west", anchor: anchor, directory: directory, in: &group, services, logger)
+      let east = try await Cluster.start(name: "east", runtime: runtime, directory: directory, in: &group, services, logger)
+      let west = try await Cluster.start(name: "west", runtime: runtime, directory: directory, in: &group, services, logger)
       for cluster in [east, west] {
         say(
           "\(cluster.name): kubernetes API \(cluster.apiURL), identity 127.0.0.1:\(cluster.identityPort), "
@@ -94,26 +137,32 @@ public enum Demo {
             + "(probe :\(cluster.gatewayPorts.admin)), backend via inbound :\(cluster.backendPorts.inbound)")
       }
       // Links both ways, each with its own mirror controller; backend exported in both clusters.
-      try east.link(to: west)
-      try west.link(to: east)
-      for cluster in [east, west] { try await cluster.startMirror(in: &group, services, logger) }
+      try await east.link(to: west)
+      try await west.link(to: east)
+      for cluster in [east, west] { try await cluster.startMirror(in: &group) }
       say("linked east -> west and west -> east; exported backend in both; waiting for mirrors and probes")
       try await east.waitForMirror(of: "backend", from: west)
       try await west.waitForMirror(of: "backend", from: east)
       try await east.waitForGateway(of: west, alive: true)
 
       // East's client, and the split of backend between east and west.
-      let client = try await east.startProxy(
-        serviceAccount: "web", namespace: namespace, app: 1, gateway: false, in: &group, services, logger)
-      try east.applyProfile()
-      try east.applySplit(westPercent: options.split)
+      let clientPorts = try await east.startProxy(
+        serviceAccount: "web", namespace: namespace, app: 1, gateway: false, in: &group)
+      try await east.applyProfile()
+      try await east.applySplit(westPercent: options.split)
       try await east.waitForSplit(westPercent: options.split)
       say("TrafficSplit backend -> {backend: \(100 - options.split), backend-west: \(options.split)} applied in east")
-      let clientPorts = try await client.proxy.boundPorts()
 
       // The load.
-      let results = try await sendLoad(
+      var results = try await sendLoad(
         options: options, port: clientPorts.outbound, east: east, west: west, say: say)
+      var healthy = true
+      if case .processes(let processes) = runtime {
+        do { try processes.checkAlive() } catch {
+          healthy = false
+          results.events.append("\(error)")
+        }
+      }
 
       let metrics = try await scrape(clientPorts.admin)
       let samples = PrometheusText.parse(metrics)
@@ -124,20 +173,30 @@ public enum Demo {
         .first { $0.name == "true" }?.requests ?? 0
       let summary = DemoSummary(
         requests: options.requests, succeeded: results.succeeded, failed: options.requests - results.succeeded,
-        byCluster: results.byCluster, mutualTLSResponses: mutualTLS, leaves: leaves, gateways: east.gatewayReports,
-        elapsedSeconds: (ContinuousClock.now - started).seconds, failover: results.events,
-        ok: results.succeeded == options.requests && mutualTLS >= options.requests)
+        byCluster: results.byCluster, mutualTLSResponses: mutualTLS, leaves: leaves,
+        gateways: await east.gatewayReports(), elapsedSeconds: (ContinuousClock.now - started).seconds,
+        failover: results.events,
+        ok: healthy && results.succeeded == options.requests && mutualTLS >= options.requests,
+        mode: options.processes ? "processes" : "tasks", directory: directory)
 
+      report(summary)
       if options.keepRunning {
-        say(
-          """
-          still running (interrupt to stop):
-            kubectl --kubeconfig \(east.kubeconfigPath) get svc,endpoints,trafficsplits -A
-            kubectl --kubeconfig \(west.kubeconfigPath) get svc -A
-            curl -H 'Host: backend.default.svc.cluster.local' http://127.0.0.1:\(clientPorts.outbound)/
-            meshctl stat ts backend --admin 127.0.0.1:\(clientPorts.admin)
-            curl http://127.0.0.1:\(clientPorts.admin)/metrics
-          """)
+        var lines = [
+          "still running (interrupt to stop):",
+          "  kubectl --kubeconfig \(east.kubeconfigPath) get svc,endpoints,trafficsplits -A",
+          "  kubectl --kubeconfig \(west.kubeconfigPath) get svc -A",
+          "  curl -H 'Host: backend.default.svc.cluster.local' http://127.0.0.1:\(clientPorts.outbound)/",
+          "  meshctl stat ts backend --admin 127.0.0.1:\(clientPorts.admin)",
+          "  curl http://127.0.0.1:\(clientPorts.admin)/metrics",
+        ]
+        if let mirror = east.mirrorAdminPort {
+          lines.append("  meshctl multicluster gateways --admin 127.0.0.1:\(mirror)")
+        }
+        if case .processes(let processes) = runtime {
+          lines.append("processes (logs in \(directory)/NAME.log):")
+          for (name, pid) in processes.running.sorted(by: { $0.key < $1.key }) { lines.append("  \(name)  pid \(pid)") }
+        }
+        say(lines.joined(separator: "\n"))
         while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
       }
       services.stopAll()
@@ -172,7 +231,7 @@ public enum Demo {
               if index == stopAt, !shared.stopped.exchange(true, ordering: .relaxed) {
                 say("stopping west's gateway after \(index) requests")
                 shared.results.withLock { $0.events.append("west's gateway stopped after \(index) requests") }
-                west.stopGateway()
+                await west.stopGateway()
                 if options.failover {
                   shared.failover.withLock {
                     $0 = Task {

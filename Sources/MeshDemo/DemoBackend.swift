@@ -10,7 +10,10 @@ public final class DemoBackend: Sendable {
   public let port: Int
   private let channel: any Channel
 
-  public init(cluster: String, pod: String, delay: Duration = .zero) async throws {
+  /// Listens on `host`:`port` (port 0: a free one, see `port`).
+  public init(
+    cluster: String, pod: String, host: String = "127.0.0.1", port: Int = 0, delay: Duration = .zero
+  ) async throws {
     let amount = TimeAmount.nanoseconds(
       delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000)
     let body = "cluster=\(cluster) pod=\(pod)\n"
@@ -22,7 +25,7 @@ public final class DemoBackend: Sendable {
           try channel.pipeline.syncOperations.addHandler(Responder(body: body, delay: amount))
         }
       }
-      .bind(host: "127.0.0.1", port: 0).get()
+      .bind(host: host, port: port).get()
     self.cluster = cluster
     self.pod = pod
     self.port = channel.localAddress?.port ?? 0
@@ -56,11 +59,10 @@ public final class DemoBackend: Sendable {
           context.write(handler.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
           context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: handler.body)))), promise: nil)
           let keepAlive = handler.keepAlive
-          context.writeAndFlush(handler.wrapOutboundOut(.end(nil))).whenComplete { _ in
-            if !keepAlive { context.close(promise: nil) }
-          }
+          let flushed = context.writeAndFlush(handler.wrapOutboundOut(.end(nil)))
+          if !keepAlive { flushed.whenComplete { _ in bound.value.1.close(promise: nil) } }
         }
-        if delay == .zero { respond() } else { context.eventLoop.scheduleTask(in: delay, respond) }
+        if delay == .zero { respond() } else { context.eventLoop.assumeIsolated().scheduleTask(in: delay, respond) }
       }
     }
   }

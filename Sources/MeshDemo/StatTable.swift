@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// One row of `meshctl stat`: the golden signals of one group of traffic, from proxies' metrics.
 public struct StatRow: Codable, Sendable, Hashable {

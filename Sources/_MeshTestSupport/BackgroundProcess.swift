@@ -1,4 +1,5 @@
 public import Foundation
+import MeshCore
 import Synchronization
 
 /// A tool running beside a test (openssl s_server, nginx, ...): its output is collected as it comes, a test

@@ -1,4 +1,5 @@
 public import Foundation
+import MeshCore
 
 /// Runs independent tools (openssl, curl, kubectl, ...) from tests.
 public enum Subprocess {
@@ -94,19 +95,4 @@ public struct TemporaryDirectory: Sendable {
   }
   public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
   public func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
-extension Process {
-  /// Starts the process with no signals blocked. Foundation's `Process` hands the child the calling
-  /// thread's signal mask, and the threads tests run on block nearly every signal: a child started from
-  /// them ignores SIGTERM, so `timeout 30 h2load ...` never ends and `terminate()` does nothing. The
-  /// calling thread's mask is cleared only for the moment of the spawn, then restored.
-  public func runWithDefaultSignalMask() throws {
-    var empty = sigset_t()
-    var previous = sigset_t()
-    sigemptyset(&empty)
-    pthread_sigmask(SIG_SETMASK, &empty, &previous)
-    defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
-    try self.run()
-  }
 }

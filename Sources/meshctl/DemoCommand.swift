@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import MeshDemo
 import MeshMulticluster
+import UnixSignals
 
 /// `meshctl demo`: the whole mission on one machine.
 struct DemoCommand: AsyncParsableCommand {
@@ -10,7 +11,8 @@ struct DemoCommand: AsyncParsableCommand {
     commandName: "demo",
     abstract: "Run two clusters (east, west) on this machine and split backend traffic between them.",
     discussion: """
-      Starts, in this process: two embedded Kubernetes API servers; per cluster an identity service (its own \
+      Starts, in this process (or with --processes, each as its own executable: meshctl dev kube-api, \
+      mesh-controller identity|destination, mesh-proxy, mesh-mirror, meshctl dev backend): two embedded Kubernetes API servers; per cluster an identity service (its own \
       issuer under one shared trust anchor), a destination service, a gateway and a backend behind its inbound \
       proxy; a service mirror in each cluster linked to the other; a client proxy in east. Exports backend, \
       applies TrafficSplit backend -> {backend, backend-west}, sends requests through the client's proxy and \
@@ -30,8 +32,12 @@ struct DemoCommand: AsyncParsableCommand {
   var stopGateway = false
   @Flag(help: "Keep everything running after the report (prints kubeconfigs and ports); interrupt to stop.")
   var keepRunning = false
-  @Option(help: "Directory for the kubeconfigs and the trust anchor (default: a new temporary directory).")
+  @Option(help: "Directory for the kubeconfigs and the trust anchor (default: a new temporary directory, removed after a successful run).")
   var directory: String?
+  @Flag(help: "Run each component as its own executable, as in a real deployment (needs `swift build` first).")
+  var processes = false
+  @Option(help: "Where the executables are for --processes (default: next to this meshctl).")
+  var binDir: String?
   @Option(name: [.short, .customLong("output")], help: "Report format: text or json.")
   var output: String = "text"
   @Option(help: "Log level of the components (trace, debug, info, notice, warning, error).")
@@ -42,6 +48,7 @@ struct DemoCommand: AsyncParsableCommand {
     guard (0...100).contains(split) else { throw ValidationError("--split must be a percentage, 0...100") }
     guard (1...256).contains(concurrency) else { throw ValidationError("--concurrency must be 1...256") }
     guard ["text", "json"].contains(output) else { throw ValidationError("--output must be text or json") }
+    guard binDir == nil || processes else { throw ValidationError("--bin-dir goes with --processes") }
     guard !(failover && stopGateway) else { throw ValidationError("--failover and --stop-gateway exclude each other") }
   }
 
@@ -61,6 +68,8 @@ struct DemoCommand: AsyncParsableCommand {
     options.stopGateway = stopGateway
     options.keepRunning = keepRunning
     options.directory = directory
+    options.processes = processes
+    options.binDirectory = binDir
     let json = output == "json"
     // Progress goes to stderr with JSON output, so stdout holds the summary alone.
     let say: @Sendable (String) -> Void = { line in
@@ -70,11 +79,36 @@ struct DemoCommand: AsyncParsableCommand {
         print(line)
       }
     }
-    let summary = try await Demo.run(options, logger: logger, say: say)
+    // The report is printed as soon as the load is done (with --keep-running, before the demo waits).
+    let report: @Sendable (DemoSummary) -> Void = { summary in Self.printReport(summary, json: json) }
+    // SIGINT/SIGTERM (the way out of --keep-running) cancel the demo, which then stops everything it
+    // started, component processes included, before meshctl exits.
+    let demoOptions = options
+    let outcome = try await withThrowingTaskGroup(of: DemoSummary?.self) { group -> DemoSummary? in
+      group.addTask { try await Demo.run(demoOptions, logger: logger, say: say, report: report) }
+      group.addTask {
+        for await signal in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+          say("\(signal): stopping the demo")
+          return nil
+        }
+        return nil
+      }
+      defer { group.cancelAll() }
+      if let summary = try await group.next() ?? nil { return summary }
+      // Interrupted: the demo is cancelled and stops what it started; its own result no longer matters
+      // unless it had finished.
+      group.cancelAll()
+      return (try? await group.next()) ?? nil
+    }
+    guard let summary = outcome else { throw ExitCode(130) }
+    if !summary.ok { throw ExitCode(1) }
+  }
+
+  static func printReport(_ summary: DemoSummary, json: Bool) {
     if json {
       let encoder = JSONEncoder()
       encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-      print(String(decoding: try encoder.encode(summary), as: UTF8.self))
+      print(String(decoding: (try? encoder.encode(summary)) ?? Data("{}".utf8), as: UTF8.self))
     } else {
       print("")
       print("responses by cluster: " + summary.byCluster.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
@@ -92,6 +126,6 @@ struct DemoCommand: AsyncParsableCommand {
           ? "OK: every request succeeded over mutual TLS (\(summary.mutualTLSResponses) mTLS responses)."
           : "NOT OK: \(summary.failed) of \(summary.requests) requests failed; \(summary.mutualTLSResponses) went over mTLS.")
     }
-    if !summary.ok { throw ExitCode(1) }
+    fflush(nil)
   }
 }

@@ -79,4 +79,110 @@ struct DemoTests {
     #expect(summary.gateways.first { $0.cluster == "west" }?.alive == false)
     #expect((summary.byCluster["west"] ?? 0) > 0, "west served the first half")
   }
+
+  // MARK: --processes
+
+  /// The executables `swift build` put next to the test bundle (meshctl, mesh-controller, mesh-proxy, ...).
+  static var binDirectory: String { URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path }
+
+  /// The processes whose working directory is `directory` (the demo starts each component there).
+  static func processes(workingIn directory: String) -> [String] {
+    let resolved = URL(fileURLWithPath: directory).resolvingSymlinksInPath().path
+    let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return pids.filter { pid in
+      guard Int(pid) != nil, let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")
+      else { return false }
+      return cwd == resolved || cwd == directory
+    }.map { pid in
+      let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data()
+      return "\(pid): " + String(decoding: cmdline.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+    }
+  }
+
+  static func meshctl() throws -> String {
+    let path = "\(binDirectory)/meshctl"
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+      throw MeshDemoTestError("meshctl is not built next to the test bundle (\(path)); `swift build` builds it")
+    }
+    return path
+  }
+
+  @Test("`meshctl demo --processes --failover --output json`: every component its own executable; split, failover, all stopped")
+  func processes() async throws {
+    let directory = try TemporaryDirectory(prefix: "demo-processes")
+    defer { directory.remove() }
+    let out = try await Subprocess.run(
+      "timeout",
+      [
+        "180", try Self.meshctl(), "demo", "--processes", "--requests", "300", "--split", "50", "--failover",
+        "--directory", directory.path, "--output", "json",
+      ])
+    #expect(out.status == 0, "\(out.stderr.suffix(3000))")
+    let summary = try JSONDecoder().decode(DemoSummary.self, from: Data(out.stdout.utf8))
+    #expect(summary.ok, "\(summary)")
+    #expect(summary.mode == "processes")
+    #expect(summary.succeeded == 300)
+    #expect(summary.mutualTLSResponses >= 300)
+    #expect((summary.byCluster["east"] ?? 0) > 0 && (summary.byCluster["west"] ?? 0) > 0, "\(summary.byCluster)")
+    #expect(summary.leaves.allSatisfy { $0.successRate == 1.0 && $0.tlsRequests == $0.requests }, "\(summary.leaves)")
+    // Stopping the west gateway process was seen by east's mesh-mirror process, and the split moved.
+    #expect(summary.failover.contains { $0.hasPrefix("failover:") }, "\(summary.failover)")
+    #expect(summary.gateways.first { $0.cluster == "west" }?.alive == false, "\(summary.gateways)")
+    // Each component ran as a process, with its own log, and none is left running.
+    for component in [
+      "east-api", "east-identity", "east-destination", "east-backend", "east-backend-proxy", "east-gateway",
+      "east-mirror", "east-web-proxy", "west-api", "west-identity", "west-destination", "west-backend",
+      "west-backend-proxy", "west-gateway", "west-mirror",
+    ] {
+      #expect(FileManager.default.fileExists(atPath: directory.file("\(component).log")), "no \(component).log")
+    }
+    #expect(out.stderr.contains("stopped every component process"))
+    let mirrorLog = try String(contentsOfFile: directory.file("east-mirror.log"), encoding: .utf8)
+    #expect(!mirrorLog.isEmpty, "east's mesh-mirror logged nothing")
+    #expect(Self.processes(workingIn: directory.path).isEmpty, "left running: \(Self.processes(workingIn: directory.path))")
+  }
+
+  @Test("--processes: a component that dies at start fails the demo with its log, and every other process is stopped")
+  func processDiesAtStart() async throws {
+    let directory = try TemporaryDirectory(prefix: "demo-broken")
+    defer { directory.remove() }
+    let bin = try TemporaryDirectory(prefix: "demo-bin")
+    defer { bin.remove() }
+    for executable in ["meshctl", "mesh-controller", "mesh-mirror"] {
+      try FileManager.default.createSymbolicLink(atPath: bin.file(executable), withDestinationPath: "\(Self.binDirectory)/\(executable)")
+    }
+    // A mesh-proxy that fails the way a misconfigured one would.
+    try "#!/bin/sh\necho \"mesh-proxy: cannot reach the identity service (simulated)\" >&2\nexit 3\n".write(
+      toFile: bin.file("mesh-proxy"), atomically: true, encoding: .utf8)
+    try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: bin.file("mesh-proxy"))
+    _ = try Self.meshctl()
+    let out = try await Subprocess.run(
+      "timeout",
+      [
+        "120", "\(Self.binDirectory)/meshctl", "demo", "--processes", "--bin-dir", bin.path, "--requests", "10",
+        "--directory", directory.path,
+      ])
+    #expect(out.status != 0)
+    #expect(out.status != 124, "timed out instead of failing fast")
+    #expect(out.stderr.contains("east-backend-proxy"), "\(out.stderr)")
+    #expect(out.stderr.contains("exit status 3"), "\(out.stderr)")
+    #expect(out.stderr.contains("cannot reach the identity service (simulated)"), "the log's last lines: \(out.stderr)")
+    #expect(Self.processes(workingIn: directory.path).isEmpty, "left running: \(Self.processes(workingIn: directory.path))")
+  }
+
+  @Test("--processes with executables that are not built: a clear error naming the missing one, nothing started")
+  func processesNotBuilt() async throws {
+    let bin = try TemporaryDirectory(prefix: "demo-empty-bin")
+    defer { bin.remove() }
+    let out = try await Subprocess.run(
+      "timeout", ["60", try Self.meshctl(), "demo", "--processes", "--bin-dir", bin.path, "--requests", "10"])
+    #expect(out.status != 0)
+    #expect(out.stderr.contains("meshctl is not built in \(bin.path)"), "\(out.stderr)")
+    #expect(out.stderr.contains("swift build"), "\(out.stderr)")
+  }
+}
+
+struct MeshDemoTestError: Error, CustomStringConvertible {
+  var description: String
+  init(_ description: String) { self.description = description }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MeshCore
 import MeshKube
 import MeshKubeLocal
 import Synchronization
