@@ -74,6 +74,12 @@ extension LocalKubeAPIServer {
     guard t.versions.contains(p.version) else {
       throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource (\(p.group)/\(p.version) \(p.plural))")
     }
+    if p.group.isEmpty, p.plural == "serviceaccounts", p.subresource == "token", let name = p.name, let ns = p.namespace {
+      guard head.method == .POST else {
+        throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "serviceaccounts/token takes POST (a TokenRequest)")
+      }
+      return .json(.created, try state.requestToken(namespace: ns, serviceAccount: name, request: try Self.body(head, body)))
+    }
     if let sub = p.subresource, sub != "status" {
       throw APIStatusError(code: 404, reason: "NotFound", message: "subresource \(sub) of \(p.plural) is not served")
     }
@@ -83,11 +89,7 @@ extension LocalKubeAPIServer {
       object["apiVersion"] = .string(t.apiVersion(p.version))
       return object
     }
-    func parseBody() throws -> JSONValue {
-      do { return try JSONValue.parse(body) } catch {
-        throw APIStatusError.badRequest("the request body is not JSON: \(String(decoding: body.prefix(100), as: UTF8.self))")
-      }
-    }
+    func parseBody() throws -> JSONValue { try Self.body(head, body) }
     switch head.method {
     case .GET:
       if let name = p.name { return .json(.ok, versioned(try state.get(group: p.group, resource: p.plural, namespace: namespace, name: name))) }
@@ -138,18 +140,35 @@ extension LocalKubeAPIServer {
     }
   }
 
+  /// A request's body as JSON: JSON as sent, or Kubernetes protobuf (kubectl's typed commands) decoded.
+  static func body(_ head: HTTPRequestHead, _ body: Data) throws(APIStatusError) -> JSONValue {
+    let contentType = head.headers["Content-Type"].first?.split(separator: ";").first
+      .map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+    if contentType == KubeProtobuf.contentType {
+      do { return try KubeProtobuf.decode(body) } catch {
+        throw APIStatusError(code: 415, reason: "UnsupportedMediaType", message: error.description)
+      }
+    }
+    do { return try JSONValue.parse(body) } catch {
+      throw APIStatusError.badRequest("the request body is not JSON: \(String(decoding: body.prefix(100), as: UTF8.self))")
+    }
+  }
+
   func tokenReview(_ review: JSONValue) -> JSONValue {
     var review = review
     let token = review["spec"]?["token"]?.stringValue ?? ""
-    let account = state.state.withLock { $0.tokens[token] }
-    if let account {
+    var wanted: [String] = []
+    if case .array(let items)? = review["spec"]?["audiences"] { wanted = items.compactMap(\.stringValue) }
+    let result = state.reviewToken(token, audiences: wanted)
+    if let account = result.account {
       review["status"] = [
         "authenticated": true,
         "user": ["username": .string("system:serviceaccount:\(account.namespace):\(account.name)"),
                  "groups": ["system:serviceaccounts", .string("system:serviceaccounts:\(account.namespace)"), "system:authenticated"]],
+        "audiences": .array(result.audiences.map { .string($0) }),
       ]
     } else {
-      review["status"] = ["authenticated": false, "error": "invalid bearer token"]
+      review["status"] = ["authenticated": false, "error": .string(result.error ?? "invalid bearer token")]
     }
     review["apiVersion"] = "authentication.k8s.io/v1"
     review["kind"] = "TokenReview"

@@ -40,8 +40,21 @@ public final class LocalKubeState: Sendable {
     var nextWatcher = 0
     var nextClusterIP: UInt32 = 10
     var usedClusterIPs: Set<UInt32> = []
-    var tokens: [String: ServiceAccountRef] = [:]
+    var tokens: [String: IssuedToken] = [:]
   }
+
+  /// A service-account token the server issued (TokenRequest) or was told about.
+  struct IssuedToken: Sendable {
+    var account: ServiceAccountRef
+    /// Who the token is for; nil accepts any audience (tokens registered in-process).
+    var audiences: [String]?
+    var expires: Date?
+    /// Issued by TokenRequest: dies with its service account.
+    var bound = false
+  }
+
+  /// The audience of tokens requested without one, and of reviews that name none: the API server's own.
+  public static let apiServerAudience = "https://kubernetes.default.svc.cluster.local"
 
   let configuration: Configuration
   let state = Mutex(State())
@@ -86,7 +99,85 @@ public final class LocalKubeState: Sendable {
 
   /// Registers `token` as belonging to a service account, for TokenReview.
   public func registerServiceAccountToken(_ token: String, for account: ServiceAccountRef) {
-    state.withLock { $0.tokens[token] = account }
+    state.withLock { $0.tokens[token] = IssuedToken(account: account) }
+  }
+
+  /// A TokenRequest (`POST .../serviceaccounts/NAME/token`, what `kubectl create token` sends): a new opaque
+  /// token for an existing service account, bound to `spec.audiences` (default: the API server's) and valid
+  /// for `spec.expirationSeconds` (default 3600, at least 600, as the real server enforces).
+  func requestToken(namespace: String, serviceAccount: String, request: JSONValue) throws(APIStatusError) -> JSONValue {
+    _ = try get(resource: "serviceaccounts", namespace: namespace, name: serviceAccount)
+    var audiences: [String] = []
+    if let given = request["spec"]?["audiences"] {
+      guard case .array(let items) = given else { throw APIStatusError.badRequest("spec.audiences must be a list of strings") }
+      for item in items {
+        guard let audience = item.stringValue, !audience.isEmpty else {
+          throw APIStatusError.badRequest("spec.audiences must be a list of non-empty strings")
+        }
+        audiences.append(audience)
+      }
+    }
+    if audiences.isEmpty { audiences = [Self.apiServerAudience] }
+    var seconds: Int64 = 3600
+    if let given = request["spec"]?["expirationSeconds"] {
+      guard let value = given.intValue else { throw APIStatusError.badRequest("spec.expirationSeconds must be an integer") }
+      guard value >= 600 else {
+        throw APIStatusError(
+          code: 422, reason: "Invalid",
+          message: "TokenRequest.authentication.k8s.io \"\(serviceAccount)\" is invalid: spec.expirationSeconds: "
+            + "Invalid value: \(value): may not specify a duration less than 10 minutes")
+      }
+      seconds = min(value, 48 * 3600)
+    }
+    var random = SystemRandomNumberGenerator()
+    let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &random) }
+    let token = "swiftmesh-local." + Data(bytes).base64EncodedString()
+      .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    let expires = Date().addingTimeInterval(TimeInterval(seconds))
+    state.withLock {
+      $0.tokens[token] = IssuedToken(
+        account: ServiceAccountRef(name: serviceAccount, namespace: namespace), audiences: audiences, expires: expires,
+        bound: true)
+    }
+    var response = request
+    response["apiVersion"] = "authentication.k8s.io/v1"
+    response["kind"] = "TokenRequest"
+    var metadata = response["metadata"] ?? [:]
+    metadata["name"] = .string(serviceAccount)
+    metadata["namespace"] = .string(namespace)
+    metadata["creationTimestamp"] = .string(Self.timestamp(Date()))
+    response["metadata"] = metadata
+    var spec = response["spec"] ?? [:]
+    spec["audiences"] = .array(audiences.map { .string($0) })
+    spec["expirationSeconds"] = .int(seconds)
+    response["spec"] = spec
+    response["status"] = ["token": .string(token), "expirationTimestamp": .string(Self.timestamp(expires))]
+    return response
+  }
+
+  /// A TokenReview's answer for `token` and the audiences the reviewer wants (none: the API server's).
+  func reviewToken(_ token: String, audiences wanted: [String]) -> (account: ServiceAccountRef?, audiences: [String], error: String?) {
+    guard let issued = state.withLock({ $0.tokens[token] }) else { return (nil, [], "invalid bearer token") }
+    if let expires = issued.expires, expires < Date() { return (nil, [], "token has expired") }
+    let targets = wanted.isEmpty ? [Self.apiServerAudience] : wanted
+    var granted = targets
+    if let audiences = issued.audiences {
+      granted = targets.filter { audiences.contains($0) }
+      if granted.isEmpty {
+        return (nil, [], "token audiences \(audiences) is invalid for the target audiences \(targets)")
+      }
+    }
+    // Bound tokens die with their service account.
+    if issued.bound, (try? get(resource: "serviceaccounts", namespace: issued.account.namespace, name: issued.account.name)) == nil {
+      return (nil, [], "service account \(issued.account.namespace)/\(issued.account.name) has been deleted")
+    }
+    return (issued.account, granted, nil)
+  }
+
+  static func timestamp(_ date: Date) -> String {
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime]
+    return formatter.string(from: date)
   }
 
   /// Forgets a token (its reviews then say "not authenticated").
@@ -149,6 +240,8 @@ public final class LocalKubeState: Sendable {
                              name: name, kind: plural)
       }
       if t.group == "", t.plural == "services" { try assignClusterIP(&object, &s) }
+      // As the real server defaults it: a Secret without a type is Opaque.
+      if t.group == "", t.plural == "secrets", (object["type"]?.stringValue ?? "").isEmpty { object["type"] = "Opaque" }
       if t.plural == "customresourcedefinitions", t.group == "apiextensions.k8s.io" {
         let crdType = try Self.resourceType(fromCRD: object, name: name)
         s.types[crdType.id] = crdType
