@@ -321,6 +321,7 @@ let package = Package(
       name: "MeshTLSTests",
       dependencies: [
         "MeshCore", "MeshIdentity", "MeshTLS", "_MeshTestSupport",
+        .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -3,6 +3,7 @@ public import Logging
 import MeshCore
 public import MeshIdentity
 public import ServiceLifecycle
+import X509
 
 /// A workload's mesh identity as an executable gets it at start: read the trust anchors and the
 /// service-account token, `Certify` with the identity service, build the TLS contexts, and keep them
@@ -19,26 +20,38 @@ public struct CertifiedWorkload: Sendable {
   ) async throws -> CertifiedWorkload {
     let name = try IdentityName(identity)
     let anchors = try PEMFiles.readCertificates(caFile)
-    let token: String
-    do {
-      token = try String(contentsOfFile: tokenFile, encoding: .utf8)
-    } catch {
-      throw MeshError.invalidConfiguration("cannot read token file \(tokenFile)", cause: error)
-    }
+    let certify = try certifier(name: name, identityServer: identityServer, anchors: anchors, tokenFile: tokenFile)
+    let material = try await certify()
+    logger.notice("certified", metadata: ["identity": "\(name)", "valid_until": "\(material.notValidAfter)"])
+    let tls = try MeshTLS(material: material, trustAnchors: anchors, configuration: configuration, logger: logger)
+    let rotator = CertificateRotator(initial: material, logger: logger, renew: certify)
+    return CertifiedWorkload(
+      tls: tls, material: material,
+      services: [rotator, RotationFollower(tls: tls, updates: rotator.updates())])
+  }
+}
+
+extension CertifiedWorkload {
+  /// One `Certify` call for `name`, reading the token file anew each time: Kubernetes rotates projected
+  /// service-account tokens in place, and a renewal must present the current one, not the one read at start.
+  static func certifier(
+    name: IdentityName, identityServer: String, anchors: [Certificate], tokenFile: String
+  ) throws -> @Sendable () async throws -> WorkloadCertificate {
     let client = IdentityClient(
       configuration: .init(
         server: try Authority(identityServer), trustAnchors: anchors,
         serverIdentity: try IdentityServer.serverIdentity(
           controlPlaneNamespace: name.controlPlaneNamespace, trustDomain: name.trustDomain)))
-    let material = try await client.certify(identity: name, token: token)
-    logger.notice("certified", metadata: ["identity": "\(name)", "valid_until": "\(material.notValidAfter)"])
-    let tls = try MeshTLS(material: material, trustAnchors: anchors, configuration: configuration, logger: logger)
-    let rotator = CertificateRotator(initial: material, logger: logger) {
-      try await client.certify(identity: name, token: token)
+    return {
+      let token: String
+      do {
+        token = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+      } catch {
+        throw MeshError.invalidConfiguration("cannot read token file \(tokenFile)", cause: error)
+      }
+      guard !token.isEmpty else { throw MeshError.invalidConfiguration("token file \(tokenFile) is empty") }
+      return try await client.certify(identity: name, token: token)
     }
-    return CertifiedWorkload(
-      tls: tls, material: material,
-      services: [rotator, RotationFollower(tls: tls, updates: rotator.updates())])
   }
 }
 
