@@ -13,6 +13,25 @@ import Synchronization
 /// requests up to the grace period.
 public final class MeshProxy: Service, Sendable {
   /// The ports the listeners are bound to (useful with port 0).
+  /// How the last graceful shutdown ended.
+  public struct ShutdownReport: Sendable, Hashable {
+    /// Every request in flight finished within the grace period.
+    public var drained: Bool
+    /// Requests still in flight when the grace period ran out (cut off).
+    public var inFlightCut: Int
+    /// Connections the proxy had to close itself at the end (rather than closing gracefully on their own).
+    public var forcedConnections: Int
+    public init(drained: Bool, inFlightCut: Int, forcedConnections: Int) {
+      self.drained = drained
+      self.inFlightCut = inFlightCut
+      self.forcedConnections = forcedConnections
+    }
+  }
+
+  /// The last graceful shutdown's outcome; nil until one happened.
+  public var lastShutdown: ShutdownReport? { shutdownReport.withLock { $0 } }
+  private let shutdownReport = Mutex<ShutdownReport?>(nil)
+
   public struct BoundPorts: Sendable, Hashable {
     public var outbound: Int
     public var inbound: Int
@@ -112,11 +131,34 @@ public final class MeshProxy: Service, Sendable {
       self.logger.notice("proxy draining", metadata: ["in_flight": "\(self.inFlight.current)"])
       try? await outbound?.close()
       try? await inbound.close()
+      // Every open connection quiesces: HTTP/1.1 closes when idle, or after the response in progress (sent
+      // with `connection: close`); HTTP/2 gets GOAWAY and closes when its open streams finish. Clients move
+      // their next requests elsewhere instead of losing them to a close at the deadline.
+      for channel in self.connections.withLock({ Array($0.values) }) {
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+      }
       let deadline = ContinuousClock.now + self.configuration.shutdownGracePeriod
       while self.inFlight.current > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
         try? await Task.sleep(for: .milliseconds(20))
       }
-      for channel in self.connections.withLock({ Array($0.values) }) { channel.close(promise: nil) }
+      // The responses are out; give the connections a moment to finish closing on their own.
+      let settle = min(deadline, ContinuousClock.now + .seconds(1))
+      while !self.connections.withLock({ $0.isEmpty }) && ContinuousClock.now < settle && !Task.isCancelled {
+        try? await Task.sleep(for: .milliseconds(10))
+      }
+      let remaining = self.connections.withLock({ Array($0.values) })
+      let cut = self.inFlight.current
+      for channel in remaining { channel.close(promise: nil) }
+      let drained = cut == 0
+      let report = ShutdownReport(drained: drained, inFlightCut: cut, forcedConnections: remaining.count)
+      self.shutdownReport.withLock { $0 = report }
+      if drained && remaining.isEmpty {
+        self.logger.notice("proxy drained: every connection closed gracefully")
+      } else {
+        self.logger.warning(
+          "grace period over",
+          metadata: ["requests_cut": "\(report.inFlightCut)", "connections_closed": "\(report.forcedConnections)"])
+      }
       try? await admin.close()
       self.outboundRouter.finish()
       group.cancelAll()

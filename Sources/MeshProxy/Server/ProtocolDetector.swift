@@ -62,6 +62,15 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     }
   }
 
+  /// Shutting down before the protocol is known: nothing is in flight on this connection, so close it.
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if event is ChannelShouldQuiesceEvent {
+      context.close(promise: nil)
+      return
+    }
+    context.fireUserInboundEventTriggered(event)
+  }
+
   private func startTLS(_ tls: MeshTLS, context: ChannelHandlerContext) throws {
     let session = try tls.addServerHandlers(
       to: context.pipeline.syncOperations, requireClientCertificate: setup.requireClientCertificate)
@@ -95,10 +104,12 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
   private func configureHTTP2(context: ChannelHandlerContext) throws {
     let setup = self.setup
     let peerIdentity = self.peerIdentity
+    let streams = HTTP2StreamTracker(eventLoop: context.eventLoop)
     _ = try context.pipeline.syncOperations.configureHTTP2Pipeline(
       mode: .server,
       connectionConfiguration: .init(),
       streamConfiguration: .init(),
+      streamDelegate: streams,
       position: .last
     ) { stream in
       stream.eventLoop.makeCompletedFuture {
@@ -109,6 +120,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
             inFlight: setup.inFlight, logger: setup.logger))
       }
     }
+    try context.pipeline.syncOperations.addHandler(GracefulHTTP2Shutdown(streams: streams), position: .last)
     try context.pipeline.syncOperations.addHandler(
       ConnectionErrorLogger(logger: setup.logger, role: "downstream HTTP/2 connection"), position: .last)
     forwardBufferedAndRemove(context: context)

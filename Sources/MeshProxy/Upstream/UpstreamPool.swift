@@ -199,7 +199,9 @@ extension TimeAmount {
 }
 
 /// Logs errors that reach the end of a connection's pipeline (protocol errors, resets, TLS alerts), so that
-/// a connection the proxy loses is never lost silently.
+/// a connection the proxy loses is never lost silently, and closes the connection on any error that is not
+/// one stream's: after a connection-level protocol error (a peer that does not speak HTTP/2, a corrupt frame)
+/// nothing more will arrive on it, and its streams must fail now rather than wait for a timeout.
 final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
   typealias InboundIn = Never
   private let logger: Logger
@@ -221,6 +223,7 @@ final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
         "connection": "\(role)", "local": "\(context.localAddress.map { "\($0)" } ?? "?")", "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)",
       ])
     context.fireErrorCaught(originalError)
+    if !(originalError is NIOHTTP2Errors.StreamError) { context.close(promise: nil) }
   }
 }
 

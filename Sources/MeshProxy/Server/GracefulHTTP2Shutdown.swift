@@ -1,0 +1,64 @@
+import NIOCore
+import NIOHTTP2
+
+/// The streams of one downstream HTTP/2 connection, as its `NIOHTTP2Handler` creates and closes them.
+///
+/// Sendable because the handler's API asks for it; every call happens on the connection's event loop (the
+/// HTTP/2 handler calls its delegate there, and `GracefulHTTP2Shutdown` runs there), which it checks.
+final class HTTP2StreamTracker: NIOHTTP2StreamDelegate, @unchecked Sendable {
+  private let eventLoop: any EventLoop
+  private(set) var open: Set<HTTP2StreamID> = []
+  private(set) var highest: HTTP2StreamID = .rootStream
+  /// Called when the last open stream closes.
+  var onIdle: (() -> Void)?
+
+  init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
+
+  func streamCreated(_ id: HTTP2StreamID, channel: any Channel) {
+    eventLoop.preconditionInEventLoop()
+    open.insert(id)
+    if id > highest { highest = id }
+  }
+
+  func streamClosed(_ id: HTTP2StreamID, channel: any Channel) {
+    eventLoop.preconditionInEventLoop()
+    open.remove(id)
+    if open.isEmpty { onIdle?() }
+  }
+}
+
+/// Graceful shutdown of a downstream HTTP/2 connection: on `ChannelShouldQuiesceEvent` it sends GOAWAY
+/// (NO_ERROR, last stream = the highest the client opened), so the client takes new requests elsewhere while
+/// the streams already open finish. Streams opened after the GOAWAY are refused by the HTTP/2 state machine
+/// (REFUSED_STREAM), which clients retry. When the last open stream closes it sends the GOAWAY once more and
+/// closes the connection as soon as that frame (and so everything before it) is written.
+final class GracefulHTTP2Shutdown: ChannelInboundHandler {
+  typealias InboundIn = HTTP2Frame
+  typealias OutboundOut = HTTP2Frame
+
+  private let streams: HTTP2StreamTracker
+  private var quiescing = false
+
+  init(streams: HTTP2StreamTracker) { self.streams = streams }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if event is ChannelShouldQuiesceEvent, !quiescing {
+      quiescing = true
+      let last = streams.highest
+      let goAway = HTTP2Frame(
+        streamID: .rootStream, payload: .goAway(lastStreamID: last, errorCode: .noError, opaqueData: nil))
+      context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
+      let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+      let finish = {
+        let (handler, context) = bound.value
+        context.writeAndFlush(handler.wrapOutboundOut(goAway)).whenComplete { _ in context.close(promise: nil) }
+      }
+      if streams.open.isEmpty { finish() } else { streams.onIdle = finish }
+    }
+    context.fireUserInboundEventTriggered(event)
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    streams.onIdle = nil
+  }
+}
