@@ -117,7 +117,10 @@ let package = Package(
     .target(
       name: "MeshProxy",
       dependencies: [
-        "MeshCore", "MeshTLS", "MeshBalancer", "MeshDiscovery",
+        "MeshCore", "MeshTLS", "MeshBalancer", "MeshDiscovery", "MeshAPI",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -196,6 +199,8 @@ let package = Package(
         "MeshKube",
         "MeshKubeLocal",
         "MeshMulticluster",
+        "MeshProxy",
+        "MeshAPI",
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -309,7 +314,7 @@ let package = Package(
     .testTarget(
       name: "MeshProxyTests",
       dependencies: [
-        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "MeshDiscovery", "MeshKube", "MeshKubeLocal", "_MeshTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "MeshDiscovery", "MeshKube", "MeshKubeLocal", "MeshAPI", "_MeshTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),

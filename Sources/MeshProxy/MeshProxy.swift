@@ -41,6 +41,8 @@ public final class MeshProxy: Service, Sendable {
   public let configuration: ProxyConfiguration
   public let metrics: ProxyMetrics
   public let readiness = Readiness()
+  /// The observers of this proxy's requests; serve it with a `TapServer` (`mesh-proxy --tap`).
+  public let tap = TapHub()
   public let inFlight = InFlightRequests()
   private let tls: MeshTLS?
   private let outboundRouter: OutboundRouter
@@ -93,7 +95,7 @@ public final class MeshProxy: Service, Sendable {
       : try await bind(
         configuration.outboundAddress, direction: "outbound",
         setup: .init(
-          router: outboundRouter, metrics: metrics, tls: nil, requireClientCertificate: false, inFlight: inFlight,
+          router: outboundRouter, metrics: metrics, tls: nil, requireClientCertificate: false, inFlight: inFlight, tap: tap,
           logger: logger))
     if configuration.gatewayMode && tls == nil {
       throw MeshError.invalidArgument("gateway mode needs a mesh identity: callers are admitted by mutual TLS only")
@@ -103,7 +105,7 @@ public final class MeshProxy: Service, Sendable {
       setup: .init(
         router: configuration.gatewayMode ? gatewayRouter : inboundRouter, metrics: metrics, tls: tls,
         requireClientCertificate: configuration.gatewayMode || configuration.requireIdentityOnInbound,
-        inFlight: inFlight, logger: logger))
+        inFlight: inFlight, tap: tap, logger: logger))
     let admin = try await bindAdmin(configuration.adminAddress)
     let bound = BoundPorts(
       outbound: outbound?.localAddress?.port ?? 0, inbound: inbound.localAddress?.port ?? 0,

@@ -46,8 +46,19 @@ struct MeshProxyCommand: AsyncParsableCommand {
   var gateway = false
   @Option(help: "The cluster's DNS domain; the gateway serves <service>.<namespace>.svc.<domain> only.")
   var clusterDomain: String = "cluster.local"
+  @Option(
+    help: ArgumentHelp(
+      "Serve the tap API (gRPC, plaintext: keep it on loopback), HOST:PORT; the conventional port is 4190.",
+      discussion: "`meshctl tap --proxy HOST:PORT` streams the proxy's requests live."))
+  var tap: String?
   @Option(help: "Log level (trace, debug, info, notice, warning, error).")
   var logLevel: String = "info"
+
+  func validate() throws {
+    if let tap {
+      do { _ = try Authority(tap) } catch { throw ValidationError("--tap: \(error.message)") }
+    }
+  }
 
   func run() async throws {
     LoggingSystem.bootstrap(StreamLogHandler.standardError)
@@ -80,9 +91,10 @@ struct MeshProxyCommand: AsyncParsableCommand {
     let proxy = MeshProxy(
       configuration: configuration, tls: tls, discovery: ResolverDiscovery(resolver: resolver, logger: logger),
       logger: logger)
+    let tapServer = try tap.map { TapServer(address: try Authority($0), hub: proxy.tap, logger: logger) }
     let group = ServiceGroup(
       configuration: .init(
-        services: workload.services.map { .init(service: $0) } + [
+        services: workload.services.map { .init(service: $0) } + (tapServer.map { [.init(service: $0)] } ?? []) + [
           .init(service: resolver),
           .init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup),
         ],

@@ -6,7 +6,8 @@ struct MeshCtl: AsyncParsableCommand {
     commandName: "meshctl",
     abstract: "Operate a SwiftMesh service mesh.",
     subcommands: [
-      DemoCommand.self, StatCommand.self, IdentityCommand.self, DiagnosticsCommand.self, MulticlusterCommand.self,
+      DemoCommand.self, StatCommand.self, TapCommand.self, IdentityCommand.self, DiagnosticsCommand.self,
+      MulticlusterCommand.self,
       DevCommand.self,
     ]
   )

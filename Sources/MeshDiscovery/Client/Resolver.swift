@@ -1,4 +1,4 @@
-import GRPCCore
+public import GRPCCore
 public import GRPCNIOTransportHTTP2
 public import Logging
 import MeshAPI
@@ -92,7 +92,7 @@ public final class Resolver: ServiceLifecycle.Service, Sendable {
 
   /// The gRPC target for `host`: an IPv4 or IPv6 literal as such, anything else a DNS name (as in a cluster,
   /// `swiftmesh-destination.swiftmesh.svc.cluster.local`).
-  static func target(host: String, port: Int) -> any ResolvableTarget {
+  public static func target(host: String, port: Int) -> any ResolvableTarget {
     let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
     let parts = bare.split(separator: ".", omittingEmptySubsequences: false)
     if parts.count == 4, parts.allSatisfy({ UInt8($0) != nil }) { return .ipv4(address: bare, port: port) }

@@ -17,6 +17,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     var tls: MeshTLS?
     var requireClientCertificate: Bool
     var inFlight: InFlightRequests
+    var tap: TapHub
     var logger: Logger
   }
 
@@ -97,7 +98,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     try sync.addHandler(
       ProxyRequestHandler(
         router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: false,
-        inFlight: setup.inFlight, logger: setup.logger))
+        inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger))
     forwardBufferedAndRemove(context: context)
   }
 
@@ -117,7 +118,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
         try stream.pipeline.syncOperations.addHandler(
           ProxyRequestHandler(
             router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: true,
-            inFlight: setup.inFlight, logger: setup.logger))
+            inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger))
       }
     }
     try context.pipeline.syncOperations.addHandler(GracefulHTTP2Shutdown(streams: streams), position: .last)

@@ -1,5 +1,6 @@
 import Logging
 import MeshBalancer
+import MeshAPI
 import MeshCore
 import NIOCore
 import NIOHTTP1
@@ -41,6 +42,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   private let inFlight: InFlightRequests
   private let logger: Logger
+  private let tap: TapHub
+  /// The current request as tap describes it, while somebody observes.
+  private var tapped: TapRequest?
+  private var tapDestination = ""
+  private var tapServerID = ""
 
   /// The current request as routed, kept to route it again when an upstream refuses it unprocessed.
   private var request: RoutedRequest?
@@ -67,9 +73,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   init(
     router: any RequestRouter, metrics: ProxyMetrics, peerIdentity: IdentityName?, isHTTP2: Bool,
-    inFlight: InFlightRequests, logger: Logger
+    inFlight: InFlightRequests, tap: TapHub, logger: Logger
   ) {
     self.inFlight = inFlight
+    self.tap = tap
     self.logger = logger
     self.router = router
     self.metrics = metrics
@@ -156,6 +163,18 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     retries = 0
     requestID &+= 1
     policy = .none
+    tapDestination = ""
+    tapServerID = ""
+    if tap.isObserved {
+      let tapped = TapRequest(
+        id: tap.requestID(), direction: router.direction, source: Self.address(context.channel.remoteAddress),
+        tls: peerIdentity != nil, clientID: peerIdentity?.description ?? "", method: head.method.rawValue,
+        authority: currentAuthority, path: head.uri)
+      self.tapped = tapped
+      tap.publish(tapped, destination: "", serverID: "", event: .requestInit(.init()))
+    } else {
+      tapped = nil
+    }
     // Hold further reads until the upstream is ready; parts already read are buffered.
     context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
     let id = requestID
@@ -234,6 +253,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       answer(proxyError, context: context, requestEnded: buffered.contains { if case .end = $0 { true } else { false } })
     case .success(let upstream):
       metrics.requestStarted(upstream.labels)
+      if tapped != nil {
+        tapDestination = Self.address(upstream.channel.remoteAddress)
+        tapServerID = upstream.labels.serverID
+      }
       attemptID &+= 1
       do {
         try upstream.channel.pipeline.syncOperations.addHandler(
@@ -278,6 +301,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     labels.clientID = peerIdentity?.description ?? ""
     metrics.responseEnded(
       labels, status: Int(error.status.code), grpcStatus: nil, latencyMilliseconds: elapsedMilliseconds())
+    tapResponse(status: Int(error.status.code))
+    tapEnd(status: Int(error.status.code), grpcStatus: nil, proxyError: error.reason.rawValue)
     if policy.hasRoute {
       metrics.routeResponse(
         policy, direction: router.direction, status: Int(error.status.code), latencyMilliseconds: elapsedMilliseconds())
@@ -320,6 +345,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       let latency = elapsedMilliseconds()
       state = .forwarding(forwarding)
       responseLatency = latency
+      tapResponse(status: forwarding.status)
       context.write(wrapOutboundOut(.head(head)), promise: nil)
     case .body(let buffer):
       context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
@@ -334,6 +360,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
           latencyMilliseconds: responseLatency ?? elapsedMilliseconds())
       }
       responseLatency = nil
+      tapEnd(status: forwarding.status, grpcStatus: forwarding.grpcStatus, proxyError: "")
       forwarding.responseStarted = true
       state = .forwarding(forwarding)
       responseEnded = true
@@ -439,6 +466,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       metrics.proxyError(direction: router.direction, reason: .upstreamReset)
       metrics.responseEnded(
         forwarding.upstream.labels, status: 502, grpcStatus: nil, latencyMilliseconds: elapsedMilliseconds())
+      tapEnd(status: forwarding.status, grpcStatus: nil, proxyError: ProxyError.Reason.upstreamReset.rawValue)
       state = .answered
       context.close(promise: nil)
     } else {
@@ -459,6 +487,33 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
     state = .idle
     endCounted()
+  }
+
+  // MARK: Tap
+
+  private func tapResponse(status: Int) {
+    guard let tapped else { return }
+    var event = Swiftmesh_Tap_TapEvent.ResponseInit()
+    event.status = UInt32(clamping: status)
+    event.latencyMs = elapsedMilliseconds()
+    tap.publish(tapped, destination: tapDestination, serverID: tapServerID, event: .responseInit(event))
+  }
+
+  private func tapEnd(status: Int, grpcStatus: Int?, proxyError: String) {
+    guard let tapped else { return }
+    var event = Swiftmesh_Tap_TapEvent.ResponseEnd()
+    event.status = UInt32(clamping: status)
+    if let grpcStatus { event.grpcStatus = UInt32(clamping: grpcStatus) }
+    event.durationMs = elapsedMilliseconds()
+    event.proxyError = proxyError
+    tap.publish(tapped, destination: tapDestination, serverID: tapServerID, event: .responseEnd(event))
+    self.tapped = nil
+  }
+
+  /// `ip:port` (`[ip]:port` for IPv6), or empty.
+  static func address(_ address: SocketAddress?) -> String {
+    guard let address, let ip = address.ipAddress, let port = address.port else { return "" }
+    return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
   }
 
   // MARK: Helpers
