@@ -179,7 +179,7 @@ let package = Package(
       name: "MeshDemo",
       dependencies: [
         "MeshCore", "MeshIdentity", "MeshTLS", "MeshKube", "MeshKubeLocal", "MeshDiscovery", "MeshProxy",
-        "MeshMulticluster",
+        "MeshMulticluster", "MeshAPI",
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),

@@ -27,6 +27,8 @@ struct ProxyPorts: Sendable, Hashable {
   var inbound: Int
   var outbound: Int
   var admin: Int
+  /// The tap API, when the proxy serves it.
+  var tap: Int? = nil
 }
 
 /// One demo cluster: a Kubernetes API with the cluster's control plane (identity with its own issuer under the
@@ -52,6 +54,8 @@ final class Cluster: Sendable {
     var supervisor: LinkSupervisor?
     var mirrorAdminPort: Int?
     var backendApp: DemoBackend?
+    /// In-process proxies' tap hubs, by component.
+    var tapHubs: [String: TapHub] = [:]
   }
   private let parts = Mutex(Parts())
 
@@ -243,10 +247,10 @@ final class Cluster: Sendable {
 
   /// A proxy for `serviceAccount` (a gateway with `gateway`), forwarding inbound requests to port `app`.
   func startProxy(
-    serviceAccount: String, namespace: String, app: Int, gateway: Bool,
+    serviceAccount: String, namespace: String, app: Int, gateway: Bool, tap: Bool = false,
     in group: inout ThrowingTaskGroup<Void, any Error>
   ) async throws -> ProxyPorts {
-    let component = gateway ? "\(name)-gateway" : "\(name)-\(serviceAccount)-proxy"
+    let component = Self.proxyComponent(cluster: name, serviceAccount: serviceAccount, gateway: gateway)
     switch runtime {
     case .tasks(let anchor):
       let material = try await certify(serviceAccount: serviceAccount, namespace: namespace, anchor: anchor)
@@ -263,11 +267,18 @@ final class Cluster: Sendable {
         }, tls: tls, discovery: ResolverDiscovery(resolver: resolver, logger: logger), logger: logger)
       services.start(component, in: &group) { try await proxy.run() }
       let bound = try await proxy.boundPorts()
-      return ProxyPorts(inbound: bound.inbound, outbound: bound.outbound, admin: bound.admin)
+      var ports = ProxyPorts(inbound: bound.inbound, outbound: bound.outbound, admin: bound.admin)
+      if tap {
+        let server = TapServer(address: try Authority("127.0.0.1:0"), hub: proxy.tap, logger: logger)
+        services.start("\(component)-tap", in: &group) { try await server.run() }
+        ports.tap = try await server.listeningPort
+        parts.withLock { $0.tapHubs[component] = proxy.tap }
+      }
+      return ports
     case .processes(let processes):
       let ports = ProxyPorts(
         inbound: try DemoProcesses.freePort(), outbound: try DemoProcesses.freePort(),
-        admin: try DemoProcesses.freePort())
+        admin: try DemoProcesses.freePort(), tap: tap ? try DemoProcesses.freePort() : nil)
       let identity = try IdentityName(serviceAccount: serviceAccount, namespace: namespace)
       try processes.start(
         component, "mesh-proxy",
@@ -278,9 +289,29 @@ final class Cluster: Sendable {
           "--inbound", "127.0.0.1:\(ports.inbound)", "--outbound", "127.0.0.1:\(ports.outbound)",
           "--admin", "127.0.0.1:\(ports.admin)", "--app", "127.0.0.1:\(app)",
           "--failfast-timeout", "3", "--shutdown-grace-period", "2", "--log-level", processes.logLevel,
-        ])
+        ] + (ports.tap.map { ["--tap", "127.0.0.1:\($0)"] } ?? []))
       try await processes.waitReady(component, url: "http://127.0.0.1:\(ports.admin)/ready")
       return ports
+    }
+  }
+
+  static func proxyComponent(cluster: String, serviceAccount: String, gateway: Bool) -> String {
+    gateway ? "\(cluster)-gateway" : "\(cluster)-\(serviceAccount)-proxy"
+  }
+
+  /// Waits until someone observes the tap of `serviceAccount`'s proxy (so no request goes by unseen).
+  func waitForTapObserver(serviceAccount: String, timeout: Duration = .seconds(30)) async throws {
+    let component = Self.proxyComponent(cluster: name, serviceAccount: serviceAccount, gateway: false)
+    switch runtime {
+    case .tasks:
+      let hub = parts.withLock { $0.tapHubs[component] }
+      try await poll("\(component): a tap observer", timeout: timeout) { (hub?.observers ?? 0) > 0 }
+    case .processes(let processes):
+      // mesh-proxy logs each observer it starts serving (at info, the demo's component log level).
+      let log = processes.path("\(component).log")
+      try await processes.wait(for: "\(component) to log its tap observer", timeout: timeout) {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("tap started")
+      }
     }
   }
 

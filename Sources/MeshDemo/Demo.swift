@@ -7,6 +7,7 @@ import MeshIdentity
 import MeshKube
 import MeshKubeLocal
 public import MeshMulticluster
+import MeshAPI
 import MeshProxy
 import MeshTLS
 import NIOCore
@@ -54,6 +55,8 @@ public struct DemoSummary: Codable, Sendable {
   public var elapsedSeconds: Double
   /// What happened when west's gateway was stopped (with `--failover` or `--stop-gateway`).
   public var failover: [String]
+  /// `meshctl tap` of east's client proxy during the first requests: req, rsp and end lines.
+  public var tap: [String]
   /// Every request succeeded, and over mutual TLS.
   public var ok: Bool
   /// How the components ran: `tasks` (in one process) or `processes` (each its own executable).
@@ -147,15 +150,29 @@ public enum Demo {
 
       // East's client, and the split of backend between east and west.
       let clientPorts = try await east.startProxy(
-        serviceAccount: "web", namespace: namespace, app: 1, gateway: false, in: &group)
+        serviceAccount: "web", namespace: namespace, app: 1, gateway: false, tap: true, in: &group)
       try await east.applyProfile()
       try await east.applySplit(westPercent: options.split)
       try await east.waitForSplit(westPercent: options.split)
       say("TrafficSplit backend -> {backend: \(100 - options.split), backend-west: \(options.split)} applied in east")
 
+      // `meshctl tap` on the client proxy, for the first requests of the load.
+      let tapped = min(3, options.requests)
+      let tap = startTap(runtime: runtime, port: clientPorts.tap ?? 0, requests: tapped)
+      defer { tap.cancel() }
+      var tapProblem: String?
+      do { try await east.waitForTapObserver(serviceAccount: "web") } catch { tapProblem = "tap: \(error)" }
+
       // The load.
       var results = try await sendLoad(
         options: options, port: clientPorts.outbound, east: east, west: west, say: say)
+      let tapLines: [String]
+      switch await tap.result {
+      case .success(let lines): tapLines = lines
+      case .failure(let error):
+        tapLines = []
+        results.events.append(tapProblem ?? "tap: \(error)")
+      }
       var healthy = true
       if case .processes(let processes) = runtime {
         do { try processes.checkAlive() } catch {
@@ -175,7 +192,7 @@ public enum Demo {
         requests: options.requests, succeeded: results.succeeded, failed: options.requests - results.succeeded,
         byCluster: results.byCluster, mutualTLSResponses: mutualTLS, leaves: leaves,
         gateways: await east.gatewayReports(), elapsedSeconds: (ContinuousClock.now - started).seconds,
-        failover: results.events,
+        failover: results.events, tap: tapLines,
         ok: healthy && results.succeeded == options.requests && mutualTLS >= options.requests,
         mode: options.processes ? "processes" : "tasks", directory: directory)
 
@@ -202,6 +219,60 @@ public enum Demo {
       services.stopAll()
       group.cancelAll()
       return summary
+    }
+  }
+
+  /// Observes the first `requests` requests to `backend` on the client proxy's tap: with `meshctl tap` as a
+  /// process, or in this process with the same client. Ends by itself once they ended (bounded at 60 s).
+  static func startTap(runtime: DemoRuntime, port: Int, requests: Int) -> Task<[String], any Error> {
+    Task { firstRequests(requests, of: try await observeTap(runtime: runtime, port: port, requests: requests)) }
+  }
+
+  /// The lines of the first `count` requests seen (a tap stream interleaves the requests in flight).
+  static func firstRequests(_ count: Int, of lines: [String]) -> [String] {
+    var ids: [Substring] = []
+    return lines.filter { line in
+      guard let id = line.split(separator: " ").first(where: { $0.hasPrefix("id=") }) else { return false }
+      if ids.contains(id) { return true }
+      guard ids.count < count else { return false }
+      ids.append(id)
+      return true
+    }
+  }
+
+  static func observeTap(runtime: DemoRuntime, port: Int, requests: Int) async throws -> [String] {
+    do {
+      let authority = "backend.default.svc.cluster.local"
+      switch runtime {
+      case .processes(let processes):
+        try await processes.run(
+          "east-tap", "meshctl",
+          ["tap", "--proxy", "127.0.0.1:\(port)", "--authority", authority, "--max", "\(requests)"],
+          timeout: .seconds(60))
+        let text = try String(contentsOfFile: processes.path("east-tap.log"), encoding: .utf8)
+        return text.split(separator: "\n").map(String.init)
+      case .tasks:
+        let match: Swiftmesh_Tap_Match = {
+          var match = Swiftmesh_Tap_Match()
+          match.authority = authority
+          return match
+        }()
+        let lines = LoadShared.Lines()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          group.addTask {
+            try await TapClient.observe(
+              proxy: try Authority(host: "127.0.0.1", port: port), match: match, maxRequests: UInt32(requests)
+            ) { event in lines.value.withLock { $0.append(TapClient.line(event)) } }
+          }
+          group.addTask {
+            try await Task.sleep(for: .seconds(60))
+            throw MeshError.unavailable("meshctl tap saw fewer than \(requests) requests in 60 s")
+          }
+          try await group.next()
+          group.cancelAll()
+        }
+        return lines.value.withLock { $0 }
+      }
     }
   }
 
@@ -314,6 +385,9 @@ public enum Demo {
 
 /// The load loop's shared state.
 final class LoadShared: Sendable {
+  /// Lines collected by concurrent tasks.
+  final class Lines: Sendable { let value = Mutex<[String]>([]) }
+
   let results = Mutex(Demo.LoadResults())
   let next = Atomic<Int>(0)
   let stopped = Atomic<Bool>(false)

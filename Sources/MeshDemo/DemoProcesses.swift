@@ -73,7 +73,13 @@ final class DemoProcesses: Sendable {
         child.process.terminate()
         throw MeshError.unavailable("\(child.commandLine) did not finish within \(timeout)\(tail(of: child.log))")
       }
-      try await Task.sleep(for: .milliseconds(20))
+      do {
+        try await Task.sleep(for: .milliseconds(20))
+      } catch {
+        // Cancelled: the command goes too.
+        child.process.terminate()
+        throw error
+      }
     }
     guard child.process.terminationReason == .exit, child.process.terminationStatus == 0 else {
       throw MeshError.unavailable(

@@ -117,6 +117,11 @@ struct DemoCommand: AsyncParsableCommand {
       print("meshctl stat ts backend (east's client proxy, one row per split leaf):")
       print(StatTable.render(summary.leaves, nameHeader: "LEAF"), terminator: "")
       print("")
+      if !summary.tap.isEmpty {
+        print("meshctl tap (east's client proxy, the first requests):")
+        for line in summary.tap { print("  " + line) }
+        print("")
+      }
       print("meshctl multicluster gateways (east):")
       print(GatewayReport.table(summary.gateways), terminator: "")
       for event in summary.failover { print(event) }

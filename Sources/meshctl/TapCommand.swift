@@ -14,7 +14,8 @@ struct TapCommand: AsyncParsableCommand {
     discussion: """
       Reads the proxy's tap API (mesh-proxy --tap HOST:PORT). Each matching request prints a 'req' line when \
       it arrives, 'rsp' when the response starts (with its latency) and 'end' when it is done (duration, \
-      status, the proxy's error when it answered itself). Runs until interrupted or --max requests ended.
+      status, the proxy's error when it answered itself). Runs until interrupted, or until the next --max \
+      requests ended.
       """)
 
   @Option(help: "The proxy's tap address, HOST:PORT.")
@@ -27,7 +28,7 @@ struct TapCommand: AsyncParsableCommand {
   var method: String?
   @Option(help: "Only this side of the proxy: inbound, outbound or gateway.")
   var direction: String?
-  @Option(help: "Stop after this many requests ended (0: until interrupted).")
+  @Option(help: "Observe the next this many requests, and stop once they ended (0: until interrupted).")
   var max: UInt32 = 0
   @Option(name: [.short, .customLong("output")], help: "Output: text (one line per event) or json (one object per line).")
   var output: String = "text"

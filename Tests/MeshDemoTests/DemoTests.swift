@@ -41,6 +41,9 @@ struct DemoTests {
     #expect(leaves["backend-west"]?.successRate == 1.0)
     #expect((leaves["backend"]?.requests ?? 0) + (leaves["backend-west"]?.requests ?? 0) == 200)
     #expect(leaves["backend-west"]?.tlsRequests == leaves["backend-west"]?.requests)
+    // The tap of the client proxy: the first three requests, each req, rsp and end.
+    #expect(summary.tap.count == 9, "\(summary.tap)")
+    #expect(summary.tap.filter { $0.hasPrefix("req ") }.count == 3, "\(summary.tap)")
     let gateway = try #require(summary.gateways.first { $0.cluster == "west" })
     #expect(gateway.alive == true)
     #expect(gateway.numServices >= 1)
@@ -137,6 +140,10 @@ struct DemoTests {
       #expect(FileManager.default.fileExists(atPath: directory.file("\(component).log")), "no \(component).log")
     }
     #expect(out.stderr.contains("stopped every component process"))
+    // `meshctl tap` against the client mesh-proxy's --tap saw the first three requests whole.
+    #expect(summary.tap.count == 9, "\(summary.tap)")
+    #expect(summary.tap.filter { $0.hasPrefix("end ") && $0.contains(":status=200") }.count == 3, "\(summary.tap)")
+    #expect(FileManager.default.fileExists(atPath: directory.file("east-tap.log")))
     let mirrorLog = try String(contentsOfFile: directory.file("east-mirror.log"), encoding: .utf8)
     #expect(!mirrorLog.isEmpty, "east's mesh-mirror logged nothing")
     #expect(Self.processes(workingIn: directory.path).isEmpty, "left running: \(Self.processes(workingIn: directory.path))")

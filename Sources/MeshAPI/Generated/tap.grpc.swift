@@ -75,8 +75,8 @@ extension Swiftmesh_Tap_Tap {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams the events of matching requests until the client cancels, or until `max_requests` requests
-        /// > have ended (their `response_end` sent).
+        /// > Streams the events of matching requests that start from now on, until the client cancels, or until
+        /// > the first `max_requests` of them have ended. A request is observed whole (from `request_init`) or not.
         /// > Errors: INVALID_ARGUMENT for an unknown direction.
         ///
         /// - Parameters:
@@ -104,8 +104,8 @@ extension Swiftmesh_Tap_Tap {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams the events of matching requests until the client cancels, or until `max_requests` requests
-        /// > have ended (their `response_end` sent).
+        /// > Streams the events of matching requests that start from now on, until the client cancels, or until
+        /// > the first `max_requests` of them have ended. A request is observed whole (from `request_init`) or not.
         /// > Errors: INVALID_ARGUMENT for an unknown direction.
         ///
         /// - Parameters:
@@ -131,8 +131,8 @@ extension Swiftmesh_Tap_Tap {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams the events of matching requests until the client cancels, or until `max_requests` requests
-        /// > have ended (their `response_end` sent).
+        /// > Streams the events of matching requests that start from now on, until the client cancels, or until
+        /// > the first `max_requests` of them have ended. A request is observed whole (from `request_init`) or not.
         /// > Errors: INVALID_ARGUMENT for an unknown direction.
         ///
         /// - Parameters:
@@ -217,8 +217,8 @@ extension Swiftmesh_Tap_Tap {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams the events of matching requests until the client cancels, or until `max_requests` requests
-        /// > have ended (their `response_end` sent).
+        /// > Streams the events of matching requests that start from now on, until the client cancels, or until
+        /// > the first `max_requests` of them have ended. A request is observed whole (from `request_init`) or not.
         /// > Errors: INVALID_ARGUMENT for an unknown direction.
         ///
         /// - Parameters:
@@ -259,8 +259,8 @@ extension Swiftmesh_Tap_Tap {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams the events of matching requests until the client cancels, or until `max_requests` requests
-        /// > have ended (their `response_end` sent).
+        /// > Streams the events of matching requests that start from now on, until the client cancels, or until
+        /// > the first `max_requests` of them have ended. A request is observed whole (from `request_init`) or not.
         /// > Errors: INVALID_ARGUMENT for an unknown direction.
         ///
         /// - Parameters:
@@ -298,8 +298,8 @@ extension Swiftmesh_Tap_Tap.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Streams the events of matching requests until the client cancels, or until `max_requests` requests
-    /// > have ended (their `response_end` sent).
+    /// > Streams the events of matching requests that start from now on, until the client cancels, or until
+    /// > the first `max_requests` of them have ended. A request is observed whole (from `request_init`) or not.
     /// > Errors: INVALID_ARGUMENT for an unknown direction.
     ///
     /// - Parameters:
@@ -331,8 +331,8 @@ extension Swiftmesh_Tap_Tap.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Streams the events of matching requests until the client cancels, or until `max_requests` requests
-    /// > have ended (their `response_end` sent).
+    /// > Streams the events of matching requests that start from now on, until the client cancels, or until
+    /// > the first `max_requests` of them have ended. A request is observed whole (from `request_init`) or not.
     /// > Errors: INVALID_ARGUMENT for an unknown direction.
     ///
     /// - Parameters:

@@ -34,7 +34,7 @@ public nonisolated struct Swiftmesh_Tap_ObserveRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Stop after this many requests have ended; 0 for no limit.
+  /// Observe the next this many matching requests, then end the stream once they ended; 0 for no limit.
   public var maxRequests: UInt32 = 0
 
   public var match: Swiftmesh_Tap_Match {

@@ -23,8 +23,12 @@ public final class TapHub: Sendable {
   struct Observer {
     var match: Swiftmesh_Tap_Match
     var continuation: AsyncStream<Swiftmesh_Tap_TapEvent>.Continuation
-    /// Requests still to end before the stream finishes; nil for no limit.
-    var remaining: UInt32?
+    /// How many requests to observe; nil for no limit.
+    var limit: UInt32?
+    /// Requests admitted so far (their `request_init` delivered).
+    var admitted: UInt32 = 0
+    /// Admitted requests that have not ended yet: only their later events are delivered.
+    var pending: Set<UInt64> = []
     var dropped: UInt64 = 0
   }
 
@@ -44,14 +48,14 @@ public final class TapHub: Sendable {
   /// A fresh request number.
   func requestID() -> UInt64 { nextRequest.add(1, ordering: .relaxed).newValue }
 
-  /// Starts observing requests that match; the stream ends after `maxRequests` requests ended (0: never) or
-  /// when `stop` is called.
+  /// Starts observing the matching requests that start from now on; the stream ends once the first
+  /// `maxRequests` of them ended (0: never), or when `stop` is called.
   func observe(match: Swiftmesh_Tap_Match, maxRequests: UInt32) -> (id: Int, events: AsyncStream<Swiftmesh_Tap_TapEvent>) {
     let (stream, continuation) = AsyncStream<Swiftmesh_Tap_TapEvent>.makeStream(
       bufferingPolicy: .bufferingNewest(Self.bufferSize))
     let id = nextObserver.add(1, ordering: .relaxed).newValue
     observerTable.withLock {
-      $0[id] = Observer(match: match, continuation: continuation, remaining: maxRequests == 0 ? nil : maxRequests)
+      $0[id] = Observer(match: match, continuation: continuation, limit: maxRequests == 0 ? nil : maxRequests)
     }
     observerCount.add(1, ordering: .relaxed)
     continuation.onTermination = { [weak self] _ in self?.stop(id) }
@@ -80,16 +84,23 @@ public final class TapHub: Sendable {
     message.authority = request.authority
     message.path = request.path
     message.event = event
-    var ended = false
-    if case .responseEnd = event { ended = true }
     var finished: [AsyncStream<Swiftmesh_Tap_TapEvent>.Continuation] = []
     observerTable.withLock { observers in
       for (id, var observer) in observers where Self.matches(observer.match, request) {
+        switch event {
+        case .requestInit:
+          // The next requests, up to the limit: a request is observed from its start or not at all.
+          if let limit = observer.limit, observer.admitted >= limit { continue }
+          observer.admitted += 1
+          observer.pending.insert(request.id)
+        case .responseInit, .responseEnd:
+          guard observer.pending.contains(request.id) else { continue }
+        }
         message.dropped = observer.dropped
         if case .dropped = observer.continuation.yield(message) { observer.dropped += 1 }
-        if ended, let remaining = observer.remaining {
-          observer.remaining = remaining - 1
-          if remaining <= 1 {
+        if case .responseEnd = event {
+          observer.pending.remove(request.id)
+          if let limit = observer.limit, observer.admitted >= limit, observer.pending.isEmpty {
             finished.append(observer.continuation)
             observers[id] = nil
             continue
