@@ -6,21 +6,59 @@ public struct PrometheusSample: Sendable, Hashable {
 }
 
 public enum PrometheusText {
-  /// Parses the sample lines of `text` (comments and malformed lines are skipped).
+  /// Parses the sample lines of `text` (comments and malformed lines are skipped). A sample line is
+  /// `name[{labels}] value [timestamp]`; the timestamp, when there is one, is ignored.
   public static func parse(_ text: String) -> [PrometheusSample] {
     var samples: [PrometheusSample] = []
-    for line in text.split(separator: "\n") where !line.hasPrefix("#") {
-      guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
-      let series = line[..<space]
-      if let brace = series.firstIndex(of: "{"), series.hasSuffix("}") {
-        let name = String(series[..<brace])
-        let body = series[series.index(after: brace)..<series.index(before: series.endIndex)]
-        samples.append(PrometheusSample(name: name, labels: labels(body), value: value))
+    for line in text.split(separator: "\n") {
+      let trimmed = line.drop(while: { $0 == " " || $0 == "\t" })
+      guard !trimmed.isEmpty, !trimmed.hasPrefix("#") else { continue }
+      let name: Substring
+      var labels: [String: String] = [:]
+      let rest: Substring
+      if let brace = trimmed.firstIndex(where: { $0 == "{" || $0 == " " || $0 == "\t" }), trimmed[brace] == "{" {
+        name = trimmed[..<brace]
+        guard let close = closingBrace(in: trimmed, after: brace) else { continue }
+        labels = Self.labels(trimmed[trimmed.index(after: brace)..<close])
+        rest = trimmed[trimmed.index(after: close)...]
       } else {
-        samples.append(PrometheusSample(name: String(series), labels: [:], value: value))
+        guard let space = trimmed.firstIndex(where: { $0 == " " || $0 == "\t" }) else { continue }
+        name = trimmed[..<space]
+        rest = trimmed[space...]
       }
+      let fields = rest.split(whereSeparator: { $0 == " " || $0 == "\t" })
+      guard !name.isEmpty, (1...2).contains(fields.count), let value = number(fields[0]) else { continue }
+      samples.append(PrometheusSample(name: String(name), labels: labels, value: value))
     }
     return samples
+  }
+
+  /// The `}` closing the label set that opens at `open`, skipping quoted label values.
+  static func closingBrace(in line: Substring, after open: Substring.Index) -> Substring.Index? {
+    var index = line.index(after: open)
+    var quoted = false
+    while index < line.endIndex {
+      let character = line[index]
+      if quoted, character == "\\" {
+        index = line.index(after: index)
+        if index < line.endIndex { index = line.index(after: index) }
+        continue
+      }
+      if character == "\"" { quoted.toggle() }
+      if !quoted, character == "}" { return index }
+      index = line.index(after: index)
+    }
+    return nil
+  }
+
+  /// A sample value: a float, or `+Inf`, `-Inf`, `NaN` as the exposition format writes them.
+  static func number(_ text: Substring) -> Double? {
+    switch text {
+    case "+Inf": .infinity
+    case "-Inf": -.infinity
+    case "NaN": .nan
+    default: Double(text)
+    }
   }
 
   /// `a="x",b="y\"z"` → labels.
