@@ -50,145 +50,61 @@ public final class ProxyMetrics: Sendable {
 
   public let registry: PrometheusCollectorRegistry
 
-  /// The series of one label set, looked up once: the registry validates names and labels and takes its
-  /// lock on every `make...` call, which per request cost more than the rest of the metrics path.
-  private final class Series: Sendable {
-    struct ResponseKey: Hashable {
-      var status: Int
-      var grpcStatus: Int?
-    }
-    let requests: Counter
-    let latency: ValueHistogram
-    let responses = Mutex<[ResponseKey: Counter]>([:])
-    init(requests: Counter, latency: ValueHistogram) {
-      self.requests = requests
-      self.latency = latency
-    }
-  }
-  private let series = Mutex<[RequestLabels: Series]>([:])
-
   public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
     self.registry = registry
   }
 
-  private func series(_ labels: RequestLabels) -> Series {
-    if let known = series.withLock({ $0[labels] }) { return known }
-    let pairs = labels.pairs
-    let made = Series(
-      requests: registry.makeCounter(name: "request_total", labels: pairs, help: "Requests the proxy forwarded."),
-      latency: registry.makeValueHistogram(
-        name: "response_latency_ms", labels: pairs, buckets: Self.latencyBuckets,
-        help: "Time from a request's headers to its response's headers, in milliseconds."))
-    return series.withLock { all in
-      if let raced = all[labels] { return raced }
-      all[labels] = made
-      return made
-    }
-  }
-
   func requestStarted(_ labels: RequestLabels) {
-    series(labels).requests.increment()
+    registry.makeCounter(name: "request_total", labels: labels.pairs, help: "Requests the proxy forwarded.")
+      .increment()
   }
 
   func responseEnded(_ labels: RequestLabels, status: Int, grpcStatus: Int?, latencyMilliseconds: Double) {
-    let series = series(labels)
-    let key = Series.ResponseKey(status: status, grpcStatus: grpcStatus)
-    let counter =
-      series.responses.withLock { $0[key] }
-      ?? {
-        let failure = status >= 500 || (grpcStatus.map { $0 != 0 } ?? false)
-        var pairs = labels.pairs
-        pairs.append(("classification", failure ? "failure" : "success"))
-        pairs.append(("status_code", String(status)))
-        pairs.append(("grpc_status", grpcStatus.map(String.init) ?? ""))
-        let made = registry.makeCounter(
-          name: "response_total", labels: pairs, help: "Responses the proxy forwarded or made.")
-        return series.responses.withLock { all in
-          if let raced = all[key] { return raced }
-          all[key] = made
-          return made
-        }
-      }()
-    counter.increment()
-    series.latency.record(latencyMilliseconds)
+    let failure = status >= 500 || (grpcStatus.map { $0 != 0 } ?? false)
+    var pairs = labels.pairs
+    pairs.append(("classification", failure ? "failure" : "success"))
+    pairs.append(("status_code", String(status)))
+    pairs.append(("grpc_status", grpcStatus.map(String.init) ?? ""))
+    registry.makeCounter(name: "response_total", labels: pairs, help: "Responses the proxy forwarded or made.")
+      .increment()
+    registry.makeValueHistogram(
+      name: "response_latency_ms", labels: labels.pairs, buckets: Self.latencyBuckets,
+      help: "Time from a request's headers to its response's headers, in milliseconds."
+    ).record(latencyMilliseconds)
   }
 
   // MARK: Route metrics (requests that matched a route of their destination's profile)
 
-  private struct RouteKey: Hashable {
-    var direction: String
-    var dst: String
-    var route: String
-  }
-
-  private final class RouteSeries: Sendable {
-    struct ResponseKey: Hashable {
-      var failure: Bool
-      var status: Int
-    }
-    let pairs: [(String, String)]
-    let requests: Counter
-    let retries: Counter
-    let latency: ValueHistogram
-    let responses = Mutex<[ResponseKey: Counter]>([:])
-    init(pairs: [(String, String)], requests: Counter, retries: Counter, latency: ValueHistogram) {
-      self.pairs = pairs
-      self.requests = requests
-      self.retries = retries
-      self.latency = latency
-    }
-  }
-  private let routeSeries = Mutex<[RouteKey: RouteSeries]>([:])
-
-  private func routeSeries(_ policy: RequestPolicy, direction: String) -> RouteSeries {
-    let key = RouteKey(direction: direction, dst: policy.authority, route: policy.routeName)
-    if let known = routeSeries.withLock({ $0[key] }) { return known }
-    let pairs = [("direction", direction), ("dst", policy.authority), ("rt_route", policy.routeName)]
-    let made = RouteSeries(
-      pairs: pairs,
-      requests: registry.makeCounter(
-        name: "route_request_total", labels: pairs,
-        help: "Requests that matched a route, counted once however often they were retried."),
-      retries: registry.makeCounter(
-        name: "route_retry_total", labels: pairs,
-        help: "Retries sent for a route, within its destination's retry budget."),
-      latency: registry.makeValueHistogram(
-        name: "route_response_latency_ms", labels: pairs, buckets: Self.latencyBuckets,
-        help: "Time from a route's request headers to the final response headers (retries included), in milliseconds."))
-    return routeSeries.withLock { all in
-      if let raced = all[key] { return raced }
-      all[key] = made
-      return made
-    }
+  private static func routeLabels(_ policy: RequestPolicy, direction: String) -> [(String, String)] {
+    [("direction", direction), ("dst", policy.authority), ("rt_route", policy.routeName)]
   }
 
   func routeRequest(_ policy: RequestPolicy, direction: String) {
-    routeSeries(policy, direction: direction).requests.increment()
+    registry.makeCounter(
+      name: "route_request_total", labels: Self.routeLabels(policy, direction: direction),
+      help: "Requests that matched a route, counted once however often they were retried."
+    ).increment()
   }
 
   func routeRetry(_ policy: RequestPolicy, direction: String) {
-    routeSeries(policy, direction: direction).retries.increment()
+    registry.makeCounter(
+      name: "route_retry_total", labels: Self.routeLabels(policy, direction: direction),
+      help: "Retries sent for a route, within its destination's retry budget."
+    ).increment()
   }
 
   func routeResponse(_ policy: RequestPolicy, direction: String, status: Int, latencyMilliseconds: Double) {
-    let series = routeSeries(policy, direction: direction)
-    let key = RouteSeries.ResponseKey(failure: policy.isFailure(status: status), status: status)
-    let counter =
-      series.responses.withLock { $0[key] }
-      ?? {
-        var pairs = series.pairs
-        pairs.append(("classification", key.failure ? "failure" : "success"))
-        pairs.append(("status_code", String(status)))
-        let made = registry.makeCounter(
-          name: "route_response_total", labels: pairs, help: "Responses of a route, classified by its response classes.")
-        return series.responses.withLock { all in
-          if let raced = all[key] { return raced }
-          all[key] = made
-          return made
-        }
-      }()
-    counter.increment()
-    series.latency.record(latencyMilliseconds)
+    var pairs = Self.routeLabels(policy, direction: direction)
+    pairs.append(("classification", policy.isFailure(status: status) ? "failure" : "success"))
+    pairs.append(("status_code", String(status)))
+    registry.makeCounter(
+      name: "route_response_total", labels: pairs, help: "Responses of a route, classified by its response classes."
+    ).increment()
+    registry.makeValueHistogram(
+      name: "route_response_latency_ms", labels: Self.routeLabels(policy, direction: direction),
+      buckets: Self.latencyBuckets,
+      help: "Time from a route's request headers to the final response headers (retries included), in milliseconds."
+    ).record(latencyMilliseconds)
   }
 
   func proxyError(direction: String, reason: ProxyError.Reason) {
