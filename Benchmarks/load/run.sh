@@ -7,6 +7,7 @@
 #
 #   bash Benchmarks/load/run.sh            # release build (first build takes long on 2 cores)
 #   BUILD=debug DURATION=5 bash Benchmarks/load/run.sh
+#   PROFILE=1 bash Benchmarks/load/run.sh  # also perf-profile the plaintext proxy (needs perf)
 # Needs: nginx haproxy wrk hey nghttp2-client kubectl curl (Debian packages). Every load is bounded by time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -180,6 +181,16 @@ run_wrk() { # label url host pids...
 run_wrk "direct (nginx)" http://127.0.0.1:18081/ backend
 run_wrk "nginx reverse proxy" http://127.0.0.1:18082/ backend "$NGINX_PROXY_PID"
 run_wrk "haproxy" http://127.0.0.1:18083/ backend "$HAPROXY_PID"
+if [ -n "${PROFILE:-}" ] && command -v perf >/dev/null; then
+  # Where the plaintext proxy's CPU goes: perf samples it (call graphs) for the length of one wrk run.
+  perf record -q -g -F 499 -p "$CLIENT_PID" -o "$W/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+  PERF_PID=$!
+  wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -H "Host: plain.default.svc.cluster.local" http://127.0.0.1:14140/ >/dev/null
+  wait "$PERF_PID" || true
+  echo "perf: the plaintext mesh-proxy's hottest symbols under wrk (self time):"
+  perf report -q -i "$W/perf.data" --no-children --sort symbol --stdio > "$W/perf.txt" 2>/dev/null || true
+  awk -v n="${PROFILE_LINES:-40}" '/%/ && c < n { sub(/[ \t-]+$/, ""); print; c++ }' "$W/perf.txt"
+fi
 run_wrk "mesh-proxy (plaintext)" http://127.0.0.1:14140/ plain.default.svc.cluster.local "$CLIENT_PID"
 run_wrk "mesh-proxy pair (mTLS)" http://127.0.0.1:14140/ backend.default.svc.cluster.local "$CLIENT_PID" "$SERVER_PID"
 
