@@ -86,6 +86,9 @@ final class Cluster: Sendable {
 
   static func token(cluster: String, serviceAccount: String) -> String { "\(cluster)-\(serviceAccount)-token" }
 
+  /// The audience of the tokens workloads present to the identity service (`mesh-controller identity`'s default).
+  static let identityAudience = "identity.swiftmesh.io"
+
   /// The service accounts the demo's identity services know, each with its token.
   static let serviceAccounts = [
     ("web", "default"), ("backend", "default"), ("swiftmesh-gateway", MirrorMetadata.multiclusterNamespace),
@@ -151,23 +154,29 @@ final class Cluster: Sendable {
       kubeconfig = try String(contentsOfFile: kubeconfigPath, encoding: .utf8)
       apiURL = clientConfig.server
 
-      // meshctl identity issuer, then mesh-controller identity with this cluster's issuer and tokens.
+      // meshctl identity issuer, then mesh-controller identity with this cluster's issuer, authenticating
+      // workloads by their service-account tokens (TokenReview against this cluster's API), as in a real
+      // cluster: each workload's token is requested from the API for the identity audience, as the kubelet
+      // projects it.
       try await processes.run(
         "\(name)-issuer", "meshctl",
         ["identity", "issuer", "--ca-dir", "ca", "--out", "\(name)-issuer", "--cluster-name", name])
-      let tokenLines = serviceAccounts.map { "\(token(cluster: name, serviceAccount: $0.0)) \($0.0) \($0.1)" }
-      try (tokenLines.joined(separator: "\n") + "\n").write(
-        toFile: processes.path("\(name).tokens"), atomically: true, encoding: .utf8)
-      for (account, _) in serviceAccounts {
-        try (token(cluster: name, serviceAccount: account) + "\n").write(
+      let setup = try KubeClient(config: clientConfig)
+      services.track(setup)
+      _ = try await setup.create(Namespace(metadata: ObjectMeta(name: MirrorMetadata.multiclusterNamespace)))
+      for (account, namespace) in serviceAccounts {
+        _ = try await setup.create(ServiceAccount(metadata: ObjectMeta(name: account, namespace: namespace)))
+        let token = try await setup.requestToken(
+          serviceAccount: account, namespace: namespace, audiences: [identityAudience], expirationSeconds: 7200)
+        try (token + "\n").write(
           toFile: processes.path("\(name)-\(account).token"), atomically: true, encoding: .utf8)
       }
       identityPort = try DemoProcesses.freePort()
       try processes.start(
         "\(name)-identity", "mesh-controller",
         [
-          "identity", "--issuer-dir", "\(name)-issuer", "--tokens", "\(name).tokens",
-          "--listen", "127.0.0.1:\(identityPort)", "--log-level", processes.logLevel,
+          "identity", "--issuer-dir", "\(name)-issuer", "--token-review", "--audience", identityAudience,
+          "--kubeconfig", kubeconfigPath, "--listen", "127.0.0.1:\(identityPort)", "--log-level", processes.logLevel,
         ])
       destinationPort = try DemoProcesses.freePort()
       try processes.start(
@@ -198,7 +207,9 @@ final class Cluster: Sendable {
       name: name, apiURL: apiURL, kubeconfig: kubeconfig, kubeconfigPath: kubeconfigPath, client: client,
       runtime: runtime, identityPort: identityPort, destinationPort: destinationPort, resolver: resolver,
       services: services, logger: logger)
-    _ = try await client.create(Namespace(metadata: ObjectMeta(name: MirrorMetadata.multiclusterNamespace)))
+    if case .tasks = runtime {
+      _ = try await client.create(Namespace(metadata: ObjectMeta(name: MirrorMetadata.multiclusterNamespace)))
+    }
 
     // backend: the application and its inbound proxy, published as a meshed, exported Service.
     let appPort = try await cluster.startBackendApp(pod: "backend-0", in: &group)

@@ -144,6 +144,10 @@ struct DemoTests {
     #expect(summary.tap.count == 9, "\(summary.tap)")
     #expect(summary.tap.filter { $0.hasPrefix("end ") && $0.contains(":status=200") }.count == 3, "\(summary.tap)")
     #expect(FileManager.default.fileExists(atPath: directory.file("east-tap.log")))
+    // The identity services reviewed the workloads' service-account tokens with their cluster's API.
+    let identityLog = try String(contentsOfFile: directory.file("east-identity.log"), encoding: .utf8)
+    #expect(identityLog.contains("authenticating workloads with TokenReview"), "\(identityLog.suffix(1500))")
+    #expect(identityLog.contains("identity=web.default.serviceaccount"), "\(identityLog.suffix(1500))")
     let mirrorLog = try String(contentsOfFile: directory.file("east-mirror.log"), encoding: .utf8)
     #expect(!mirrorLog.isEmpty, "east's mesh-mirror logged nothing")
     #expect(Self.processes(workingIn: directory.path).isEmpty, "left running: \(Self.processes(workingIn: directory.path))")

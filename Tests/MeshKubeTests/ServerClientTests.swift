@@ -189,6 +189,23 @@ struct ServerClientTests {
     }
   }
 
+  @Test("KubeClient.requestToken: a TokenRequest for an existing service account, reviewable for its audience")
+  func requestToken() async throws {
+    try await withServer { server, client in
+      _ = try await client.create(ServiceAccount(metadata: ObjectMeta(name: "web", namespace: "default")))
+      let token = try await client.requestToken(
+        serviceAccount: "web", namespace: "default", audiences: ["identity.swiftmesh.io"], expirationSeconds: 3600)
+      let account = try await TokenReviewValidator(client: client, audiences: ["identity.swiftmesh.io"]).validate(token: token)
+      #expect(account == ServiceAccountRef(name: "web", namespace: "default"))
+      await #expect {
+        _ = try await client.requestToken(serviceAccount: "nobody", namespace: "default")
+      } throws: { ($0 as? KubeError)?.isNotFound == true }
+      await #expect {
+        _ = try await client.requestToken(serviceAccount: "web", namespace: "default", expirationSeconds: 60)
+      } throws: { "\($0)".contains("less than 10 minutes") }
+    }
+  }
+
   @Test("a watch replays history from a resourceVersion, sends bookmarks, and 410s when compacted")
   func rawWatch() async throws {
     try await withServer(configure: { $0.bookmarkInterval = .milliseconds(100) }) { server, client in

@@ -135,6 +135,27 @@ public final class KubeClient: Sendable {
     _ = try await send(.DELETE, path: path)
   }
 
+  /// A token for `serviceAccount` from the API server (TokenRequest, what `kubectl create token` does):
+  /// bound to `audiences` (none: the API server's own) and valid for `expirationSeconds` (at least 600).
+  public func requestToken(
+    serviceAccount: String, namespace: String, audiences: [String] = [], expirationSeconds: Int = 3600
+  ) async throws -> String {
+    let path = ServiceAccount.collectionPath(namespace: namespace) + "/" + Self.escape(serviceAccount) + "/token"
+    let body: JSONValue = [
+      "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+      "spec": ["audiences": .array(audiences.map { .string($0) }), "expirationSeconds": .int(Int64(expirationSeconds))],
+    ]
+    let data = try await send(.POST, path: path, body: body)
+    let answer: JSONValue
+    do { answer = try JSONValue.parse(data) } catch {
+      throw KubeError.decoding("TokenRequest for \(namespace)/\(serviceAccount): the answer is not JSON: \(error)")
+    }
+    guard let token = answer["status"]?["token"]?.stringValue, !token.isEmpty else {
+      throw KubeError.decoding("TokenRequest for \(namespace)/\(serviceAccount): the answer has no status.token")
+    }
+    return token
+  }
+
   // MARK: - Transport
 
   /// Sends one request and returns the body of a 2xx answer; anything else becomes a `KubeError`.
