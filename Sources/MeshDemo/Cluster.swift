@@ -171,14 +171,15 @@ final class Cluster: Sendable {
         try (token + "\n").write(
           toFile: processes.path("\(name)-\(account).token"), atomically: true, encoding: .utf8)
       }
-      identityPort = try DemoProcesses.freePort()
+      let controlPorts = try DemoProcesses.freePorts(2)
+      identityPort = controlPorts[0]
       try processes.start(
         "\(name)-identity", "mesh-controller",
         [
           "identity", "--issuer-dir", "\(name)-issuer", "--token-review", "--audience", identityAudience,
           "--kubeconfig", kubeconfigPath, "--listen", "127.0.0.1:\(identityPort)", "--log-level", processes.logLevel,
         ])
-      destinationPort = try DemoProcesses.freePort()
+      destinationPort = controlPorts[1]
       try processes.start(
         "\(name)-destination", "mesh-controller",
         [
@@ -287,9 +288,8 @@ final class Cluster: Sendable {
       }
       return ports
     case .processes(let processes):
-      let ports = ProxyPorts(
-        inbound: try DemoProcesses.freePort(), outbound: try DemoProcesses.freePort(),
-        admin: try DemoProcesses.freePort(), tap: tap ? try DemoProcesses.freePort() : nil)
+      let free = try DemoProcesses.freePorts(4)
+      let ports = ProxyPorts(inbound: free[0], outbound: free[1], admin: free[2], tap: tap ? free[3] : nil)
       let identity = try IdentityName(serviceAccount: serviceAccount, namespace: namespace)
       try processes.start(
         component, "mesh-proxy",

@@ -206,6 +206,9 @@ public enum Demo {
           "  meshctl stat ts backend --admin 127.0.0.1:\(clientPorts.admin)",
           "  curl http://127.0.0.1:\(clientPorts.admin)/metrics",
         ]
+        if let tap = clientPorts.tap {
+          lines.append("  meshctl tap --proxy 127.0.0.1:\(tap) --authority backend.default.svc.cluster.local")
+        }
         if let mirror = east.mirrorAdminPort {
           lines.append("  meshctl multicluster gateways --admin 127.0.0.1:\(mirror)")
         }

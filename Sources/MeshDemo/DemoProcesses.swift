@@ -221,11 +221,30 @@ final class DemoProcesses: Sendable {
     return address
   }
 
+  /// `count` distinct loopback ports nobody listens on now (all held while chosen, then released).
+  static func freePorts(_ count: Int) throws -> [Int] {
+    var descriptors: [Int32] = []
+    defer { for fd in descriptors { close(fd) } }
+    return try (0..<count).map { _ in
+      let (fd, port) = try boundPort()
+      descriptors.append(fd)
+      return port
+    }
+  }
+
   /// A loopback port nobody listens on now (bound and released: the kernel does not hand it out again soon).
   static func freePort() throws -> Int {
+    let (fd, port) = try boundPort()
+    close(fd)
+    return port
+  }
+
+  /// A socket bound to 127.0.0.1:0, and its port; the caller closes it.
+  private static func boundPort() throws -> (Int32, Int) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw MeshError.unavailable("socket(): errno \(errno)") }
-    defer { close(fd) }
+    var closeOnError = true
+    defer { if closeOnError { close(fd) } }
     var address = loopback(port: 0)
     let bound = withUnsafePointer(to: &address) {
       $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
@@ -236,6 +255,7 @@ final class DemoProcesses: Sendable {
       $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
     }
     guard named == 0 else { throw MeshError.unavailable("getsockname(): errno \(errno)") }
-    return Int(UInt16(bigEndian: address.sin_port))
+    closeOnError = false
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
   }
 }

@@ -90,6 +90,22 @@ public enum MeshTLSEcho {
     }
   }
 
+  /// `count` distinct ports that were free a moment ago (held together while chosen, so no two are the same).
+  public static func freePorts(_ count: Int) async throws -> [Int] {
+    var channels: [any Channel] = []
+    do {
+      for _ in 0..<count {
+        channels.append(try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get())
+      }
+    } catch {
+      for channel in channels { try? await channel.close() }
+      throw error
+    }
+    let ports = channels.map { $0.localAddress?.port ?? 0 }
+    for channel in channels { try await channel.close() }
+    return ports
+  }
+
   /// A port that was free a moment ago, for tools that must be told their port.
   public static func freePort() async throws -> Int {
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)

@@ -55,6 +55,12 @@ public final class Nginx: Sendable {
     self.process = try BackgroundProcess(binary, ["-p", root.path, "-c", root.file("nginx.conf"), "-g", "daemon off;"])
   }
 
+  /// nginx on two distinct free ports.
+  public static func start(name: String = "nginx", httpDirectives: String = "") async throws -> Nginx {
+    let ports = try await MeshTLSEcho.freePorts(2)
+    return try Nginx(http1Port: ports[0], http2Port: ports[1], name: name, httpDirectives: httpDirectives)
+  }
+
   /// Waits until nginx answers on its HTTP/1.1 port.
   public func waitUntilServing(timeout: Duration = .seconds(10)) async throws {
     let deadline = ContinuousClock.now + timeout

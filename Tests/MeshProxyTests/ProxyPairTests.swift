@@ -76,7 +76,7 @@ struct ProxyPairTests {
   @Test("curl -> outbound -> mTLS -> inbound -> nginx, HTTP/1.1 with a 10 MB body both ways; metrics show the identity")
   func http1RoundTrip() async throws {
     let pair = try ProxyPair()
-    let nginx = try Nginx(http1Port: try await MeshTLSEcho.freePort(), http2Port: try await MeshTLSEcho.freePort())
+    let nginx = try await Nginx.start()
     defer { nginx.stop() }
     try await nginx.waitUntilServing()
     let dir = try TemporaryDirectory()
@@ -121,7 +121,7 @@ struct ProxyPairTests {
   @Test("nghttp (HTTP/2) through the pair to nginx's h2c port, with a 10 MB body both ways")
   func http2RoundTrip() async throws {
     let pair = try ProxyPair()
-    let nginx = try Nginx(http1Port: try await MeshTLSEcho.freePort(), http2Port: try await MeshTLSEcho.freePort())
+    let nginx = try await Nginx.start()
     defer { nginx.stop() }
     try await nginx.waitUntilServing()
     let dir = try TemporaryDirectory()
@@ -149,7 +149,7 @@ struct ProxyPairTests {
   @Test("no endpoints: 503 with the error header after the failfast timeout; the proxy goes on")
   func noEndpoints() async throws {
     let pair = try ProxyPair()
-    let nginx = try Nginx(http1Port: try await MeshTLSEcho.freePort(), http2Port: try await MeshTLSEcho.freePort())
+    let nginx = try await Nginx.start()
     defer { nginx.stop() }
     try await nginx.waitUntilServing()
     try await pair.run(applicationPort: nginx.http1Port) { client, _, discovery in
@@ -180,7 +180,7 @@ struct ConcurrentStreamsTests {
   @Test("h2load (16 connections x 10 streams) and nghttp (160 streams on one connection) complete every request")
   func manyStreams() async throws {
     let pair = try ProxyPair()
-    let nginx = try Nginx(http1Port: try await MeshTLSEcho.freePort(), http2Port: try await MeshTLSEcho.freePort())
+    let nginx = try await Nginx.start()
     defer { nginx.stop() }
     try await nginx.waitUntilServing()
     try await pair.run(applicationPort: nginx.http2Port) { client, server, _ in
@@ -210,8 +210,7 @@ struct ConcurrentStreamsTests {
   @Test("an upstream that sends GOAWAY every 20 requests (nginx keepalive_requests) costs no request")
   func goAwayIsTransparent() async throws {
     let pair = try ProxyPair()
-    let nginx = try Nginx(
-      http1Port: try await MeshTLSEcho.freePort(), http2Port: try await MeshTLSEcho.freePort(),
+    let nginx = try await Nginx.start(
       httpDirectives: "keepalive_requests 20;")
     defer { nginx.stop() }
     try await nginx.waitUntilServing()
@@ -259,7 +258,7 @@ struct BackpressureTests {
     arguments: [false, true])
   func slowReader(http2: Bool) async throws {
     let pair = try ProxyPair()
-    let nginx = try Nginx(http1Port: try await MeshTLSEcho.freePort(), http2Port: try await MeshTLSEcho.freePort())
+    let nginx = try await Nginx.start()
     defer { nginx.stop() }
     try await nginx.waitUntilServing()
     let size = 256 << 20

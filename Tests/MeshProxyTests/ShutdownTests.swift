@@ -103,8 +103,7 @@ struct ShutdownTests {
 
   /// nginx speaking h2c, sending its 2 MB `slow.bin` at 1 MB/s: an HTTP/2 stream in flight for about 2 s.
   static func slowNginx() async throws -> Nginx {
-    let nginx = try Nginx(
-      http1Port: try await MeshTLSEcho.freePort(), http2Port: try await MeshTLSEcho.freePort(),
+    let nginx = try await Nginx.start(
       httpDirectives: "limit_rate 1m;")
     _ = try await Subprocess.run("sh", ["-c", "head -c 2097152 /dev/urandom > \(nginx.root.file("www/slow.bin"))"])
     try await nginx.waitUntilServing()

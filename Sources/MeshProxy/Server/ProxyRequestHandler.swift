@@ -562,6 +562,19 @@ final class UpstreamResponseHandler: ChannelInboundHandler, RemovableChannelHand
     self.attempt = attempt
   }
 
+  /// An upstream that closed before this handler was in place (its connection went away between opening
+  /// the stream and forwarding on it) would never report it: report it now, once the request is forwarding.
+  func handlerAdded(context: ChannelHandlerContext) {
+    guard !context.channel.isActive else { return }
+    let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+    context.eventLoop.execute {
+      let (handler, _) = bound.value
+      guard !handler.done else { return }
+      handler.done = true
+      handler.downstream.value.upstreamFailed(nil, attempt: handler.attempt)
+    }
+  }
+
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     let part = unwrapInboundIn(data)
     if case .end = part { done = true }

@@ -199,10 +199,15 @@ extension TimeAmount {
 }
 
 /// Logs errors that reach the end of a connection's pipeline (protocol errors, resets, TLS alerts), so that
-/// a connection the proxy loses is never lost silently, and closes the connection on any error that is not
-/// one stream's: after a connection-level protocol error (a peer that does not speak HTTP/2, a corrupt frame)
-/// nothing more will arrive on it, and its streams must fail now rather than wait for a timeout.
+/// a connection the proxy loses is never lost silently. After bytes that cannot be HTTP/2 (a peer that does
+/// not speak it, a corrupt frame) nothing more will parse on the connection, yet it stays open: it is closed
+/// then, so its streams fail now rather than wait for a timeout. Other errors (a stream opened just after the
+/// peer's GOAWAY, I/O on a closing connection) leave the connection to the streams still finishing on it.
 final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
+  static func isUnrecoverable(_ error: any Error) -> Bool {
+    error is NIOHTTP2Errors.UnableToParseFrame || error is NIOHTTP2Errors.BadClientMagic
+  }
+
   typealias InboundIn = Never
   private let logger: Logger
   private let role: String
@@ -223,7 +228,7 @@ final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
         "connection": "\(role)", "local": "\(context.localAddress.map { "\($0)" } ?? "?")", "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)",
       ])
     context.fireErrorCaught(originalError)
-    if !(originalError is NIOHTTP2Errors.StreamError) { context.close(promise: nil) }
+    if Self.isUnrecoverable(originalError) { context.close(promise: nil) }
   }
 }
 
