@@ -117,7 +117,7 @@ let package = Package(
     .target(
       name: "MeshProxy",
       dependencies: [
-        "MeshCore", "MeshTLS", "MeshBalancer", "MeshDiscovery", "MeshAPI",
+        "MeshCore", "MeshTLS", "MeshBalancer", "MeshDiscovery", "MeshAPI", "MeshAdminHTTP",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -128,6 +128,14 @@ let package = Package(
         .product(name: "Prometheus", package: "swift-prometheus"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
+      name: "MeshAdminHTTP",
+      dependencies: [
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
       ],
       swiftSettings: swiftSettings
     ),
@@ -164,7 +172,7 @@ let package = Package(
     .target(
       name: "MeshMulticluster",
       dependencies: [
-        "MeshCore", "MeshKube", "MeshIdentity", "MeshTLS",
+        "MeshCore", "MeshKube", "MeshIdentity", "MeshTLS", "MeshAdminHTTP",
         .product(name: "Yams", package: "Yams"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
@@ -258,6 +266,7 @@ let package = Package(
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
       swiftSettings: swiftSettings
     ),
@@ -276,7 +285,7 @@ let package = Package(
     .testTarget(
       name: "MeshDiscoveryTests",
       dependencies: [
-        "MeshCore", "MeshAPI", "MeshDiscovery", "MeshKube", "MeshKubeLocal",
+        "MeshCore", "MeshAPI", "MeshDiscovery", "MeshKube", "MeshKubeLocal", "_MeshTestSupport",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "Logging", package: "swift-log"),

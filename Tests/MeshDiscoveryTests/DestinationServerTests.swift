@@ -5,6 +5,7 @@ import MeshDiscovery
 import MeshKube
 import MeshKubeLocal
 import Testing
+import _MeshTestSupport
 
 @Suite("Destination server, end to end")
 struct DestinationServerTests {

@@ -3,6 +3,7 @@ import MeshDiscovery
 import MeshKube
 import MeshKubeLocal
 import Testing
+import _MeshTestSupport
 
 @Suite("Resolver against the destination server, end to end")
 struct ResolverTests {

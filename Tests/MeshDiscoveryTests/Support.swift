@@ -9,6 +9,7 @@ import MeshKubeLocal
 import ServiceLifecycle
 import Synchronization
 import Testing
+import _MeshTestSupport
 
 struct TimedOut: Error, CustomStringConvertible {
   var what: String
@@ -40,29 +41,6 @@ final class Recorder<T: Sendable>: Sendable {
   var last: T? { state.withLock { $0.items.last } }
   var error: (any Error)? { state.withLock { $0.error } }
   var finished: Bool { state.withLock { $0.finished } }
-}
-
-/// Stops a service started with `start(_:in:)`.
-final class StopHandle: Sendable {
-  private let signal: AsyncStream<Void>
-  private let continuation: AsyncStream<Void>.Continuation
-  init() { (signal, continuation) = AsyncStream<Void>.makeStream() }
-  func stop() { continuation.finish() }
-  func stopped() async { for await _ in signal {} }
-}
-
-/// Runs `service` as a child of `group` until the handle is stopped (then cancels it).
-func start(_ service: some ServiceLifecycle.Service, in group: inout ThrowingTaskGroup<Void, any Error>) -> StopHandle {
-  let handle = StopHandle()
-  group.addTask {
-    await withTaskGroup(of: Void.self) { inner in
-      inner.addTask { try? await service.run() }
-      inner.addTask { await handle.stopped() }
-      await inner.next()
-      inner.cancelAll()
-    }
-  }
-  return handle
 }
 
 var testLogger: Logger {

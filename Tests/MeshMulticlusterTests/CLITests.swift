@@ -54,7 +54,7 @@ struct CLITests {
       let yaml = try manifest.yaml()
       #expect(yaml.contains("kind: Secret") && yaml.contains("kind: Link") && yaml.contains("---"))
 
-      let controller = run(supervisor(for: east), in: &group)
+      let controller = start(supervisor(for: east), in: &group)
       defer { controller.stop() }
       let apply = try await kubectl(eastKubeconfig, dir, ["apply", "-f", "-"], input: yaml)
       #expect(apply.status == 0, "\(apply)")
@@ -104,7 +104,7 @@ struct CLITests {
       let admin = MirrorAdminServer(address: try Authority("127.0.0.1:0"), metrics: metrics, logger: testLogger) {
         controller.reports
       }
-      let handles = [run(controller, in: &group), run(admin, in: &group)]
+      let handles = [start(controller, in: &group), start(admin, in: &group)]
       defer { for h in handles { h.stop() } }
 
       let link = try await Subprocess.run(
@@ -227,7 +227,7 @@ struct CLITests {
       let admin = MirrorAdminServer(address: try Authority("127.0.0.1:0"), metrics: metrics, logger: testLogger) {
         controller.reports
       }
-      let handles = [run(controller, in: &group), run(admin, in: &group)]
+      let handles = [start(controller, in: &group), start(admin, in: &group)]
       defer { for h in handles { h.stop() } }
       try await eventually("probes and a mirror") {
         east.condition("west", "GatewayAlive")?.status == "True" && east.condition("west", "MirrorsReady")?.status == "True"

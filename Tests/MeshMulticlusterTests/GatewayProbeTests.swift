@@ -66,7 +66,7 @@ struct GatewayProbeTests {
       let admin = MirrorAdminServer(address: try Authority("127.0.0.1:0"), metrics: metrics, logger: testLogger) {
         controller.reports
       }
-      let handles = [run(controller, in: &group), run(admin, in: &group)]
+      let handles = [start(controller, in: &group), start(admin, in: &group)]
       defer { for h in handles { h.stop() } }
       let adminPort = try await admin.port()
 
@@ -126,7 +126,7 @@ struct GatewayProbeTests {
       try east.linkTo(
         west, gatewayAddresses: ["127.0.0.1"], gatewayIdentity: Identities.gateway.description,
         probe: Link.ProbeSpec(path: "/ready", port: gateway.port, period: "200ms", timeout: "1s", failureThreshold: 2))
-      let controller = run(supervisor(for: east, tls: try mirrorTLS(pki)), in: &group)
+      let controller = start(supervisor(for: east, tls: try mirrorTLS(pki)), in: &group)
       defer { controller.stop() }
       try await eventually("GatewayAlive False, GatewayIdentityMismatch") {
         let c = east.condition("west", "GatewayAlive")
@@ -146,7 +146,7 @@ struct GatewayProbeTests {
     try await withClusters { east, west, group in
       try west.addService("api")
       try east.linkTo(west, gatewayIdentity: Identities.gateway.description)
-      let controller = run(supervisor(for: east, tls: nil), in: &group)
+      let controller = start(supervisor(for: east, tls: nil), in: &group)
       defer { controller.stop() }
       try await eventually("ProbeDisabled and ready endpoints") {
         east.condition("west", "GatewayAlive")?.reason == "ProbeDisabled"

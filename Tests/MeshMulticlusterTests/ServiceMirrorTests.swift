@@ -18,7 +18,7 @@ struct ServiceMirrorTests {
       try west.addService("gamma", ports: [7070])
       try west.addService("hidden", exported: false)
       try east.linkTo(west, gatewayIdentity: Identities.gateway.description)
-      let controller = run(supervisor(for: east), in: &group)
+      let controller = start(supervisor(for: east), in: &group)
       defer { controller.stop() }
 
       try await eventually("3 mirrors in east") {
@@ -94,7 +94,7 @@ struct ServiceMirrorTests {
       try west.addService("alpha")
       try east.linkTo(west)
       let metrics = MirrorMetrics()
-      let controller = run(supervisor(for: east, metrics: metrics) { $0.repairInterval = .milliseconds(200) }, in: &group)
+      let controller = start(supervisor(for: east, metrics: metrics) { $0.repairInterval = .milliseconds(200) }, in: &group)
       defer { controller.stop() }
       try await eventually("alpha-west") { try east.mirrorNames(of: "west") == ["default/alpha-west"] }
       try await eventually("endpoints") { east.state.get(Endpoints.self, name: "alpha-west", namespace: "default") != nil }
@@ -121,7 +121,7 @@ struct ServiceMirrorTests {
       try west.addService("two")
       try west.addService("three", ports: [3000])
       try east.linkTo(west)
-      let first = run(supervisor(for: east), in: &group)
+      let first = start(supervisor(for: east), in: &group)
       try await eventually("3 mirrors") {
         try east.mirrorNames(of: "west") == ["default/one-west", "default/three-west", "default/two-west"]
       }
@@ -142,7 +142,7 @@ struct ServiceMirrorTests {
             labels: [MirrorMetadata.mirroredServiceLabel: "true", MirrorMetadata.clusterNameLabel: "west"]),
           spec: .init(ports: [.init(name: "http", port: 1)])))
 
-      let second = run(supervisor(for: east), in: &group)
+      let second = start(supervisor(for: east), in: &group)
       defer { second.stop() }
       try await eventually("exactly one, two(unchanged), three(changed), four") {
         try east.mirrorNames(of: "west") == ["default/four-west", "default/three-west", "default/two-west"]
@@ -163,8 +163,8 @@ struct ServiceMirrorTests {
       try east.addService("frontend")
       try east.linkTo(west)
       try west.linkTo(east)
-      let eastController = run(supervisor(for: east), in: &group)
-      let westController = run(supervisor(for: west), in: &group)
+      let eastController = start(supervisor(for: east), in: &group)
+      let westController = start(supervisor(for: west), in: &group)
       defer {
         eastController.stop()
         westController.stop()
@@ -201,7 +201,7 @@ struct ServiceMirrorTests {
     try await withClusters { east, west, group in
       try west.addService("api", ready: false)
       try east.linkTo(west)
-      let controller = run(supervisor(for: east), in: &group)
+      let controller = start(supervisor(for: east), in: &group)
       defer { controller.stop() }
       try await eventually("api-west endpoints without subsets") {
         east.state.get(Endpoints.self, name: "api-west", namespace: "default").map { ($0.subsets ?? []).isEmpty } ?? false
@@ -224,7 +224,7 @@ struct ServiceMirrorTests {
       try west.addService("cart", namespace: "shop")
       try west.addService("web")
       try east.linkTo(west)
-      let controller = run(supervisor(for: east), in: &group)
+      let controller = start(supervisor(for: east), in: &group)
       defer { controller.stop() }
       try await eventually("web mirrored, MirrorsReady NamespaceMissing") {
         try east.mirrorNames(of: "west") == ["default/web-west"]
@@ -248,7 +248,7 @@ struct ServiceMirrorTests {
       try west.addService("beta")
       try east.linkTo(west)
       let metrics = MirrorMetrics()
-      let controller = run(supervisor(for: east, metrics: metrics) { $0.repairInterval = .milliseconds(500) }, in: &group)
+      let controller = start(supervisor(for: east, metrics: metrics) { $0.repairInterval = .milliseconds(500) }, in: &group)
       defer { controller.stop() }
       try await eventually("2 mirrors") { try east.mirrorNames(of: "west").count == 2 }
       west.stop()
@@ -277,7 +277,7 @@ struct ServiceMirrorTests {
       try west.addService("alpha", labels: ["tier": "gold"])
       try west.addService("beta")
       try east.linkTo(west)
-      let controller = run(supervisor(for: east), in: &group)
+      let controller = start(supervisor(for: east), in: &group)
       defer { controller.stop() }
       try await eventually("2 mirrors at 192.0.2.10:4143") {
         try east.mirrorNames(of: "west") == ["default/alpha-west", "default/beta-west"]
@@ -318,7 +318,7 @@ struct ServiceMirrorTests {
       try east.link(name: "broken", kubeconfig: "apiVersion: v1\nkind: Config\nclusters: [this is not: a kubeconfig")
       // Invalid spec (a hostname as gateway address).
       try east.link(name: "invalid", kubeconfig: west.kubeconfig, gatewayAddresses: ["gateway.example.com"])
-      let controller = run(supervisor(for: east), in: &group)
+      let controller = start(supervisor(for: east), in: &group)
       defer { controller.stop() }
 
       try await eventually("the good link mirrors") { try east.mirrorNames(of: "west") == ["default/alpha-west"] }

@@ -68,7 +68,7 @@ final class Cluster: Sendable {
         $0.port = self.port
         $0.bookmarkInterval = .milliseconds(500)
       }, state: state, logger: testLogger)
-    let handle = run(server, in: &group)
+    let handle = _MeshTestSupport.start(server, in: &group)
     servers.withLock {
       $0.current = server
       $0.handles.append(handle)
@@ -171,29 +171,6 @@ final class Cluster: Sendable {
           gatewayAddresses: gatewayAddresses, gatewayPort: gatewayPort, gatewayIdentity: gatewayIdentity,
           probeSpec: probe, selector: MirrorMetadata.defaultSelector)))
   }
-}
-
-/// Stops a service started with `run(_:in:)`.
-final class StopHandle: Sendable {
-  private let signal: AsyncStream<Void>
-  private let continuation: AsyncStream<Void>.Continuation
-  init() { (signal, continuation) = AsyncStream<Void>.makeStream() }
-  func stop() { continuation.finish() }
-  func stopped() async { for await _ in signal {} }
-}
-
-/// Runs `service` as a child of `group` until the handle is stopped (then cancels it).
-func run(_ service: some ServiceLifecycle.Service, in group: inout ThrowingTaskGroup<Void, any Error>) -> StopHandle {
-  let handle = StopHandle()
-  group.addTask {
-    await withTaskGroup(of: Void.self) { inner in
-      inner.addTask { try? await service.run() }
-      inner.addTask { await handle.stopped() }
-      await inner.next()
-      inner.cancelAll()
-    }
-  }
-  return handle
 }
 
 /// Short intervals for tests.

@@ -1,4 +1,5 @@
 import Foundation
+import MeshAdminHTTP
 public import Logging
 public import MeshCore
 import NIOCore
@@ -60,7 +61,8 @@ public final class MirrorAdminServer: ServiceLifecycle.Service, Sendable {
         .childChannelInitializer { channel in
           channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-            try channel.pipeline.syncOperations.addHandler(MirrorAdminHandler(metrics: metrics, reports: reports))
+            try channel.pipeline.syncOperations.addHandler(
+              AdminResponder(route: MirrorAdminRoutes.route(metrics: metrics, reports: reports)))
           }
         }
         .bind(host: address.host, port: address.port).get()
@@ -77,56 +79,25 @@ public final class MirrorAdminServer: ServiceLifecycle.Service, Sendable {
   }
 }
 
-/// Answers one admin request per HTTP request.
-final class MirrorAdminHandler: ChannelInboundHandler {
-  typealias InboundIn = HTTPServerRequestPart
-  typealias OutboundOut = HTTPServerResponsePart
-
-  private let metrics: MirrorMetrics
-  private let reports: MirrorAdminServer.Reports
-  private var path = ""
-  private var method: HTTPMethod = .GET
-
-  init(metrics: MirrorMetrics, reports: @escaping MirrorAdminServer.Reports) {
-    self.metrics = metrics
-    self.reports = reports
-  }
-
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    switch unwrapInboundIn(data) {
-    case .head(let head):
-      path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
-      method = head.method
-    case .body:
-      break
-    case .end:
-      respond(context: context)
-    }
-  }
-
-  private func respond(context: ChannelHandlerContext) {
-    let (status, contentType, body): (HTTPResponseStatus, String, ByteBuffer)
-    switch (method, path) {
-    case (.GET, "/metrics"):
-      (status, contentType, body) = (.ok, "text/plain; version=0.0.4", ByteBuffer(bytes: metrics.exposition()))
-    case (.GET, "/gateways"):
-      let encoder = JSONEncoder()
-      encoder.outputFormatting = [.sortedKeys]
-      if let data = try? encoder.encode(reports()) {
-        (status, contentType, body) = (.ok, "application/json", ByteBuffer(bytes: data))
-      } else {
-        (status, contentType, body) = (.internalServerError, "text/plain", ByteBuffer(string: "cannot encode the report\n"))
+/// The mirror's admin endpoints.
+enum MirrorAdminRoutes {
+  static func route(metrics: MirrorMetrics, reports: @escaping MirrorAdminServer.Reports) -> AdminResponder.Route {
+    { method, path in
+      switch (method, path) {
+      case (.GET, "/metrics"):
+        return .metrics(metrics.exposition())
+      case (.GET, "/gateways"):
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        guard let data = try? encoder.encode(reports()) else {
+          return .text(.internalServerError, "cannot encode the report\n")
+        }
+        return AdminResponse(status: .ok, contentType: "application/json", body: ByteBuffer(bytes: data))
+      case (.GET, "/ready"), (.GET, "/live"):
+        return .text(.ok, "ok\n")
+      default:
+        return .notFound(path)
       }
-    case (.GET, "/ready"), (.GET, "/live"):
-      (status, contentType, body) = (.ok, "text/plain", ByteBuffer(string: "ok\n"))
-    default:
-      (status, contentType, body) = (.notFound, "text/plain", ByteBuffer(string: "not found: \(path)\n"))
     }
-    var headers = HTTPHeaders()
-    headers.add(name: "content-type", value: contentType)
-    headers.add(name: "content-length", value: String(body.readableBytes))
-    context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-    context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
   }
 }

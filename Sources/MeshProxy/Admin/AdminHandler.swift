@@ -1,3 +1,4 @@
+import MeshAdminHTTP
 import MeshTLS
 import NIOCore
 import NIOHTTP1
@@ -12,52 +13,16 @@ public final class Readiness: Sendable {
 }
 
 /// The admin endpoints: `/metrics` (Prometheus text), `/ready`, `/live`.
-final class AdminHandler: ChannelInboundHandler {
-  typealias InboundIn = HTTPServerRequestPart
-  typealias OutboundOut = HTTPServerResponsePart
-
-  private let metrics: ProxyMetrics
-  private let readiness: Readiness
-  private var path = ""
-  private var method: HTTPMethod = .GET
-
-  init(metrics: ProxyMetrics, readiness: Readiness) {
-    self.metrics = metrics
-    self.readiness = readiness
-  }
-
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    switch unwrapInboundIn(data) {
-    case .head(let head):
-      path = String(head.uri.split(separator: "?", maxSplits: 1).first ?? "")
-      method = head.method
-    case .body:
-      break
-    case .end:
-      respond(context: context)
+enum AdminRoutes {
+  static func route(metrics: ProxyMetrics, readiness: Readiness) -> AdminResponder.Route {
+    { method, path in
+      switch (method, path) {
+      case (.GET, "/metrics"): .metrics(metrics.exposition())
+      case (.GET, "/ready"): readiness.isReady ? .text(.ok, "ready\n") : .text(.serviceUnavailable, "not ready\n")
+      case (.GET, "/live"): .text(.ok, "live\n")
+      default: .notFound(path)
+      }
     }
-  }
-
-  private func respond(context: ChannelHandlerContext) {
-    let (status, contentType, body): (HTTPResponseStatus, String, ByteBuffer)
-    switch (method, path) {
-    case (.GET, "/metrics"):
-      (status, contentType, body) = (.ok, "text/plain; version=0.0.4", ByteBuffer(bytes: metrics.exposition()))
-    case (.GET, "/ready"):
-      (status, contentType, body) =
-        readiness.isReady
-        ? (.ok, "text/plain", ByteBuffer(string: "ready\n")) : (.serviceUnavailable, "text/plain", ByteBuffer(string: "not ready\n"))
-    case (.GET, "/live"):
-      (status, contentType, body) = (.ok, "text/plain", ByteBuffer(string: "live\n"))
-    default:
-      (status, contentType, body) = (.notFound, "text/plain", ByteBuffer(string: "not found: \(path)\n"))
-    }
-    var headers = HTTPHeaders()
-    headers.add(name: "content-type", value: contentType)
-    headers.add(name: "content-length", value: String(body.readableBytes))
-    context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-    context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
   }
 }
 
@@ -84,7 +49,7 @@ final class AdminDetector: ChannelInboundHandler, RemovableChannelHandler {
         _ = try tls.addServerHandlers(to: sync, requireClientCertificate: false)
       }
       try sync.configureHTTPServerPipeline(withErrorHandling: true)
-      try sync.addHandler(AdminHandler(metrics: metrics, readiness: readiness))
+      try sync.addHandler(AdminResponder(route: AdminRoutes.route(metrics: metrics, readiness: readiness)))
     } catch {
       context.close(promise: nil)
       return
