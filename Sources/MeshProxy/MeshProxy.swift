@@ -51,6 +51,7 @@ public final class MeshProxy: Service, Sendable {
   private let logger: Logger
   private let ports = Mutex<BoundPorts?>(nil)
   private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
+  private let loopGuard = LoopGuard()
 
   public init(
     configuration: ProxyConfiguration,
@@ -63,13 +64,13 @@ public final class MeshProxy: Service, Sendable {
     self.tls = tls
     self.metrics = metrics
     self.logger = logger
-    let pools = UpstreamPools(tls: tls, configuration: configuration, metrics: metrics, logger: logger)
+    let pools = UpstreamPools(
+      tls: tls, configuration: configuration, metrics: metrics, loopGuard: loopGuard, logger: logger)
     self.outboundRouter = OutboundRouter(
       discovery: discovery, pools: pools, configuration: configuration,
       direction: configuration.gatewayMode ? "gateway" : "outbound")
     self.inboundRouter = InboundRouter(
-      application: configuration.applicationAddress, pools: pools,
-      requireIdentity: configuration.requireIdentityOnInbound)
+      application: configuration.applicationAddress, pools: pools, configuration: configuration)
     self.gatewayRouter = GatewayRouter(
       local: outboundRouter, identity: tls?.localIdentity, clusterDomain: configuration.clusterDomain)
   }
@@ -82,6 +83,12 @@ public final class MeshProxy: Service, Sendable {
       try await Task.sleep(for: .milliseconds(5))
     }
     throw MeshError.unavailable("proxy listeners did not bind within \(timeout)")
+  }
+
+  /// Tells the proxy about another listener of this process (the tap server, say): nothing is ever
+  /// forwarded to it. The proxy's own listeners are known already.
+  public func addLocalListener(_ address: Authority) {
+    loopGuard.add(listener: address)
   }
 
   /// Destinations the outbound side follows.
@@ -107,6 +114,7 @@ public final class MeshProxy: Service, Sendable {
         requireClientCertificate: configuration.gatewayMode || configuration.requireIdentityOnInbound,
         inFlight: inFlight, tap: tap, logger: logger))
     let admin = try await bindAdmin(configuration.adminAddress)
+    for listener in [outbound, inbound, admin] { loopGuard.add(listener: listener?.localAddress) }
     let bound = BoundPorts(
       outbound: outbound?.localAddress?.port ?? 0, inbound: inbound.localAddress?.port ?? 0,
       admin: admin.localAddress?.port ?? 0)
@@ -124,6 +132,16 @@ public final class MeshProxy: Service, Sendable {
 
     await withDiscardingTaskGroup { group in
       group.addTask { await self.outboundRouter.run() }
+      group.addTask {
+        // Forget what requests named and no longer use: destinations (with their discovery streams) and
+        // metric label sets.
+        while !Task.isCancelled {
+          try? await Task.sleep(for: .seconds(30))
+          if Task.isCancelled { break }
+          self.outboundRouter.evictIdleDestinations(idleTimeout: self.configuration.destinationIdleTimeout)
+          self.metrics.evictIdleSeries()
+        }
+      }
       if let tls = self.tls {
         _ = tls  // rotation is followed by whoever owns the rotator (see mesh-proxy)
       }
@@ -170,6 +188,10 @@ public final class MeshProxy: Service, Sendable {
 
   private func bind(_ address: Authority, direction: String, setup: ProtocolDetector.Setup) async throws -> any Channel {
     let metrics = self.metrics
+    var setup = setup
+    setup.headerReadTimeout = configuration.headerReadTimeout
+    setup.idleTimeout = configuration.downstreamIdleTimeout
+    setup.direction = direction
     let tlsOffered = setup.tls != nil
     return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

@@ -21,6 +21,29 @@ public struct ProxyConfiguration: Sendable {
   public var shutdownGracePeriod: Duration = .seconds(30)
   /// Idle HTTP/1.1 connections kept per upstream and event loop. Default 16.
   public var maxIdleConnectionsPerEndpoint: Int = 16
+  /// HTTP/1.1 connections the proxy opens at most to one upstream endpoint (outbound, gateway). Requests past
+  /// that wait for a connection to come free. Default 1,000.
+  public var maxConnectionsPerEndpoint: Int = 1000
+  /// HTTP/1.1 connections the inbound side opens at most to the local application (its own limit: an
+  /// application accepts fewer connections than a mesh peer). Default 256.
+  public var maxApplicationConnections: Int = 256
+  /// Destinations (authorities) the outbound side follows at most; past that the one used longest ago is
+  /// forgotten. Default 500.
+  public var maxDestinations: Int = 500
+  /// A destination no request named for this long is forgotten (its discovery streams closed). Default 5 min.
+  public var destinationIdleTimeout: Duration = .seconds(300)
+  /// How long an HTTP/1.1 client may take to send a request's head, from its first byte; past that it gets
+  /// 408 and the connection closes (slowloris). Default 10 s.
+  public var headerReadTimeout: Duration = .seconds(10)
+  /// How long a downstream HTTP/1.1 connection may sit with no request in progress before the proxy closes
+  /// it. Default 300 s.
+  public var downstreamIdleTimeout: Duration = .seconds(300)
+  /// Upstream connections the proxy may be opening at once (connecting, not yet established), whatever
+  /// their target: no client can make the proxy open an unbounded number of sockets. Default 512.
+  public var maxConnectsInProgress: Int = 512
+  /// Requests that may wait for a connection to one endpoint; past that, and past the failfast timeout while
+  /// waiting, a request is shed with 503 `overloaded`. Default 10,000.
+  public var maxPendingRequestsPerEndpoint: Int = 10_000
   /// Gateway mode (`mesh-proxy --gateway`): only the inbound listener (the gateway port, default 4143) and
   /// admin; every caller must present a mesh certificate; each request goes to the local service its
   /// authority names (within `clusterDomain`), resolved and balanced like outbound traffic.

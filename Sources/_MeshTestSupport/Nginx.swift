@@ -9,7 +9,9 @@ public final class Nginx: Sendable {
   private let process: BackgroundProcess
 
   /// `httpDirectives` go into the `http` block as written (e.g. `keepalive_requests 20;`).
-  public init(http1Port: Int, http2Port: Int, name: String = "nginx", httpDirectives: String = "") throws {
+  public init(
+    http1Port: Int, http2Port: Int, name: String = "nginx", httpDirectives: String = "", workerConnections: Int = 256
+  ) throws {
     guard Subprocess.which("nginx") != nil || FileManager.default.isExecutableFile(atPath: "/usr/sbin/nginx") else {
       throw TestFailure("nginx is not installed")
     }
@@ -25,7 +27,7 @@ public final class Nginx: Sendable {
       worker_processes 1;
       error_log \(root.file("error.log")) warn;
       pid \(root.file("nginx.pid"));
-      events { worker_connections 256; }
+      events { worker_connections \(workerConnections); }
       http {
         access_log \(root.file("access.log"));
         client_body_temp_path \(root.file("body"));
@@ -56,9 +58,13 @@ public final class Nginx: Sendable {
   }
 
   /// nginx on two distinct free ports.
-  public static func start(name: String = "nginx", httpDirectives: String = "") async throws -> Nginx {
+  public static func start(
+    name: String = "nginx", httpDirectives: String = "", workerConnections: Int = 256
+  ) async throws -> Nginx {
     let ports = try await MeshTLSEcho.freePorts(2)
-    return try Nginx(http1Port: ports[0], http2Port: ports[1], name: name, httpDirectives: httpDirectives)
+    return try Nginx(
+      http1Port: ports[0], http2Port: ports[1], name: name, httpDirectives: httpDirectives,
+      workerConnections: workerConnections)
   }
 
   /// Waits until nginx answers on its HTTP/1.1 port.

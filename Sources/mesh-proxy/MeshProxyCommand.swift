@@ -92,6 +92,7 @@ struct MeshProxyCommand: AsyncParsableCommand {
       configuration: configuration, tls: tls, discovery: ResolverDiscovery(resolver: resolver, logger: logger),
       logger: logger)
     let tapServer = try tap.map { TapServer(address: try Authority($0), hub: proxy.tap, logger: logger) }
+    if let tap { proxy.addLocalListener(try Authority(tap)) }
     let group = ServiceGroup(
       configuration: .init(
         services: workload.services.map { .init(service: $0) } + (tapServer.map { [.init(service: $0)] } ?? []) + [

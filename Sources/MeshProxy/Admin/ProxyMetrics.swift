@@ -30,6 +30,16 @@ public final class ProxyMetrics: Sendable {
       self.tls = tls
     }
 
+    /// The request-derived labels of the overflow set.
+    mutating func collapseToOverflow() {
+      authority = ProxyMetrics.overflow
+      clientID = clientID.isEmpty ? "" : ProxyMetrics.overflow
+      serverID = serverID.isEmpty ? "" : ProxyMetrics.overflow
+      dstService = dstService.isEmpty ? "" : ProxyMetrics.overflow
+      dstNamespace = dstNamespace.isEmpty ? "" : ProxyMetrics.overflow
+      targetCluster = targetCluster.isEmpty ? "" : ProxyMetrics.overflow
+    }
+
     var pairs: [(String, String)] {
       [
         ("direction", direction), ("authority", authority), ("tls", tls ? "true" : "false"), ("client_id", clientID),
@@ -50,28 +60,139 @@ public final class ProxyMetrics: Sendable {
 
   public let registry: PrometheusCollectorRegistry
 
-  public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+  /// Bounds on the series the proxy makes from request data (authorities, identities), so that no client can
+  /// grow the proxy's memory and `/metrics` by choosing what it sends.
+  public struct Limits: Sendable {
+    /// Label sets (one per direction, authority, identities, destination) kept at most; past that, new ones
+    /// are counted in one overflow set whose request-derived labels read `overflow`. Default 1,000.
+    public var maxLabelSets: Int = 1000
+    /// A label set with no traffic for this long is removed with its series. Default 10 minutes.
+    public var idleTimeout: Duration = .seconds(600)
+    public init() {}
+  }
+
+  /// The label value that stands for every label set past ``Limits/maxLabelSets``.
+  public static let overflow = "overflow"
+
+  public let limits: Limits
+
+  /// The series of one label set, made once and kept while it is used.
+  private final class RequestSeries: Sendable {
+    let labels: RequestLabels
+    let requests: Counter
+    let latency: ValueHistogram
+    /// `response_total` by status, gRPC status and classification.
+    let responses = Mutex<[ResponseKey: Counter]>([:])
+    /// When it was last used (seconds on the proxy's uptime clock).
+    let lastUsed: Atomic<Int64>
+
+    init(labels: RequestLabels, requests: Counter, latency: ValueHistogram, now: Int64) {
+      self.labels = labels
+      self.requests = requests
+      self.latency = latency
+      self.lastUsed = Atomic(now)
+    }
+  }
+
+  private struct ResponseKey: Hashable {
+    var status: Int
+    var grpcStatus: Int?
+  }
+
+  private let series = Mutex<[RequestLabels: RequestSeries]>([:])
+  private let droppedLabelSets: Counter
+  private let clockStart = ContinuousClock.now
+
+  public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), limits: Limits = Limits()) {
     self.registry = registry
+    self.limits = limits
+    self.droppedLabelSets = registry.makeCounter(
+      name: "metrics_label_sets_overflow_total", labels: [],
+      help: "Responses counted in the overflow label set because the proxy already kept its maximum of label sets.")
+  }
+
+  private var now: Int64 { (ContinuousClock.now - clockStart).components.seconds }
+
+  /// The series of `labels`: found, made while under the cap, else the overflow set's (`countOverflow`: a
+  /// request's response counts it in `metrics_label_sets_overflow_total`, once per request).
+  private func series(for labels: RequestLabels, countOverflow: Bool = false) -> RequestSeries {
+    let now = self.now
+    if let existing = series.withLock({ $0[labels] }) {
+      if existing.lastUsed.load(ordering: .relaxed) != now { existing.lastUsed.store(now, ordering: .relaxed) }
+      return existing
+    }
+    var labels = labels
+    let full = series.withLock { $0.count >= limits.maxLabelSets }
+    if full {
+      if countOverflow { droppedLabelSets.increment() }
+      labels.collapseToOverflow()
+      if let existing = series.withLock({ $0[labels] }) {
+        existing.lastUsed.store(now, ordering: .relaxed)
+        return existing
+      }
+    }
+    let pairs = labels.pairs
+    let made = RequestSeries(
+      labels: labels,
+      requests: registry.makeCounter(name: "request_total", labels: pairs, help: "Requests the proxy forwarded."),
+      latency: registry.makeValueHistogram(
+        name: "response_latency_ms", labels: pairs, buckets: Self.latencyBuckets,
+        help: "Time from a request's headers to its response's headers, in milliseconds."),
+      now: now)
+    return series.withLock { table in
+      if let raced = table[labels] { return raced }
+      table[labels] = made
+      return made
+    }
   }
 
   func requestStarted(_ labels: RequestLabels) {
-    registry.makeCounter(name: "request_total", labels: labels.pairs, help: "Requests the proxy forwarded.")
-      .increment()
+    series(for: labels).requests.increment()
   }
 
   func responseEnded(_ labels: RequestLabels, status: Int, grpcStatus: Int?, latencyMilliseconds: Double) {
-    let failure = status >= 500 || (grpcStatus.map { $0 != 0 } ?? false)
-    var pairs = labels.pairs
-    pairs.append(("classification", failure ? "failure" : "success"))
-    pairs.append(("status_code", String(status)))
-    pairs.append(("grpc_status", grpcStatus.map(String.init) ?? ""))
-    registry.makeCounter(name: "response_total", labels: pairs, help: "Responses the proxy forwarded or made.")
-      .increment()
-    registry.makeValueHistogram(
-      name: "response_latency_ms", labels: labels.pairs, buckets: Self.latencyBuckets,
-      help: "Time from a request's headers to its response's headers, in milliseconds."
-    ).record(latencyMilliseconds)
+    let series = series(for: labels, countOverflow: true)
+    let key = ResponseKey(status: status, grpcStatus: grpcStatus)
+    let counter =
+      series.responses.withLock { $0[key] }
+      ?? {
+        let failure = status >= 500 || (grpcStatus.map { $0 != 0 } ?? false)
+        var pairs = series.labels.pairs
+        pairs.append(("classification", failure ? "failure" : "success"))
+        pairs.append(("status_code", String(status)))
+        pairs.append(("grpc_status", grpcStatus.map(String.init) ?? ""))
+        let made = registry.makeCounter(
+          name: "response_total", labels: pairs, help: "Responses the proxy forwarded or made.")
+        return series.responses.withLock { responses in
+          if let raced = responses[key] { return raced }
+          responses[key] = made
+          return made
+        }
+      }()
+    counter.increment()
+    series.latency.record(latencyMilliseconds)
   }
+
+  /// Removes the label sets that had no traffic for ``Limits/idleTimeout``, with their series. Returns how
+  /// many went.
+  @discardableResult
+  public func evictIdleSeries() -> Int {
+    let cutoff = now - limits.idleTimeout.components.seconds
+    let idle = series.withLock { table -> [RequestSeries] in
+      let idle = table.values.filter { $0.lastUsed.load(ordering: .relaxed) < cutoff }
+      for entry in idle { table[entry.labels] = nil }
+      return idle
+    }
+    for entry in idle {
+      registry.unregisterCounter(entry.requests)
+      registry.unregisterValueHistogram(entry.latency)
+      for counter in entry.responses.withLock({ Array($0.values) }) { registry.unregisterCounter(counter) }
+    }
+    return idle.count
+  }
+
+  /// Label sets kept now.
+  public var labelSetCount: Int { series.withLock { $0.count } }
 
   // MARK: Route metrics (requests that matched a route of their destination's profile)
 
@@ -111,6 +232,15 @@ public final class ProxyMetrics: Sendable {
     registry.makeCounter(
       name: "proxy_errors_total", labels: [("direction", direction), ("reason", reason.rawValue)],
       help: "Requests the proxy answered itself, by reason."
+    ).increment()
+  }
+
+  /// A request shed because every connection to its upstream was busy (`reason`: `queue full` or
+  /// `queue timeout`).
+  func shed(reason: String) {
+    registry.makeCounter(
+      name: "proxy_shed_requests_total", labels: [("reason", reason)],
+      help: "Requests shed with 503 overloaded: no upstream connection came free in time, or the queue was full."
     ).increment()
   }
 

@@ -59,17 +59,68 @@ final class Destination: Sendable {
   /// The destination's latest profile (routes, retry budget, traffic split), if it has one.
   var profile: CompiledProfile? { profileState.withLock { $0.profile } }
 
-  /// Applies every endpoint snapshot and profile from discovery until the task is cancelled.
+  /// When a request last named this destination (seconds of uptime).
+  private let lastUsedSeconds = Atomic<Int64>(Destination.uptimeSeconds)
+  var lastUsed: Int64 { lastUsedSeconds.load(ordering: .relaxed) }
+
+  static var uptimeSeconds: Int64 { Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000_000) }
+
+  /// Marks the destination used now.
+  func touch(_ now: Int64) {
+    if lastUsedSeconds.load(ordering: .relaxed) != now { lastUsedSeconds.store(now, ordering: .relaxed) }
+  }
+
+  private struct StopState {
+    var stopped = false
+    var waiter: CheckedContinuation<Void, Never>?
+  }
+  private let stopState = Mutex(StopState())
+
+  /// Ends ``follow(_:)``: the router forgot this destination (idle, or over the limit of destinations).
+  func stop() {
+    let waiter = stopState.withLock { state -> CheckedContinuation<Void, Never>? in
+      state.stopped = true
+      defer { state.waiter = nil }
+      return state.waiter
+    }
+    waiter?.resume()
+  }
+
+  /// Returns once ``stop()`` was called or the task is cancelled.
+  private func stopped() async {
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let resumeNow = stopState.withLock { state -> Bool in
+          if state.stopped || Task.isCancelled { return true }
+          state.waiter = continuation
+          return false
+        }
+        if resumeNow { continuation.resume() }
+      }
+    } onCancel: {
+      stop()
+    }
+  }
+
+  /// Applies every endpoint snapshot and profile from discovery until the task is cancelled or the
+  /// destination is stopped.
   func follow(_ discovery: any EndpointDiscovery) async {
-    await withDiscardingTaskGroup { group in
+    await withTaskGroup(of: Bool.self) { group in
       group.addTask {
         await discovery.follow(self.authority) { [weak self] snapshot in self?.apply(snapshot) }
+        return false
       }
       group.addTask {
         await discovery.followProfile(self.authority) { [weak self] profile in self?.apply(profile) }
         // Discovery has no (more) profiles for this name: requests go on without one.
         self.profileSettled()
+        return false
       }
+      group.addTask {
+        await self.stopped()
+        return true
+      }
+      for await stop in group where stop { group.cancelAll() }
     }
   }
 
@@ -134,6 +185,9 @@ final class Destination: Sendable {
     }
     for waiter in waiters { waiter.succeed() }
   }
+
+  /// Whether discovery knows this name (it resolved, and to a service).
+  var isKnown: Bool { state.withLock { $0.resolved && $0.exists } }
 
   /// Whether a request sent here now could get an endpoint: not yet resolved (unknown: give it a chance), an
   /// unknown name (forwarded as is), or an endpoint that failure accrual has not ejected.

@@ -66,7 +66,10 @@ public final class InMemoryDiscovery: EndpointDiscovery {
     // Like the destination service, answer every name: without a profile set, an empty one.
     continuation.yield(current ?? Profile(fullyQualifiedName: authority.host))
     continuation.onTermination = { [weak self] _ in
-      _ = self?.state.withLock { $0.profileFollowers[authority]?.removeValue(forKey: id) }
+      self?.state.withLock { state in
+        state.profileFollowers[authority]?.removeValue(forKey: id)
+        if state.profileFollowers[authority]?.isEmpty == true { state.profileFollowers[authority] = nil }
+      }
     }
     for await profile in stream { update(profile) }
   }
@@ -81,7 +84,10 @@ public final class InMemoryDiscovery: EndpointDiscovery {
     }
     continuation.yield(current)
     continuation.onTermination = { [weak self] _ in
-      _ = self?.state.withLock { $0.followers[authority]?.removeValue(forKey: id) }
+      self?.state.withLock { state in
+        state.followers[authority]?.removeValue(forKey: id)
+        if state.followers[authority]?.isEmpty == true { state.followers[authority] = nil }
+      }
     }
     return stream
   }

@@ -47,9 +47,15 @@ public protocol RequestRouter: Sendable {
   /// The route policy for `request` (timeout, retries, classification), once the destination's profile is
   /// known. Asked once per request.
   func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy>
+  /// The `authority` metric label of a request this side answered itself: the authority when the proxy
+  /// knows it (a destination discovery knows; a caller with a mesh identity), else empty, so that no client
+  /// mints series by choosing Host headers.
+  func metricAuthority(for request: RoutedRequest) -> String
 }
 
 extension RequestRouter {
+  public func metricAuthority(for request: RoutedRequest) -> String { "" }
+
   public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
     eventLoop.makeSucceededFuture(.none)
   }

@@ -13,11 +13,13 @@ final class UpstreamPools: Sendable {
   private let configuration: ProxyConfiguration
   private let metrics: ProxyMetrics
   private let logger: Logger
+  let loopGuard: LoopGuard
 
-  init(tls: MeshTLS?, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger) {
+  init(tls: MeshTLS?, configuration: ProxyConfiguration, metrics: ProxyMetrics, loopGuard: LoopGuard, logger: Logger) {
     self.tls = tls
     self.configuration = configuration
     self.metrics = metrics
+    self.loopGuard = loopGuard
     self.logger = logger
   }
 
@@ -26,17 +28,26 @@ final class UpstreamPools: Sendable {
       let key = ObjectIdentifier(eventLoop)
       if let pool = pools[key] { return pool }
       let pool = UpstreamPool(
-        eventLoop: eventLoop, tls: tls, configuration: configuration, metrics: metrics, logger: logger)
+        eventLoop: eventLoop, tls: tls, configuration: configuration, metrics: metrics, loopGuard: loopGuard,
+        logger: logger)
       pools[key] = pool
       return pool
     }
   }
 
-  /// Opens a plaintext upstream to `address` in the request's own protocol.
+  /// Event loops serving requests (MultiThreadedEventLoopGroup.singleton has one per core): a limit for the
+  /// whole proxy is shared out among their pools.
+  private let loopCount = max(System.coreCount, 1)
+
+  /// Opens a plaintext upstream to `address` in the request's own protocol. HTTP/1.1 opens at most `limit`
+  /// connections to it across the proxy; past that requests wait for one until `deadline`.
   func plaintext(
     to address: Authority, http2: Bool, head: HTTPRequestHead, ticket: TicketBox?,
-    labels: ProxyMetrics.RequestLabels, on eventLoop: any EventLoop
+    labels: ProxyMetrics.RequestLabels, limit: Int, deadline: NIODeadline, on eventLoop: any EventLoop
   ) -> EventLoopFuture<Upstream> {
+    if loopGuard.isSelf(address) {
+      return eventLoop.makeFailedFuture(Self.loop(to: address))
+    }
     let pool = pool(for: eventLoop)
     var head = head
     if http2 {
@@ -45,11 +56,18 @@ final class UpstreamPools: Sendable {
       }
     }
     head.version = .http1_1
-    return pool.http1Connection(to: address).map { channel in
+    let perLoop = (limit + loopCount - 1) / loopCount
+    return pool.http1Connection(to: address, limit: perLoop, deadline: deadline).map { channel in
       Upstream(channel: channel, head: head, ticket: ticket, labels: labels) { channel in
         pool.releaseHTTP1(channel, to: address)
       }
     }
+  }
+}
+
+extension UpstreamPools {
+  static func loop(to address: Authority) -> ProxyError {
+    ProxyError(.loopDetected, "\(address) is this proxy's own listener")
   }
 }
 
@@ -91,14 +109,40 @@ public final class OutboundRouter: RequestRouter, Sendable {
   public var destinationCount: Int { destinations.withLock { $0.count } }
 
   private func destination(for authority: Authority) -> Destination {
-    let (destination, isNew) = destinations.withLock { map -> (Destination, Bool) in
-      if let existing = map[authority] { return (existing, false) }
+    let now = Destination.uptimeSeconds
+    let (destination, isNew, evicted) = destinations.withLock { map -> (Destination, Bool, Destination?) in
+      if let existing = map[authority] { return (existing, false, nil) }
+      // At the limit, the destination used longest ago goes (its discovery streams with it): requests may
+      // name any number of authorities, the proxy follows a bounded number.
+      var evicted: Destination?
+      if map.count >= max(configuration.maxDestinations, 1),
+        let oldest = map.values.min(by: { $0.lastUsed < $1.lastUsed })
+      {
+        map[oldest.authority] = nil
+        evicted = oldest
+      }
       let created = Destination(authority: authority)
       map[authority] = created
-      return (created, true)
+      return (created, true, evicted)
     }
+    destination.touch(now)
+    evicted?.stop()
     if isNew { newDestinationsContinuation.yield(destination) }
     return destination
+  }
+
+  /// Forgets the destinations no request named for `idleTimeout`, and stops following them. Returns how
+  /// many went.
+  @discardableResult
+  func evictIdleDestinations(idleTimeout: Duration) -> Int {
+    let cutoff = Destination.uptimeSeconds - idleTimeout.components.seconds
+    let idle = destinations.withLock { map -> [Destination] in
+      let idle = map.values.filter { $0.lastUsed < cutoff }
+      for destination in idle { map[destination.authority] = nil }
+      return idle
+    }
+    for destination in idle { destination.stop() }
+    return idle.count
   }
 
   public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
@@ -108,6 +152,13 @@ public final class OutboundRouter: RequestRouter, Sendable {
       profile?.policy(method: request.head.method.rawValue, path: request.head.uri, authority: authority.description)
         ?? .none
     }
+  }
+
+  public func metricAuthority(for request: RoutedRequest) -> String {
+    guard let authority = request.authority,
+      destinations.withLock({ $0[authority] })?.isKnown == true
+    else { return "" }
+    return authority.description
   }
 
   public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
@@ -136,13 +187,21 @@ public final class OutboundRouter: RequestRouter, Sendable {
     let authority = pickTarget(apex: apex)
     var head = request.head
     HTTPHeaderRules.stripHopByHop(&head.headers)
+    do {
+      try pools.loopGuard.stamp(&head.headers)
+    } catch {
+      return eventLoop.makeFailedFuture(error)
+    }
     let opened = destination(for: authority).target(on: eventLoop, deadline: deadline).flatMap { target in
       var labels = ProxyMetrics.RequestLabels(direction: self.direction, authority: apex.description, tls: false)
       labels.clientID = request.peerIdentity?.description ?? ""
       switch target {
       case .passthrough(let address):
+        // A name discovery does not know: the application (or a peer) chose it, so it is not a label value.
+        labels.authority = ""
         return self.pools.plaintext(
-          to: address, http2: request.arrivedOverHTTP2, head: head, ticket: nil, labels: labels, on: eventLoop)
+          to: address, http2: request.arrivedOverHTTP2, head: head, ticket: nil, labels: labels,
+          limit: self.configuration.maxConnectionsPerEndpoint, deadline: deadline, on: eventLoop)
       case .endpoint(let ticket):
         let endpoint = ticket.endpoint
         labels.dstService = endpoint.metricLabels["service"] ?? ""
@@ -156,6 +215,9 @@ public final class OutboundRouter: RequestRouter, Sendable {
           labels.tls = true
           labels.serverID = identity.description
           if !request.arrivedOverHTTP2 { head.headers.replaceOrAdd(name: MeshHeaders.origProto, value: "HTTP/1.1") }
+          if self.pools.loopGuard.isSelf(endpoint.address) {
+            return eventLoop.makeFailedFuture(UpstreamPools.loop(to: endpoint.address))
+          }
           opened = self.pools.pool(for: eventLoop).openHTTP2Stream(to: endpoint.address, identity: identity).map {
             [head, labels] stream in
             Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
@@ -163,11 +225,15 @@ public final class OutboundRouter: RequestRouter, Sendable {
         } else {
           opened = self.pools.plaintext(
             to: endpoint.address, http2: request.arrivedOverHTTP2, head: head, ticket: ticket, labels: labels,
-            on: eventLoop)
+            limit: self.configuration.maxConnectionsPerEndpoint, deadline: deadline, on: eventLoop)
         }
         return opened.flatMapErrorThrowing { error in
-          let connectFailed = (error as? ProxyError)?.reason == .connectFailed
-          ticket.complete(connectFailed ? .connectionFailure : .failure)
+          switch (error as? ProxyError)?.reason {
+          case .connectFailed: ticket.complete(.connectionFailure)
+          // Shed (busy) or refused as a loop: says nothing about the endpoint's health.
+          case .overloaded, .loopDetected: ticket.complete(.cancelled)
+          default: ticket.complete(.failure)
+          }
           throw error
         }
       }
@@ -188,11 +254,19 @@ public final class InboundRouter: RequestRouter, Sendable {
   private let application: Authority
   private let pools: UpstreamPools
   private let requireIdentity: Bool
+  private let configuration: ProxyConfiguration
 
-  init(application: Authority, pools: UpstreamPools, requireIdentity: Bool) {
+  init(application: Authority, pools: UpstreamPools, configuration: ProxyConfiguration) {
     self.application = application
     self.pools = pools
-    self.requireIdentity = requireIdentity
+    self.requireIdentity = configuration.requireIdentityOnInbound
+    self.configuration = configuration
+  }
+
+  /// A meshed caller's authority was resolved by its own proxy (a destination it knows); a plaintext
+  /// caller's is whatever it wrote, so those share the empty value.
+  public func metricAuthority(for request: RoutedRequest) -> String {
+    request.peerIdentity == nil ? "" : request.authority?.description ?? ""
   }
 
   public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
@@ -204,12 +278,15 @@ public final class InboundRouter: RequestRouter, Sendable {
     HTTPHeaderRules.stripHopByHop(&head.headers)
     let restoreHTTP1 = head.headers.first(name: MeshHeaders.origProto) != nil
     head.headers.remove(name: MeshHeaders.origProto)
+    // The application starts a fresh hop chain with whatever it sends next.
+    head.headers.remove(name: LoopGuard.headerName)
     var labels = ProxyMetrics.RequestLabels(
-      direction: direction, authority: request.authority?.description ?? "", tls: request.peerIdentity != nil)
+      direction: direction, authority: metricAuthority(for: request), tls: request.peerIdentity != nil)
     labels.clientID = request.peerIdentity?.description ?? ""
     return pools.plaintext(
       to: application, http2: request.arrivedOverHTTP2 && !restoreHTTP1, head: head, ticket: nil, labels: labels,
-      on: eventLoop)
+      limit: configuration.maxApplicationConnections,
+      deadline: NIODeadline.now() + TimeAmount(configuration.failfastTimeout), on: eventLoop)
   }
 }
 
@@ -271,6 +348,10 @@ public final class GatewayRouter: RequestRouter, Sendable {
   public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
     if check(request) != nil { return eventLoop.makeSucceededFuture(.none) }
     return local.policy(for: request, on: eventLoop)
+  }
+
+  public func metricAuthority(for request: RoutedRequest) -> String {
+    check(request) == nil ? local.metricAuthority(for: request) : ""
   }
 
   public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {

@@ -19,6 +19,11 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     var inFlight: InFlightRequests
     var tap: TapHub
     var logger: Logger
+    /// HTTP/1.1: how long a request's head may take from its first byte (slowloris guard).
+    var headerReadTimeout: Duration = .seconds(10)
+    /// HTTP/1.1: how long a connection may sit with no request before it is closed.
+    var idleTimeout: Duration = .seconds(300)
+    var direction: String = ""
   }
 
   private static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
@@ -94,7 +99,14 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
 
   private func configureHTTP1(context: ChannelHandlerContext) throws {
     let sync = context.pipeline.syncOperations
-    try sync.configureHTTPServerPipeline(position: .after(self), withErrorHandling: true)
+    let metrics = setup.metrics
+    let direction = setup.direction
+    let timeouts = HTTP1TimeoutBytesHandler(
+      headerTimeout: TimeAmount(setup.headerReadTimeout), idleTimeout: TimeAmount(setup.idleTimeout)
+    ) { reason in metrics.proxyError(direction: direction, reason: reason) }
+    try sync.addHandler(timeouts, position: .after(self))
+    try sync.configureHTTPServerPipeline(position: .after(timeouts), withErrorHandling: true)
+    try sync.addHandler(HTTP1TimeoutPartsHandler(bytes: timeouts))
     try sync.addHandler(
       ProxyRequestHandler(
         router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: false,
@@ -109,11 +121,12 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     _ = try context.pipeline.syncOperations.configureHTTP2Pipeline(
       mode: .server,
       connectionConfiguration: .init(),
-      streamConfiguration: .init(),
+      streamConfiguration: .proxy(meshPeer: peerIdentity != nil),
       streamDelegate: streams,
       position: .last
     ) { stream in
       stream.eventLoop.makeCompletedFuture {
+        try stream.pipeline.syncOperations.addHandler(TrailersOnlyCoalescer())
         try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
         try stream.pipeline.syncOperations.addHandler(
           ProxyRequestHandler(
@@ -139,5 +152,22 @@ extension Optional {
   fileprivate mutating func take() -> Wrapped? {
     defer { self = nil }
     return self
+  }
+}
+
+extension NIOHTTP2Handler.StreamConfiguration {
+  /// HTTP/2 stream settings of the proxy's connections. swift-nio-http2 closes a connection whose peer sends
+  /// more than 200 RST_STREAM frames (or causes 200 stream errors) in 30 s, a guard against the rapid-reset
+  /// attack. A connection between proxies carries the requests of many clients, and their cancellations are
+  /// ordinary (a gRPC deadline, a closed browser tab, a load generator that stops): with the default, a few
+  /// hundred of them closed the connection for every client on it. A mesh peer (mutual TLS) gets a budget
+  /// of 100,000 per 30 s, anything else 10,000 per 30 s: real traffic stays far below, a reset flood of
+  /// thousands per second is still cut off.
+  static func proxy(meshPeer: Bool) -> Self {
+    var configuration = Self()
+    let budget = meshPeer ? 100_000 : 10_000
+    configuration.streamResetFrameRateLimit.maximumCount = budget
+    configuration.streamErrorRateLimit.maximumCount = budget
+    return configuration
   }
 }

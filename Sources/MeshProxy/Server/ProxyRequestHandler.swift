@@ -4,6 +4,7 @@ import MeshAPI
 import MeshCore
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 
 /// Forwards the requests of one downstream HTTP/1.1 connection or HTTP/2 stream: routes each request,
 /// streams its body to the upstream and the response back, with backpressure both ways, and answers with
@@ -39,6 +40,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   private var downstreamIsHTTP2: Bool
   private var context: ChannelHandlerContext?
   private var currentAuthority = ""
+  /// Whether the current request is a gRPC call (`content-type: application/grpc...`): the proxy's own
+  /// answers to it are gRPC statuses.
+  private var isGRPC = false
 
   private let inFlight: InFlightRequests
   private let logger: Logger
@@ -132,11 +136,14 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   func channelInactive(context: ChannelHandlerContext) {
     switch state {
     case .opening, .forwarding:
-      if case .forwarding(let forwarding) = state {
+      // Settled first: closing the upstream reports its close back here (the downstream's cancellation is
+      // not an upstream reset).
+      let previous = state
+      state = .answered
+      if case .forwarding(let forwarding) = previous {
         forwarding.upstream.ticket?.complete(.cancelled)
         forwarding.upstream.channel.close(promise: nil)
       }
-      state = .answered
     default:
       break
     }
@@ -154,6 +161,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     state = .opening(buffered: [.head(head)])
     let authority = Self.authority(of: head)
     currentAuthority = authority?.description ?? head.headers.first(name: "host") ?? ""
+    isGRPC = head.headers.first(name: "content-type")?.lowercased().hasPrefix("application/grpc") ?? false
     let request = RoutedRequest(
       head: head, authority: authority, arrivedOverHTTP2: downstreamIsHTTP2, peerIdentity: peerIdentity)
     self.request = request
@@ -289,23 +297,39 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       ])
     var headers = HTTPHeaders()
     headers.add(name: ProxyError.headerName, value: error.reason.rawValue)
-    headers.add(name: "content-type", value: "text/plain; charset=utf-8")
-    let body = ByteBuffer(string: "\(error)\n")
-    headers.add(name: "content-length", value: String(body.readableBytes))
-    let head = HTTPResponseHead(version: .http1_1, status: error.status, headers: headers)
-    context.write(wrapOutboundOut(.head(head)), promise: nil)
-    context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+    let status: HTTPResponseStatus
+    let grpcStatus: Int?
+    if isGRPC {
+      // A gRPC client understands a status, not an error page: a trailers-only response (HTTP 200, one
+      // HEADERS frame with END_STREAM) with the proxy's reason in grpc-message, as Linkerd answers.
+      status = .ok
+      grpcStatus = error.grpcStatus
+      headers.add(name: "content-type", value: "application/grpc")
+      headers.add(name: "grpc-status", value: String(error.grpcStatus))
+      headers.add(name: "grpc-message", value: GRPCMessage.percentEncoded("\(error)"))
+      if !downstreamIsHTTP2 { headers.add(name: "content-length", value: "0") }
+      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+    } else {
+      status = error.status
+      grpcStatus = nil
+      headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+      let body = ByteBuffer(string: "\(error)\n")
+      headers.add(name: "content-length", value: String(body.readableBytes))
+      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+      context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+    }
     context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     var labels = ProxyMetrics.RequestLabels(
-      direction: router.direction, authority: currentAuthority, tls: peerIdentity != nil)
+      direction: router.direction, authority: request.map { router.metricAuthority(for: $0) } ?? "",
+      tls: peerIdentity != nil)
     labels.clientID = peerIdentity?.description ?? ""
     metrics.responseEnded(
-      labels, status: Int(error.status.code), grpcStatus: nil, latencyMilliseconds: elapsedMilliseconds())
-    tapResponse(status: Int(error.status.code))
-    tapEnd(status: Int(error.status.code), grpcStatus: nil, proxyError: error.reason.rawValue)
+      labels, status: Int(status.code), grpcStatus: grpcStatus, latencyMilliseconds: elapsedMilliseconds())
+    tapResponse(status: Int(status.code))
+    tapEnd(status: Int(status.code), grpcStatus: grpcStatus, proxyError: error.reason.rawValue)
     if policy.hasRoute {
       metrics.routeResponse(
-        policy, direction: router.direction, status: Int(error.status.code), latencyMilliseconds: elapsedMilliseconds())
+        policy, direction: router.direction, status: Int(status.code), latencyMilliseconds: elapsedMilliseconds())
     }
     cancelTimeout()
     state = .answered
@@ -338,8 +362,14 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       forwarding.responseStarted = true
       forwarding.status = Int(head.status.code)
       forwarding.grpcStatus = head.headers.first(name: "grpc-status").flatMap { Int($0) }
-      let failure = head.status.code >= 500
-      forwarding.upstream.ticket?.complete(failure ? .failure : .success)
+      // A peer proxy that shed the request (`overloaded`) is alive and busy, not failing: its time only
+      // raises the endpoint's load estimate, so shedding never ejects the only endpoint of a service.
+      let outcome: RequestOutcome =
+        head.status.code < 500
+        ? .success
+        : head.headers.first(name: ProxyError.headerName) == ProxyError.Reason.overloaded.rawValue
+          ? .cancelled : .failure
+      forwarding.upstream.ticket?.complete(outcome)
       HTTPHeaderRules.stripHopByHop(&head.headers)
       head.version = .http1_1
       let latency = elapsedMilliseconds()
@@ -455,6 +485,20 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
     if !forwarding.responseStarted, retryAfterFailure(forwarding, error: error, context: context) { return }
     forwarding.upstream.ticket?.complete(.failure)
+    if downstreamIsHTTP2, let reset = error as? NIOHTTP2Errors.StreamClosed {
+      // The upstream reset the stream: the client gets the same reset (gRPC maps its code to a status, as it
+      // would directly), not a status the proxy made up.
+      logger.debug(
+        "upstream reset the stream; resetting the downstream stream",
+        metadata: ["direction": "\(router.direction)", "authority": "\(currentAuthority)", "code": "\(reset.errorCode)"])
+      metrics.proxyError(direction: router.direction, reason: .upstreamReset)
+      tapEnd(status: forwarding.status, grpcStatus: nil, proxyError: ProxyError.Reason.upstreamReset.rawValue)
+      state = .answered
+      cancelTimeout()
+      context.triggerUserOutboundEvent(StreamResetEvent(code: reset.errorCode), promise: nil)
+      context.close(promise: nil)
+      return
+    }
     if forwarding.responseStarted {
       // Mid-response: the only honest signal left is to break the downstream stream too.
       logger.debug(

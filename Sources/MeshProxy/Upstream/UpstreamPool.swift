@@ -23,6 +23,7 @@ final class UpstreamPool: @unchecked Sendable {
   private let configuration: ProxyConfiguration
   private let metrics: ProxyMetrics
   private let logger: Logger
+  private let loopGuard: LoopGuard
   private var http2: [HTTP2Key: HTTP2Entry] = [:]
 
   /// A pooled HTTP/2 connection, connecting or connected.
@@ -31,12 +32,20 @@ final class UpstreamPool: @unchecked Sendable {
     var connection: HTTP2Connection?
     init(_ future: EventLoopFuture<HTTP2Connection>) { self.future = future }
   }
-  private var idle: [Authority: [any Channel]] = [:]
+  private var http1: [Authority: HTTP1Endpoint] = [:]
+  private var nextWaiterID = 0
+  /// Connections this loop is opening now, and the most it may (its share of `maxConnectsInProgress`).
+  private var connecting = 0
+  private let maxConnecting: Int
 
   init(
-    eventLoop: any EventLoop, tls: MeshTLS?, configuration: ProxyConfiguration, metrics: ProxyMetrics, logger: Logger
+    eventLoop: any EventLoop, tls: MeshTLS?, configuration: ProxyConfiguration, metrics: ProxyMetrics,
+    loopGuard: LoopGuard, logger: Logger
   ) {
     self.logger = logger
+    self.loopGuard = loopGuard
+    let loops = max(System.coreCount, 1)
+    self.maxConnecting = max((configuration.maxConnectsInProgress + loops - 1) / loops, 1)
     self.eventLoop = eventLoop
     self.tls = tls
     self.configuration = configuration
@@ -51,6 +60,7 @@ final class UpstreamPool: @unchecked Sendable {
   ) -> EventLoopFuture<UpstreamStream> {
     eventLoop.preconditionInEventLoop()
     let key = HTTP2Key(address: address, identity: identity)
+    if loopGuard.isSelf(address) { return eventLoop.makeFailedFuture(UpstreamPools.loop(to: address)) }
     let entry: HTTP2Entry
     if let existing = http2[key] {
       entry = existing
@@ -86,6 +96,22 @@ final class UpstreamPool: @unchecked Sendable {
     }
   }
 
+  /// Runs `connect` unless this loop already has its share of connection attempts in progress; those past
+  /// it fail at once with `overloaded`.
+  private func boundedConnect(
+    to address: Authority, _ connect: () -> EventLoopFuture<any Channel>
+  ) -> EventLoopFuture<any Channel> {
+    guard connecting < maxConnecting else {
+      metrics.shed(reason: "connects in progress")
+      return eventLoop.makeFailedFuture(
+        ProxyError(.overloaded, "\(connecting) upstream connections are being opened already; not opening one to \(address)"))
+    }
+    connecting += 1
+    let attempt = connect()
+    attempt.whenComplete { [self] _ in connecting -= 1 }
+    return attempt
+  }
+
   /// Forgets the connection for `key` if it is still `connection` (a newer one is left alone).
   private func evict(_ key: HTTP2Key, _ connection: HTTP2Connection) {
     if let current = http2[key], current.connection === connection { http2[key] = nil }
@@ -94,7 +120,7 @@ final class UpstreamPool: @unchecked Sendable {
   private func connectHTTP2(_ key: HTTP2Key) -> EventLoopFuture<HTTP2Connection> {
     let tls = self.tls
     let metrics = self.metrics
-    return ClientBootstrap(group: eventLoop)
+    let bootstrap = ClientBootstrap(group: eventLoop)
       .connectTimeout(TimeAmount(configuration.connectTimeout))
       .channelOption(.socketOption(.tcp_nodelay), value: 1)
       .channelInitializer { channel in
@@ -103,9 +129,18 @@ final class UpstreamPool: @unchecked Sendable {
             ConnectionMetricsHandler(metrics: metrics.tcp(direction: "outbound", peer: "dst", tls: key.identity != nil)))
         }
       }
-      .connect(host: key.address.host, port: key.address.port)
+    return boundedConnect(to: key.address) { bootstrap.connect(host: key.address.host, port: key.address.port) }
       .flatMapErrorThrowing { error in
+        if error is ProxyError { throw error }
         throw ProxyError.connecting(to: key.address, failedWith: error)
+      }
+      .flatMapThrowing { [loopGuard] channel in
+        // A name that resolved to one of this proxy's own listeners.
+        if loopGuard.isSelf(channel.remoteAddress) {
+          channel.close(promise: nil)
+          throw UpstreamPools.loop(to: key.address)
+        }
+        return channel
       }
       .flatMap { channel in
         // With mutual TLS, wait for the handshake, so that a refused identity fails with its reason.
@@ -128,7 +163,7 @@ final class UpstreamPool: @unchecked Sendable {
           let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .client,
             connectionConfiguration: .init(),
-            streamConfiguration: .init()
+            streamConfiguration: .proxy(meshPeer: key.identity != nil)
           ) { stream in stream.eventLoop.makeSucceededVoidFuture() }
           let connection = HTTP2Connection(multiplexer: multiplexer)
           try channel.pipeline.syncOperations.addHandler(
@@ -148,15 +183,53 @@ final class UpstreamPool: @unchecked Sendable {
       }
   }
 
-  /// An HTTP/1.1 connection to `address`: an idle one if there is one, else a new one.
-  func http1Connection(to address: Authority) -> EventLoopFuture<any Channel> {
+  /// An HTTP/1.1 connection to `address`: an idle one if there is one, else a new one while fewer than
+  /// `limit` are open to it from this event loop; past that the request waits in a bounded queue for a
+  /// connection to come free, until `deadline`, and what cannot be served in time fails fast with
+  /// `overloaded` (an application that accepts N connections is never sent N+1).
+  func http1Connection(to address: Authority, limit: Int, deadline: NIODeadline) -> EventLoopFuture<any Channel> {
     eventLoop.preconditionInEventLoop()
-    while var list = idle[address], let channel = list.popLast() {
-      idle[address] = list
-      if channel.isActive { return eventLoop.makeSucceededFuture(channel) }
+    var endpoint = http1[address] ?? HTTP1Endpoint()
+    while let channel = endpoint.idle.popLast() {
+      if channel.isActive {
+        http1[address] = endpoint
+        return eventLoop.makeSucceededFuture(channel)
+      }
     }
+    if endpoint.open < max(limit, 1) {
+      endpoint.open += 1
+      // Stored before connecting: a connection that fails at once gives its slot back in its callback.
+      http1[address] = endpoint
+      return connectHTTP1(to: address)
+    }
+    defer { http1[address] = endpoint }
+    guard endpoint.waiters.count < configuration.maxPendingRequestsPerEndpoint else {
+      metrics.shed(reason: "queue full")
+      return eventLoop.makeFailedFuture(
+        ProxyError(
+          .overloaded,
+          "\(address) has \(endpoint.open) connections open and \(endpoint.waiters.count) requests waiting for one"))
+    }
+    let promise = eventLoop.makePromise(of: (any Channel).self)
+    let id = nextWaiterID
+    nextWaiterID &+= 1
+    let timer = eventLoop.scheduleTask(deadline: deadline) { [self] in
+      guard var endpoint = http1[address], let index = endpoint.waiters.firstIndex(where: { $0.id == id }) else {
+        return
+      }
+      endpoint.waiters.remove(at: index)
+      http1[address] = endpoint
+      metrics.shed(reason: "queue timeout")
+      promise.fail(
+        ProxyError(.overloaded, "no connection to \(address) came free in time (\(endpoint.open) open, all busy)"))
+    }
+    endpoint.waiters.append(HTTP1Waiter(id: id, promise: promise, timer: timer))
+    return promise.futureResult
+  }
+
+  private func connectHTTP1(to address: Authority) -> EventLoopFuture<any Channel> {
     let metrics = self.metrics
-    return ClientBootstrap(group: eventLoop)
+    let bootstrap = ClientBootstrap(group: eventLoop)
       .connectTimeout(TimeAmount(configuration.connectTimeout))
       .channelOption(.socketOption(.tcp_nodelay), value: 1)
       .channelInitializer { channel in
@@ -166,29 +239,91 @@ final class UpstreamPool: @unchecked Sendable {
           try channel.pipeline.syncOperations.addHTTPClientHandlers()
         }
       }
-      .connect(host: address.host, port: address.port)
-      .flatMapErrorThrowing { error in
+    return boundedConnect(to: address) { bootstrap.connect(host: address.host, port: address.port) }
+      .flatMapThrowing { [loopGuard] channel in
+        // A name that resolved to one of this proxy's own listeners.
+        if loopGuard.isSelf(channel.remoteAddress) {
+          channel.close(promise: nil)
+          throw UpstreamPools.loop(to: address)
+        }
+        // Registered once per connection (not each time it goes back to the pool: that grew a keep-alive
+        // connection's close callbacks by one per request).
+        channel.closeFuture.whenComplete { [self] _ in
+          self.eventLoop.execute { self.http1Closed(channel, address: address) }
+        }
+        return channel
+      }
+      .flatMapErrorThrowing { [self] error in
+        // The slot it held is free again (a connection refused as a loop is closed: its close callback was
+        // never registered); a waiting request may try its own connection.
+        http1[address]?.open -= 1
+        dispatchWaiter(address)
+        if error is ProxyError { throw error }
         throw ProxyError.connecting(to: address, failedWith: error)
       }
   }
 
-  /// Returns a finished HTTP/1.1 connection for reuse.
+  private func http1Closed(_ channel: any Channel, address: Authority) {
+    guard var endpoint = http1[address] else { return }
+    endpoint.open -= 1
+    endpoint.idle.removeAll { $0 === channel }
+    http1[address] = endpoint
+    dispatchWaiter(address)
+  }
+
+  /// A slot is free: the first waiting request gets a new connection.
+  private func dispatchWaiter(_ address: Authority) {
+    guard var endpoint = http1[address], !endpoint.waiters.isEmpty else {
+      if let endpoint = http1[address], endpoint.open == 0, endpoint.waiters.isEmpty { http1[address] = nil }
+      return
+    }
+    let waiter = endpoint.waiters.removeFirst()
+    endpoint.open += 1
+    http1[address] = endpoint
+    waiter.timer.cancel()
+    connectHTTP1(to: address).cascade(to: waiter.promise)
+  }
+
+  /// Returns a finished HTTP/1.1 connection for reuse: to the first waiting request, else to the idle list.
   func releaseHTTP1(_ channel: any Channel, to address: Authority) {
     eventLoop.preconditionInEventLoop()
-    guard channel.isActive else { return }
-    var list = idle[address] ?? []
-    if list.count >= configuration.maxIdleConnectionsPerEndpoint {
+    guard channel.isActive, var endpoint = http1[address] else { return }
+    if !endpoint.waiters.isEmpty {
+      let waiter = endpoint.waiters.removeFirst()
+      http1[address] = endpoint
+      waiter.timer.cancel()
+      waiter.promise.succeed(channel)
+      return
+    }
+    if endpoint.idle.count >= configuration.maxIdleConnectionsPerEndpoint {
       channel.close(promise: nil)
       return
     }
-    list.append(channel)
-    idle[address] = list
-    channel.closeFuture.whenComplete { [self] _ in
-      self.eventLoop.execute {
-        self.idle[address]?.removeAll { $0 === channel }
-      }
-    }
+    endpoint.idle.append(channel)
+    http1[address] = endpoint
   }
+
+  /// Connections open (idle, busy or connecting) and requests waiting, toward `address` on this loop.
+  func http1Load(_ address: Authority) -> (open: Int, idle: Int, waiting: Int) {
+    eventLoop.preconditionInEventLoop()
+    let endpoint = http1[address] ?? HTTP1Endpoint()
+    return (endpoint.open, endpoint.idle.count, endpoint.waiters.count)
+  }
+}
+
+/// A request waiting for an HTTP/1.1 connection to come free.
+private struct HTTP1Waiter {
+  let id: Int
+  let promise: EventLoopPromise<any Channel>
+  let timer: Scheduled<Void>
+}
+
+/// One HTTP/1.1 upstream address as an event loop's pool keeps it.
+private struct HTTP1Endpoint {
+  var idle: [any Channel] = []
+  /// Connections open or being opened, idle or busy.
+  var open = 0
+  var waiters = CircularBuffer<HTTP1Waiter>()
 }
 
 extension TimeAmount {
