@@ -123,17 +123,33 @@ public struct WorkloadCertifier: Sendable {
     configuration: MeshTLS.Configuration = .defaults(), retry: Retry = .defaults(), logger: Logger,
     onWaiting: @escaping @Sendable (Waiting) -> Void = { _ in }
   ) async throws -> CertifiedWorkload {
+    let (material, attempts) = try await firstCertificate(retry: retry, logger: logger, onWaiting: onWaiting)
+    logger.notice(
+      "certified",
+      metadata: [
+        "identity": "\(identity)", "valid_until": "\(material.notValidAfter)",
+        "attempts": "\(attempts)",
+      ])
+    let tls = try MeshTLS(material: material, trustAnchors: trustAnchors, configuration: configuration, logger: logger)
+    let rotator = CertificateRotator(initial: material, logger: logger, renew: certifyOnce)
+    return CertifiedWorkload(
+      tls: tls, material: material,
+      services: [rotator, RotationFollower(tls: tls, updates: rotator.updates())])
+  }
+
+  /// Asks until the identity service issues a certificate; returns it and the number of attempts it took.
+  private func firstCertificate(
+    retry: Retry, logger: Logger, onWaiting: @Sendable (Waiting) -> Void
+  ) async throws -> (WorkloadCertificate, Int) {
     var attempts = 0
-    let material: WorkloadCertificate
     while true {
       try Task.checkCancellation()
+      attempts += 1
       do {
-        material = try await certifyOnce()
-        break
+        return (try await certifyOnce(), attempts)
       } catch {
         // A shutdown while an attempt was under way: not a failure of the attempt.
         if Task.isCancelled || error is CancellationError { throw CancellationError() }
-        attempts += 1
         let refused = Self.isRefusal(error)
         let base = retry.delay(afterAttempt: attempts, refused: refused)
         let delay = Duration.milliseconds(Int64(base.timeInterval * (1 - retry.jitter * random()) * 1000))
@@ -150,25 +166,16 @@ public struct WorkloadCertifier: Sendable {
         try await Task.sleep(for: delay)
       }
     }
-    logger.notice(
-      "certified",
-      metadata: [
-        "identity": "\(identity)", "valid_until": "\(material.notValidAfter)",
-        "attempts": "\(attempts + 1)",
-      ])
-    let tls = try MeshTLS(material: material, trustAnchors: trustAnchors, configuration: configuration, logger: logger)
-    let rotator = CertificateRotator(initial: material, logger: logger, renew: certifyOnce)
-    return CertifiedWorkload(
-      tls: tls, material: material,
-      services: [rotator, RotationFollower(tls: tls, updates: rotator.updates())])
   }
 
   /// Whether the identity service (or the local token) said no, as opposed to not being reachable: such
   /// an answer changes only when the token or the service's policy does, so it is retried slowly.
   static func isRefusal(_ error: any Error) -> Bool {
     guard let error = error as? MeshError else { return false }
-    return [.permissionDenied, .unauthenticated, .invalidArgument, .invalidConfiguration, .invalidIdentity]
-      .contains(error.code)
+    let refusals: [MeshError.Code] = [
+      .permissionDenied, .unauthenticated, .invalidArgument, .invalidConfiguration, .invalidIdentity,
+    ]
+    return refusals.contains(error.code)
   }
 
   /// The reason of a failed attempt, without the layers of wrapping: the code and the message.

@@ -68,7 +68,7 @@ struct MeshMirrorCommand: AsyncParsableCommand {
     let localConfig = try KubeClientConfig.load(kubeconfig: kubeconfig, context: context)
     let localClient = try KubeClient(config: localConfig, logger: logger)
     let identitySource = try makeIdentitySource(logger: logger)
-    if case .none = identitySource {
+    if case .absent = identitySource {
       logger.warning("no identity material (--identity or --cert/--key): gateways are not probed")
     }
     let metrics = MirrorMetrics()
@@ -115,7 +115,7 @@ struct MeshMirrorCommand: AsyncParsableCommand {
           material: material, trustAnchors: try PEMFiles.readCertificates(ca),
           configuration: MirrorLauncher.tlsConfiguration, logger: logger))
     }
-    guard let identity, let token, let ca else { return .none }
+    guard let identity, let token, let ca else { return .absent }
     return .certified(
       try WorkloadCertifier(identity: identity, identityServer: identityServer, caFile: ca, tokenFile: token))
   }
@@ -124,9 +124,9 @@ struct MeshMirrorCommand: AsyncParsableCommand {
 /// Gets the probe identity (retrying while the identity service is away or refuses, as `/ready` tells),
 /// then runs the Link supervisor with the certificate's rotation beside it, until graceful shutdown. A
 /// shutdown while it still waits for the certificate ends it quietly.
-final class MirrorLauncher: Service, Sendable {
+final class MirrorLauncher: ServiceLifecycle.Service, Sendable {
   enum IdentitySource: Sendable {
-    case none
+    case absent
     case fixed(MeshTLS)
     case certified(WorkloadCertifier)
   }
@@ -164,7 +164,7 @@ final class MirrorLauncher: Service, Sendable {
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
     let tls: MeshTLS?
     switch identity {
-    case .none:
+    case .absent:
       tls = nil
     case .fixed(let fixed):
       tls = fixed

@@ -240,65 +240,51 @@ struct StartupRetryTests {
       """.write(toFile: kubeconfig, atomically: true, encoding: .utf8)
     func ports() async throws -> [Int] { [try await StablePorts.free(), try await StablePorts.free(), try await StablePorts.free()] }
 
+    let sidecarPorts = try await ports()
+    let gatewayPorts = try await ports()
+    let mirrorAdmin = try await StablePorts.free()
+    let destinationListen = try await StablePorts.free()
+    let identityListen = try await StablePorts.free()
+    let retrying = "cannot get a certificate from the identity service yet; retrying"
+    let commands: [(name: String, executable: String, arguments: [String], waitFor: String)] = [
+      (
+        "mesh-proxy", "mesh-proxy",
+        Self.proxyArguments(
+          files, account: "backend", identityPort: deadPort, destinationPort: deadPort, ports: sidecarPorts,
+          app: deadPort), retrying
+      ),
+      (
+        "mesh-proxy --gateway", "mesh-proxy",
+        Self.proxyArguments(
+          files, account: "gateway", identityPort: deadPort, destinationPort: deadPort, ports: gatewayPorts,
+          app: deadPort, extra: ["--gateway"]), retrying
+      ),
+      (
+        "mesh-mirror", "mesh-mirror",
+        [
+          "--kubeconfig", kubeconfig, "--admin", "127.0.0.1:\(mirrorAdmin)", "--identity", Self.name("mirror"),
+          "--identity-server", "127.0.0.1:\(deadPort)", "--ca", files.ca, "--token", files.token("mirror"),
+        ], retrying
+      ),
+      (
+        "mesh-controller destination", "mesh-controller",
+        ["destination", "--kubeconfig", kubeconfig, "--listen", "127.0.0.1:\(destinationListen)"],
+        "list/watch failed; retrying"
+      ),
+      (
+        "mesh-controller identity", "mesh-controller",
+        ["identity", "--issuer-dir", files.issuer, "--tokens", files.tokens, "--listen", "127.0.0.1:\(identityListen)"],
+        "identity service listening"
+      ),
+      ("meshctl dev kube-api", "meshctl", ["dev", "kube-api", "--listen", "127.0.0.1:0"], "kube API listening"),
+    ]
     var components: [(name: String, process: BackgroundProcess, retrying: String)] = []
     defer { for component in components { component.process.terminate() } }
-    components.append(
-      (
-        "mesh-proxy",
-        try BackgroundProcess(
-          "\(Self.bin)/mesh-proxy",
-          Self.proxyArguments(
-            files, account: "backend", identityPort: deadPort, destinationPort: deadPort, ports: try await ports(),
-            app: deadPort)),
-        "cannot get a certificate from the identity service yet; retrying"
-      ))
-    components.append(
-      (
-        "mesh-proxy --gateway",
-        try BackgroundProcess(
-          "\(Self.bin)/mesh-proxy",
-          Self.proxyArguments(
-            files, account: "gateway", identityPort: deadPort, destinationPort: deadPort, ports: try await ports(),
-            app: deadPort, extra: ["--gateway"])),
-        "cannot get a certificate from the identity service yet; retrying"
-      ))
-    components.append(
-      (
-        "mesh-mirror",
-        try BackgroundProcess(
-          "\(Self.bin)/mesh-mirror",
-          [
-            "--kubeconfig", kubeconfig, "--admin", "127.0.0.1:\(try await StablePorts.free())", "--identity",
-            Self.name("mirror"), "--identity-server", "127.0.0.1:\(deadPort)", "--ca", files.ca, "--token",
-            files.token("mirror"),
-          ]),
-        "cannot get a certificate from the identity service yet; retrying"
-      ))
-    components.append(
-      (
-        "mesh-controller destination",
-        try BackgroundProcess(
-          "\(Self.bin)/mesh-controller",
-          ["destination", "--kubeconfig", kubeconfig, "--listen", "127.0.0.1:\(try await StablePorts.free())"]),
-        "list/watch failed; retrying"
-      ))
-    components.append(
-      (
-        "mesh-controller identity",
-        try BackgroundProcess(
-          "\(Self.bin)/mesh-controller",
-          [
-            "identity", "--issuer-dir", files.issuer, "--tokens", files.tokens, "--listen",
-            "127.0.0.1:\(try await StablePorts.free())",
-          ]),
-        "identity service listening"
-      ))
-    components.append(
-      (
-        "meshctl dev kube-api",
-        try BackgroundProcess("\(Self.bin)/meshctl", ["dev", "kube-api", "--listen", "127.0.0.1:0"]),
-        "kube API listening"
-      ))
+    for command in commands {
+      components.append(
+        (command.name, try BackgroundProcess("\(Self.bin)/\(command.executable)", command.arguments), command.waitFor))
+    }
+    // Each is retrying its control plane (or, for the control plane itself, running).
     for component in components {
       try await component.process.waitForOutput(containing: component.retrying, timeout: .seconds(30))
     }

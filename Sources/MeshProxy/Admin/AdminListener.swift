@@ -1,6 +1,6 @@
 public import MeshCore
 public import MeshTLS
-public import NIOCore
+import NIOCore
 import NIOPosix
 import Synchronization
 
