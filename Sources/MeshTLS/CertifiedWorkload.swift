@@ -63,20 +63,32 @@ public struct WorkloadCertifier: Sendable {
 
   /// Why the workload has no certificate yet.
   public struct Waiting: Sendable, CustomStringConvertible {
+    public enum Problem: Sendable, Hashable {
+      /// The identity service could not be reached, or answered UNAVAILABLE: retried with growing delays.
+      case unreachable
+      /// The identity service refused the identity (PERMISSION_DENIED, UNAUTHENTICATED, ...): retried slowly.
+      case refused
+      /// The service-account token file cannot be read or is empty: retried slowly.
+      case unusableToken
+    }
     /// Failed attempts so far.
     public var attempts: Int
-    /// The identity service refused the identity (or the token is unusable), rather than being unreachable.
-    public var refused: Bool
+    public var problem: Problem
     /// What the last attempt failed with.
     public var reason: String
     /// When the next attempt happens.
     public var retryIn: Duration
 
+    /// The identity service (or the local token) said no, rather than being unreachable.
+    public var refused: Bool { problem != .unreachable }
+
     public var description: String {
-      let retry = String(format: "%.1f", retryIn.timeInterval)
-      return refused
-        ? "identity service refused the identity (attempt \(attempts), retrying in \(retry) s): \(reason)"
-        : "waiting for the identity service (attempt \(attempts), retrying in \(retry) s): \(reason)"
+      let retry = "attempt \(attempts), retrying in \(String(format: "%.1f", retryIn.timeInterval)) s"
+      return switch problem {
+      case .unreachable: "waiting for the identity service (\(retry)): \(reason)"
+      case .refused: "the identity service refused this workload's identity (\(retry)): \(reason)"
+      case .unusableToken: "the service-account token cannot be used (\(retry)): \(reason)"
+      }
     }
   }
 
@@ -150,15 +162,20 @@ public struct WorkloadCertifier: Sendable {
       } catch {
         // A shutdown while an attempt was under way: not a failure of the attempt.
         if Task.isCancelled || error is CancellationError { throw CancellationError() }
-        let refused = Self.isRefusal(error)
-        let base = retry.delay(afterAttempt: attempts, refused: refused)
+        let problem = Self.problem(error)
+        let base = retry.delay(afterAttempt: attempts, refused: problem != .unreachable)
         let delay = Duration.milliseconds(Int64(base.timeInterval * (1 - retry.jitter * random()) * 1000))
-        let waiting = Waiting(attempts: attempts, refused: refused, reason: Self.reason(error), retryIn: delay)
+        let waiting = Waiting(attempts: attempts, problem: problem, reason: Self.reason(error), retryIn: delay)
         onWaiting(waiting)
+        let message: Logger.Message =
+          switch problem {
+          case .unreachable: "cannot get a certificate from the identity service yet; retrying"
+          case .refused:
+            "the identity service refused this workload's identity; retrying slowly (the token may be fixed or rotated)"
+          case .unusableToken: "the service-account token cannot be used; retrying slowly"
+          }
         logger.warning(
-          refused
-            ? "the identity service refused this workload's identity; retrying slowly (the token may be fixed or rotated)"
-            : "cannot get a certificate from the identity service yet; retrying",
+          message,
           metadata: [
             "identity": "\(identity)", "identity_server": "\(identityServer)", "attempt": "\(attempts)",
             "retry_in_s": "\(String(format: "%.2f", delay.timeInterval))", "reason": "\(waiting.reason)",
@@ -168,14 +185,14 @@ public struct WorkloadCertifier: Sendable {
     }
   }
 
-  /// Whether the identity service (or the local token) said no, as opposed to not being reachable: such
-  /// an answer changes only when the token or the service's policy does, so it is retried slowly.
-  static func isRefusal(_ error: any Error) -> Bool {
-    guard let error = error as? MeshError else { return false }
-    let refusals: [MeshError.Code] = [
-      .permissionDenied, .unauthenticated, .invalidArgument, .invalidConfiguration, .invalidIdentity,
-    ]
-    return refusals.contains(error.code)
+  /// What kind of failure `error` is: an identity service that cannot be reached is retried quickly; a
+  /// refusal, or a token that cannot be read, changes only when the token or the service's policy does, so
+  /// it is retried slowly.
+  static func problem(_ error: any Error) -> Waiting.Problem {
+    guard let error = error as? MeshError else { return .unreachable }
+    if error.code == .invalidConfiguration { return .unusableToken }
+    let refusals: [MeshError.Code] = [.permissionDenied, .unauthenticated, .invalidArgument, .invalidIdentity]
+    return refusals.contains(error.code) ? .refused : .unreachable
   }
 
   /// The reason of a failed attempt, without the layers of wrapping: the code and the message.

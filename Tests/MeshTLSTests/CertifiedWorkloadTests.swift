@@ -85,6 +85,15 @@ struct WorkloadCertifierTests {
     #expect(retry.delay(afterAttempt: 1, refused: true) == .seconds(30))
   }
 
+  @Test("an unreachable service is retried quickly; refusals and an unusable token file slowly")
+  func problems() {
+    #expect(WorkloadCertifier.problem(MeshError.unavailable("connection refused")) == .unreachable)
+    #expect(WorkloadCertifier.problem(MeshError.internalError("bad answer")) == .unreachable)
+    #expect(WorkloadCertifier.problem(MeshError.unauthenticated("token expired")) == .refused)
+    #expect(WorkloadCertifier.problem(MeshError.permissionDenied("not yours")) == .refused)
+    #expect(WorkloadCertifier.problem(MeshError.invalidConfiguration("cannot read token file t")) == .unusableToken)
+  }
+
   @Test("an unreachable identity service: each attempt reported with its reason, growing delays; cancelling ends the wait")
   func unreachable() async throws {
     let pki = try TestPKI()
@@ -170,7 +179,7 @@ struct WorkloadCertifierTests {
       try #require(seen.count >= 2)
       #expect(seen.allSatisfy { $0.refused && $0.retryIn == .milliseconds(300) }, "\(seen)")
       #expect(seen[0].reason.contains("unauthenticated"), "\(seen[0].reason)")
-      #expect("\(seen[0])".contains("identity service refused the identity"), "\(seen[0])")
+      #expect("\(seen[0])".contains("the identity service refused this workload's identity"), "\(seen[0])")
       group.cancelAll()
     }
   }
