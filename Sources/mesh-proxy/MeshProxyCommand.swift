@@ -13,7 +13,13 @@ import UnixSignals
 struct MeshProxyCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "mesh-proxy",
-    abstract: "The SwiftMesh data-plane proxy: outbound, inbound (mutual TLS) and admin listeners.")
+    abstract: "The SwiftMesh data-plane proxy: outbound, inbound (mutual TLS) and admin listeners.",
+    discussion: """
+      The admin listener starts first: /live answers 200 at once, /ready 503 with the reason until the proxy \
+      serves. The proxy asks the identity service for its certificate until it gets one (jittered back-off while \
+      the service cannot be reached, every 30 s while it refuses the identity), then opens the outbound and \
+      inbound listeners. An --identity that is not an identity name or an unreadable --ca file stops it at once.
+      """)
 
   @Option(help: "Identity to ask for, e.g. web.default.serviceaccount.identity.swiftmesh.cluster.local.")
   var identity: String

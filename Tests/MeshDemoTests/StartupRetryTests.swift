@@ -212,8 +212,8 @@ struct StartupRetryTests {
   }
 
   @Test(
-    "SIGTERM while retrying the control plane (and while running): exit status 0, nothing at error level",
-    .timeLimit(.minutes(3)))
+    "SIGTERM while retrying the control plane (unreachable or refusing) and while running: exit status 0, nothing at error level; a refused identity is said so in /ready",
+    .enabled(if: curlAvailable), .timeLimit(.minutes(3)))
   func quietShutdown() async throws {
     let files = try await ControlPlaneFiles(accounts: ["backend", "gateway", "mirror"])
     defer { files.dir.remove() }
@@ -240,12 +240,32 @@ struct StartupRetryTests {
       """.write(toFile: kubeconfig, atomically: true, encoding: .utf8)
     func ports() async throws -> [Int] { [try await StablePorts.free(), try await StablePorts.free(), try await StablePorts.free()] }
 
+    // The control plane that is up: an API server and an identity service (with a token file the proxy's
+    // own token is not in, for the refused case).
+    let liveKubeconfig = files.dir.file("kubeconfig")
+    let api = try BackgroundProcess(
+      "\(Self.bin)/meshctl", ["dev", "kube-api", "--listen", "127.0.0.1:0", "--kubeconfig-out", liveKubeconfig])
+    defer { api.terminate() }
+    let identityListen = try await StablePorts.free()
+    let identity = try BackgroundProcess(
+      "\(Self.bin)/mesh-controller",
+      ["identity", "--issuer-dir", files.issuer, "--tokens", files.tokens, "--listen", "127.0.0.1:\(identityListen)"])
+    defer { identity.terminate() }
+    try await api.waitForOutput(containing: "kube API listening", timeout: .seconds(30))
+    try await identity.waitForOutput(containing: "identity service listening", timeout: .seconds(30))
+    try "stolen-token\n".write(toFile: files.dir.file("refused.token"), atomically: true, encoding: .utf8)
+
     let sidecarPorts = try await ports()
     let gatewayPorts = try await ports()
+    let refusedPorts = try await ports()
     let mirrorAdmin = try await StablePorts.free()
-    let destinationListen = try await StablePorts.free()
-    let identityListen = try await StablePorts.free()
+    let deadDestination = try await StablePorts.free()
+    let liveDestination = try await StablePorts.free()
     let retrying = "cannot get a certificate from the identity service yet; retrying"
+    var refusedArguments = Self.proxyArguments(
+      files, account: "backend", identityPort: identityListen, destinationPort: deadPort, ports: refusedPorts,
+      app: deadPort)
+    refusedArguments[refusedArguments.firstIndex(of: "--token")! + 1] = files.dir.file("refused.token")
     let commands: [(name: String, executable: String, arguments: [String], waitFor: String)] = [
       (
         "mesh-proxy", "mesh-proxy",
@@ -260,6 +280,10 @@ struct StartupRetryTests {
           app: deadPort, extra: ["--gateway"]), retrying
       ),
       (
+        "mesh-proxy (identity refused)", "mesh-proxy", refusedArguments,
+        "the identity service refused this workload's identity; retrying slowly"
+      ),
+      (
         "mesh-mirror", "mesh-mirror",
         [
           "--kubeconfig", kubeconfig, "--admin", "127.0.0.1:\(mirrorAdmin)", "--identity", Self.name("mirror"),
@@ -267,16 +291,15 @@ struct StartupRetryTests {
         ], retrying
       ),
       (
-        "mesh-controller destination", "mesh-controller",
-        ["destination", "--kubeconfig", kubeconfig, "--listen", "127.0.0.1:\(destinationListen)"],
+        "mesh-controller destination (API server down)", "mesh-controller",
+        ["destination", "--kubeconfig", kubeconfig, "--listen", "127.0.0.1:\(deadDestination)"],
         "list/watch failed; retrying"
       ),
       (
-        "mesh-controller identity", "mesh-controller",
-        ["identity", "--issuer-dir", files.issuer, "--tokens", files.tokens, "--listen", "127.0.0.1:\(identityListen)"],
-        "identity service listening"
+        "mesh-controller destination (running)", "mesh-controller",
+        ["destination", "--kubeconfig", liveKubeconfig, "--listen", "127.0.0.1:\(liveDestination)"],
+        "destination service listening"
       ),
-      ("meshctl dev kube-api", "meshctl", ["dev", "kube-api", "--listen", "127.0.0.1:0"], "kube API listening"),
     ]
     var components: [(name: String, process: BackgroundProcess, retrying: String)] = []
     defer { for component in components { component.process.terminate() } }
@@ -284,10 +307,18 @@ struct StartupRetryTests {
       components.append(
         (command.name, try BackgroundProcess("\(Self.bin)/\(command.executable)", command.arguments), command.waitFor))
     }
-    // Each is retrying its control plane (or, for the control plane itself, running).
+    // Each is retrying its control plane (or running).
     for component in components {
       try await component.process.waitForOutput(containing: component.retrying, timeout: .seconds(30))
     }
+    // A refusal is said as such in /ready too.
+    let refusedReady = try await Self.get("http://127.0.0.1:\(refusedPorts[2])/ready")
+    #expect(refusedReady.status == 503)
+    #expect(refusedReady.body.contains("the identity service refused this workload's identity"), "\(refusedReady)")
+    #expect(refusedReady.body.contains("unauthenticated"), "\(refusedReady)")
+    // The control plane itself is stopped last, while running.
+    components.append(("mesh-controller identity", identity, ""))
+    components.append(("meshctl dev kube-api", api, ""))
     for component in components {
       let status = try await component.process.stop(with: SIGTERM)
       #expect(status == 0, "\(component.name) exit status on SIGTERM:\n\(component.process.printed)")
