@@ -123,6 +123,8 @@ public final class LinkSupervisor: ServiceLifecycle.Service, Sendable {
       if let previous { await previous.waitUntilFinished() }
       do {
         try await mirror.run()
+      } catch is CancellationError {
+        // Stopped by us (the Link went away, or shutdown): not a failure.
       } catch {
         self.logger.error("service mirror failed", metadata: ["link": "\(key)", "error": "\(error)"])
       }

@@ -40,11 +40,13 @@ public final class MeshProxy: Service, Sendable {
 
   public let configuration: ProxyConfiguration
   public let metrics: ProxyMetrics
-  public let readiness = Readiness()
+  public let readiness: Readiness
   /// The observers of this proxy's requests; serve it with a `TapServer` (`mesh-proxy --tap`).
   public let tap = TapHub()
   public let inFlight = InFlightRequests()
   private let tls: MeshTLS?
+  /// An admin listener bound before the proxy (while the workload waited for its certificate), if any.
+  private let adoptedAdmin: AdminListener?
   private let outboundRouter: OutboundRouter
   private let inboundRouter: InboundRouter
   private let gatewayRouter: GatewayRouter
@@ -53,16 +55,46 @@ public final class MeshProxy: Service, Sendable {
   private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
   private let loopGuard = LoopGuard()
 
-  public init(
+  public convenience init(
     configuration: ProxyConfiguration,
     tls: MeshTLS?,
     discovery: any EndpointDiscovery,
     metrics: ProxyMetrics = ProxyMetrics(),
     logger: Logger
   ) {
+    self.init(
+      configuration: configuration, tls: tls, discovery: discovery, metrics: metrics, readiness: Readiness(),
+      admin: nil, logger: logger)
+  }
+
+  /// A proxy that adopts an admin listener bound earlier (see `AdminListener`): its metrics, readiness and
+  /// port; `configuration.adminAddress` is not used.
+  public convenience init(
+    configuration: ProxyConfiguration,
+    tls: MeshTLS?,
+    discovery: any EndpointDiscovery,
+    admin: AdminListener,
+    logger: Logger
+  ) {
+    self.init(
+      configuration: configuration, tls: tls, discovery: discovery, metrics: admin.metrics,
+      readiness: admin.readiness, admin: admin, logger: logger)
+  }
+
+  private init(
+    configuration: ProxyConfiguration,
+    tls: MeshTLS?,
+    discovery: any EndpointDiscovery,
+    metrics: ProxyMetrics,
+    readiness: Readiness,
+    admin: AdminListener?,
+    logger: Logger
+  ) {
     self.configuration = configuration
     self.tls = tls
     self.metrics = metrics
+    self.readiness = readiness
+    self.adoptedAdmin = admin
     self.logger = logger
     let pools = UpstreamPools(
       tls: tls, configuration: configuration, metrics: metrics, loopGuard: loopGuard, logger: logger)
@@ -95,29 +127,44 @@ public final class MeshProxy: Service, Sendable {
   public var destinationCount: Int { outboundRouter.destinationCount }
 
   public func run() async throws {
-    // A gateway has no outbound listener: its inbound port takes mesh traffic for local services.
-    let outbound: (any Channel)? =
-      configuration.gatewayMode
-      ? nil
-      : try await bind(
-        configuration.outboundAddress, direction: "outbound",
-        setup: .init(
-          router: outboundRouter, metrics: metrics, tls: nil, requireClientCertificate: false, inFlight: inFlight, tap: tap,
-          logger: logger))
     if configuration.gatewayMode && tls == nil {
       throw MeshError.invalidArgument("gateway mode needs a mesh identity: callers are admitted by mutual TLS only")
     }
-    let inbound = try await bind(
-      configuration.inboundAddress, direction: configuration.gatewayMode ? "gateway" : "inbound",
-      setup: .init(
-        router: configuration.gatewayMode ? gatewayRouter : inboundRouter, metrics: metrics, tls: tls,
-        requireClientCertificate: configuration.gatewayMode || configuration.requireIdentityOnInbound,
-        inFlight: inFlight, tap: tap, logger: logger))
-    let admin = try await bindAdmin(configuration.adminAddress)
-    for listener in [outbound, inbound, admin] { loopGuard.add(listener: listener?.localAddress) }
+    // The admin port first (unless it is already up): it answers /live while the rest binds.
+    let admin: AdminListener
+    if let adoptedAdmin {
+      admin = adoptedAdmin
+    } else {
+      admin = try await AdminListener.bind(configuration.adminAddress, metrics: metrics, readiness: readiness)
+    }
+    admin.serve(tls: tls)
+    let outbound: (any Channel)?
+    let inbound: any Channel
+    do {
+      // A gateway has no outbound listener: its inbound port takes mesh traffic for local services.
+      outbound =
+        configuration.gatewayMode
+        ? nil
+        : try await bind(
+          configuration.outboundAddress, direction: "outbound",
+          setup: .init(
+            router: outboundRouter, metrics: metrics, tls: nil, requireClientCertificate: false, inFlight: inFlight,
+            tap: tap, logger: logger))
+      inbound = try await bind(
+        configuration.inboundAddress, direction: configuration.gatewayMode ? "gateway" : "inbound",
+        setup: .init(
+          router: configuration.gatewayMode ? gatewayRouter : inboundRouter, metrics: metrics, tls: tls,
+          requireClientCertificate: configuration.gatewayMode || configuration.requireIdentityOnInbound,
+          inFlight: inFlight, tap: tap, logger: logger))
+    } catch {
+      readiness.setNotReady("cannot listen: \(error)")
+      await admin.close()
+      throw error
+    }
+    for listener in [outbound, inbound] { loopGuard.add(listener: listener?.localAddress) }
+    loopGuard.add(listener: admin.channel.localAddress)
     let bound = BoundPorts(
-      outbound: outbound?.localAddress?.port ?? 0, inbound: inbound.localAddress?.port ?? 0,
-      admin: admin.localAddress?.port ?? 0)
+      outbound: outbound?.localAddress?.port ?? 0, inbound: inbound.localAddress?.port ?? 0, admin: admin.port)
     ports.withLock { $0 = bound }
     readiness.set(true)
     logger.notice(
@@ -147,7 +194,7 @@ public final class MeshProxy: Service, Sendable {
       }
       // Until graceful shutdown (or cancellation).
       try? await gracefulShutdown()
-      self.readiness.set(false)
+      self.readiness.setNotReady("shutting down")
       self.logger.notice("proxy draining", metadata: ["in_flight": "\(self.inFlight.current)"])
       try? await outbound?.close()
       try? await inbound.close()
@@ -179,7 +226,7 @@ public final class MeshProxy: Service, Sendable {
           "grace period over",
           metadata: ["requests_cut": "\(report.inFlightCut)", "connections_closed": "\(report.forcedConnections)"])
       }
-      try? await admin.close()
+      await admin.close()
       self.outboundRouter.finish()
       group.cancelAll()
     }
@@ -203,22 +250,6 @@ public final class MeshProxy: Service, Sendable {
           try channel.pipeline.syncOperations.addHandler(
             ConnectionMetricsHandler(metrics: metrics.tcp(direction: direction, peer: "src", tls: tlsOffered)))
           try channel.pipeline.syncOperations.addHandler(ProtocolDetector(setup: setup))
-        }
-      }
-      .bind(host: address.host, port: address.port).get()
-  }
-
-  private func bindAdmin(_ address: Authority) async throws -> any Channel {
-    let metrics = self.metrics
-    let readiness = self.readiness
-    let tls = self.tls
-    return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-      .childChannelInitializer { channel in
-        channel.eventLoop.makeCompletedFuture {
-          // Plain HTTP, or mutual TLS when a gateway probe (or any mesh client) connects with TLS: the probe
-          // checks the gateway's identity on the same port that serves /ready.
-          try channel.pipeline.syncOperations.addHandler(AdminDetector(tls: tls, metrics: metrics, readiness: readiness))
         }
       }
       .bind(host: address.host, port: address.port).get()

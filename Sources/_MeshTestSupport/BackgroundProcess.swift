@@ -51,6 +51,45 @@ public final class BackgroundProcess: Sendable {
     throw TestFailure("'\(command)' did not print '\(text)' in time; it printed:\n\(printed)")
   }
 
+  /// The process id.
+  public var pid: Int32 { process.processIdentifier }
+
+  /// Sends `signal` and waits up to `timeout` for the process to exit; returns its exit status, or nil
+  /// when it was ended by a signal (SIGKILL after `timeout` included).
+  public func stop(with signal: Int32 = SIGTERM, timeout: Duration = .seconds(10)) async throws -> Int32? {
+    if process.isRunning { kill(process.processIdentifier, signal) }
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning && ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    if process.isRunning {
+      kill(process.processIdentifier, SIGKILL)
+      process.waitUntilExit()
+      return nil
+    }
+    return process.terminationReason == .exit ? process.terminationStatus : nil
+  }
+
+  /// Waits up to `timeout` for the process to exit by itself; returns its exit status (or the signal that
+  /// ended it, negated), nil if it is still running.
+  public func waitForExit(timeout: Duration) async throws -> Int32? {
+    let deadline = ContinuousClock.now + timeout
+    while process.isRunning && ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    if process.isRunning { return nil }
+    return process.terminationReason == .exit ? process.terminationStatus : -process.terminationStatus
+  }
+
+  /// The lines printed at error level or worse (swift-log's stream handler writes the level after the
+  /// timestamp), and ArgumentParser's `Error:` lines.
+  public var errorLines: [String] {
+    printed.split(separator: "\n").map(String.init).filter { line in
+      let words = line.split(separator: " ", maxSplits: 2)
+      return line.hasPrefix("Error:") || (words.count > 1 && (words[1] == "error" || words[1] == "critical"))
+    }
+  }
+
   /// Stops the process: SIGTERM, then SIGKILL if it is still there after two seconds.
   public func terminate() {
     guard process.isRunning else { return }

@@ -7,6 +7,7 @@ import MeshKube
 import MeshMulticluster
 import MeshTLS
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 @main
@@ -66,14 +67,13 @@ struct MeshMirrorCommand: AsyncParsableCommand {
 
     let localConfig = try KubeClientConfig.load(kubeconfig: kubeconfig, context: context)
     let localClient = try KubeClient(config: localConfig, logger: logger)
-    var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
-    let tls = try await makeTLS(logger: logger, services: &services)
-    if tls == nil {
+    let identitySource = try makeIdentitySource(logger: logger)
+    if case .absent = identitySource {
       logger.warning("no identity material (--identity or --cert/--key): gateways are not probed")
     }
     let metrics = MirrorMetrics()
-    let supervisor = LinkSupervisor(
-      localClient: localClient, tls: tls, metrics: metrics,
+    let launcher = MirrorLauncher(
+      identity: identitySource, localClient: localClient, metrics: metrics,
       configuration: .defaults {
         $0.namespace = namespace
         $0.linkName = link
@@ -81,15 +81,17 @@ struct MeshMirrorCommand: AsyncParsableCommand {
         $0.mirror.targetCheckInterval = .milliseconds(Int64(targetCheckInterval * 1000))
       },
       logger: logger)
-    let adminServer = MirrorAdminServer(address: try Authority(admin), metrics: metrics, logger: logger) {
-      supervisor.reports
-    }
-    services += [
-      .init(service: adminServer),
-      .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup),
-    ]
+    // The admin port answers while the probe identity is being certified: /live 200, /ready 503 and why.
+    let adminServer = MirrorAdminServer(
+      address: try Authority(admin), metrics: metrics, logger: logger, reports: { launcher.reports },
+      notReady: { launcher.notReadyReason })
     let group = ServiceGroup(
-      configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+      configuration: .init(
+        services: [
+          .init(service: adminServer),
+          .init(service: launcher, successTerminationBehavior: .gracefullyShutdownGroup),
+        ],
+        gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     do {
       try await group.run()
     } catch {
@@ -100,25 +102,93 @@ struct MeshMirrorCommand: AsyncParsableCommand {
   }
 
   /// The probe's mutual TLS: certified and rotated (`--identity`), fixed PEM files (`--cert`), or none.
-  /// The probe speaks HTTP/1.1, so that is the only ALPN it offers.
-  func makeTLS(
-    logger: Logger, services: inout [ServiceGroupConfiguration.ServiceConfiguration]
-  ) async throws -> MeshTLS? {
-    let tlsConfiguration = MeshTLS.Configuration.defaults { $0.clientALPN = [MeshTLS.ALPN.http11] }
+  /// What no retry can fix (files, names) fails here, at once.
+  func makeIdentitySource(logger: Logger) throws -> MirrorLauncher.IdentitySource {
     if let cert, let key, let ca {
       let chain = try PEMFiles.readCertificates(cert)
       guard let leaf = chain.first else { throw ValidationError("--cert \(cert): no certificate") }
       let material = WorkloadCertificate(
         privateKey: try PEMFiles.readP256Key(key), leaf: leaf, intermediates: Array(chain.dropFirst()))
       logger.notice("identity from PEM files", metadata: ["identity": "\(material.identity?.description ?? "none")"])
-      return try MeshTLS(
-        material: material, trustAnchors: try PEMFiles.readCertificates(ca), configuration: tlsConfiguration, logger: logger)
+      return .fixed(
+        try MeshTLS(
+          material: material, trustAnchors: try PEMFiles.readCertificates(ca),
+          configuration: MirrorLauncher.tlsConfiguration, logger: logger))
     }
-    guard let identity, let token, let ca else { return nil }
-    let workload = try await CertifiedWorkload.certify(
-      identity: identity, identityServer: identityServer, caFile: ca, tokenFile: token,
-      configuration: tlsConfiguration, logger: logger)
-    services += workload.services.map { .init(service: $0) }
-    return workload.tls
+    guard let identity, let token, let ca else { return .absent }
+    return .certified(
+      try WorkloadCertifier(identity: identity, identityServer: identityServer, caFile: ca, tokenFile: token))
+  }
+}
+
+/// Gets the probe identity (retrying while the identity service is away or refuses, as `/ready` tells),
+/// then runs the Link supervisor with the certificate's rotation beside it, until graceful shutdown. A
+/// shutdown while it still waits for the certificate ends it quietly.
+final class MirrorLauncher: ServiceLifecycle.Service, Sendable {
+  enum IdentitySource: Sendable {
+    case absent
+    case fixed(MeshTLS)
+    case certified(WorkloadCertifier)
+  }
+
+  /// The probe speaks HTTP/1.1, so that is the only ALPN it offers.
+  static let tlsConfiguration = MeshTLS.Configuration.defaults { $0.clientALPN = [MeshTLS.ALPN.http11] }
+
+  let identity: IdentitySource
+  let localClient: KubeClient
+  let metrics: MirrorMetrics
+  let configuration: LinkSupervisor.Configuration
+  let logger: Logger
+  private let state: Mutex<(supervisor: LinkSupervisor?, notReady: String?)>
+
+  init(
+    identity: IdentitySource, localClient: KubeClient, metrics: MirrorMetrics,
+    configuration: LinkSupervisor.Configuration, logger: Logger
+  ) {
+    self.identity = identity
+    self.localClient = localClient
+    self.metrics = metrics
+    self.configuration = configuration
+    self.logger = logger
+    if case .certified(let certifier) = identity {
+      state = Mutex((nil, "waiting for the probe certificate from the identity service at \(certifier.identityServer)"))
+    } else {
+      state = Mutex((nil, nil))
+    }
+  }
+
+  var reports: [GatewayReport] { state.withLock { $0.supervisor }?.reports ?? [] }
+  var notReadyReason: String? { state.withLock { $0.notReady } }
+
+  func run() async throws {
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    let tls: MeshTLS?
+    switch identity {
+    case .absent:
+      tls = nil
+    case .fixed(let fixed):
+      tls = fixed
+    case .certified(let certifier):
+      do {
+        let workload = try await cancelWhenGracefulShutdown {
+          try await certifier.certify(configuration: Self.tlsConfiguration, logger: self.logger) { waiting in
+            self.state.withLock { $0.notReady = "\(waiting)" }
+          }
+        }
+        services += workload.services.map { .init(service: $0) }
+        tls = workload.tls
+      } catch is CancellationError {
+        logger.notice("stopped before the probe identity was certified")
+        return
+      }
+    }
+    let supervisor = LinkSupervisor(
+      localClient: localClient, tls: tls, metrics: metrics, configuration: configuration, logger: logger)
+    state.withLock {
+      $0.supervisor = supervisor
+      $0.notReady = nil
+    }
+    services.append(.init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup))
+    try await ServiceGroup(configuration: .init(services: services, logger: logger)).run()
   }
 }

@@ -13,7 +13,13 @@ import UnixSignals
 struct MeshProxyCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "mesh-proxy",
-    abstract: "The SwiftMesh data-plane proxy: outbound, inbound (mutual TLS) and admin listeners.")
+    abstract: "The SwiftMesh data-plane proxy: outbound, inbound (mutual TLS) and admin listeners.",
+    discussion: """
+      The admin listener starts first: /live answers 200 at once, /ready 503 with the reason until the proxy \
+      serves. The proxy asks the identity service for its certificate until it gets one (jittered back-off while \
+      the service cannot be reached, every 30 s while it refuses the identity), then opens the outbound and \
+      inbound listeners. An --identity that is not an identity name or an unreadable --ca file stops it at once.
+      """)
 
   @Option(help: "Identity to ask for, e.g. web.default.serviceaccount.identity.swiftmesh.cluster.local.")
   var identity: String
@@ -65,41 +71,93 @@ struct MeshProxyCommand: AsyncParsableCommand {
     var logger = Logger(label: "mesh-proxy")
     logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
 
-    let workload = try await CertifiedWorkload.certify(
-      identity: identity, identityServer: identityServer, caFile: ca, tokenFile: token, logger: logger)
-    let tls = workload.tls
-    let destinationAddress = try Authority(destination)
-    let resolver = try Resolver(
-      configuration: .defaults {
-        $0.host = destinationAddress.host
-        $0.port = destinationAddress.port
-      }, logger: logger)
+    // What no retry can fix fails at once: addresses, the identity name, the trust anchors.
+    func address(_ flag: String, _ value: String) throws -> Authority {
+      do { return try Authority(value) } catch { throw ValidationError("\(flag): \(error.message)") }
+    }
+    let outboundAddress = try address("--outbound", outbound)
+    let inboundAddress = try address("--inbound", inbound)
+    let adminAddress = try address("--admin", admin)
+    let appAddress = try address("--app", app)
+    let destinationAddress = try address("--destination", destination)
+    let certifier = try WorkloadCertifier(identity: identity, identityServer: identityServer, caFile: ca, tokenFile: token)
     let configuration = ProxyConfiguration.defaults {
-      $0.outboundAddress = (try? Authority(outbound)) ?? $0.outboundAddress
-      $0.inboundAddress = (try? Authority(inbound)) ?? $0.inboundAddress
-      $0.adminAddress = (try? Authority(admin)) ?? $0.adminAddress
-      $0.applicationAddress = (try? Authority(app)) ?? $0.applicationAddress
+      $0.outboundAddress = outboundAddress
+      $0.inboundAddress = inboundAddress
+      $0.adminAddress = adminAddress
+      $0.applicationAddress = appAddress
       $0.failfastTimeout = .milliseconds(Int64(failfastTimeout * 1000))
       $0.shutdownGracePeriod = .milliseconds(Int64(shutdownGracePeriod * 1000))
       $0.requireIdentityOnInbound = requireIdentity
       $0.gatewayMode = gateway
       $0.clusterDomain = clusterDomain
     }
-    for (flag, value) in [("--outbound", outbound), ("--inbound", inbound), ("--admin", admin), ("--app", app)] {
-      do { _ = try Authority(value) } catch { throw ValidationError("\(flag): \(error.message)") }
+    let tapAddress = try tap.map { try Authority($0) }
+
+    // The admin port answers first: /live at once, /ready (503, with the reason) until the proxy serves.
+    let readiness = Readiness(notReady: "waiting for a certificate from the identity service at \(identityServer)")
+    let adminListener = try await AdminListener.bind(configuration.adminAddress, readiness: readiness)
+    logger.notice(
+      "admin listening; getting a certificate",
+      metadata: [
+        "admin": "\(configuration.adminAddress.host):\(adminListener.port)", "identity": "\(certifier.identity)",
+        "identity_server": "\(certifier.identityServer)",
+      ])
+    let launcher = ProxyLauncher(
+      certifier: certifier, admin: adminListener, configuration: configuration,
+      destination: destinationAddress, tap: tapAddress, logger: logger)
+    let group = ServiceGroup(
+      configuration: .init(
+        services: [.init(service: launcher, successTerminationBehavior: .gracefullyShutdownGroup)],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger))
+    try await group.run()
+  }
+}
+
+/// Certifies the workload (retrying while the identity service is away or refuses, as `/ready` tells),
+/// then runs the proxy with its rotation, resolver and tap beside it, until graceful shutdown. A shutdown
+/// while it still waits for the certificate ends it quietly.
+struct ProxyLauncher: Service {
+  let certifier: WorkloadCertifier
+  let admin: AdminListener
+  let configuration: ProxyConfiguration
+  let destination: Authority
+  let tap: Authority?
+  let logger: Logger
+
+  func run() async throws {
+    let readiness = admin.readiness
+    let workload: CertifiedWorkload
+    do {
+      workload = try await cancelWhenGracefulShutdown {
+        try await certifier.certify(logger: logger) { waiting in readiness.setNotReady("\(waiting)") }
+      }
+    } catch is CancellationError {
+      logger.notice("stopped before the workload was certified")
+      await admin.close()
+      return
+    } catch {
+      await admin.close()
+      throw error
     }
+    readiness.setNotReady("certified; starting the listeners")
+    let resolver = try Resolver(
+      configuration: .defaults {
+        $0.host = destination.host
+        $0.port = destination.port
+      }, logger: logger)
     let proxy = MeshProxy(
-      configuration: configuration, tls: tls, discovery: ResolverDiscovery(resolver: resolver, logger: logger),
-      logger: logger)
-    let tapServer = try tap.map { TapServer(address: try Authority($0), hub: proxy.tap, logger: logger) }
-    if let tap { proxy.addLocalListener(try Authority(tap)) }
+      configuration: configuration, tls: workload.tls,
+      discovery: ResolverDiscovery(resolver: resolver, logger: logger), admin: admin, logger: logger)
+    let tapServer = tap.map { TapServer(address: $0, hub: proxy.tap, logger: logger) }
+    if let tap { proxy.addLocalListener(tap) }
     let group = ServiceGroup(
       configuration: .init(
         services: workload.services.map { .init(service: $0) } + (tapServer.map { [.init(service: $0)] } ?? []) + [
           .init(service: resolver),
           .init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup),
         ],
-        gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger))
     try await group.run()
   }

@@ -62,10 +62,14 @@ private struct KubeAPIRunner: Service {
 
   func run() async throws {
     let path = kubeconfigPath
-    try await cancelWhenGracefulShutdown {
-      try await server.run(writingKubeconfigTo: path) { url in
-        print("kube API listening on \(url)" + (path.map { "; kubeconfig written to \($0)" } ?? ""))
+    do {
+      try await cancelWhenGracefulShutdown {
+        try await server.run(writingKubeconfigTo: path) { url in
+          print("kube API listening on \(url)" + (path.map { "; kubeconfig written to \($0)" } ?? ""))
+        }
       }
+    } catch is CancellationError {
+      // SIGTERM / SIGINT: the shutdown we were asked for, not a failure.
     }
   }
 }

@@ -137,7 +137,16 @@ public final class DestinationServer: ServiceLifecycle.Service, Sendable {
       group.addTask { for await event in profileEvents { self.handle(event) } }
       group.addTask { for await event in splitEvents { self.handle(event) } }
 
-      try await cancelWhenGracefulShutdown { try await self.waitForSync() }
+      do {
+        try await cancelWhenGracefulShutdown { try await self.waitForSync() }
+      } catch is CancellationError {
+        // Shut down before the informers listed (say, the API server was unreachable): a normal stop.
+        self.logger.notice("destination service stopped before its first sync with the API server")
+        self.endpointRegistry.close()
+        self.profileRegistry.close()
+        group.cancelAll()
+        return
+      }
       group.addTask {
         let port = try await self.listeningPort
         self.logger.notice(

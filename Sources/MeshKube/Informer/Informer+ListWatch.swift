@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Logging
 import Synchronization
 
@@ -35,16 +36,30 @@ extension Informer {
         logger.info("resourceVersion \(resourceVersion ?? "-") gone (410); re-listing")
         resourceVersion = nil
       } catch {
-        if Task.isCancelled { throw CancellationError() }
+        // A watch this informer (or its owner) ended itself is not a failure.
+        if Task.isCancelled || Self.isOwnCancellation(error) { throw CancellationError() }
         stats.withLock { $0.errors += 1 }
         failures += 1
-        logger.error("list/watch failed; retrying with backoff", metadata: [
+        // Retried: a warning, not an error (an API server restarting is a normal event).
+        logger.warning("list/watch failed; retrying with backoff", metadata: [
           "error": "\(error)", "attempt": "\(failures)", "resourceVersion": "\(resourceVersion ?? "-")",
         ])
         try await backoff(failures)
       }
     }
     throw CancellationError()
+  }
+
+  /// Whether `error` says the request was cancelled or its client shut down on our side (the owner stopping),
+  /// rather than the API server failing.
+  static func isOwnCancellation(_ error: any Error) -> Bool {
+    var current: (any Error)? = error
+    while let error = current {
+      if error is CancellationError { return true }
+      if let http = error as? HTTPClientError, http == .cancelled || http == .alreadyShutdown { return true }
+      current = (error as? KubeError)?.cause
+    }
+    return false
   }
 
   /// Sleeps `initialBackoff * 2^(attempt-1)`, capped at `maxBackoff`, scaled by a jitter in [0.5, 1].

@@ -9,20 +9,28 @@ public import ServiceLifecycle
 import Synchronization
 
 /// The mirror controller's admin listener: `/metrics` (Prometheus text), `/gateways` (JSON array of
-/// `GatewayReport`, what `meshctl multicluster gateways` reads), `/ready` and `/live`.
+/// `GatewayReport`, what `meshctl multicluster gateways` reads), `/ready` and `/live`. `/ready` answers
+/// 503 with the reason while `notReady` gives one (say, the probe identity is not certified yet).
 public final class MirrorAdminServer: ServiceLifecycle.Service, Sendable {
   public typealias Reports = @Sendable () -> [GatewayReport]
+  /// Why the mirror is not ready; nil when it is.
+  public typealias NotReady = @Sendable () -> String?
 
   let address: Authority
   let metrics: MirrorMetrics
   let reports: Reports
+  let notReady: NotReady
   let logger: Logger
   let bound = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, any Error>], failure: (any Error)?)>((nil, [], nil))
 
-  public init(address: Authority, metrics: MirrorMetrics, logger: Logger, reports: @escaping Reports) {
+  public init(
+    address: Authority, metrics: MirrorMetrics, logger: Logger, reports: @escaping Reports,
+    notReady: @escaping NotReady = { nil }
+  ) {
     self.address = address
     self.metrics = metrics
     self.reports = reports
+    self.notReady = notReady
     self.logger = logger
   }
 
@@ -54,6 +62,7 @@ public final class MirrorAdminServer: ServiceLifecycle.Service, Sendable {
   public func run() async throws {
     let metrics = self.metrics
     let reports = self.reports
+    let notReady = self.notReady
     let channel: any Channel
     do {
       channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -62,7 +71,7 @@ public final class MirrorAdminServer: ServiceLifecycle.Service, Sendable {
           channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
             try channel.pipeline.syncOperations.addHandler(
-              AdminResponder(route: MirrorAdminRoutes.route(metrics: metrics, reports: reports)))
+              AdminResponder(route: MirrorAdminRoutes.route(metrics: metrics, reports: reports, notReady: notReady)))
           }
         }
         .bind(host: address.host, port: address.port).get()
@@ -81,7 +90,10 @@ public final class MirrorAdminServer: ServiceLifecycle.Service, Sendable {
 
 /// The mirror's admin endpoints.
 enum MirrorAdminRoutes {
-  static func route(metrics: MirrorMetrics, reports: @escaping MirrorAdminServer.Reports) -> AdminResponder.Route {
+  static func route(
+    metrics: MirrorMetrics, reports: @escaping MirrorAdminServer.Reports,
+    notReady: @escaping MirrorAdminServer.NotReady = { nil }
+  ) -> AdminResponder.Route {
     { method, path in
       switch (method, path) {
       case (.GET, "/metrics"):
@@ -93,7 +105,10 @@ enum MirrorAdminRoutes {
           return .text(.internalServerError, "cannot encode the report\n")
         }
         return AdminResponse(status: .ok, contentType: "application/json", body: ByteBuffer(bytes: data))
-      case (.GET, "/ready"), (.GET, "/live"):
+      case (.GET, "/ready"):
+        if let reason = notReady() { return .text(.serviceUnavailable, "not ready: \(reason)\n") }
+        return .text(.ok, "ok\n")
+      case (.GET, "/live"):
         return .text(.ok, "ok\n")
       default:
         return .notFound(path)

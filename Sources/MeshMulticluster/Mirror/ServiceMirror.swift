@@ -181,7 +181,7 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
         remote = try await connect(settings)
       } catch {
         setCondition(ConditionType.credentialsReady, false, reason: error.code.reason, message: error.message)
-        logger.error("cannot use the target cluster's credentials; retrying", metadata: ["error": "\(error)"])
+        logger.warning("cannot use the target cluster's credentials; retrying", metadata: ["error": "\(error)"])
         _ = await queue.signal.wait(timeout: configuration.retryInterval)
         continue
       }
@@ -249,7 +249,7 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
         metrics?.forget(cluster)
         return services.items.count
       } catch {
-        logger.error("deleting mirrors failed", metadata: ["target_cluster_name": "\(cluster)", "attempt": "\(attempt)", "error": "\(error)"])
+        logger.warning("deleting mirrors failed; retrying", metadata: ["target_cluster_name": "\(cluster)", "attempt": "\(attempt)", "error": "\(error)"])
         try? await Task.sleep(for: .milliseconds(200 * attempt))
       }
     }

@@ -4,12 +4,17 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 
-/// Readiness as the admin server reports it.
+/// Readiness as the admin server reports it: ready, or not ready for a reason that `/ready` tells
+/// (waiting for a certificate, the identity service refused, shutting down, ...).
 public final class Readiness: Sendable {
-  private let ready = Atomic<Bool>(false)
-  public init() {}
-  public var isReady: Bool { ready.load(ordering: .acquiring) }
-  public func set(_ value: Bool) { ready.store(value, ordering: .releasing) }
+  /// nil when ready; else why not.
+  private let notReadyReason: Mutex<String?>
+  public init(notReady reason: String = "starting") { notReadyReason = Mutex(reason) }
+  public var isReady: Bool { notReadyReason.withLock { $0 == nil } }
+  /// Why the proxy is not ready; nil when it is.
+  public var reason: String? { notReadyReason.withLock { $0 } }
+  public func set(_ value: Bool) { notReadyReason.withLock { $0 = value ? nil : "not serving" } }
+  public func setNotReady(_ reason: String) { notReadyReason.withLock { $0 = reason } }
 }
 
 /// The admin endpoints: `/metrics` (Prometheus text), `/ready`, `/live`.
@@ -18,7 +23,8 @@ enum AdminRoutes {
     { method, path in
       switch (method, path) {
       case (.GET, "/metrics"): .metrics(metrics.exposition())
-      case (.GET, "/ready"): readiness.isReady ? .text(.ok, "ready\n") : .text(.serviceUnavailable, "not ready\n")
+      case (.GET, "/ready"):
+        if let reason = readiness.reason { .text(.serviceUnavailable, "not ready: \(reason)\n") } else { .text(.ok, "ready\n") }
       case (.GET, "/live"): .text(.ok, "live\n")
       default: .notFound(path)
       }

@@ -11,6 +11,9 @@ public struct RoutedRequest: Sendable {
   public var arrivedOverHTTP2: Bool
   /// The caller's verified mesh identity (inbound), if any.
   public var peerIdentity: IdentityName?
+  /// When the request arrived: the failfast timeout counts from here, across the profile lookup and the
+  /// wait for an endpoint together, so a request with no usable destination waits one failfast, not two.
+  public var receivedAt: NIODeadline = .now()
 }
 
 /// Where a request goes: an upstream channel speaking HTTP/1 parts (an HTTP/1.1 connection, or an HTTP/2

@@ -147,7 +147,7 @@ public final class OutboundRouter: RequestRouter, Sendable {
 
   public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
     guard let authority = request.authority else { return eventLoop.makeSucceededFuture(.none) }
-    let deadline = NIODeadline.now() + TimeAmount(configuration.failfastTimeout)
+    let deadline = request.receivedAt + TimeAmount(configuration.failfastTimeout)
     return destination(for: authority).profile(on: eventLoop, deadline: deadline).map { profile in
       profile?.policy(method: request.head.method.rawValue, path: request.head.uri, authority: authority.description)
         ?? .none
@@ -165,7 +165,7 @@ public final class OutboundRouter: RequestRouter, Sendable {
     guard let apex = request.authority else {
       return eventLoop.makeFailedFuture(ProxyError(.badAuthority, "request has no valid Host/:authority"))
     }
-    let deadline = NIODeadline.now() + TimeAmount(configuration.failfastTimeout)
+    let deadline = request.receivedAt + TimeAmount(configuration.failfastTimeout)
     return attempt(request, apex: apex, deadline: deadline, attemptsLeft: Self.connectAttempts, on: eventLoop)
   }
 
