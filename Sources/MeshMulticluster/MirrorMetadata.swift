@@ -17,6 +17,9 @@ public enum MirrorMetadata {
   public static let remoteResourceVersionAnnotation = "mirror.swiftmesh.io/remote-resource-version"
   /// On a mirror's Endpoints (what discovery reads), and on the gateway Service: the gateway's identity.
   public static let gatewayIdentityAnnotation = "mirror.swiftmesh.io/gateway-identity"
+  /// The `endpointslice.kubernetes.io/managed-by` value of mirror EndpointSlices (kube's controllers
+  /// leave slices managed by others alone).
+  public static let endpointSliceManager = "service-mirror.swiftmesh.io"
   /// Annotations kubectl owns; never copied onto a mirror (kubectl apply would take the mirror for its own).
   public static let notCopied: Set<String> = ["kubectl.kubernetes.io/last-applied-configuration"]
 
@@ -43,7 +46,7 @@ public enum MirrorMetadata {
   /// The selector the CLI writes: `mirror.swiftmesh.io/exported=true`.
   public static let defaultSelector = LabelSelector(matchLabels: [exportedLabel: "true"])
 
-  /// The label selector of every mirror (Service and Endpoints) of one target cluster.
+  /// The label selector of every mirror (Service, Endpoints and EndpointSlices) of one target cluster.
   public static func mirrorSelector(cluster: String) -> String {
     "\(mirroredServiceLabel)=true,\(clusterNameLabel)=\(cluster)"
   }
