@@ -275,3 +275,13 @@ func addresses(after updates: [EndpointUpdate]) -> Set<Authority> {
   }
   return current
 }
+
+/// Publishes `ips` for service `name` as `api` reads them: its v1 Endpoints, or one EndpointSlice `<name>-0`.
+func publish(
+  _ name: String, _ namespace: String, ips: [String], pods: Bool = true, api: EndpointsAPI, in state: LocalKubeState
+) throws {
+  switch api {
+  case .endpoints: try put(endpoints(name, namespace, ips: ips, pods: pods), in: state)
+  case .endpointSlices: try put(slice("\(name)-0", service: name, namespace, ips: ips, pods: pods), in: state)
+  }
+}

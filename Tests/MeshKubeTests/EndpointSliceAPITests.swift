@@ -49,7 +49,7 @@ struct EndpointSliceAPITests {
     ports: []
     """
 
-  @Test("kubectl: api-resources, apply, get with a label selector, -o yaml round trip, delete", .enabled(if: kubectlAvailable))
+  @Test("kubectl: api-resources, apply, get with a label selector, -o json, delete", .enabled(if: kubectlAvailable))
   func kubectlSlices() async throws {
     try await withServer(configure: { $0.bookmarkInterval = .milliseconds(500) }) { server, client in
       let dir = try temporaryDirectory()
