@@ -150,6 +150,45 @@ struct MirrorSliceTests {
   }
 }
 
+@Suite("Mirror planner: EndpointSlices (pure)")
+struct MirrorSlicePlannerTests {
+  @Test("one slice per gateway address family; gateway dead: not ready, not serving; remote not ready: no endpoints")
+  func plan() throws {
+    let dualStack = PlannerTests.link { $0.gatewayAddresses = ["192.0.2.10", "2001:db8::10", "192.0.2.11"] }
+    let planner = MirrorPlanner(settings: try LinkSettings(link: dualStack))
+    let remote = PlannerTests.remote()
+    let alive = planner.endpointSlices(for: remote, remoteReady: true, gatewayAlive: true)
+    #expect(alive.map(\.name) == ["api-west-ipv4", "api-west-ipv6"])
+    #expect(alive.map(\.addressType) == ["IPv4", "IPv6"])
+    #expect(alive[0].endpoints.map(\.addresses) == [["192.0.2.10"], ["192.0.2.11"]])
+    #expect(alive[1].endpoints.map(\.addresses) == [["2001:db8::10"]])
+    #expect(alive.allSatisfy { $0.metadata.namespace == "shop" && $0.metadata.labels?[EndpointSlice.serviceNameLabel] == "api-west" })
+    #expect(alive.allSatisfy { $0.ports == [EndpointSlice.Port(name: "http", port: 4143, protocol: "TCP")] })
+
+    let dead = planner.endpointSlices(for: remote, remoteReady: true, gatewayAlive: false)
+    #expect(dead.flatMap(\.endpoints).allSatisfy { $0.conditions == .init(ready: false, serving: false, terminating: false) })
+    #expect(!MirrorPlanner.matches(alive[0], dead[0]), "a change of readiness is a change to write")
+    #expect(MirrorPlanner.matches(dead[0], MirrorPlanner.applying(dead[0], to: alive[0])))
+
+    let drained = planner.endpointSlices(for: remote, remoteReady: false, gatewayAlive: true)
+    #expect(drained.allSatisfy { $0.endpoints.isEmpty })
+    #expect(drained.count == 2, "the slices stay, empty, so the mirror says 'no endpoints' rather than vanishing")
+  }
+
+  @Test("a remote service is serving with a ready endpoint, or a serving one that terminates; not with neither")
+  func remoteServing() {
+    func slice(_ conditions: EndpointSlice.Conditions?) -> EndpointSlice {
+      EndpointSlice(metadata: ObjectMeta(name: "api-x", namespace: "shop"), endpoints: [.init(addresses: ["10.0.0.1"], conditions: conditions)])
+    }
+    #expect(MirrorPlanner.hasServingEndpoint([slice(.init(ready: true))]))
+    #expect(MirrorPlanner.hasServingEndpoint([slice(nil)]), "unknown readiness counts as ready")
+    #expect(MirrorPlanner.hasServingEndpoint([slice(.init(ready: false, serving: true, terminating: true))]))
+    #expect(!MirrorPlanner.hasServingEndpoint([slice(.init(ready: false, serving: false, terminating: true))]))
+    #expect(!MirrorPlanner.hasServingEndpoint([slice(.init(ready: false))]))
+    #expect(!MirrorPlanner.hasServingEndpoint([]))
+  }
+}
+
 /// The latest value a stream produced.
 final class Latest<T: Sendable>: Sendable {
   private let box = Mutex<T?>(nil)

@@ -109,8 +109,7 @@ extension ServiceMirror {
       group.addTask { await Self.tick(every: self.configuration.retryInterval) { self.queue.retry() } }
       group.addTask {
         await self.watchTarget(
-          client: client, settings: settings, secretVersion: secretVersion,
-          apisKnown: remoteAPI.known && localAPI.known)
+          client: client, settings: settings, secretVersion: secretVersion, remoteAPI: remoteAPI)
       }
       group.addTask {
         // The first repair waits for complete caches: before that, nothing is known to be missing.
@@ -125,8 +124,9 @@ extension ServiceMirror {
   }
 
   /// The endpoints API to use with `client`: the configured one, or Endpoints where EndpointSlices are
-  /// configured and not served. `known` is false when the server did not answer (the configured API is
-  /// then assumed, and the session restarts once the target answers, to ask again).
+  /// configured and not served. `known` is false when the server did not answer: the configured API is
+  /// then assumed, and `watchTarget` asks the target again once it answers (restarting the session when
+  /// the answer differs).
   func endpointsAPI(of client: KubeClient, side: String) async -> (api: EndpointsAPI, known: Bool) {
     let preferred = configuration.endpointsAPI
     do {
@@ -208,8 +208,11 @@ extension ServiceMirror {
 
   /// Checks the target's API server and the credentials Secret every `targetCheckInterval`; a changed or
   /// deleted Secret restarts the session.
-  func watchTarget(client: KubeClient, settings: LinkSettings, secretVersion: String?, apisKnown: Bool) async {
+  func watchTarget(
+    client: KubeClient, settings: LinkSettings, secretVersion: String?, remoteAPI: (api: EndpointsAPI, known: Bool)
+  ) async {
     var last: Bool?
+    var remoteAPIKnown = remoteAPI.known
     while !Task.isCancelled {
       var problem: String?
       do {
@@ -232,10 +235,14 @@ extension ServiceMirror {
         }
       }
       last = reachable
-      if reachable, !apisKnown {
-        logger.notice("the target answers now; restarting the session to learn which endpoints API it serves")
-        queue.restart()
-        return
+      if reachable, !remoteAPIKnown, let api = try? await client.endpointsAPI(preferring: configuration.endpointsAPI) {
+        remoteAPIKnown = true
+        if api != remoteAPI.api {
+          logger.notice(
+            "the target serves no EndpointSlices after all; restarting the session to follow its Endpoints")
+          queue.restart()
+          return
+        }
       }
       do {
         let secret = try await localClient.get(Secret.self, name: settings.credentialsSecret, namespace: settings.linkNamespace)
