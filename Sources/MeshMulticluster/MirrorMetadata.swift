@@ -7,15 +7,16 @@ public enum MirrorMetadata {
   public static let prefix = "mirror.swiftmesh.io/"
   /// On a Service in the target cluster: `"true"` exports it (the selector `meshctl multicluster link` writes).
   public static let exportedLabel = "mirror.swiftmesh.io/exported"
-  /// On a mirror Service and its Endpoints: `"true"`.
+  /// On a mirror Service and its EndpointSlices (or Endpoints): `"true"`.
   public static let mirroredServiceLabel = "mirror.swiftmesh.io/mirrored-service"
-  /// On a mirror Service and its Endpoints: the Link's `targetClusterName`.
+  /// On a mirror Service and its EndpointSlices (or Endpoints): the Link's `targetClusterName`.
   public static let clusterNameLabel = "mirror.swiftmesh.io/cluster-name"
-  /// On a mirror Service (and its Endpoints): `<name>.<namespace>.svc.<targetClusterDomain>`.
+  /// On a mirror Service (and its EndpointSlices or Endpoints): `<name>.<namespace>.svc.<targetClusterDomain>`.
   public static let remoteFQNameAnnotation = "mirror.swiftmesh.io/remote-svc-fq-name"
   /// On a mirror Service: the resourceVersion of the remote Service it was made from.
   public static let remoteResourceVersionAnnotation = "mirror.swiftmesh.io/remote-resource-version"
-  /// On a mirror's Endpoints (what discovery reads), and on the gateway Service: the gateway's identity.
+  /// On a mirror's EndpointSlices or Endpoints (what discovery reads), and on the gateway Service: the
+  /// gateway's identity.
   public static let gatewayIdentityAnnotation = "mirror.swiftmesh.io/gateway-identity"
   /// The `endpointslice.kubernetes.io/managed-by` value of mirror EndpointSlices (kube's controllers
   /// leave slices managed by others alone).

@@ -51,6 +51,12 @@ struct MeshProxyCommand: AsyncParsableCommand {
       "Serve the tap API (gRPC, plaintext: keep it on loopback), HOST:PORT; the conventional port is 4190.",
       discussion: "`meshctl tap --proxy HOST:PORT` streams the proxy's requests live."))
   var tap: String?
+  @Option(
+    help: ArgumentHelp(
+      "The zone of this proxy's node (its topology.kubernetes.io/zone label), e.g. from the downward API.",
+      discussion: "Sent to the destination service in each request's context token, so it honours EndpointSlice "
+        + "topology hints (hints.forZones); without it hints are ignored."))
+  var zone: String?
   @Option(help: "Log level (trace, debug, info, notice, warning, error).")
   var logLevel: String = "info"
 
@@ -73,6 +79,7 @@ struct MeshProxyCommand: AsyncParsableCommand {
       configuration: .defaults {
         $0.host = destinationAddress.host
         $0.port = destinationAddress.port
+        if let zone, !zone.isEmpty { $0.contextToken = ContextToken(zone: zone).encoded }
       }, logger: logger)
     let configuration = ProxyConfiguration.defaults {
       $0.outboundAddress = (try? Authority(outbound)) ?? $0.outboundAddress

@@ -3,7 +3,8 @@ public import MeshCore
 public import MeshKube
 
 /// Turns a Service, its Endpoints and their Pods into the `EndpointSet` of one port. Pure: the
-/// caller passes the objects (from informer stores), so it is tested without a cluster.
+/// caller passes the objects (from informer stores), so it is tested without a cluster. (From
+/// EndpointSlices instead: `endpointSet(service:slices:port:zone:pod:problem:)`.)
 ///
 /// - Port: the Service port equal to the requested port; its `targetPort` picks the Endpoints port
 ///   by the Service port's name (the Endpoints controller names Endpoints ports after Service ports),
@@ -13,8 +14,8 @@ public import MeshKube
 ///   when it has the annotation `swiftmesh.io/inject: enabled` or carries the label `swiftmesh.io/proxy`
 ///   (which the injector sets); a meshed pod's endpoint gets the identity of its service account and
 ///   protocol hint h2. Others get neither (plaintext, unknown protocol).
-/// - Mirror services (label `mirror.swiftmesh.io/mirrored-service: "true"`): the Endpoints hold the
-///   remote gateway; its identity comes from the Endpoints annotation
+/// - Mirror services (label `mirror.swiftmesh.io/mirrored-service: "true"`): the Endpoints (or slices)
+///   hold the remote gateway; its identity comes from their annotation
 ///   `mirror.swiftmesh.io/gateway-identity`, the authority override is
 ///   `<mirror.swiftmesh.io/remote-svc-fq-name>:<port>`, and the metric labels name the target.
 public struct EndpointTranslator: Sendable {
