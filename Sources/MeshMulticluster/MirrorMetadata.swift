@@ -51,4 +51,11 @@ public enum MirrorMetadata {
   public static func mirrorSelector(cluster: String) -> String {
     "\(mirroredServiceLabel)=true,\(clusterNameLabel)=\(cluster)"
   }
+
+  /// The label selector of the mirror EndpointSlices the service mirror wrote for one target cluster. Slices
+  /// that kube's endpointslice-mirroring controller makes from mirror Endpoints (with `endpointsAPI =
+  /// .endpoints` on a real cluster) carry the mirror labels too, but are that controller's: never touched.
+  public static func mirrorSliceSelector(cluster: String) -> String {
+    "\(mirrorSelector(cluster: cluster)),\(EndpointSlice.managedByLabel)=\(endpointSliceManager)"
+  }
 }

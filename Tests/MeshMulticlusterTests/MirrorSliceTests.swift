@@ -119,6 +119,37 @@ struct MirrorSliceTests {
     }
   }
 
+  @Test("slices kube's endpointslice-mirroring controller made from mirror Endpoints are left alone")
+  func foreignSlicesLeftAlone() async throws {
+    try await withClusters { east, west, group in
+      try west.addService("backend", ports: [8080])
+      // What the controller makes from the mirror's Endpoints on a real cluster: the Endpoints' labels, its own manager.
+      try east.state.create(
+        EndpointSlice(
+          metadata: ObjectMeta(
+            name: "backend-west-x7k2p", namespace: "default",
+            labels: [
+              MirrorMetadata.mirroredServiceLabel: "true", MirrorMetadata.clusterNameLabel: "west",
+              EndpointSlice.serviceNameLabel: "backend-west",
+              EndpointSlice.managedByLabel: "endpointslicemirroring-controller.k8s.io",
+            ]),
+          endpoints: [.init(addresses: ["192.0.2.10"])], ports: [.init(name: "http", port: 4143)]))
+      try east.linkTo(west)
+      let controller = start(supervisor(for: east), in: &group)
+      defer { controller.stop() }
+      try await eventually("the Endpoints mirror") {
+        east.state.get(Endpoints.self, name: "backend-west", namespace: "default")?.subsets?.isEmpty == false
+      }
+      try west.state.mergePatch(
+        MeshKube.Service.self, name: "backend", namespace: "default",
+        patch: ["spec": ["ports": [["name": "http", "port": 8181, "protocol": "TCP"]]]])
+      try await eventually("the port change mirrored") {
+        try east.mirrors(of: "west")["default/backend-west"]?.spec?.ports?.map(\.port) == [8181]
+      }
+      #expect(east.state.get(EndpointSlice.self, name: "backend-west-x7k2p", namespace: "default") != nil)
+    }
+  }
+
   @Test("a target without discovery.k8s.io/v1 is followed through its Endpoints; mirrors are still slices")
   func targetWithoutSlices() async throws {
     let old = LocalKubeState(configuration: .defaults { $0.unservedGroups = ["discovery.k8s.io"] })

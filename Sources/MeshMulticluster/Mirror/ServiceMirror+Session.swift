@@ -335,7 +335,8 @@ extension ServiceMirror {
       book.services = Dictionary(services.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
       book.endpoints = Dictionary(endpoints.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
       do {
-        let slices = try await localClient.listAll(EndpointSlice.self, options: options)
+        let slices = try await localClient.listAll(
+          EndpointSlice.self, options: ListOptions(labelSelector: MirrorMetadata.mirrorSliceSelector(cluster: clusterName)))
         book.slices = Dictionary(slices.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
       } catch let error as KubeError where error.isNotFound {
         // A cluster without EndpointSlices: no mirror slices.

@@ -252,7 +252,8 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
           do { try await client.delete(Endpoints.self, name: object.name, namespace: object.namespace) } catch let error as KubeError where error.isNotFound {}
         }
         if try await client.serves(EndpointSlice.self) {
-          let slices = try await client.listAll(EndpointSlice.self, options: options)
+          let slices = try await client.listAll(
+            EndpointSlice.self, options: ListOptions(labelSelector: MirrorMetadata.mirrorSliceSelector(cluster: cluster)))
           for object in slices.items {
             do { try await client.delete(EndpointSlice.self, name: object.name, namespace: object.namespace) } catch let error as KubeError where error.isNotFound {}
           }
