@@ -331,9 +331,14 @@ extension ServiceMirror {
     let options = ListOptions(labelSelector: MirrorMetadata.mirrorSelector(cluster: clusterName))
     do {
       let services = try await localClient.listAll(MeshKube.Service.self, options: options)
-      let endpoints = try await localClient.listAll(Endpoints.self, options: options)
       book.services = Dictionary(services.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
-      book.endpoints = Dictionary(endpoints.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
+      do {
+        let endpoints = try await localClient.listAll(Endpoints.self, options: options)
+        book.endpoints = Dictionary(endpoints.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
+      } catch let error as KubeError where error.isNotFound && caches.localAPI == .endpointSlices {
+        // A cluster that no longer serves v1 Endpoints: no mirror Endpoints to convert.
+        book.endpoints = [:]
+      }
       do {
         let slices = try await localClient.listAll(
           EndpointSlice.self, options: ListOptions(labelSelector: MirrorMetadata.mirrorSliceSelector(cluster: clusterName)))
