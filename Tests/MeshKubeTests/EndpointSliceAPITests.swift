@@ -4,6 +4,7 @@ import MeshKube
 import MeshKubeLocal
 import Synchronization
 import Testing
+import _MeshTestSupport
 
 /// The embedded server serves `discovery.k8s.io/v1` EndpointSlices as a real API server does: kubectl
 /// lists, gets and deletes them with label selectors; watches with a selector see only matching slices.
@@ -102,6 +103,39 @@ struct EndpointSliceAPITests {
       #expect(delete.status == 0, "\(delete.stderr)")
       let left = try await client.list(EndpointSlice.self, namespace: "default")
       #expect(left.items.map(\.name) == ["api-a"])
+    }
+  }
+
+  @Test("kubectl get -w with a label selector streams exactly the matching slices' events", .enabled(if: kubectlAvailable))
+  func kubectlWatch() async throws {
+    try await withServer(configure: { $0.bookmarkInterval = .milliseconds(500) }) { server, client in
+      let dir = try temporaryDirectory()
+      defer { try? FileManager.default.removeItem(at: dir) }
+      let kubeconfig = dir.appendingPathComponent("kubeconfig").path
+      try await server.kubeconfigYAML().write(toFile: kubeconfig, atomically: true, encoding: .utf8)
+      func slice(_ name: String, service: String) -> EndpointSlice {
+        EndpointSlice(
+          metadata: ObjectMeta(name: name, namespace: "default", labels: [EndpointSlice.serviceNameLabel: service]),
+          endpoints: [.init(addresses: ["10.1.0.1"])], ports: [.init(name: "http", port: 8080)])
+      }
+      _ = try await client.create(slice("web-a", service: "web"))
+      let watch = try BackgroundProcess(
+        kubectlPath,
+        [
+          "--kubeconfig", kubeconfig, "--cache-dir", dir.appendingPathComponent("cache").path, "get", "endpointslices",
+          "-l", "kubernetes.io/service-name=web", "--watch", "--output-watch-events",
+        ])
+      defer { watch.terminate() }
+      /// `EVENT NAME` of each line after the header (`EVENT NAME AGE`).
+      func events() -> [String] {
+        watch.printed.split(separator: "\n").dropFirst().map { $0.split(separator: " ").prefix(2).joined(separator: " ") }
+      }
+      try await eventually("kubectl prints the listed slice") { events() == ["ADDED web-a"] }
+      _ = try await client.create(slice("api-a", service: "api"))
+      _ = try await client.create(slice("web-b", service: "web"))
+      try await client.delete(EndpointSlice.self, name: "web-a", namespace: "default")
+      try await eventually("kubectl prints web-b added and web-a deleted") { events().count >= 3 }
+      #expect(events() == ["ADDED web-a", "ADDED web-b", "DELETED web-a"], "\(watch.printed)")
     }
   }
 
