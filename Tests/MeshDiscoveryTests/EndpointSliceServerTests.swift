@@ -123,6 +123,12 @@ struct EndpointSliceServerTests {
           group.cancelAll()
         }
       }
+      // The client library sends what its configuration says.
+      try await withResolver(port: port, contextToken: ContextToken(zone: "zone-b").encoded) { resolver in
+        var iterator = resolver.endpoints(for: try authority(path)).makeAsyncIterator()
+        let first = try #require(try await iterator.next())
+        #expect(first.addresses == [try authority("10.1.0.3:8080")])
+      }
     }
   }
 

@@ -121,11 +121,14 @@ func withKube(state: LocalKubeState = LocalKubeState(), _ body: @Sendable (Kube)
 }
 
 /// Runs a resolver for the destination server on `port` around `body`.
-func withResolver(host: String = "127.0.0.1", port: Int, _ body: @Sendable (Resolver) async throws -> Void) async throws {
+func withResolver(
+  host: String = "127.0.0.1", port: Int, contextToken: String = "", _ body: @Sendable (Resolver) async throws -> Void
+) async throws {
   let resolver = try Resolver(
     configuration: .defaults {
       $0.host = host
       $0.port = port
+      $0.contextToken = contextToken
       $0.initialBackoff = .milliseconds(20)
       $0.maxBackoff = .milliseconds(200)
     },
