@@ -20,6 +20,7 @@ struct DestinationServerTests {
       try state.create(service("web", "app"))
       for ip in ips(1...5) { try state.create(pod(podName("web", ip), "app", serviceAccount: "web", meshed: true)) }
       try publish("web", "app", ips: ips(1...1), api: api, in: state)
+      try await eventually("the server's informers hold web") { informersHold(server, "web", "app", api: api) }
       try await withDestinationClient(port: port) { client in
         try await withThrowingTaskGroup(of: Void.self) { group in
           let log = recordUpdates(client, path: path, in: &group)
@@ -111,6 +112,7 @@ struct DestinationServerTests {
     try await withDiscovery(endpointsAPI: api) { kube, server, port in
       try kube.state.create(service("web", "app"))
       try publish("web", "app", ips: ips(1...3), pods: false, api: api, in: kube.state)
+      try await eventually("the server's informers hold web") { informersHold(server, "web", "app", api: api) }
       try await withDestinationClient(port: port) { client in
         try await withThrowingTaskGroup(of: Void.self) { group in
           let logs = (0..<25).map { _ in recordUpdates(client, path: path, in: &group) }

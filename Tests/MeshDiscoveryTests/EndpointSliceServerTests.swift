@@ -59,8 +59,11 @@ struct EndpointSliceServerTests {
       try await withDestinationClient(port: port) { client in
         try await withThrowingTaskGroup(of: Void.self) { group in
           let log = recordUpdates(client, path: path, in: &group)
-          try await eventually("the draining endpoints") { log.items.count >= 1 }
-          #expect(log.items[0] == .add(try ips(1...2).map { Endpoint(address: try Authority(host: $0, port: 8080), metricLabels: ["namespace": "app", "service": "web"]) }))
+          // (The subscription may come before the slice reaches the server's informer: no_endpoints first.)
+          try await eventually("the draining endpoints") {
+            addresses(after: log.items) == Set(try ["10.1.0.1:8080", "10.1.0.2:8080"].map(authority))
+          }
+          #expect(log.items.last == .add(try ips(1...2).map { Endpoint(address: try Authority(host: $0, port: 8080), metricLabels: ["namespace": "app", "service": "web"]) }))
 
           try state.create(slice("web-new", service: "web", "app", ips: ["10.1.0.3"], pods: false))
           try await eventually("the switch to the ready endpoint") { addresses(after: log.items) == [try authority("10.1.0.3:8080")] }
@@ -92,9 +95,13 @@ struct EndpointSliceServerTests {
       try state.create(slice("web-abc", service: "web", "app", ips: ips(1...2), zone: "zone-a", nodeName: "node-1"))
       #expect(try state.list(Endpoints.self).isEmpty)
       try await withResolver(port: port) { resolver in
-        let stream = resolver.endpoints(for: try authority(path))
-        var iterator = stream.makeAsyncIterator()
-        let first = try #require(try await iterator.next())
+        let sets = try await withThrowingTaskGroup(of: Void.self) { group in
+          let sets = record(resolver.endpoints(for: try authority(path)), in: &group)
+          try await eventually("both endpoints") { sets.last?.endpoints.count == 2 }
+          group.cancelAll()
+          return sets
+        }
+        let first = try #require(sets.last)
         #expect(first.addresses == (try ["10.1.0.1:8080", "10.1.0.2:8080"].map(authority)))
         let identity = try IdentityName("web.app.serviceaccount.identity.swiftmesh.cluster.local")
         #expect(first.endpoints.allSatisfy { $0.tlsIdentity == identity && $0.protocolHint == .http2 })
@@ -115,10 +122,12 @@ struct EndpointSliceServerTests {
           let inA = recordUpdates(client, path: path, contextToken: ContextToken(ns: "app", zone: "zone-a").encoded, in: &group)
           let inB = recordUpdates(client, path: path, contextToken: #"{"ns":"app","zone":"zone-b"}"#, in: &group)
           let unknown = recordUpdates(client, path: path, in: &group)
-          try await eventually("three first messages") { !inA.items.isEmpty && !inB.items.isEmpty && !unknown.items.isEmpty }
-          #expect(addresses(after: inA.items) == Set(try ["10.1.0.1:8080", "10.1.0.2:8080"].map(authority)))
-          #expect(addresses(after: inB.items) == [try authority("10.1.0.3:8080")])
-          #expect(addresses(after: unknown.items).count == 3)
+          let zoneA = Set(try ["10.1.0.1:8080", "10.1.0.2:8080"].map(authority))
+          let zoneB: Set<Authority> = [try authority("10.1.0.3:8080")]
+          try await eventually("each subscriber's set") {
+            addresses(after: inA.items) == zoneA && addresses(after: inB.items) == zoneB
+              && addresses(after: unknown.items).count == 3
+          }
           #expect(server.statistics.endpointPublishers == 3)
           group.cancelAll()
         }
@@ -126,6 +135,7 @@ struct EndpointSliceServerTests {
       // The client library sends what its configuration says.
       try await withResolver(port: port, contextToken: ContextToken(zone: "zone-b").encoded) { resolver in
         var iterator = resolver.endpoints(for: try authority(path)).makeAsyncIterator()
+        // The server has both slices by now (the raw subscribers above saw them): the first set is complete.
         let first = try #require(try await iterator.next())
         #expect(first.addresses == [try authority("10.1.0.3:8080")])
       }
@@ -143,8 +153,12 @@ struct EndpointSliceServerTests {
       try await withDestinationClient(port: port) { client in
         try await withThrowingTaskGroup(of: Void.self) { group in
           let log = recordUpdates(client, path: path, in: &group)
-          try await eventually("the first message") { !log.items.isEmpty }
-          #expect(addresses(after: log.items) == [try authority("10.1.0.7:8080")])
+          try await eventually("the Endpoints' address") { addresses(after: log.items) == [try authority("10.1.0.7:8080")] }
+          // The slices were created first: had they been read, their addresses would have come too.
+          #expect(log.items.allSatisfy { update in
+            if case .add(let endpoints) = update { return endpoints.allSatisfy { $0.address.host == "10.1.0.7" } }
+            return true
+          })
           group.cancelAll()
         }
       }

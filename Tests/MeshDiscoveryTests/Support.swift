@@ -288,3 +288,13 @@ func publish(
   case .endpointSlices: try put(slice("\(name)-0", service: name, namespace, ips: ips, pods: pods), in: state)
   }
 }
+
+/// Whether `server`'s informers hold service `namespace/name` and its endpoints object(s) as `api` reads
+/// them: wait for it before a test that expects the first message to carry them.
+func informersHold(_ server: DestinationServer, _ name: String, _ namespace: String, api: EndpointsAPI) -> Bool {
+  guard server.informers.services.store.get(namespace: namespace, name: name) != nil else { return false }
+  switch api {
+  case .endpoints: return server.informers.endpoints.store.get(namespace: namespace, name: name) != nil
+  case .endpointSlices: return !server.informers.slices(namespace: namespace, service: name).isEmpty
+  }
+}
