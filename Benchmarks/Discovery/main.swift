@@ -87,7 +87,8 @@ let target = "svc-0.bench.svc.cluster.local:8080"
 try await withThrowingTaskGroup(of: Void.self) { group in
   group.addTask { try await api.run() }
   let kube = try KubeClient(config: try await api.clientConfig())
-  let server = DestinationServer(configuration: .defaults { $0.host = "127.0.0.1"; $0.port = 0 }, client: kube, logger: logger)
+  let server = DestinationServer(
+    configuration: .defaults { $0.host = "127.0.0.1"; $0.port = 0; $0.endpointsAPI = .endpoints }, client: kube, logger: logger)
   group.addTask { try await server.run() }
   let port = try await server.listeningPort
   print("destination server on 127.0.0.1:\(port); VmRSS after sync: \(vmRSSKiB()) KiB (before the servers: \(rssBefore) KiB)")

@@ -104,7 +104,9 @@ do {
     let client = try KubeClient(config: try await eastServer.clientConfig(), logger: logger)
     do {
       let rssBefore = vmRSSKiB()
-      let supervisor = LinkSupervisor(localClient: client, tls: nil, metrics: MirrorMetrics(), logger: logger)
+      let supervisor = LinkSupervisor(
+        localClient: client, tls: nil, metrics: MirrorMetrics(),
+        configuration: .defaults { $0.mirror.endpointsAPI = .endpoints }, logger: logger)
       let (initial, live, rssSynced) = try await withThrowingTaskGroup(of: Void.self) { controller in
         controller.addTask { try await supervisor.run() }
         let initial = try await waitUntilMirrored(east, serviceCount, what: "initial sync")

@@ -72,7 +72,7 @@ for _ in $(seq 1 100); do [ -s "$W/kubeconfig" ] && break; sleep 0.1; done
 printf 'web-token web default\nbackend-token backend default\ngateway-token swiftmesh-gateway swiftmesh-multicluster\n' > "$W/tokens"
 echo web-token > "$W/web.token"; echo backend-token > "$W/backend.token"; echo gateway-token > "$W/gateway.token"
 start "$BIN/mesh-controller" identity --issuer-dir "$W/ca" --listen 127.0.0.1:18180 --tokens "$W/tokens" 2>"$W/identity.log"
-start "$BIN/mesh-controller" destination --kubeconfig "$W/kubeconfig" --listen 127.0.0.1:18186 >"$W/destination.log" 2>&1
+start "$BIN/mesh-controller" destination --kubeconfig "$W/kubeconfig" --listen 127.0.0.1:18186 --endpoints-api endpoints >"$W/destination.log" 2>&1
 kubectl --kubeconfig "$W/kubeconfig" apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Pod

@@ -338,16 +338,23 @@ final class Cluster: Sendable {
         metadata: ObjectMeta(
           name: "backend-0", namespace: "default", labels: ["app": "backend", "swiftmesh.io/proxy": "mesh-proxy"]),
         spec: .init(serviceAccountName: "backend")))
+    // As a cluster's EndpointSlice controller writes it (and no v1 Endpoints: the demo's clusters hold
+    // none, so discovery and the mirror run on slices alone).
     _ = try await client.create(
-      Endpoints(
-        metadata: ObjectMeta(name: "backend", namespace: "default"),
-        subsets: [
+      EndpointSlice(
+        metadata: ObjectMeta(
+          name: "backend-\(name)", namespace: "default",
+          labels: [
+            EndpointSlice.serviceNameLabel: "backend",
+            EndpointSlice.managedByLabel: "endpointslice-controller.k8s.io",
+          ]),
+        addressType: "IPv4",
+        endpoints: [
           .init(
-            addresses: [
-              .init(ip: "127.0.0.1", targetRef: ObjectReference(kind: "Pod", namespace: "default", name: "backend-0"))
-            ],
-            ports: [.init(name: "http", port: inboundPort)])
-        ]))
+            addresses: ["127.0.0.1"], conditions: .init(ready: true, serving: true, terminating: false),
+            nodeName: "\(name)-node", targetRef: ObjectReference(kind: "Pod", namespace: "default", name: "backend-0"))
+        ],
+        ports: [.init(name: "http", port: inboundPort, protocol: "TCP")]))
   }
 
   /// The gateway's Service, where `meshctl multicluster link` reads the gateway's address, ports and identity.
@@ -440,8 +447,10 @@ final class Cluster: Sendable {
   func waitForMirror(of service: String, from target: Cluster, timeout: Duration = .seconds(30)) async throws {
     let mirror = "\(service)-\(target.name)"
     try await poll("\(name): mirror \(mirror) with the gateway as endpoint", timeout: timeout) {
-      let endpoints = try? await self.client.get(Endpoints.self, name: mirror, namespace: "default")
-      return endpoints?.subsets?.contains { !($0.addresses ?? []).isEmpty } ?? false
+      let slices = try? await self.client.list(
+        EndpointSlice.self, namespace: "default",
+        options: ListOptions(labelSelector: "\(EndpointSlice.serviceNameLabel)=\(mirror)"))
+      return (slices?.items ?? []).contains { slice in slice.endpoints.contains { $0.conditions?.ready ?? true } }
     }
   }
 

@@ -63,6 +63,9 @@ public struct DemoSummary: Codable, Sendable {
   public var mode: String
   /// The demo's directory: kubeconfigs, the trust anchor, and with `processes` each component's log.
   public var directory: String
+  /// Endpoint objects in both clusters at the end, by kind (`Endpoints`, `EndpointSlice`): the demo writes
+  /// EndpointSlices only, as the mirror does, so discovery and mirroring run without any v1 Endpoints.
+  public var endpointObjects: [String: Int]
 }
 
 /// `meshctl demo`: two clusters (east, west) on this machine, each with an embedded Kubernetes API, its
@@ -188,19 +191,24 @@ public enum Demo {
         window: results.elapsed)
       let mutualTLS = StatTable.rows(samples, direction: "outbound", groupBy: "tls")
         .first { $0.name == "true" }?.requests ?? 0
+      var endpointObjects = ["Endpoints": 0, "EndpointSlice": 0]
+      for cluster in [east, west] {
+        endpointObjects["Endpoints", default: 0] += try await cluster.client.list(Endpoints.self).items.count
+        endpointObjects["EndpointSlice", default: 0] += try await cluster.client.list(EndpointSlice.self).items.count
+      }
       let summary = DemoSummary(
         requests: options.requests, succeeded: results.succeeded, failed: options.requests - results.succeeded,
         byCluster: results.byCluster, mutualTLSResponses: mutualTLS, leaves: leaves,
         gateways: await east.gatewayReports(), elapsedSeconds: (ContinuousClock.now - started).seconds,
         failover: results.events, tap: tapLines,
         ok: healthy && results.succeeded == options.requests && mutualTLS >= options.requests,
-        mode: options.processes ? "processes" : "tasks", directory: directory)
+        mode: options.processes ? "processes" : "tasks", directory: directory, endpointObjects: endpointObjects)
 
       report(summary)
       if options.keepRunning {
         var lines = [
           "still running (interrupt to stop):",
-          "  kubectl --kubeconfig \(east.kubeconfigPath) get svc,endpoints,trafficsplits -A",
+          "  kubectl --kubeconfig \(east.kubeconfigPath) get svc,endpointslices,trafficsplits -A",
           "  kubectl --kubeconfig \(west.kubeconfigPath) get svc -A",
           "  curl -H 'Host: backend.default.svc.cluster.local' http://127.0.0.1:\(clientPorts.outbound)/",
           "  meshctl stat ts backend --admin 127.0.0.1:\(clientPorts.admin)",

@@ -14,6 +14,9 @@ public final class LocalKubeState: Sendable {
     public var historyLimit = 10_000
     /// Where Service cluster IPs come from (data only; nothing connects to them). Default 10.96.0.0/12.
     public var serviceCIDR = "10.96.0.0/12"
+    /// API groups of built-in types not to serve, to stand in for an older cluster (e.g.
+    /// `discovery.k8s.io`: a cluster before Kubernetes 1.21, without EndpointSlices). Default none.
+    public var unservedGroups: Set<String> = []
     public init() {}
     public static func defaults(configure: (inout Self) -> Void = { _ in }) -> Self {
       var c = Self()
@@ -74,7 +77,7 @@ public final class LocalKubeState: Sendable {
       cidrSize = 1 << 20
     }
     state.withLock { s in
-      for t in ResourceType.builtIn { s.types[t.id] = t }
+      for t in ResourceType.builtIn where !configuration.unservedGroups.contains(t.group) { s.types[t.id] = t }
     }
     for ns in ["default", "kube-system", "kube-public"] {
       _ = try? create(resource: "namespaces", object: ["metadata": ["name": .string(ns)]])

@@ -7,16 +7,20 @@ public enum MirrorMetadata {
   public static let prefix = "mirror.swiftmesh.io/"
   /// On a Service in the target cluster: `"true"` exports it (the selector `meshctl multicluster link` writes).
   public static let exportedLabel = "mirror.swiftmesh.io/exported"
-  /// On a mirror Service and its Endpoints: `"true"`.
+  /// On a mirror Service and its EndpointSlices (or Endpoints): `"true"`.
   public static let mirroredServiceLabel = "mirror.swiftmesh.io/mirrored-service"
-  /// On a mirror Service and its Endpoints: the Link's `targetClusterName`.
+  /// On a mirror Service and its EndpointSlices (or Endpoints): the Link's `targetClusterName`.
   public static let clusterNameLabel = "mirror.swiftmesh.io/cluster-name"
-  /// On a mirror Service (and its Endpoints): `<name>.<namespace>.svc.<targetClusterDomain>`.
+  /// On a mirror Service (and its EndpointSlices or Endpoints): `<name>.<namespace>.svc.<targetClusterDomain>`.
   public static let remoteFQNameAnnotation = "mirror.swiftmesh.io/remote-svc-fq-name"
   /// On a mirror Service: the resourceVersion of the remote Service it was made from.
   public static let remoteResourceVersionAnnotation = "mirror.swiftmesh.io/remote-resource-version"
-  /// On a mirror's Endpoints (what discovery reads), and on the gateway Service: the gateway's identity.
+  /// On a mirror's EndpointSlices or Endpoints (what discovery reads), and on the gateway Service: the
+  /// gateway's identity.
   public static let gatewayIdentityAnnotation = "mirror.swiftmesh.io/gateway-identity"
+  /// The `endpointslice.kubernetes.io/managed-by` value of mirror EndpointSlices (kube's controllers
+  /// leave slices managed by others alone).
+  public static let endpointSliceManager = "service-mirror.swiftmesh.io"
   /// Annotations kubectl owns; never copied onto a mirror (kubectl apply would take the mirror for its own).
   public static let notCopied: Set<String> = ["kubectl.kubernetes.io/last-applied-configuration"]
 
@@ -43,8 +47,15 @@ public enum MirrorMetadata {
   /// The selector the CLI writes: `mirror.swiftmesh.io/exported=true`.
   public static let defaultSelector = LabelSelector(matchLabels: [exportedLabel: "true"])
 
-  /// The label selector of every mirror (Service and Endpoints) of one target cluster.
+  /// The label selector of every mirror (Service, Endpoints and EndpointSlices) of one target cluster.
   public static func mirrorSelector(cluster: String) -> String {
     "\(mirroredServiceLabel)=true,\(clusterNameLabel)=\(cluster)"
+  }
+
+  /// The label selector of the mirror EndpointSlices the service mirror wrote for one target cluster. Slices
+  /// that kube's endpointslice-mirroring controller makes from mirror Endpoints (with `endpointsAPI =
+  /// .endpoints` on a real cluster) carry the mirror labels too, but are that controller's: never touched.
+  public static func mirrorSliceSelector(cluster: String) -> String {
+    "\(mirrorSelector(cluster: cluster)),\(EndpointSlice.managedByLabel)=\(endpointSliceManager)"
   }
 }

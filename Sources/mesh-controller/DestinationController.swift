@@ -24,6 +24,12 @@ struct DestinationController: AsyncParsableCommand {
   var trustDomain: String = "cluster.local"
   @Option(help: "Control-plane namespace (part of every identity name).")
   var controlPlaneNamespace: String = IdentityName.defaultControlPlaneNamespace
+  @Option(
+    help: """
+      Where endpoints come from: 'endpointslices' (discovery.k8s.io/v1, every slice of a service; falls back \
+      to 'endpoints' when the API server does not serve it) or 'endpoints' (v1 Endpoints, for old clusters).
+      """)
+  var endpointsAPI: String = EndpointsAPI.endpointSlices.rawValue
   @Option(help: "Log level (trace, debug, info, notice, warning, error).")
   var logLevel: String = "info"
 
@@ -43,6 +49,9 @@ struct DestinationController: AsyncParsableCommand {
     } catch {
       throw ValidationError("--trust-domain '\(trustDomain)': \(error.message)")
     }
+    guard let api = EndpointsAPI(argument: endpointsAPI) else {
+      throw ValidationError("--endpoints-api '\(endpointsAPI)': expected 'endpointslices' or 'endpoints'")
+    }
     let kubeConfig = try KubeClientConfig.load(kubeconfig: kubeconfig, context: context)
     let client = try KubeClient(config: kubeConfig, logger: logger)
     let server = DestinationServer(
@@ -52,6 +61,7 @@ struct DestinationController: AsyncParsableCommand {
         $0.clusterDomain = clusterDomain
         $0.trustDomain = domain
         $0.controlPlaneNamespace = controlPlaneNamespace
+        $0.endpointsAPI = api
       },
       client: client,
       logger: logger)

@@ -48,6 +48,12 @@ struct MeshMirrorCommand: AsyncParsableCommand {
   var repairInterval: Double = 60
   @Option(help: "Seconds between checks of the target's API server.")
   var targetCheckInterval: Double = 10
+  @Option(
+    help: """
+      How mirrors' endpoints are written and the target's read: 'endpointslices' (discovery.k8s.io/v1; a \
+      cluster that does not serve it gets 'endpoints') or 'endpoints' (v1 Endpoints, for old clusters).
+      """)
+  var endpointsAPI: String = EndpointsAPI.endpointSlices.rawValue
   @Option(help: "Log level (trace, debug, info, notice, warning, error).")
   var logLevel: String = "info"
 
@@ -57,6 +63,9 @@ struct MeshMirrorCommand: AsyncParsableCommand {
     if (identity != nil || cert != nil) && ca == nil { throw ValidationError("--ca is needed to verify gateways") }
     if identity != nil && token == nil { throw ValidationError("--identity needs --token") }
     guard repairInterval > 0, targetCheckInterval > 0 else { throw ValidationError("intervals must be positive") }
+    guard EndpointsAPI(argument: endpointsAPI) != nil else {
+      throw ValidationError("--endpoints-api '\(endpointsAPI)': expected 'endpointslices' or 'endpoints'")
+    }
     do { _ = try Authority(admin) } catch { throw ValidationError("--admin '\(admin)': \(error.message)") }
   }
 
@@ -79,6 +88,7 @@ struct MeshMirrorCommand: AsyncParsableCommand {
         $0.linkName = link
         $0.mirror.repairInterval = .milliseconds(Int64(repairInterval * 1000))
         $0.mirror.targetCheckInterval = .milliseconds(Int64(targetCheckInterval * 1000))
+        $0.mirror.endpointsAPI = EndpointsAPI(argument: endpointsAPI) ?? .endpointSlices
       },
       logger: logger)
     // The admin port answers while the probe identity is being certified: /live 200, /ready 503 and why.

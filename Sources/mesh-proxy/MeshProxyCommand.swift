@@ -57,6 +57,12 @@ struct MeshProxyCommand: AsyncParsableCommand {
       "Serve the tap API (gRPC, plaintext: keep it on loopback), HOST:PORT; the conventional port is 4190.",
       discussion: "`meshctl tap --proxy HOST:PORT` streams the proxy's requests live."))
   var tap: String?
+  @Option(
+    help: ArgumentHelp(
+      "The zone of this proxy's node (its topology.kubernetes.io/zone label), e.g. from the downward API.",
+      discussion: "Sent to the destination service in each request's context token, so it honours EndpointSlice "
+        + "topology hints (hints.forZones); without it hints are ignored."))
+  var zone: String?
   @Option(help: "Log level (trace, debug, info, notice, warning, error).")
   var logLevel: String = "info"
 
@@ -105,7 +111,7 @@ struct MeshProxyCommand: AsyncParsableCommand {
       ])
     let launcher = ProxyLauncher(
       certifier: certifier, admin: adminListener, configuration: configuration,
-      destination: destinationAddress, tap: tapAddress, logger: logger)
+      destination: destinationAddress, zone: zone, tap: tapAddress, logger: logger)
     let group = ServiceGroup(
       configuration: .init(
         services: [.init(service: launcher, successTerminationBehavior: .gracefullyShutdownGroup)],
@@ -123,6 +129,7 @@ struct ProxyLauncher: Service {
   let admin: AdminListener
   let configuration: ProxyConfiguration
   let destination: Authority
+  let zone: String?
   let tap: Authority?
   let logger: Logger
 
@@ -146,6 +153,7 @@ struct ProxyLauncher: Service {
       configuration: .defaults {
         $0.host = destination.host
         $0.port = destination.port
+        if let zone, !zone.isEmpty { $0.contextToken = ContextToken(zone: zone).encoded }
       }, logger: logger)
     let proxy = MeshProxy(
       configuration: configuration, tls: workload.tls,

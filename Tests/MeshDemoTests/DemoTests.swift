@@ -48,6 +48,10 @@ struct DemoTests {
     #expect(gateway.alive == true)
     #expect(gateway.numServices >= 1)
     #expect(gateway.latencyP50 != nil)
+    // Clusters without any v1 Endpoints: backends, mirrors and discovery all on EndpointSlices.
+    #expect(summary.endpointObjects["Endpoints"] == 0, "\(summary.endpointObjects)")
+    // One backend slice per cluster, and one mirror slice per cluster (IPv4 gateway).
+    #expect(summary.endpointObjects["EndpointSlice"] == 4, "\(summary.endpointObjects)")
   }
 
   @Test("the meshctl binary: `meshctl demo --requests 100 --output json` prints the summary and exits 0")

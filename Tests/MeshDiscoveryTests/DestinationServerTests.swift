@@ -11,13 +11,16 @@ import _MeshTestSupport
 struct DestinationServerTests {
   let path = "web.app.svc.cluster.local:8080"
 
-  @Test("scaling endpoints 1 -> 5 -> 2 sends exactly those adds and removes (propagation time: DiscoveryBenchmark)")
-  func scaling() async throws {
-    try await withDiscovery { kube, server, port in
+  @Test(
+    "scaling endpoints 1 -> 5 -> 2 sends exactly those adds and removes (propagation time: DiscoveryBenchmark)",
+    arguments: EndpointsAPI.allCases)
+  func scaling(api: EndpointsAPI) async throws {
+    try await withDiscovery(endpointsAPI: api) { kube, server, port in
       let state = kube.state
       try state.create(service("web", "app"))
       for ip in ips(1...5) { try state.create(pod(podName("web", ip), "app", serviceAccount: "web", meshed: true)) }
-      try state.create(endpoints("web", "app", ips: ips(1...1)))
+      try publish("web", "app", ips: ips(1...1), api: api, in: state)
+      try await eventually("the server's informers hold web") { informersHold(server, "web", "app", api: api) }
       try await withDestinationClient(port: port) { client in
         try await withThrowingTaskGroup(of: Void.self) { group in
           let log = recordUpdates(client, path: path, in: &group)
@@ -33,7 +36,7 @@ struct DestinationServerTests {
           #expect(first[0].weight == 10_000)
           #expect(first[0].metricLabels["pod"] == "web-1")
 
-          try put(endpoints("web", "app", ips: ips(1...5)), in: state)
+          try publish("web", "app", ips: ips(1...5), api: api, in: state)
           try await eventually("the scale-up add", timeout: .seconds(10)) { log.items.count >= 2 }
           #expect(log.items[1] == .add(try ips(2...5).map { ip in
             Endpoint(
@@ -41,11 +44,11 @@ struct DestinationServerTests {
               metricLabels: ["namespace": "app", "service": "web", "pod": podName("web", ip), "serviceaccount": "web"])
           }))
 
-          try put(endpoints("web", "app", ips: ips(1...2)), in: state)
+          try publish("web", "app", ips: ips(1...2), api: api, in: state)
           try await eventually("the scale-down remove", timeout: .seconds(10)) { log.items.count >= 3 }
           #expect(log.items[2] == .remove(try ["10.1.0.3:8080", "10.1.0.4:8080", "10.1.0.5:8080"].map(authority)))
 
-          try put(endpoints("web", "app", ips: []), in: state)
+          try publish("web", "app", ips: [], api: api, in: state)
           try await eventually("no_endpoints after scaling to zero", timeout: .seconds(10)) { log.items.count >= 4 }
           #expect(log.items[3] == .noEndpoints(exists: true))
           #expect(log.items.count == 4, "unexpected extra messages: \(log.items)")
@@ -104,11 +107,12 @@ struct DestinationServerTests {
     }
   }
 
-  @Test("many subscribers to one service share one publisher, dropped with the last subscriber")
-  func sharedPublisher() async throws {
-    try await withDiscovery { kube, server, port in
+  @Test("many subscribers to one service share one publisher, dropped with the last subscriber", arguments: EndpointsAPI.allCases)
+  func sharedPublisher(api: EndpointsAPI) async throws {
+    try await withDiscovery(endpointsAPI: api) { kube, server, port in
       try kube.state.create(service("web", "app"))
-      try kube.state.create(endpoints("web", "app", ips: ips(1...3), pods: false))
+      try publish("web", "app", ips: ips(1...3), pods: false, api: api, in: kube.state)
+      try await eventually("the server's informers hold web") { informersHold(server, "web", "app", api: api) }
       try await withDestinationClient(port: port) { client in
         try await withThrowingTaskGroup(of: Void.self) { group in
           let logs = (0..<25).map { _ in recordUpdates(client, path: path, in: &group) }
@@ -117,7 +121,7 @@ struct DestinationServerTests {
           }
           #expect(server.statistics.endpointPublishers == 1)
           #expect(server.statistics.endpointPublishersCreated == 1)
-          try put(endpoints("web", "app", ips: ips(1...4), pods: false), in: kube.state)
+          try publish("web", "app", ips: ips(1...4), pods: false, api: api, in: kube.state)
           try await eventually("every subscriber sees the new address") { logs.allSatisfy { $0.items.count == 2 } }
           #expect(logs.allSatisfy { $0.items[1] == .add([Endpoint(address: try! authority("10.1.0.4:8080"), metricLabels: ["namespace": "app", "service": "web"])]) })
           group.cancelAll()

@@ -55,8 +55,10 @@ struct Kube: Sendable {
   let server: LocalKubeAPIServer
   let config: KubeClientConfig
 
-  /// A destination server on 127.0.0.1 (`port` 0: any) with its own informers and client.
-  func destinationServer(port: Int = 0) throws -> (DestinationServer, KubeClient) {
+  /// A destination server on 127.0.0.1 (`port` 0: any) with its own informers and client. The tests
+  /// written for Endpoints run with `.endpoints` (`--endpoints-api endpoints`); slice tests pass
+  /// `.endpointSlices`.
+  func destinationServer(port: Int = 0, endpointsAPI: EndpointsAPI = .endpoints) throws -> (DestinationServer, KubeClient) {
     let client = try KubeClient(config: config)
     let server = DestinationServer(
       configuration: .defaults {
@@ -64,6 +66,7 @@ struct Kube: Sendable {
         $0.port = port
         $0.trustDomain = .clusterLocal
         $0.controlPlaneNamespace = "swiftmesh"
+        $0.endpointsAPI = endpointsAPI
       },
       client: client,
       informerConfiguration: .defaults {
@@ -77,10 +80,11 @@ struct Kube: Sendable {
 
 /// Runs an embedded API server and a destination server around `body`.
 func withDiscovery(
+  endpointsAPI: EndpointsAPI = .endpoints, state: LocalKubeState = LocalKubeState(),
   _ body: @Sendable (Kube, DestinationServer, Int) async throws -> Void
 ) async throws {
-  try await withKube { kube in
-    let (server, client) = try kube.destinationServer()
+  try await withKube(state: state) { kube in
+    let (server, client) = try kube.destinationServer(endpointsAPI: endpointsAPI)
     try await withThrowingTaskGroup(of: Void.self) { group in
       let handle = start(server, in: &group)
       do {
@@ -99,8 +103,7 @@ func withDiscovery(
 }
 
 /// Runs an embedded API server around `body`.
-func withKube(_ body: @Sendable (Kube) async throws -> Void) async throws {
-  let state = LocalKubeState()
+func withKube(state: LocalKubeState = LocalKubeState(), _ body: @Sendable (Kube) async throws -> Void) async throws {
   let api = LocalKubeAPIServer(state: state, logger: testLogger)
   try await withThrowingTaskGroup(of: Void.self) { group in
     group.addTask { try await api.run() }
@@ -118,11 +121,14 @@ func withKube(_ body: @Sendable (Kube) async throws -> Void) async throws {
 }
 
 /// Runs a resolver for the destination server on `port` around `body`.
-func withResolver(host: String = "127.0.0.1", port: Int, _ body: @Sendable (Resolver) async throws -> Void) async throws {
+func withResolver(
+  host: String = "127.0.0.1", port: Int, contextToken: String = "", _ body: @Sendable (Resolver) async throws -> Void
+) async throws {
   let resolver = try Resolver(
     configuration: .defaults {
       $0.host = host
       $0.port = port
+      $0.contextToken = contextToken
       $0.initialBackoff = .milliseconds(20)
       $0.maxBackoff = .milliseconds(200)
     },
@@ -161,12 +167,13 @@ func withDestinationClient<T: Sendable>(port: Int, _ body: @Sendable (Destinatio
 
 /// Records the raw updates of a `Get` stream for `path` in a child of `group`.
 func recordUpdates(
-  _ client: DestinationClient, path: String, in group: inout ThrowingTaskGroup<Void, any Error>
+  _ client: DestinationClient, path: String, contextToken: String = "", in group: inout ThrowingTaskGroup<Void, any Error>
 ) -> Recorder<EndpointUpdate> {
   let recorder = Recorder<EndpointUpdate>()
   group.addTask {
     var request = Swiftmesh_Destination_GetDestination()
     request.path = path
+    request.contextToken = contextToken
     do {
       try await client.get(request: ClientRequest(message: request)) { response in
         for try await message in response.messages { recorder.append(try EndpointUpdate(proto: message)) }
@@ -236,3 +243,58 @@ func put<R: KubeResource>(_ object: R, in state: LocalKubeState) throws {
 func authority(_ text: String) throws -> Authority { try Authority(text) }
 
 func ips(_ range: ClosedRange<Int>, prefix: String = "10.1.0.") -> [String] { range.map { "\(prefix)\($0)" } }
+
+/// An EndpointSlice of service `service` (label `kubernetes.io/service-name`) with one endpoint per IP
+/// (each backed by a pod `<service>-<last octet>` when `pods`), all with `conditions`.
+func slice(
+  _ name: String, service: String, _ namespace: String, ips: [String], port: Int = 8080, portName: String? = "http",
+  addressType: String = "IPv4", pods: Bool = true, conditions: EndpointSlice.Conditions? = .init(ready: true, serving: true, terminating: false),
+  zone: String? = nil, nodeName: String? = nil, forZones: [String]? = nil, annotations: [String: String]? = nil
+) -> EndpointSlice {
+  EndpointSlice(
+    metadata: ObjectMeta(
+      name: name, namespace: namespace,
+      labels: [EndpointSlice.serviceNameLabel: service, EndpointSlice.managedByLabel: "endpointslice-controller.k8s.io"],
+      annotations: annotations),
+    addressType: addressType,
+    endpoints: ips.map { ip in
+      EndpointSlice.Endpoint(
+        addresses: [ip], conditions: conditions, nodeName: nodeName, zone: zone,
+        targetRef: pods ? ObjectReference(kind: "Pod", namespace: namespace, name: podName(service, ip)) : nil,
+        hints: forZones.map { EndpointSlice.Hints(forZones: $0.map { EndpointSlice.ForZone(name: $0) }) })
+    },
+    ports: [.init(name: portName, port: port, protocol: "TCP")])
+}
+
+/// The addresses an update stream has brought its subscriber to (adds replace, removes remove).
+func addresses(after updates: [EndpointUpdate]) -> Set<Authority> {
+  var current = Set<Authority>()
+  for update in updates {
+    switch update {
+    case .add(let endpoints): current.formUnion(endpoints.map(\.address))
+    case .remove(let gone): current.subtract(gone)
+    case .noEndpoints: current = []
+    }
+  }
+  return current
+}
+
+/// Publishes `ips` for service `name` as `api` reads them: its v1 Endpoints, or one EndpointSlice `<name>-0`.
+func publish(
+  _ name: String, _ namespace: String, ips: [String], pods: Bool = true, api: EndpointsAPI, in state: LocalKubeState
+) throws {
+  switch api {
+  case .endpoints: try put(endpoints(name, namespace, ips: ips, pods: pods), in: state)
+  case .endpointSlices: try put(slice("\(name)-0", service: name, namespace, ips: ips, pods: pods), in: state)
+  }
+}
+
+/// Whether `server`'s informers hold service `namespace/name` and its endpoints object(s) as `api` reads
+/// them: wait for it before a test that expects the first message to carry them.
+func informersHold(_ server: DestinationServer, _ name: String, _ namespace: String, api: EndpointsAPI) -> Bool {
+  guard server.informers.services.store.get(namespace: namespace, name: name) != nil else { return false }
+  switch api {
+  case .endpoints: return server.informers.endpoints.store.get(namespace: namespace, name: name) != nil
+  case .endpointSlices: return !server.informers.slices(namespace: namespace, service: name).isEmpty
+  }
+}

@@ -44,14 +44,15 @@ var testLogger: Logger {
 /// One embedded cluster: its state, its API server (restartable on the same port) and a client.
 final class Cluster: Sendable {
   let name: String
-  let state = LocalKubeState()
+  let state: LocalKubeState
   let port: Int
   let client: KubeClient
   private let servers = Mutex<(current: LocalKubeAPIServer?, handles: [StopHandle])>((nil, []))
 
-  init(name: String, port: Int) throws {
+  init(name: String, port: Int, state: LocalKubeState = LocalKubeState()) throws {
     self.name = name
     self.port = port
+    self.state = state
     self.client = try KubeClient(
       config: KubeClientConfig(server: "http://127.0.0.1:\(port)", namespace: "default"), logger: testLogger)
     try state.create(Namespace(metadata: ObjectMeta(name: MirrorMetadata.multiclusterNamespace)))
@@ -89,10 +90,12 @@ final class Cluster: Sendable {
     for handle in handles { handle.stop() }
   }
 
-  /// A Service with one named port per entry of `ports`, and its Endpoints with one ready address.
+  /// A Service with one named port per entry of `ports`, and its Endpoints (`withEndpoints`) and
+  /// EndpointSlice (`withSlice`) with one address, ready or not, as a real cluster's controllers write both.
   func addService(
     _ name: String, namespace: String = "default", ports: [Int] = [8080], exported: Bool = true,
-    labels: [String: String] = [:], annotations: [String: String] = [:], ready: Bool = true
+    labels: [String: String] = [:], annotations: [String: String] = [:], ready: Bool = true,
+    withEndpoints: Bool = true, withSlice: Bool = true
   ) throws {
     var allLabels = labels
     allLabels["app"] = name
@@ -108,7 +111,28 @@ final class Cluster: Sendable {
     let subset = Endpoints.Subset(
       addresses: ready ? [address] : nil, notReadyAddresses: ready ? nil : [address],
       ports: servicePorts.map { Endpoints.Port(name: $0.name, port: $0.port, protocol: "TCP") })
-    try state.create(Endpoints(metadata: ObjectMeta(name: name, namespace: namespace), subsets: [subset]))
+    if withEndpoints {
+      try state.create(Endpoints(metadata: ObjectMeta(name: name, namespace: namespace), subsets: [subset]))
+    }
+    if withSlice {
+      try state.create(
+        EndpointSlice(
+          metadata: ObjectMeta(
+            name: "\(name)-abcde", namespace: namespace,
+            labels: [EndpointSlice.serviceNameLabel: name, EndpointSlice.managedByLabel: "endpointslice-controller.k8s.io"]),
+          addressType: "IPv4",
+          endpoints: [.init(addresses: [address.ip], conditions: .init(ready: ready, serving: ready, terminating: false))],
+          ports: servicePorts.map { EndpointSlice.Port(name: $0.name, port: $0.port, protocol: "TCP") }))
+    }
+  }
+
+  /// Sets whether the one endpoint of `name`'s slice (see `addService`) is ready.
+  func setSliceReady(_ name: String, _ ready: Bool, namespace: String = "default") throws {
+    var slice = try #require(state.get(EndpointSlice.self, name: "\(name)-abcde", namespace: namespace))
+    for i in slice.endpoints.indices {
+      slice.endpoints[i].conditions = .init(ready: ready, serving: ready, terminating: false)
+    }
+    _ = try state.update(slice)
   }
 
   func setExported(_ name: String, _ exported: Bool, namespace: String = "default") throws {
@@ -120,7 +144,12 @@ final class Cluster: Sendable {
 
   func deleteService(_ name: String, namespace: String = "default") throws {
     try state.delete(MeshKube.Service.self, name: name, namespace: namespace)
-    try state.delete(Endpoints.self, name: name, namespace: namespace)
+    if state.get(Endpoints.self, name: name, namespace: namespace) != nil {
+      try state.delete(Endpoints.self, name: name, namespace: namespace)
+    }
+    if state.get(EndpointSlice.self, name: "\(name)-abcde", namespace: namespace) != nil {
+      try state.delete(EndpointSlice.self, name: "\(name)-abcde", namespace: namespace)
+    }
   }
 
   /// The mirror Services of `cluster` here, by `namespace/name`.
@@ -173,8 +202,10 @@ final class Cluster: Sendable {
   }
 }
 
-/// Short intervals for tests.
+/// Short intervals for tests. The tests written for Endpoints run with `endpointsAPI = .endpoints` (as
+/// before EndpointSlices); the slice tests set `.endpointSlices`.
 let fastMirror = ServiceMirror.Configuration.defaults {
+  $0.endpointsAPI = .endpoints
   $0.repairInterval = .seconds(30)
   $0.retryInterval = .milliseconds(300)
   $0.targetCheckInterval = .milliseconds(300)
@@ -197,10 +228,11 @@ func supervisor(
 
 /// Runs two clusters, east and west, around `body`, and stops everything after.
 func withClusters(
+  west westState: LocalKubeState = LocalKubeState(),
   _ body: @Sendable (_ east: Cluster, _ west: Cluster, _ group: inout ThrowingTaskGroup<Void, any Error>) async throws -> Void
 ) async throws {
   let east = try Cluster(name: "east", port: try await StablePorts.free())
-  let west = try Cluster(name: "west", port: try await StablePorts.free())
+  let west = try Cluster(name: "west", port: try await StablePorts.free(), state: westState)
   try await withThrowingTaskGroup(of: Void.self) { group in
     var failure: (any Error)?
     do {

@@ -36,6 +36,7 @@ struct EmbeddedCluster: Sendable {
         configuration: .defaults {
           $0.host = "127.0.0.1"
           $0.port = 0
+          $0.endpointsAPI = .endpoints  // publish(_:) and mirror(_:) below write v1 Endpoints
         }, client: client,
         informerConfiguration: .defaults {
           $0.initialBackoff = .milliseconds(20)

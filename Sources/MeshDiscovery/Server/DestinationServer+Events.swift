@@ -18,6 +18,20 @@ extension DestinationServer {
     refresh(namespace: event.object.namespace ?? "default", service: event.object.name)
   }
 
+  /// A slice concerns the service its `kubernetes.io/service-name` label names (before and after an
+  /// update, should the label change); a slice without the label concerns no service.
+  func handle(_ event: InformerEvent<EndpointSlice>) {
+    var slices = [event.object]
+    if case .updated(let old, _) = event { slices.append(old) }
+    var seen = Set<String>()
+    for slice in slices {
+      guard let service = slice.metadata.labels?[EndpointSlice.serviceNameLabel], !service.isEmpty else { continue }
+      let namespace = slice.namespace ?? "default"
+      guard seen.insert("\(namespace)/\(service)").inserted else { continue }
+      refresh(namespace: namespace, service: service)
+    }
+  }
+
   /// A pod's identity or readiness matters to every service of its namespace that selects it;
   /// recompute that namespace's endpoint publishers (unchanged sets send nothing).
   func handle(_ event: InformerEvent<Pod>) {
@@ -51,9 +65,18 @@ extension DestinationServer {
   // MARK: - Computing values from the stores
 
   static func endpointSet(
-    _ target: DestinationTarget, informers: DiscoveryInformers, translator: EndpointTranslator, logger: Logger
+    _ target: DestinationTarget, zone: String?, informers: DiscoveryInformers, translator: EndpointTranslator,
+    logger: Logger
   ) -> EndpointSet {
     guard case .service(let namespace, let name, let port) = target else { return .doesNotExist }
+    if informers.endpointsAPI == .endpointSlices {
+      return translator.endpointSet(
+        service: informers.services.store.get(namespace: namespace, name: name),
+        slices: informers.slices(namespace: namespace, service: name),
+        port: port, zone: zone,
+        pod: { informers.pods.store.get(namespace: $0, name: $1) },
+        problem: { logger.warning("endpoint skipped", metadata: ["problem": "\($0)"]) })
+    }
     return translator.endpointSet(
       service: informers.services.store.get(namespace: namespace, name: name),
       endpoints: informers.endpoints.store.get(namespace: namespace, name: name),

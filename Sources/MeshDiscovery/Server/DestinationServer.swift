@@ -7,9 +7,12 @@ public import ServiceLifecycle
 import Synchronization
 
 /// The destination service as a long-running `Service`: gRPC `Get` and `GetProfile` over HTTP/2, fed
-/// by informers over the cluster's Services, Endpoints, Pods, ServiceProfiles and TrafficSplits.
+/// by informers over the cluster's Services, EndpointSlices (or Endpoints), Pods, ServiceProfiles and
+/// TrafficSplits.
 ///
-/// `run()` runs the informers, waits until each has listed once, then serves. Subscribers of one
+/// `run()` first chooses the endpoints API (`Configuration.endpointsAPI`; EndpointSlices fall back to
+/// Endpoints when the API server does not serve `discovery.k8s.io/v1`), runs the informers, waits until
+/// each has listed once, then serves. Subscribers of one
 /// destination share one publisher; informer events recompute only the publishers of the service they
 /// concern. On graceful shutdown every open stream ends (status OK), so clients reconnect elsewhere.
 public final class DestinationServer: ServiceLifecycle.Service, Sendable {
@@ -27,6 +30,10 @@ public final class DestinationServer: ServiceLifecycle.Service, Sendable {
     public var defaultWeight: UInt32 = Endpoint.defaultWeight
     /// Plaintext (default) or TLS, e.g. `.tls(certificateReloader: RotatingCredentials)` from MeshIdentity.
     public var transportSecurity: HTTP2ServerTransport.Posix.TransportSecurity = .plaintext
+    /// Where endpoints come from. Default `.endpointSlices` (every slice of a service, joined by the
+    /// `kubernetes.io/service-name` label), falling back to `.endpoints` when the API server does not
+    /// serve `discovery.k8s.io/v1` EndpointSlices; `.endpoints` reads `v1` Endpoints only.
+    public var endpointsAPI: EndpointsAPI = .endpointSlices
 
     public init() {}
 
@@ -70,10 +77,10 @@ public final class DestinationServer: ServiceLifecycle.Service, Sendable {
       trustDomain: configuration.trustDomain, controlPlaneNamespace: configuration.controlPlaneNamespace,
       defaultWeight: configuration.defaultWeight)
     let profileTranslator = ProfileTranslator(clusterDomain: configuration.clusterDomain)
-    self.endpointRegistry = PublisherRegistry { target in
-      { Self.endpointSet(target, informers: informers, translator: endpointTranslator, logger: logger) }
+    self.endpointRegistry = PublisherRegistry { target, zone in
+      { Self.endpointSet(target, zone: zone, informers: informers, translator: endpointTranslator, logger: logger) }
     }
-    self.profileRegistry = PublisherRegistry { target in
+    self.profileRegistry = PublisherRegistry { target, _ in
       { Self.profile(target, informers: informers, translator: profileTranslator, problems: problemLog) }
     }
     self.transport = HTTP2ServerTransport.Posix(
@@ -118,21 +125,38 @@ public final class DestinationServer: ServiceLifecycle.Service, Sendable {
   /// The current problems in ServiceProfiles and TrafficSplits (routes dropped, settings ignored).
   public var problems: [ProfileProblem] { problemLog.all }
 
+  /// The endpoints API in use: nil until `run()` has chosen it.
+  public var endpointsAPI: EndpointsAPI? { informers.endpointsAPI }
+
   public func run() async throws {
+    let api: EndpointsAPI
+    do {
+      api = try await cancelWhenGracefulShutdown { try await self.chooseEndpointsAPI() }
+    } catch is CancellationError {
+      return
+    }
+    informers.selection.choose(api)
     // Subscribe before the informers run, so no change is missed.
     let serviceEvents = informers.services.events()
-    let endpointsEvents = informers.endpoints.events()
+    let endpointsEvents = api == .endpoints ? informers.endpoints.events() : nil
+    let sliceEvents = api == .endpointSlices ? informers.endpointSlices.events() : nil
     let podEvents = informers.pods.events()
     let profileEvents = informers.serviceProfiles.events()
     let splitEvents = informers.trafficSplits.events()
     try await withThrowingDiscardingTaskGroup { group in
       group.addTask { try await self.informers.services.run() }
-      group.addTask { try await self.informers.endpoints.run() }
+      if let endpointsEvents {
+        group.addTask { try await self.informers.endpoints.run() }
+        group.addTask { for await event in endpointsEvents { self.handle(event) } }
+      }
+      if let sliceEvents {
+        group.addTask { try await self.informers.endpointSlices.run() }
+        group.addTask { for await event in sliceEvents { self.handle(event) } }
+      }
       group.addTask { try await self.informers.pods.run() }
       group.addTask { try await self.informers.serviceProfiles.run() }
       group.addTask { try await self.informers.trafficSplits.run() }
       group.addTask { for await event in serviceEvents { self.handle(event) } }
-      group.addTask { for await event in endpointsEvents { self.handle(event) } }
       group.addTask { for await event in podEvents { self.handle(event) } }
       group.addTask { for await event in profileEvents { self.handle(event) } }
       group.addTask { for await event in splitEvents { self.handle(event) } }
@@ -163,6 +187,38 @@ public final class DestinationServer: ServiceLifecycle.Service, Sendable {
       self.endpointRegistry.close()
       self.profileRegistry.close()
       group.cancelAll()
+    }
+  }
+
+  /// The configured endpoints API, or Endpoints when EndpointSlices are asked for and the API server
+  /// does not serve them. An API server that does not answer is asked again with backoff (up to 5 s)
+  /// until it does: what it serves cannot be told before.
+  private func chooseEndpointsAPI() async throws -> EndpointsAPI {
+    let preferred = configuration.endpointsAPI
+    guard preferred == .endpointSlices else {
+      logger.info("reading endpoints from v1 Endpoints (--endpoints-api endpoints)")
+      return preferred
+    }
+    var delay = Duration.milliseconds(100)
+    while true {
+      do {
+        let api = try await informers.endpointSlices.client.endpointsAPI(preferring: preferred)
+        if api == .endpoints {
+          logger.warning(
+            "the API server does not serve discovery.k8s.io/v1 EndpointSlices; falling back to v1 Endpoints")
+        } else {
+          logger.info("reading endpoints from discovery.k8s.io/v1 EndpointSlices")
+        }
+        return api
+      } catch is CancellationError {
+        throw CancellationError()
+      } catch {
+        logger.error(
+          "cannot ask the API server whether it serves EndpointSlices; retrying",
+          metadata: ["error": "\(error)", "retry_in": "\(delay)"])
+        try await Task.sleep(for: delay)
+        delay = min(delay * 2, .seconds(5))
+      }
     }
   }
 

@@ -27,11 +27,14 @@ extension DestinationService {
     context: ServerContext
   ) async throws {
     let target = try target(of: request)
-    guard let (publisher, id, signals) = endpoints.subscribe(target) else {
+    // The proxy's zone, for topology hints; an absent or opaque token leaves it unknown (hints ignored).
+    let zone = ContextToken(parsing: request.contextToken)?.knownZone
+    guard let (publisher, id, signals) = endpoints.subscribe(target, zone: zone) else {
       throw RPCError(code: .unavailable, message: "the destination service is shutting down")
     }
-    defer { endpoints.unsubscribe(target, id: id) }
-    logger.debug("endpoint subscription", metadata: ["path": "\(request.path)", "target": "\(target)"])
+    defer { endpoints.unsubscribe(target, zone: zone, id: id) }
+    logger.debug(
+      "endpoint subscription", metadata: ["path": "\(request.path)", "target": "\(target)", "zone": "\(zone ?? "-")"])
     // gRPC reports a cancelled RPC through the handler, not by cancelling the task: end the
     // subscription then, which ends the loop.
     try await withRPCCancellationHandler {
@@ -42,7 +45,7 @@ extension DestinationService {
         }
       }
     } onCancelRPC: {
-      endpoints.unsubscribe(target, id: id)
+      endpoints.unsubscribe(target, zone: zone, id: id)
     }
   }
 }

@@ -3,7 +3,8 @@ public import MeshCore
 public import MeshKube
 
 /// Turns a Service, its Endpoints and their Pods into the `EndpointSet` of one port. Pure: the
-/// caller passes the objects (from informer stores), so it is tested without a cluster.
+/// caller passes the objects (from informer stores), so it is tested without a cluster. (From
+/// EndpointSlices instead: `endpointSet(service:slices:port:zone:pod:problem:)`.)
 ///
 /// - Port: the Service port equal to the requested port; its `targetPort` picks the Endpoints port
 ///   by the Service port's name (the Endpoints controller names Endpoints ports after Service ports),
@@ -13,8 +14,8 @@ public import MeshKube
 ///   when it has the annotation `swiftmesh.io/inject: enabled` or carries the label `swiftmesh.io/proxy`
 ///   (which the injector sets); a meshed pod's endpoint gets the identity of its service account and
 ///   protocol hint h2. Others get neither (plaintext, unknown protocol).
-/// - Mirror services (label `mirror.swiftmesh.io/mirrored-service: "true"`): the Endpoints hold the
-///   remote gateway; its identity comes from the Endpoints annotation
+/// - Mirror services (label `mirror.swiftmesh.io/mirrored-service: "true"`): the Endpoints (or slices)
+///   hold the remote gateway; its identity comes from their annotation
 ///   `mirror.swiftmesh.io/gateway-identity`, the authority override is
 ///   `<mirror.swiftmesh.io/remote-svc-fq-name>:<port>`, and the metric labels name the target.
 public struct EndpointTranslator: Sendable {
@@ -61,9 +62,11 @@ public struct EndpointTranslator: Sendable {
         }
         var endpoint = Endpoint(address: authority, weight: defaultWeight)
         if isMirror {
-          mirror(&endpoint, service: service, endpoints: endpoints, port: port, problem: problem)
+          mirror(
+            &endpoint, service: service, annotations: endpoints.metadata.annotations,
+            source: "mirror endpoints \(endpoints.metadata.key)", port: port, problem: problem)
         } else {
-          local(&endpoint, address: address, namespace: namespace, pod: pod, problem: problem)
+          local(&endpoint, targetRef: address.targetRef, namespace: namespace, pod: pod, problem: problem)
         }
         endpoint.metricLabels["namespace"] = namespace
         endpoint.metricLabels["service"] = service.name
@@ -73,11 +76,11 @@ public struct EndpointTranslator: Sendable {
     return EndpointSet(exists: true, endpoints: Array(result.values))
   }
 
-  private func local(
-    _ endpoint: inout Endpoint, address: Endpoints.Address, namespace: String,
+  func local(
+    _ endpoint: inout Endpoint, targetRef: ObjectReference?, namespace: String,
     pod lookup: (String, String) -> Pod?, problem: (String) -> Void
   ) {
-    guard let ref = address.targetRef, ref.kind == "Pod", let name = ref.name,
+    guard let ref = targetRef, ref.kind == "Pod", let name = ref.name,
       let pod = lookup(ref.namespace ?? namespace, name)
     else { return }
     endpoint.metricLabels["pod"] = name
@@ -94,16 +97,18 @@ public struct EndpointTranslator: Sendable {
     }
   }
 
-  private func mirror(
-    _ endpoint: inout Endpoint, service: MeshKube.Service, endpoints: Endpoints, port: Int, problem: (String) -> Void
+  /// `annotations` are those of the mirror's Endpoints or EndpointSlice (`source` names it in problems).
+  func mirror(
+    _ endpoint: inout Endpoint, service: MeshKube.Service, annotations: [String: String]?, source: String, port: Int,
+    problem: (String) -> Void
   ) {
     let key = service.metadata.key
-    if let identity = endpoints.metadata.annotations?[Self.gatewayIdentityAnnotation], !identity.isEmpty {
+    if let identity = annotations?[Self.gatewayIdentityAnnotation], !identity.isEmpty {
       do {
         endpoint.tlsIdentity = try IdentityName(identity)
         endpoint.protocolHint = .http2
       } catch {
-        problem("mirror endpoints \(key): gateway identity not used: \(error.message)")
+        problem("\(source): gateway identity not used: \(error.message)")
       }
     }
     if let remote = service.metadata.annotations?[Self.remoteFQNameAnnotation], !remote.isEmpty {

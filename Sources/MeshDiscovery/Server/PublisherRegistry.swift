@@ -2,35 +2,45 @@ import Synchronization
 
 /// The publishers of one kind (endpoints or profiles), one per destination, created by the first
 /// subscriber and dropped with the last. Many subscribers to one destination share one publisher.
+///
+/// A publisher is per target and per *zone* of the subscriber (nil when unknown): with topology hints
+/// the endpoint set depends on the zone asking, so subscribers of one zone share one publisher.
 final class PublisherRegistry<Value: Sendable & Equatable>: Sendable {
+  struct Key: Hashable, Sendable {
+    var target: DestinationTarget
+    var zone: String?
+  }
   private struct State {
-    var publishers: [DestinationTarget: SnapshotPublisher<Value>] = [:]
-    /// `namespace/name` -> targets of that service (all ports).
-    var byService: [String: Set<DestinationTarget>] = [:]
+    var publishers: [Key: SnapshotPublisher<Value>] = [:]
+    /// `namespace/name` -> keys of that service (all ports and zones).
+    var byService: [String: Set<Key>] = [:]
     var closed = false
     var created = 0
   }
 
   private let state = Mutex(State())
-  private let make: @Sendable (DestinationTarget) -> @Sendable () -> Value
+  private let make: @Sendable (DestinationTarget, String?) -> @Sendable () -> Value
 
-  /// `make` returns, for a target, the closure that computes its current value from the stores.
-  init(make: @escaping @Sendable (DestinationTarget) -> @Sendable () -> Value) {
+  /// `make` returns, for a target and a zone, the closure that computes its current value from the stores.
+  init(make: @escaping @Sendable (DestinationTarget, String?) -> @Sendable () -> Value) {
     self.make = make
   }
 
   /// Subscribes to `target`, creating its publisher if needed. Nil once closed.
-  func subscribe(_ target: DestinationTarget) -> (publisher: SnapshotPublisher<Value>, id: Int, signals: AsyncStream<Void>)? {
-    state.withLock { s in
+  func subscribe(
+    _ target: DestinationTarget, zone: String? = nil
+  ) -> (publisher: SnapshotPublisher<Value>, id: Int, signals: AsyncStream<Void>)? {
+    let key = Key(target: target, zone: zone)
+    return state.withLock { s in
       guard !s.closed else { return nil }
       let publisher: SnapshotPublisher<Value>
-      if let existing = s.publishers[target] {
+      if let existing = s.publishers[key] {
         publisher = existing
       } else {
-        publisher = SnapshotPublisher(key: target, compute: make(target))
-        s.publishers[target] = publisher
+        publisher = SnapshotPublisher(key: target, compute: make(target, zone))
+        s.publishers[key] = publisher
         s.created += 1
-        if let service = target.serviceKey { s.byService[service, default: []].insert(target) }
+        if let service = target.serviceKey { s.byService[service, default: []].insert(key) }
       }
       guard let (id, signals) = publisher.subscribe() else { return nil }
       return (publisher, id, signals)
@@ -38,13 +48,14 @@ final class PublisherRegistry<Value: Sendable & Equatable>: Sendable {
   }
 
   /// Ends a subscription; drops the publisher when it was the last.
-  func unsubscribe(_ target: DestinationTarget, id: Int) {
+  func unsubscribe(_ target: DestinationTarget, zone: String? = nil, id: Int) {
+    let key = Key(target: target, zone: zone)
     state.withLock { s in
-      guard let publisher = s.publishers[target] else { return }
+      guard let publisher = s.publishers[key] else { return }
       if publisher.unsubscribe(id) == 0 {
-        s.publishers[target] = nil
+        s.publishers[key] = nil
         if let service = target.serviceKey {
-          s.byService[service]?.remove(target)
+          s.byService[service]?.remove(key)
           if s.byService[service]?.isEmpty == true { s.byService[service] = nil }
         }
       }
@@ -59,7 +70,7 @@ final class PublisherRegistry<Value: Sendable & Equatable>: Sendable {
 
   /// Recomputes the publishers of every service in `namespace`.
   func refresh(namespace: String) {
-    let publishers = state.withLock { s in s.publishers.filter { $0.key.namespace == namespace }.map(\.value) }
+    let publishers = state.withLock { s in s.publishers.filter { $0.key.target.namespace == namespace }.map(\.value) }
     for publisher in publishers { publisher.refresh() }
   }
 

@@ -47,7 +47,8 @@ public final class Informer<R: KubeResource>: ServiceLifecycle.Service, Sendable
   }
 
   public let store = Store<R>()
-  let client: KubeClient
+  /// The client the informer lists and watches with.
+  public let client: KubeClient
   let configuration: Configuration
   let logger: Logger
   let subscribers = Mutex<[Int: AsyncStream<InformerEvent<R>>.Continuation]>([:])

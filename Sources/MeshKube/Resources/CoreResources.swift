@@ -141,6 +141,13 @@ public struct EndpointSlice: KubeResource {
   public var endpoints: [Endpoint]
   public var ports: [Port]?
 
+  /// The label joining a slice to its Service (`kubernetes.io/service-name`).
+  public static let serviceNameLabel = "kubernetes.io/service-name"
+  /// The label naming the controller that owns a slice (`endpointslice.kubernetes.io/managed-by`).
+  public static let managedByLabel = "endpointslice.kubernetes.io/managed-by"
+  /// On Endpoints: `"true"` tells kube's endpointslice-mirroring controller not to mirror them into slices.
+  public static let skipMirrorLabel = "endpointslice.kubernetes.io/skip-mirror"
+
   public struct Endpoint: Codable, Sendable, Hashable {
     public var addresses: [String]
     public var conditions: Conditions?
@@ -148,11 +155,28 @@ public struct EndpointSlice: KubeResource {
     public var nodeName: String?
     public var zone: String?
     public var targetRef: ObjectReference?
-    public init(addresses: [String], conditions: Conditions? = nil, targetRef: ObjectReference? = nil) {
+    public var hints: Hints?
+    public init(
+      addresses: [String], conditions: Conditions? = nil, hostname: String? = nil, nodeName: String? = nil,
+      zone: String? = nil, targetRef: ObjectReference? = nil, hints: Hints? = nil
+    ) {
       self.addresses = addresses
       self.conditions = conditions
+      self.hostname = hostname
+      self.nodeName = nodeName
+      self.zone = zone
       self.targetRef = targetRef
+      self.hints = hints
     }
+  }
+  /// Topology hints: the zones that should consume an endpoint (topology-aware routing).
+  public struct Hints: Codable, Sendable, Hashable {
+    public var forZones: [ForZone]?
+    public init(forZones: [ForZone]? = nil) { self.forZones = forZones }
+  }
+  public struct ForZone: Codable, Sendable, Hashable {
+    public var name: String
+    public init(name: String) { self.name = name }
   }
   public struct Conditions: Codable, Sendable, Hashable {
     public var ready: Bool?

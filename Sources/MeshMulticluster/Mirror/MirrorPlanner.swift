@@ -36,6 +36,11 @@ public struct MirrorPlanner: Sendable {
   /// Service names it), the gateway port. No ready remote endpoint: no subset at all. Gateway dead: the
   /// addresses are not ready.
   public func endpoints(for remote: MeshKube.Service, remoteEndpoints: Endpoints?, gatewayAlive: Bool) -> Endpoints {
+    endpoints(for: remote, remoteReady: Self.hasReadyAddress(remoteEndpoints), gatewayAlive: gatewayAlive)
+  }
+
+  /// The mirror's Endpoints, given whether the remote service has a ready endpoint (however it was read).
+  public func endpoints(for remote: MeshKube.Service, remoteReady: Bool, gatewayAlive: Bool) -> Endpoints {
     let namespace = remote.namespace ?? "default"
     let labels = [
       MirrorMetadata.mirroredServiceLabel: "true",
@@ -51,7 +56,7 @@ public struct MirrorPlanner: Sendable {
     let ports = (remote.spec?.ports ?? []).map {
       Endpoints.Port(name: $0.name, port: settings.gatewayPort, protocol: $0.protocol ?? "TCP")
     }
-    if Self.hasReadyAddress(remoteEndpoints), !ports.isEmpty {
+    if remoteReady, !ports.isEmpty {
       let addresses = settings.gatewayAddresses.map { Endpoints.Address(ip: $0) }
       subsets.append(
         gatewayAlive

@@ -6,13 +6,33 @@ import Synchronization
 import MeshTLS
 
 extension ServiceMirror {
-  /// The caches a session works from: the target's Services and Endpoints, the source's Namespaces.
+  /// The caches a session works from: the target's Services and EndpointSlices or Endpoints (only the
+  /// informer of `remoteAPI` runs), the source's Namespaces; and the API mirrors are written with.
   struct Caches: Sendable {
     let services: Informer<MeshKube.Service>
     let endpoints: Informer<Endpoints>
+    let slices: Informer<EndpointSlice>
     let namespaces: Informer<Namespace>
+    /// How the target's endpoints are read.
+    let remoteAPI: EndpointsAPI
+    /// How mirrors' endpoints are written in the source cluster.
+    let localAPI: EndpointsAPI
 
-    var synced: Bool { services.store.hasSynced && endpoints.store.hasSynced && namespaces.store.hasSynced }
+    var synced: Bool {
+      let endpointsSynced = remoteAPI == .endpointSlices ? slices.store.hasSynced : endpoints.store.hasSynced
+      return services.store.hasSynced && endpointsSynced && namespaces.store.hasSynced
+    }
+
+    /// Whether remote service `namespace/name` has an endpoint its cluster would serve.
+    func remoteReady(namespace: String, name: String) -> Bool {
+      switch remoteAPI {
+      case .endpointSlices:
+        MirrorPlanner.hasServingEndpoint(
+          slices.store.list(label: EndpointSlice.serviceNameLabel, value: name).filter { $0.namespace == namespace })
+      case .endpoints:
+        MirrorPlanner.hasReadyAddress(endpoints.store.get(namespace: namespace, name: name))
+      }
+    }
   }
 
   /// The source cluster's mirrors as last read or written, and what could not be done. Owned by the
@@ -20,6 +40,8 @@ extension ServiceMirror {
   struct Book {
     var services: [String: MeshKube.Service] = [:]
     var endpoints: [String: Endpoints] = [:]
+    /// Mirror slices by their own key (`namespace/<mirror>-ipv4`).
+    var slices: [String: EndpointSlice] = [:]
     /// Remote service key -> why its mirror could not be written.
     var failures: [String: String] = [:]
     /// Local namespace that does not exist -> remote services waiting for it.
@@ -33,12 +55,17 @@ extension ServiceMirror {
   func session(settings: LinkSettings, remote client: KubeClient, secretVersion: String?) async {
     // All namespaces of the target; retries capped so a returning target is noticed soon.
     let maxBackoff = configuration.remoteMaxBackoff
+    let remoteAPI = await endpointsAPI(of: client, side: "target")
+    let localAPI = await endpointsAPI(of: localClient, side: "source")
     let caches = Caches(
       services: Informer(client: client, configuration: .defaults { $0.maxBackoff = maxBackoff }, logger: logger),
       endpoints: Informer(client: client, configuration: .defaults { $0.maxBackoff = maxBackoff }, logger: logger),
-      namespaces: Informer(client: localClient, logger: logger))
+      slices: Informer(client: client, configuration: .defaults { $0.maxBackoff = maxBackoff }, logger: logger),
+      namespaces: Informer(client: localClient, logger: logger),
+      remoteAPI: remoteAPI.api, localAPI: localAPI.api)
     let serviceEvents = caches.services.events()
-    let endpointEvents = caches.endpoints.events()
+    let endpointEvents = remoteAPI.api == .endpoints ? caches.endpoints.events() : nil
+    let sliceEvents = remoteAPI.api == .endpointSlices ? caches.slices.events() : nil
     let namespaceEvents = caches.namespaces.events()
     let probe = makeProbe(settings)
     queue.reset()
@@ -47,14 +74,31 @@ extension ServiceMirror {
       metadata: [
         "server": "\(client.config.server)",
         "gateway": "\(settings.gatewayAddresses.joined(separator: ",")) port \(settings.gatewayPort)",
+        "target_endpoints_api": "\(remoteAPI.api)", "mirror_endpoints_api": "\(localAPI.api)",
       ])
 
     await withDiscardingTaskGroup { group in
       group.addTask { try? await caches.services.run() }
-      group.addTask { try? await caches.endpoints.run() }
+      if let endpointEvents {
+        group.addTask { try? await caches.endpoints.run() }
+        group.addTask { for await event in endpointEvents { self.queue.add(event.object.metadata.key) } }
+      }
+      if let sliceEvents {
+        group.addTask { try? await caches.slices.run() }
+        group.addTask {
+          for await event in sliceEvents {
+            // A slice concerns the service its kubernetes.io/service-name label names.
+            var slices = [event.object]
+            if case .updated(let old, _) = event { slices.append(old) }
+            for slice in slices {
+              guard let service = slice.metadata.labels?[EndpointSlice.serviceNameLabel], !service.isEmpty else { continue }
+              self.queue.add("\(slice.namespace ?? "default")/\(service)")
+            }
+          }
+        }
+      }
       group.addTask { try? await caches.namespaces.run() }
       group.addTask { for await event in serviceEvents { self.queue.add(event.object.metadata.key) } }
-      group.addTask { for await event in endpointEvents { self.queue.add(event.object.metadata.key) } }
       group.addTask {
         for await event in namespaceEvents {
           if case .added(let namespace) = event { self.queue.namespaceAppeared(namespace.name) }
@@ -63,7 +107,10 @@ extension ServiceMirror {
       if let probe { group.addTask { try? await probe.run() } }
       group.addTask { await Self.tick(every: self.configuration.repairInterval) { self.queue.repair() } }
       group.addTask { await Self.tick(every: self.configuration.retryInterval) { self.queue.retry() } }
-      group.addTask { await self.watchTarget(client: client, settings: settings, secretVersion: secretVersion) }
+      group.addTask {
+        await self.watchTarget(
+          client: client, settings: settings, secretVersion: secretVersion, remoteAPI: remoteAPI)
+      }
       group.addTask {
         // The first repair waits for complete caches: before that, nothing is known to be missing.
         while !caches.synced {
@@ -73,6 +120,30 @@ extension ServiceMirror {
       }
       await self.reconcileLoop(settings: settings, caches: caches, probe: probe)
       group.cancelAll()
+    }
+  }
+
+  /// The endpoints API to use with `client`: the configured one, or Endpoints where EndpointSlices are
+  /// configured and not served. `known` is false when the server did not answer: the configured API is
+  /// then assumed, and `watchTarget` asks the target again once it answers (restarting the session when
+  /// the answer differs).
+  func endpointsAPI(of client: KubeClient, side: String) async -> (api: EndpointsAPI, known: Bool) {
+    let preferred = configuration.endpointsAPI
+    do {
+      let api = try await client.endpointsAPI(preferring: preferred)
+      if api != preferred {
+        logger.warning(
+          "the \(side) cluster does not serve discovery.k8s.io/v1 EndpointSlices; using v1 Endpoints there",
+          metadata: ["server": "\(client.config.server)"])
+      }
+      return (api, true)
+    } catch {
+      if preferred == .endpointSlices {
+        logger.info(
+          "cannot ask the \(side) cluster whether it serves EndpointSlices; assuming it does",
+          metadata: ["error": "\(error)"])
+      }
+      return (preferred, preferred == .endpoints)
     }
   }
 
@@ -137,8 +208,11 @@ extension ServiceMirror {
 
   /// Checks the target's API server and the credentials Secret every `targetCheckInterval`; a changed or
   /// deleted Secret restarts the session.
-  func watchTarget(client: KubeClient, settings: LinkSettings, secretVersion: String?) async {
+  func watchTarget(
+    client: KubeClient, settings: LinkSettings, secretVersion: String?, remoteAPI: (api: EndpointsAPI, known: Bool)
+  ) async {
     var last: Bool?
+    var remoteAPIKnown = remoteAPI.known
     while !Task.isCancelled {
       var problem: String?
       do {
@@ -161,6 +235,15 @@ extension ServiceMirror {
         }
       }
       last = reachable
+      if reachable, !remoteAPIKnown, let api = try? await client.endpointsAPI(preferring: configuration.endpointsAPI) {
+        remoteAPIKnown = true
+        if api != remoteAPI.api {
+          logger.notice(
+            "the target serves no EndpointSlices after all; restarting the session to follow its Endpoints")
+          queue.restart()
+          return
+        }
+      }
       do {
         let secret = try await localClient.get(Secret.self, name: settings.credentialsSecret, namespace: settings.linkNamespace)
         if secret.metadata.resourceVersion != secretVersion {
@@ -248,16 +331,29 @@ extension ServiceMirror {
     let options = ListOptions(labelSelector: MirrorMetadata.mirrorSelector(cluster: clusterName))
     do {
       let services = try await localClient.listAll(MeshKube.Service.self, options: options)
-      let endpoints = try await localClient.listAll(Endpoints.self, options: options)
       book.services = Dictionary(services.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
-      book.endpoints = Dictionary(endpoints.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
+      do {
+        let endpoints = try await localClient.listAll(Endpoints.self, options: options)
+        book.endpoints = Dictionary(endpoints.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
+      } catch let error as KubeError where error.isNotFound && caches.localAPI == .endpointSlices {
+        // A cluster that no longer serves v1 Endpoints: no mirror Endpoints to convert.
+        book.endpoints = [:]
+      }
+      do {
+        let slices = try await localClient.listAll(
+          EndpointSlice.self, options: ListOptions(labelSelector: MirrorMetadata.mirrorSliceSelector(cluster: clusterName)))
+        book.slices = Dictionary(slices.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
+      } catch let error as KubeError where error.isNotFound {
+        // A cluster without EndpointSlices: no mirror slices.
+        book.slices = [:]
+      }
     } catch {
       logger.warning("repair could not list the mirrors in this cluster; trying again later", metadata: ["error": "\(error)"])
       return
     }
     let before = (book.created, book.updated, book.deleted)
     var keys = Set(caches.services.store.keys)
-    for mirrorKey in Set(book.services.keys).union(book.endpoints.keys) {
+    for mirrorKey in Set(book.services.keys).union(book.endpoints.keys).union(book.slices.values.map(Self.mirrorKey(of:))) {
       if let remote = remoteKey(ofMirror: mirrorKey) {
         keys.insert(remote)
       } else {
@@ -308,11 +404,22 @@ extension ServiceMirror {
           throw MulticlusterError.namespaceMissing("namespace '\(namespace)' does not exist in this cluster")
         }
         let alive = shared.withLock { $0.probe?.alive ?? true }
+        let remoteReady = caches.remoteReady(namespace: namespace, name: name)
         try await ensure(planner.service(for: remote), key: mirrorKey, in: \.services, &book)
-        try await ensure(
-          planner.endpoints(for: remote, remoteEndpoints: caches.endpoints.store.get(key: remoteKey), gatewayAlive: alive),
-          key: mirrorKey, in: \.endpoints, &book)
-      } else if book.services[mirrorKey] != nil || book.endpoints[mirrorKey] != nil {
+        switch caches.localAPI {
+        case .endpointSlices:
+          try await ensureSlices(
+            planner.endpointSlices(for: remote, remoteReady: remoteReady, gatewayAlive: alive), mirror: mirrorKey, &book)
+          try await deleteEndpoints(of: mirrorKey, &book)
+        case .endpoints:
+          try await ensure(
+            planner.endpoints(for: remote, remoteReady: remoteReady, gatewayAlive: alive),
+            key: mirrorKey, in: \.endpoints, &book)
+          try await ensureSlices([], mirror: mirrorKey, &book)
+        }
+      } else if book.services[mirrorKey] != nil || book.endpoints[mirrorKey] != nil
+        || book.slices.values.contains(where: { Self.mirrorKey(of: $0) == mirrorKey })
+      {
         await deleteMirror(mirrorKey, &book)
       }
       book.failures[remoteKey] = nil
@@ -387,7 +494,37 @@ extension ServiceMirror {
     }
   }
 
-  /// Deletes a mirror's Service and Endpoints (either may already be gone).
+  /// `namespace/<service>` of the mirror a slice belongs to (its `kubernetes.io/service-name` label).
+  static func mirrorKey(of slice: EndpointSlice) -> String {
+    "\(slice.namespace ?? "default")/\(slice.metadata.labels?[EndpointSlice.serviceNameLabel] ?? slice.name)"
+  }
+
+  /// Brings the slices of one mirror to `desired`: creates or updates those, deletes the mirror's others.
+  func ensureSlices(_ desired: [EndpointSlice], mirror mirrorKey: String, _ book: inout Book) async throws {
+    for slice in desired {
+      try await ensure(slice, key: slice.metadata.key, in: \.slices, &book)
+    }
+    let wanted = Set(desired.map(\.metadata.key))
+    for (key, slice) in book.slices where Self.mirrorKey(of: slice) == mirrorKey && !wanted.contains(key) {
+      do {
+        try await localClient.delete(EndpointSlice.self, name: slice.name, namespace: slice.namespace)
+      } catch let error as KubeError where error.isNotFound {}
+      book.slices[key] = nil
+      metrics.kubeWrite(clusterName, verb: "delete", success: true)
+    }
+  }
+
+  /// Deletes a mirror's Endpoints when it has some (left from `endpointsAPI = .endpoints`).
+  func deleteEndpoints(of mirrorKey: String, _ book: inout Book) async throws {
+    guard let endpoints = book.endpoints[mirrorKey] else { return }
+    do {
+      try await localClient.delete(Endpoints.self, name: endpoints.name, namespace: endpoints.namespace)
+    } catch let error as KubeError where error.isNotFound {}
+    book.endpoints[mirrorKey] = nil
+    metrics.kubeWrite(clusterName, verb: "delete", success: true)
+  }
+
+  /// Deletes a mirror's Service, Endpoints and EndpointSlices (any may already be gone).
   func deleteMirror(_ mirrorKey: String, _ book: inout Book) async {
     guard let slash = mirrorKey.firstIndex(of: "/") else { return }
     let namespace = String(mirrorKey[..<slash])
@@ -401,6 +538,7 @@ extension ServiceMirror {
         do { try await localClient.delete(Endpoints.self, name: name, namespace: namespace) } catch let error as KubeError where error.isNotFound {}
         book.endpoints[mirrorKey] = nil
       }
+      try await ensureSlices([], mirror: mirrorKey, &book)
       metrics.kubeWrite(clusterName, verb: "delete", success: true)
       book.deleted += 1
       logger.info("deleted mirror", metadata: ["mirror": "\(mirrorKey)"])
@@ -449,7 +587,7 @@ extension ServiceMirror {
   }
 }
 
-/// The two kinds of mirror object, for the generic write path.
+/// The kinds of mirror object, for the generic write path.
 protocol MirrorObject: KubeResource {
   static func matches(_ current: Self, _ desired: Self) -> Bool
   static func applying(_ desired: Self, to current: Self) -> Self
@@ -461,6 +599,11 @@ extension MeshKube.Service: MirrorObject {
 }
 
 extension Endpoints: MirrorObject {
+  static func matches(_ current: Self, _ desired: Self) -> Bool { MirrorPlanner.matches(current, desired) }
+  static func applying(_ desired: Self, to current: Self) -> Self { MirrorPlanner.applying(desired, to: current) }
+}
+
+extension EndpointSlice: MirrorObject {
   static func matches(_ current: Self, _ desired: Self) -> Bool { MirrorPlanner.matches(current, desired) }
   static func applying(_ desired: Self, to current: Self) -> Self { MirrorPlanner.applying(desired, to: current) }
 }

@@ -6,9 +6,9 @@ import NIOCore
 public import ServiceLifecycle
 import Synchronization
 
-/// The service mirror of one Link: follows the target cluster's Services and Endpoints and keeps, in the
-/// source cluster, a mirror `<name>-<targetClusterName>` of every exported one, whose Endpoints point at the
-/// target's gateway.
+/// The service mirror of one Link: follows the target cluster's Services and EndpointSlices (or
+/// Endpoints) and keeps, in the source cluster, a mirror `<name>-<targetClusterName>` of every exported one,
+/// whose EndpointSlices (or Endpoints, see `Configuration.endpointsAPI`) point at the target's gateway.
 ///
 /// - Reads the credentials Secret (key `kubeconfig`) in the Link's namespace; a missing Secret or a broken
 ///   kubeconfig is a `CredentialsReady=False` condition, retried every `retryInterval`.
@@ -35,6 +35,12 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
     public var remoteMaxBackoff: Duration = .seconds(5)
     /// Shortest gap between two status writes. Default 200 ms.
     public var statusInterval: Duration = .milliseconds(200)
+    /// How mirrors' endpoints are written, and how the target's are read. Default `.endpointSlices`:
+    /// mirrors get EndpointSlices (`MirrorPlanner.endpointSlices`, which says why) and the target's
+    /// services are followed through their slices; on either side a cluster that does not serve
+    /// `discovery.k8s.io/v1` gets `.endpoints` instead. `.endpoints`: v1 Endpoints on both sides. A mirror
+    /// left in the other form (after a change of this setting) is converted on the next reconciliation.
+    public var endpointsAPI: EndpointsAPI = .endpointSlices
 
     public init() {}
 
@@ -229,7 +235,7 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
     }
   }
 
-  /// Deletes every mirror (Service and Endpoints) of `cluster` in the source cluster; returns how many
+  /// Deletes every mirror (Service, Endpoints, EndpointSlices) of `cluster` in the source cluster; returns how many
   /// Services went. Retries a failed attempt twice.
   @discardableResult
   public static func deleteMirrors(cluster: String, client: KubeClient, metrics: MirrorMetrics? = nil, logger: Logger) async -> Int {
@@ -244,6 +250,13 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
         let endpoints = try await client.listAll(Endpoints.self, options: options)
         for object in endpoints.items {
           do { try await client.delete(Endpoints.self, name: object.name, namespace: object.namespace) } catch let error as KubeError where error.isNotFound {}
+        }
+        if try await client.serves(EndpointSlice.self) {
+          let slices = try await client.listAll(
+            EndpointSlice.self, options: ListOptions(labelSelector: MirrorMetadata.mirrorSliceSelector(cluster: cluster)))
+          for object in slices.items {
+            do { try await client.delete(EndpointSlice.self, name: object.name, namespace: object.namespace) } catch let error as KubeError where error.isNotFound {}
+          }
         }
         logger.notice("deleted the mirrors of a removed Link", metadata: ["target_cluster_name": "\(cluster)", "services": "\(services.items.count)"])
         metrics?.forget(cluster)
