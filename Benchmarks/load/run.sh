@@ -33,7 +33,7 @@ mkdir -p "$W/www" "$W/ngx" "$W/ngxp"; chmod 777 "$W/www" "$W/ngx" "$W/ngxp"
 head -c 1024 /dev/zero | tr '\0' 'x' > "$W/www/index.html"
 cat > "$W/nginx.conf" <<NGX
 worker_processes 1; pid $W/ngx/pid; error_log $W/ngx/error.log warn; daemon off;
-events { worker_connections 4096; }
+events { worker_connections 1024; }
 http { access_log off; keepalive_requests 100000;
   server { listen 127.0.0.1:18081; listen 127.0.0.1:18084 http2; root $W/www; } }
 NGX
@@ -232,3 +232,30 @@ echo "HTTP/2, h2load -n $H2_REQUESTS -c 16 -m 10"
 h2() { timeout 120 h2load -n "$H2_REQUESTS" -c 16 -m 10 -H ":authority: $2" "$1" | awk -v l="$3" '/finished in/ {rps=$4} /time for request/ {mean=$6; max=$5} /status codes/ {codes=$3" 2xx, "$7" 5xx"} END {printf "%-24s %12s req/s  request time mean %s max %s  (%s)\n", l, rps, mean, max, codes}' || true; }
 h2 http://127.0.0.1:18084/ backend "direct (nginx h2c)"
 h2 http://127.0.0.1:14140/ backend-h2.default.svc.cluster.local "mesh-proxy pair (mTLS)"
+
+# Overload: goodput (2xx per second) under a flood against a normal concurrency, same pair, same run. What
+# is shed must be shed fast (503 overloaded), and the pair must answer normally right after the flood.
+echo
+echo "Overload through the mTLS pair (h2load -D ${DURATION}s): goodput at a flood / goodput at a normal concurrency"
+goodput() { # label url authority args...
+  local label=$1 url=$2 authority=$3; shift 3
+  timeout $((DURATION + 60)) h2load -D "$DURATION" "$@" -H ":authority: $authority" "$url" 2>/dev/null |
+    awk -v l="$label" '/finished in/ {t=$3+0; if ($3 ~ /ms,$/) t/=1000} /status codes/ {ok=$3; s5=$9}
+      END {printf "%s|%.0f|%s\n", l, (t > 0 ? ok / t : 0), s5}' || echo "$label|0|?"
+}
+overload_row() { # label url authority normal-args -- flood-args
+  local label=$1 url=$2 authority=$3; shift 3
+  local normal=() flood=(); while [ "$1" != "--" ]; do normal+=("$1"); shift; done; shift; flood=("$@")
+  local n f
+  n=$(goodput normal "$url" "$authority" "${normal[@]}"); f=$(goodput flood "$url" "$authority" "${flood[@]}")
+  sleep 1
+  local after; after=$(curl -s -m 5 -o /dev/null -w '%{http_code}' --http2-prior-knowledge -H "Host: $authority" "$url" 2>/dev/null || true)
+  [ "${normal[0]}" = "--h1" ] && after=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -H "Host: $authority" "$url" 2>/dev/null || true)
+  awk -v l="$label" -v n="$n" -v f="$f" -v a="$after" 'BEGIN { split(n, N, "|"); split(f, F, "|");
+    printf "%-34s normal %8.0f 2xx/s  flood %8.0f 2xx/s (%s shed 5xx)  ratio %.2f  1 s later: %s\n",
+      l, N[2], F[2], F[3], (N[2] > 0 ? F[2] / N[2] : 0), a }'
+}
+overload_row "HTTP/2, 5,000 streams (50 x 100)" http://127.0.0.1:14140/ backend-h2.default.svc.cluster.local \
+  -c 16 -m 10 -- -c 50 -m 100
+overload_row "HTTP/1.1, 2,000 connections" http://127.0.0.1:14140/ backend.default.svc.cluster.local \
+  --h1 -c 16 -- --h1 -c 2000

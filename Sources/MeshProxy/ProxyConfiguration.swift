@@ -41,6 +41,11 @@ public struct ProxyConfiguration: Sendable {
   /// Upstream connections the proxy may be opening at once (connecting, not yet established), whatever
   /// their target: no client can make the proxy open an unbounded number of sockets. Default 512.
   public var maxConnectsInProgress: Int = 512
+  /// HTTP/2 streams the proxy keeps open at most to one endpoint from each event loop (it has one connection
+  /// there per loop). Requests past that wait for a stream to end, like HTTP/1.1 requests for a connection.
+  /// Default 100, what swift-nio-http2 servers (and so SwiftMesh proxies) admit per connection: more would
+  /// only queue inside the connection, where nothing sheds them.
+  public var maxConcurrentStreamsPerEndpoint: Int = 100
   /// Requests that may wait for a connection to one endpoint; past that, and past the failfast timeout while
   /// waiting, a request is shed with 503 `overloaded`. Default 10,000.
   public var maxPendingRequestsPerEndpoint: Int = 10_000

@@ -73,6 +73,7 @@ struct MeshProxyCommand: AsyncParsableCommand {
   }
 
   func run() async throws {
+    MeshProxyAllocator.limitArenas()
     LoggingSystem.bootstrap(StreamLogHandler.standardError)
     var logger = Logger(label: "mesh-proxy")
     logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info

@@ -14,6 +14,14 @@ public struct RoutedRequest: Sendable {
   /// When the request arrived: the failfast timeout counts from here, across the profile lookup and the
   /// wait for an endpoint together, so a request with no usable destination waits one failfast, not two.
   public var receivedAt: NIODeadline = .now()
+  /// Set when the request's client goes away (or the proxy has answered it) while it still waits for an
+  /// upstream: its place in a queue is given to the next request instead of opening a stream nobody reads.
+  let abandonment = RequestAbandonment()
+}
+
+/// Whether a request was given up; touched only on the request's event loop.
+final class RequestAbandonment: @unchecked Sendable {
+  var isAbandoned = false
 }
 
 /// Where a request goes: an upstream channel speaking HTTP/1 parts (an HTTP/1.1 connection, or an HTTP/2

@@ -43,7 +43,8 @@ final class UpstreamPools: Sendable {
   /// connections to it across the proxy; past that requests wait for one until `deadline`.
   func plaintext(
     to address: Authority, http2: Bool, head: HTTPRequestHead, ticket: TicketBox?,
-    labels: ProxyMetrics.RequestLabels, limit: Int, deadline: NIODeadline, on eventLoop: any EventLoop
+    labels: ProxyMetrics.RequestLabels, limit: Int, deadline: NIODeadline, abandonment: RequestAbandonment,
+    on eventLoop: any EventLoop
   ) -> EventLoopFuture<Upstream> {
     if loopGuard.isSelf(address) {
       return eventLoop.makeFailedFuture(Self.loop(to: address))
@@ -51,13 +52,15 @@ final class UpstreamPools: Sendable {
     let pool = pool(for: eventLoop)
     var head = head
     if http2 {
-      return pool.openHTTP2Stream(to: address, identity: nil).map { stream in
+      return pool.openHTTP2Stream(to: address, identity: nil, deadline: deadline, abandonment: abandonment).map {
+        stream in
         Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
       }
     }
     head.version = .http1_1
     let perLoop = (limit + loopCount - 1) / loopCount
-    return pool.http1Connection(to: address, limit: perLoop, deadline: deadline).map { channel in
+    return pool.http1Connection(to: address, limit: perLoop, deadline: deadline, abandonment: abandonment).map {
+      channel in
       Upstream(channel: channel, head: head, ticket: ticket, labels: labels) { channel in
         pool.releaseHTTP1(channel, to: address)
       }
@@ -201,7 +204,8 @@ public final class OutboundRouter: RequestRouter, Sendable {
         labels.authority = ""
         return self.pools.plaintext(
           to: address, http2: request.arrivedOverHTTP2, head: head, ticket: nil, labels: labels,
-          limit: self.configuration.maxConnectionsPerEndpoint, deadline: deadline, on: eventLoop)
+          limit: self.configuration.maxConnectionsPerEndpoint, deadline: deadline,
+          abandonment: request.abandonment, on: eventLoop)
       case .endpoint(let ticket):
         let endpoint = ticket.endpoint
         labels.dstService = endpoint.metricLabels["service"] ?? ""
@@ -218,14 +222,17 @@ public final class OutboundRouter: RequestRouter, Sendable {
           if self.pools.loopGuard.isSelf(endpoint.address) {
             return eventLoop.makeFailedFuture(UpstreamPools.loop(to: endpoint.address))
           }
-          opened = self.pools.pool(for: eventLoop).openHTTP2Stream(to: endpoint.address, identity: identity).map {
+          opened = self.pools.pool(for: eventLoop).openHTTP2Stream(
+            to: endpoint.address, identity: identity, deadline: deadline, abandonment: request.abandonment
+          ).map {
             [head, labels] stream in
             Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
           }
         } else {
           opened = self.pools.plaintext(
             to: endpoint.address, http2: request.arrivedOverHTTP2, head: head, ticket: ticket, labels: labels,
-            limit: self.configuration.maxConnectionsPerEndpoint, deadline: deadline, on: eventLoop)
+            limit: self.configuration.maxConnectionsPerEndpoint, deadline: deadline,
+          abandonment: request.abandonment, on: eventLoop)
         }
         return opened.flatMapErrorThrowing { error in
           switch (error as? ProxyError)?.reason {
@@ -286,7 +293,8 @@ public final class InboundRouter: RequestRouter, Sendable {
     return pools.plaintext(
       to: application, http2: request.arrivedOverHTTP2 && !restoreHTTP1, head: head, ticket: nil, labels: labels,
       limit: configuration.maxApplicationConnections,
-      deadline: NIODeadline.now() + TimeAmount(configuration.failfastTimeout), on: eventLoop)
+      deadline: request.receivedAt + TimeAmount(configuration.failfastTimeout), abandonment: request.abandonment,
+      on: eventLoop)
   }
 }
 

@@ -140,6 +140,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       // not an upstream reset).
       let previous = state
       state = .answered
+      request?.abandonment.isAbandoned = true
       if case .forwarding(let forwarding) = previous {
         forwarding.upstream.ticket?.complete(.cancelled)
         forwarding.upstream.channel.close(promise: nil)
@@ -288,6 +289,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   /// The proxy answers the request itself.
   private func answer(_ error: ProxyError, context: ChannelHandlerContext, requestEnded: Bool) {
+    request?.abandonment.isAbandoned = true
     metrics.proxyError(direction: router.direction, reason: error.reason)
     logger.debug(
       "proxy answered the request itself",

@@ -34,6 +34,7 @@ final class UpstreamPool: @unchecked Sendable {
   }
   private var http1: [Authority: HTTP1Endpoint] = [:]
   private var nextWaiterID = 0
+  private var streamGates: [HTTP2Key: StreamGate] = [:]
   /// Connections this loop is opening now, and the most it may (its share of `maxConnectsInProgress`).
   private var connecting = 0
   private let maxConnecting: Int
@@ -55,12 +56,77 @@ final class UpstreamPool: @unchecked Sendable {
   /// A new HTTP/2 stream to `address`, as an HTTP/1-parts channel (client side); mutual TLS expecting
   /// `identity` when given. The stream comes with a test telling whether a failure means the peer never
   /// processed it (see ``UpstreamStream``).
+  ///
+  /// At most `maxConcurrentStreamsPerEndpoint` streams are open to one endpoint from this event loop (its one
+  /// connection there): past that a request waits for a stream to end, until `deadline`, in a bounded queue,
+  /// and what cannot be served in time fails fast with `overloaded`. Without this, a flood of streams piles
+  /// up inside the HTTP/2 connection's own buffer, where nothing sheds it and every request ends late.
   func openHTTP2Stream(
-    to address: Authority, identity: IdentityName?, isRetry: Bool = false
+    to address: Authority, identity: IdentityName?, deadline: NIODeadline, abandonment: RequestAbandonment
   ) -> EventLoopFuture<UpstreamStream> {
     eventLoop.preconditionInEventLoop()
     let key = HTTP2Key(address: address, identity: identity)
     if loopGuard.isSelf(address) { return eventLoop.makeFailedFuture(UpstreamPools.loop(to: address)) }
+    return acquireStream(key, deadline: deadline, abandonment: abandonment).flatMap {
+      self.openStream(key, isRetry: false).map { stream in
+        stream.channel.closeFuture.whenComplete { _ in self.eventLoop.execute { self.releaseStream(key) } }
+        return stream
+      }.flatMapErrorThrowing { error in
+        self.releaseStream(key)
+        throw error
+      }
+    }
+  }
+
+  private func acquireStream(
+    _ key: HTTP2Key, deadline: NIODeadline, abandonment: RequestAbandonment
+  ) -> EventLoopFuture<Void> {
+    var gate = streamGates[key] ?? StreamGate()
+    defer { streamGates[key] = gate }
+    if gate.active < max(configuration.maxConcurrentStreamsPerEndpoint, 1) {
+      gate.active += 1
+      return eventLoop.makeSucceededVoidFuture()
+    }
+    guard gate.waiters.count < configuration.maxPendingRequestsPerEndpoint else {
+      metrics.shed(reason: "queue full")
+      return eventLoop.makeFailedFuture(
+        ProxyError(
+          .overloaded,
+          "\(key.address) has \(gate.active) streams open and \(gate.waiters.count) requests waiting for one"))
+    }
+    let promise = eventLoop.makePromise(of: Void.self)
+    let id = nextWaiterID
+    nextWaiterID &+= 1
+    let timer = eventLoop.scheduleTask(deadline: deadline) { [self] in
+      guard var gate = streamGates[key], let index = gate.waiters.firstIndex(where: { $0.id == id }) else { return }
+      gate.waiters.remove(at: index)
+      streamGates[key] = gate
+      metrics.shed(reason: "queue timeout")
+      promise.fail(ProxyError(.overloaded, "no stream to \(key.address) came free in time (\(gate.active) open)"))
+    }
+    gate.waiters.append(StreamWaiter(id: id, promise: promise, timer: timer, abandonment: abandonment))
+    return promise.futureResult
+  }
+
+  /// A stream ended: its slot goes to the first waiting request.
+  private func releaseStream(_ key: HTTP2Key) {
+    guard var gate = streamGates[key] else { return }
+    var abandoned: [StreamWaiter] = []
+    while let waiter = gate.waiters.first, waiter.abandonment.isAbandoned {
+      abandoned.append(gate.waiters.removeFirst())
+    }
+    if let waiter = gate.waiters.popFirst() {
+      streamGates[key] = gate
+      waiter.timer.cancel()
+      waiter.promise.succeed()
+    } else {
+      gate.active -= 1
+      streamGates[key] = gate.active > 0 ? gate : nil
+    }
+    for waiter in abandoned { waiter.drop() }
+  }
+
+  private func openStream(_ key: HTTP2Key, isRetry: Bool) -> EventLoopFuture<UpstreamStream> {
     let entry: HTTP2Entry
     if let existing = http2[key] {
       entry = existing
@@ -89,9 +155,7 @@ final class UpstreamPool: @unchecked Sendable {
         self.evict(key, connection)
         throw ProxyError(.connectFailed, "opening a stream to \(key.address) failed: \(error)")
       }.flatMapError { error in
-        isRetry
-          ? self.eventLoop.makeFailedFuture(error)
-          : self.openHTTP2Stream(to: address, identity: identity, isRetry: true)
+        isRetry ? self.eventLoop.makeFailedFuture(error) : self.openStream(key, isRetry: true)
       }
     }
   }
@@ -187,7 +251,9 @@ final class UpstreamPool: @unchecked Sendable {
   /// `limit` are open to it from this event loop; past that the request waits in a bounded queue for a
   /// connection to come free, until `deadline`, and what cannot be served in time fails fast with
   /// `overloaded` (an application that accepts N connections is never sent N+1).
-  func http1Connection(to address: Authority, limit: Int, deadline: NIODeadline) -> EventLoopFuture<any Channel> {
+  func http1Connection(
+    to address: Authority, limit: Int, deadline: NIODeadline, abandonment: RequestAbandonment
+  ) -> EventLoopFuture<any Channel> {
     eventLoop.preconditionInEventLoop()
     var endpoint = http1[address] ?? HTTP1Endpoint()
     while let channel = endpoint.idle.popLast() {
@@ -223,7 +289,7 @@ final class UpstreamPool: @unchecked Sendable {
       promise.fail(
         ProxyError(.overloaded, "no connection to \(address) came free in time (\(endpoint.open) open, all busy)"))
     }
-    endpoint.waiters.append(HTTP1Waiter(id: id, promise: promise, timer: timer))
+    endpoint.waiters.append(HTTP1Waiter(id: id, promise: promise, timer: timer, abandonment: abandonment))
     return promise.futureResult
   }
 
@@ -273,6 +339,7 @@ final class UpstreamPool: @unchecked Sendable {
 
   /// A slot is free: the first waiting request gets a new connection.
   private func dispatchWaiter(_ address: Authority) {
+    dropAbandonedWaiters(address)
     guard var endpoint = http1[address], !endpoint.waiters.isEmpty else {
       if let endpoint = http1[address], endpoint.open == 0, endpoint.waiters.isEmpty { http1[address] = nil }
       return
@@ -287,6 +354,7 @@ final class UpstreamPool: @unchecked Sendable {
   /// Returns a finished HTTP/1.1 connection for reuse: to the first waiting request, else to the idle list.
   func releaseHTTP1(_ channel: any Channel, to address: Authority) {
     eventLoop.preconditionInEventLoop()
+    dropAbandonedWaiters(address)
     guard channel.isActive, var endpoint = http1[address] else { return }
     if !endpoint.waiters.isEmpty {
       let waiter = endpoint.waiters.removeFirst()
@@ -303,6 +371,20 @@ final class UpstreamPool: @unchecked Sendable {
     http1[address] = endpoint
   }
 
+  /// Removes the waiting requests at the head of the queue whose clients went away.
+  private func dropAbandonedWaiters(_ address: Authority) {
+    guard var endpoint = http1[address], endpoint.waiters.first?.abandonment.isAbandoned == true else { return }
+    var abandoned: [HTTP1Waiter] = []
+    while let waiter = endpoint.waiters.first, waiter.abandonment.isAbandoned {
+      abandoned.append(endpoint.waiters.removeFirst())
+    }
+    http1[address] = endpoint
+    for waiter in abandoned {
+      waiter.timer.cancel()
+      waiter.promise.fail(ProxyError(.overloaded, "the request was given up while it waited for a connection"))
+    }
+  }
+
   /// Connections open (idle, busy or connecting) and requests waiting, toward `address` on this loop.
   func http1Load(_ address: Authority) -> (open: Int, idle: Int, waiting: Int) {
     eventLoop.preconditionInEventLoop()
@@ -311,11 +393,31 @@ final class UpstreamPool: @unchecked Sendable {
   }
 }
 
+/// A request waiting for an HTTP/2 stream slot.
+private struct StreamWaiter {
+  let id: Int
+  let promise: EventLoopPromise<Void>
+  let timer: Scheduled<Void>
+  let abandonment: RequestAbandonment
+
+  func drop() {
+    timer.cancel()
+    promise.fail(ProxyError(.overloaded, "the request was given up while it waited for a stream"))
+  }
+}
+
+/// The HTTP/2 streams open to one endpoint from one event loop, and the requests waiting for one.
+private struct StreamGate {
+  var active = 0
+  var waiters = CircularBuffer<StreamWaiter>()
+}
+
 /// A request waiting for an HTTP/1.1 connection to come free.
 private struct HTTP1Waiter {
   let id: Int
   let promise: EventLoopPromise<any Channel>
   let timer: Scheduled<Void>
+  let abandonment: RequestAbandonment
 }
 
 /// One HTTP/1.1 upstream address as an event loop's pool keeps it.

@@ -1,0 +1,16 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Process-wide allocator settings for a sidecar.
+public enum MeshProxyAllocator {
+  /// Limits glibc's malloc to two arenas (`M_ARENA_MAX`, as `MALLOC_ARENA_MAX=2` would). glibc creates up to
+  /// eight arenas per core for the threads that allocate; a proxy's event loops and Swift's task threads
+  /// then keep freed memory spread over many arenas, and RSS creeps up with traffic that churns objects
+  /// (many distinct destinations, say) although nothing leaks. Call once, early. Does nothing elsewhere.
+  public static func limitArenas(_ arenas: Int32 = 2) {
+    #if canImport(Glibc)
+    _ = mallopt(M_ARENA_MAX, arenas)
+    #endif
+  }
+}
