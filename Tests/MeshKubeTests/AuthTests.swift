@@ -245,7 +245,8 @@ struct AuthTests {
       let otherAudience = try await admin.requestToken(
         serviceAccount: "web", namespace: "default", audiences: ["identity.swiftmesh.io"])
       let cases: [(String, String?, String?)] = [
-        ("malformed", "not a token \u{7f}", nil),
+        ("malformed", "eyJhbGciOiJSUzI1NiJ9.not-a-jwt", nil),
+        ("spaces", "two words", nil),
         ("garbage", "swiftmesh-local.AAAA", nil),
         ("empty bearer", nil, "Authorization: Bearer "),
         ("basic auth", nil, "Authorization: Basic YWRtaW46YWRtaW4="),
