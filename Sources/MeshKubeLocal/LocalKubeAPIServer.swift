@@ -211,7 +211,11 @@ public final class LocalKubeAPIServer: ServiceLifecycle.Service, Sendable {
             if let tlsContext {
               try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
             }
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+            // Without pipelining assistance, which stops reading while a response is in flight: during a long
+            // watch the TLS layer must still read, or a client's close_notify goes unanswered and the client
+            // waits out its TLS shutdown timeout. Requests are served in order by `serve` all the same.
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+              withPipeliningAssistance: false, withErrorHandling: true)
             return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
           }
         }
