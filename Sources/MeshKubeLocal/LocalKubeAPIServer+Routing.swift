@@ -66,7 +66,7 @@ extension LocalKubeAPIServer {
         throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
       default:
         // /openapi/v2 (kubectl falls back from it), anything else: not served.
-        if parts == ["healthz"] || parts == ["readyz"] || parts == ["livez"] { return .json(.ok, "ok") }
+        if parts == ["healthz"] || parts == ["readyz"] || parts == ["livez"] { return .text(.ok, "ok") }
         throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
       }
     } catch let error as APIStatusError {

@@ -69,6 +69,7 @@ struct AuthTests {
       for path in ["/readyz", "/healthz", "/livez", "/version"] {
         #expect(try await files.curl("\(url)\(path)").status == 200, "\(path)")
       }
+      #expect(try await files.curl("\(url)/readyz").body == "ok")
       #expect(try await files.curl("\(url)/api").status == 401, "discovery needs credentials")
       #expect(try await files.curl("\(url)/api/v1/secrets", token: try server.state.credentials().adminToken).status == 200)
       // Without the CA, curl does not trust the server.
