@@ -14,7 +14,7 @@ public enum KubeProtobuf {
   /// The kinds decoded, by `apiVersion/kind`.
   public static let kinds = [
     "v1/Namespace", "v1/ServiceAccount", "v1/Secret", "v1/ConfigMap", "authentication.k8s.io/v1/TokenRequest",
-    "authorization.k8s.io/v1/SelfSubjectAccessReview",
+    "authorization.k8s.io/v1/SelfSubjectAccessReview", "authentication.k8s.io/v1/SelfSubjectReview",
   ]
 
   public struct DecodeError: Error, CustomStringConvertible {
@@ -75,6 +75,7 @@ public enum KubeProtobuf {
       case ("authentication.k8s.io/v1/TokenRequest", 3): break  // status: the server's to set
       case ("authorization.k8s.io/v1/SelfSubjectAccessReview", 2): object["spec"] = try accessReviewSpec(try field.bytes())
       case ("authorization.k8s.io/v1/SelfSubjectAccessReview", 3): break  // status: the server's to set
+      case ("authentication.k8s.io/v1/SelfSubjectReview", 2): break  // status: the server's to set
       default:
         guard kinds.contains(label) else {
           throw DecodeError(

@@ -134,6 +134,17 @@ extension LocalKubeAPIServer {
       guard p.name == nil else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "POST to a named object") }
       let object = try parseBody()
       if t.group == "authentication.k8s.io", t.plural == "tokenreviews" { return .json(.created, tokenReview(object)) }
+      if t.group == "authentication.k8s.io", t.plural == "selfsubjectreviews" {
+        // kubectl auth whoami: who the request is from.
+        var review = object
+        review["apiVersion"] = "authentication.k8s.io/v1"
+        review["kind"] = "SelfSubjectReview"
+        review["metadata"] = ["creationTimestamp": .null]
+        review["status"] = [
+          "userInfo": ["username": .string(user.name), "groups": .array(user.groups.map { .string($0) })]
+        ]
+        return .json(.created, review)
+      }
       if t.group == "authorization.k8s.io", t.plural == "selfsubjectaccessreviews" || t.plural == "subjectaccessreviews" {
         return .json(.created, try accessReview(object, kind: t.kind, user: user))
       }

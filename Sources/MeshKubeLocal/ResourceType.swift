@@ -59,6 +59,8 @@ public struct ResourceType: Sendable, Hashable {
     ResourceType(group: "rbac.authorization.k8s.io", versions: ["v1"], kind: "RoleBinding", plural: "rolebindings", namespaced: true),
     ResourceType(group: "authentication.k8s.io", versions: ["v1"], kind: "TokenReview", plural: "tokenreviews",
                  namespaced: false, verbs: ["create"]),
+    ResourceType(group: "authentication.k8s.io", versions: ["v1"], kind: "SelfSubjectReview", plural: "selfsubjectreviews",
+                 namespaced: false, verbs: ["create"]),
     ResourceType(group: "authorization.k8s.io", versions: ["v1"], kind: "SelfSubjectAccessReview",
                  plural: "selfsubjectaccessreviews", namespaced: false, verbs: ["create"]),
     ResourceType(group: "authorization.k8s.io", versions: ["v1"], kind: "SubjectAccessReview",

@@ -147,6 +147,10 @@ struct AuthTests {
       let token = try await admin.requestToken(serviceAccount: "swiftmesh-mirror", namespace: "swiftmesh-multicluster")
       let mirrorConfig = files.dir.appendingPathComponent("mirror.kubeconfig").path
       try await server.kubeconfigYAML(token: token).write(toFile: mirrorConfig, atomically: true, encoding: .utf8)
+      let whoami = try await files.kubectl(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"], kubeconfig: mirrorConfig)
+      #expect(
+        whoami.stdout == "\(mirror) [\"system:serviceaccounts\",\"system:serviceaccounts:swiftmesh-multicluster\",\"system:authenticated\"]",
+        "kubectl auth whoami: \(whoami)")
       let own = try await files.kubectl(["auth", "can-i", "list", "secrets", "-n", "swiftmesh-multicluster"], kubeconfig: mirrorConfig)
       #expect(own.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "yes", "\(own)")
       let ownNo = try await files.kubectl(["auth", "can-i", "create", "secrets", "-n", "default"], kubeconfig: mirrorConfig)
