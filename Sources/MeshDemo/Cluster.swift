@@ -114,7 +114,7 @@ final class Cluster: Sendable {
       services.start("\(name)-api", in: &group) { try await api.run() }
       apiURL = try await api.url()
       kubeconfig = try await api.kubeconfigYAML(contextName: name)
-      try kubeconfig.write(toFile: kubeconfigPath, atomically: true, encoding: .utf8)
+      try LocalKubeAPIServer.writeSecret(kubeconfig, to: kubeconfigPath)  // it holds the admin token
       clientConfig = try await api.clientConfig()
 
       // Identity: this cluster's issuer under the shared anchor; tokens for the demo's service accounts.
