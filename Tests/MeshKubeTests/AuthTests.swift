@@ -235,6 +235,39 @@ struct AuthTests {
     }
   }
 
+  @Test("python3-kubernetes over TLS: the admin lists, an unbound account gets 403 Forbidden, a bad token 401", .enabled(if: pythonKubernetesAvailable))
+  func pythonClient() async throws {
+    try await withServer { server, admin in
+      let files = try await Files(server)
+      defer { files.remove() }
+      let nobody = files.dir.appendingPathComponent("nobody.kubeconfig").path
+      try await server.kubeconfigYAML(token: try await Self.account("nobody", "default", server, admin))
+        .write(toFile: nobody, atomically: true, encoding: .utf8)
+      let bad = files.dir.appendingPathComponent("bad.kubeconfig").path
+      try await server.kubeconfigYAML(token: "not-a-token").write(toFile: bad, atomically: true, encoding: .utf8)
+      let script = """
+        import json, sys
+        from kubernetes import client, config
+        from kubernetes.client.rest import ApiException
+        for path in sys.argv[1:]:
+            api = client.CoreV1Api(config.new_client_from_config(config_file=path))
+            try:
+                print("OK", len(api.list_namespaced_secret("default").items), flush=True)
+            except ApiException as e:
+                body = json.loads(e.body)
+                print(e.status, body["reason"], body["message"], flush=True)
+        """
+      let out = try await Subprocess.run(systemPython, ["-c", script, files.kubeconfig, nobody, bad])
+      #expect(out.status == 0, "\(out.stderr)")
+      #expect(
+        out.stdout.split(separator: "\n").map(String.init) == [
+          "OK 0",
+          "403 Forbidden secrets is forbidden: User \"system:serviceaccount:default:nobody\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\"",
+          "401 Unauthorized Unauthorized",
+        ], "\(out)")
+    }
+  }
+
   @Test("malformed, expired, deleted-account and other-audience tokens: 401, and the server goes on", .enabled(if: curlAvailable))
   func badTokens() async throws {
     try await withServer { server, admin in
