@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import MeshCore
 public import MeshIdentity
 import X509

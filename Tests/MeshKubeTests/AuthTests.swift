@@ -305,6 +305,79 @@ struct AuthTests {
     }
   }
 
+  @Test("SubjectAccessReview answers for another user, to those allowed to ask; impersonating groups takes the verb too")
+  func subjectAccessReview() async throws {
+    try await withServer { server, admin in
+      try server.state.create(group: "rbac.authorization.k8s.io", resource: "clusterroles", object: [
+        "metadata": ["name": "read-services"],
+        "rules": [["apiGroups": [""], "resources": ["services"], "verbs": ["list"]]],
+      ])
+      try server.state.create(group: "rbac.authorization.k8s.io", resource: "clusterrolebindings", object: [
+        "metadata": ["name": "auditors-read-services"],
+        "roleRef": ["apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "read-services"],
+        "subjects": [["kind": "Group", "name": "auditors"]],
+      ])
+      func review(_ client: KubeClient, user: String, groups: [String]) async throws -> JSONValue {
+        let body: JSONValue = [
+          "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+          "spec": [
+            "user": .string(user), "groups": .array(groups.map { .string($0) }),
+            "resourceAttributes": ["verb": "list", "resource": "services", "namespace": "default"],
+          ],
+        ]
+        return try JSONValue.parse(
+          try await client.send(.POST, path: "/apis/authorization.k8s.io/v1/subjectaccessreviews", body: body))
+      }
+      let yes = try await review(admin, user: "carol", groups: ["auditors"])
+      #expect(yes["status"]?["allowed"] == true)
+      #expect(yes["status"]?["reason"]?.stringValue?.contains("ClusterRoleBinding \"auditors-read-services\"") == true, "\(yes)")
+      #expect(try await review(admin, user: "carol", groups: [])["status"]?["allowed"] == false)
+
+      let token = try await Self.account("asker", "default", server, admin)
+      let asker = try KubeClient(config: try await server.clientConfig(token: token))
+      defer { Task { try? await asker.shutdown() } }
+      await #expect { _ = try await review(asker, user: "carol", groups: ["auditors"]) } throws: {
+        ($0 as? KubeError)?.isForbidden == true
+      }
+      // Impersonating a user and a group: both need the impersonate verb.
+      try server.state.create(group: "rbac.authorization.k8s.io", resource: "clusterroles", object: [
+        "metadata": ["name": "be-carol"],
+        "rules": [["apiGroups": [""], "resources": ["users"], "resourceNames": ["carol"], "verbs": ["impersonate"]]],
+      ])
+      try server.state.create(group: "rbac.authorization.k8s.io", resource: "clusterrolebindings", object: [
+        "metadata": ["name": "asker-is-carol"],
+        "roleRef": ["apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "be-carol"],
+        "subjects": [["kind": "ServiceAccount", "name": "asker", "namespace": "default"]],
+      ])
+      let files = try await Files(server)
+      defer { files.remove() }
+      let config = files.dir.appendingPathComponent("asker.kubeconfig").path
+      try await server.kubeconfigYAML(token: token).write(toFile: config, atomically: true, encoding: .utf8)
+      if kubectlAvailable {
+        let asCarol = try await files.kubectl(["auth", "whoami", "--as", "carol", "-o", "jsonpath={.status.userInfo.username}"], kubeconfig: config)
+        #expect(asCarol.stdout == "carol", "\(asCarol)")
+      }
+      if Self.curlAvailable {
+        // (kubectl words a refused discovery or whoami request its own way; curl shows the Status.)
+        let url = try await server.url() + "/api/v1/namespaces/default/services"
+        let asCarol = try await _MeshTestSupport.Subprocess.run(
+          "curl", ["-s", "--cacert", files.ca, "-H", "Authorization: Bearer \(token)", "-H", "Impersonate-User: carol", url])
+        #expect(
+          try JSONValue.parse(Data(asCarol.stdout.utf8))["message"]?.stringValue
+            == "services is forbidden: User \"carol\" cannot list resource \"services\" in API group \"\" in the namespace \"default\"",
+          "\(asCarol)")
+        let asAuditor = try await _MeshTestSupport.Subprocess.run(
+          "curl",
+          ["-s", "--cacert", files.ca, "-H", "Authorization: Bearer \(token)", "-H", "Impersonate-User: carol",
+           "-H", "Impersonate-Group: auditors", url])
+        #expect(
+          try JSONValue.parse(Data(asAuditor.stdout.utf8))["message"]?.stringValue
+            == "groups \"auditors\" is forbidden: User \"system:serviceaccount:default:asker\" cannot impersonate resource \"groups\" in API group \"\" at the cluster scope",
+          "\(asAuditor)")
+      }
+    }
+  }
+
   @Test("insecure HTTP: no authentication on loopback, refused on any other address")
   func insecureHTTP() async throws {
     try await withServer(configure: { $0.transport = .insecureHTTP }) { server, client in
