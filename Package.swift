@@ -160,6 +160,8 @@ let package = Package(
       dependencies: [
         "MeshCore",
         "MeshKube",
+        "MeshIdentity",
+        .product(name: "X509", package: "swift-certificates"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -316,7 +318,8 @@ let package = Package(
     .testTarget(
       name: "MeshDemoTests",
       dependencies: [
-        "MeshDemo", "MeshMulticluster", "_MeshTestSupport",
+        "MeshDemo", "MeshMulticluster", "MeshKube", "_MeshTestSupport",
+        .product(name: "Yams", package: "Yams"),
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings

@@ -72,12 +72,12 @@ func export(_ state: LocalKubeState, from: Int, count: Int) throws {
   }
 }
 
-func link(_ east: LocalKubeState, westServer: String) throws {
+func link(_ east: LocalKubeState, westKubeconfig: String) throws {
   _ = try east.create(Namespace(metadata: ObjectMeta(name: MirrorMetadata.multiclusterNamespace)))
   _ = try east.create(
     Secret(
       metadata: ObjectMeta(name: "cluster-credentials-west", namespace: MirrorMetadata.multiclusterNamespace),
-      data: [MirrorMetadata.kubeconfigKey: Data(LocalKubeAPIServer.kubeconfigYAML(server: westServer).utf8)]))
+      data: [MirrorMetadata.kubeconfigKey: Data(westKubeconfig.utf8)]))
   _ = try east.create(
     Link(
       metadata: ObjectMeta(name: "west", namespace: MirrorMetadata.multiclusterNamespace),
@@ -99,8 +99,8 @@ do {
   try await withThrowingTaskGroup(of: Void.self) { group in
     group.addTask { try await eastServer.run() }
     group.addTask { try await westServer.run() }
-    try link(east, westServer: try await westServer.url())
-    let eastURL = try await eastServer.url()
+    try link(east, westKubeconfig: try await westServer.kubeconfigYAML())
+    let eastKubeconfig = try await eastServer.kubeconfigYAML()
     let client = try KubeClient(config: try await eastServer.clientConfig(), logger: logger)
     do {
       let rssBefore = vmRSSKiB()
@@ -131,7 +131,7 @@ do {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let kubeconfig = directory.appendingPathComponent("east.kubeconfig").path
-        try LocalKubeAPIServer.kubeconfigYAML(server: eastURL).write(toFile: kubeconfig, atomically: true, encoding: .utf8)
+        try LocalKubeAPIServer.writeSecret(eastKubeconfig, to: kubeconfig)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["--kubeconfig", kubeconfig, "--admin", "127.0.0.1:0", "--log-level", "warning"]

@@ -114,7 +114,7 @@ final class Cluster: Sendable {
       services.start("\(name)-api", in: &group) { try await api.run() }
       apiURL = try await api.url()
       kubeconfig = try await api.kubeconfigYAML(contextName: name)
-      try kubeconfig.write(toFile: kubeconfigPath, atomically: true, encoding: .utf8)
+      try LocalKubeAPIServer.writeSecret(kubeconfig, to: kubeconfigPath)  // it holds the admin token
       clientConfig = try await api.clientConfig()
 
       // Identity: this cluster's issuer under the shared anchor; tokens for the demo's service accounts.
@@ -132,7 +132,11 @@ final class Cluster: Sendable {
       services.start("\(name)-identity", in: &group) { try await identity.run() }
       identityPort = try await identity.listeningPort
 
-      let client = try KubeClient(config: clientConfig)
+      // The destination service reads the API as swiftmesh-destination, with that account's role only.
+      let admin = try KubeClient(config: clientConfig)
+      services.track(admin)
+      let destinationToken = try await ComponentAccess.destination.grant(through: admin)
+      let client = try KubeClient(config: clientConfig.with(token: destinationToken))
       let destination = DestinationServer(
         configuration: .defaults {
           $0.host = "127.0.0.1"
@@ -171,19 +175,24 @@ final class Cluster: Sendable {
         try (token + "\n").write(
           toFile: processes.path("\(name)-\(account).token"), atomically: true, encoding: .utf8)
       }
+      // The controllers read the API as their own service accounts, with the roles of Examples/kubernetes.
+      let identityKubeconfig = try await Self.writeKubeconfig(
+        for: .identity, cluster: name, through: setup, in: processes)
+      let destinationKubeconfig = try await Self.writeKubeconfig(
+        for: .destination, cluster: name, through: setup, in: processes)
       let controlPorts = try DemoProcesses.freePorts(2)
       identityPort = controlPorts[0]
       try processes.start(
         "\(name)-identity", "mesh-controller",
         [
           "identity", "--issuer-dir", "\(name)-issuer", "--token-review", "--audience", identityAudience,
-          "--kubeconfig", kubeconfigPath, "--listen", "127.0.0.1:\(identityPort)", "--log-level", processes.logLevel,
+          "--kubeconfig", identityKubeconfig, "--listen", "127.0.0.1:\(identityPort)", "--log-level", processes.logLevel,
         ])
       destinationPort = controlPorts[1]
       try processes.start(
         "\(name)-destination", "mesh-controller",
         [
-          "destination", "--kubeconfig", kubeconfigPath, "--listen", "127.0.0.1:\(destinationPort)",
+          "destination", "--kubeconfig", destinationKubeconfig, "--listen", "127.0.0.1:\(destinationPort)",
           "--log-level", processes.logLevel,
         ])
       for (what, port) in [("identity", identityPort), ("destination", destinationPort)] {
@@ -226,6 +235,17 @@ final class Cluster: Sendable {
     try await cluster.publishBackend(inboundPort: backend.inbound)
     try await cluster.publishGateway(gateway)
     return cluster
+  }
+
+  /// Grants `component` its role through an admin `client` and writes a kubeconfig with its token (mode 0600)
+  /// as `<cluster>-<account>.kubeconfig`; returns the path.
+  static func writeKubeconfig(
+    for component: ComponentAccess, cluster: String, through client: KubeClient, in processes: DemoProcesses
+  ) async throws -> String {
+    let token = try await component.grant(through: client)
+    let path = processes.path("\(cluster)-\(component.name).kubeconfig")
+    try LocalKubeAPIServer.writeSecret(client.config.kubeconfigYAML(token: token, contextName: cluster), to: path)
+    return path
   }
 
   /// The application: in-process, or `meshctl dev backend` as a process. Returns its port.
@@ -373,14 +393,18 @@ final class Cluster: Sendable {
         ])))
   }
 
-  /// The credentials Secret and the Link to `target`, as `meshctl multicluster link` prints them.
+  /// The credentials Secret and the Link to `target`, as `meshctl multicluster link` prints them. The Secret's
+  /// kubeconfig holds a token of `target`'s swiftmesh-remote-mirror account: what this cluster's mirror may
+  /// read there is that account's role, not an admin's.
   func link(to target: Cluster) async throws {
     let secret = MirrorMetadata.credentialsSecretName(cluster: target.name)
+    let token = try await ComponentAccess.remoteMirror.grant(through: target.client)
+    let targetKubeconfig = target.client.config.kubeconfigYAML(token: token, contextName: target.name)
     _ = try await client.create(
       Secret(
         metadata: ObjectMeta(name: secret, namespace: MirrorMetadata.multiclusterNamespace),
         type: MirrorMetadata.credentialsSecretType,
-        data: [MirrorMetadata.kubeconfigKey: Data(target.kubeconfig.utf8)]))
+        data: [MirrorMetadata.kubeconfigKey: Data(targetKubeconfig.utf8)]))
     let gateway = target.gatewayPorts
     _ = try await client.create(
       Link(
@@ -393,25 +417,30 @@ final class Cluster: Sendable {
           selector: MirrorMetadata.defaultSelector)))
   }
 
-  /// This cluster's service mirror controller (mesh-mirror), with its own identity for probing gateways.
+  /// This cluster's service mirror controller (mesh-mirror), with its own identity for probing gateways, reading
+  /// and writing this cluster's API as swiftmesh-mirror with that account's role.
   func startMirror(in group: inout ThrowingTaskGroup<Void, any Error>) async throws {
-    let account = "swiftmesh-mirror"
+    let account = ComponentAccess.mirror.name
     switch runtime {
     case .tasks(let anchor):
       let material = try await certify(
         serviceAccount: account, namespace: MirrorMetadata.multiclusterNamespace, anchor: anchor)
+      let token = try await ComponentAccess.mirror.grant(through: client)
+      let mirrorClient = try KubeClient(config: client.config.with(token: token), logger: logger)
+      services.track(mirrorClient)
       let supervisor = LinkSupervisor(
-        localClient: client, tls: try MeshTLS(material: material, trustAnchors: [anchor.certificate], logger: logger),
+        localClient: mirrorClient, tls: try MeshTLS(material: material, trustAnchors: [anchor.certificate], logger: logger),
         metrics: MirrorMetrics(), logger: logger)
       parts.withLock { $0.supervisor = supervisor }
       services.start("\(name)-mirror", in: &group) { try await supervisor.run() }
     case .processes(let processes):
       let admin = try DemoProcesses.freePort()
       let identity = try IdentityName(serviceAccount: account, namespace: MirrorMetadata.multiclusterNamespace)
+      let mirrorKubeconfig = try await Self.writeKubeconfig(for: .mirror, cluster: name, through: client, in: processes)
       try processes.start(
         "\(name)-mirror", "mesh-mirror",
         [
-          "--kubeconfig", kubeconfigPath, "--admin", "127.0.0.1:\(admin)", "--identity", identity.description,
+          "--kubeconfig", mirrorKubeconfig, "--admin", "127.0.0.1:\(admin)", "--identity", identity.description,
           "--identity-server", "127.0.0.1:\(identityPort)", "--ca", "ca/ca.crt", "--token", "\(name)-\(account).token",
           "--log-level", processes.logLevel,
         ])

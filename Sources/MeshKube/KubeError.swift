@@ -74,6 +74,8 @@ public struct KubeError: Error, Sendable, Hashable, CustomStringConvertible {
   public var isGone: Bool { code == .gone }
   /// The server answered 401: the credentials are missing, invalid or expired.
   public var isUnauthorized: Bool { code == .unauthorized }
+  /// 403: authenticated, but RBAC (or another authorizer) refused the request.
+  public var isForbidden: Bool { code == .forbidden }
   /// A kubeconfig or in-cluster configuration problem.
   public var isInvalidKubeconfig: Bool { code == .invalidKubeconfig }
   /// The connection failed (refused, reset, TLS).

@@ -12,7 +12,10 @@ public enum KubeProtobuf {
   static let magic: [UInt8] = [0x6B, 0x38, 0x73, 0x00]
 
   /// The kinds decoded, by `apiVersion/kind`.
-  public static let kinds = ["v1/Namespace", "v1/ServiceAccount", "v1/Secret", "v1/ConfigMap", "authentication.k8s.io/v1/TokenRequest"]
+  public static let kinds = [
+    "v1/Namespace", "v1/ServiceAccount", "v1/Secret", "v1/ConfigMap", "authentication.k8s.io/v1/TokenRequest",
+    "authorization.k8s.io/v1/SelfSubjectAccessReview", "authentication.k8s.io/v1/SelfSubjectReview",
+  ]
 
   public struct DecodeError: Error, CustomStringConvertible {
     public var description: String
@@ -70,6 +73,9 @@ public enum KubeProtobuf {
       case ("v1/Secret", 5), ("v1/ConfigMap", 4): object["immutable"] = .bool(try field.varint() != 0)
       case ("authentication.k8s.io/v1/TokenRequest", 2): object["spec"] = try tokenRequestSpec(try field.bytes())
       case ("authentication.k8s.io/v1/TokenRequest", 3): break  // status: the server's to set
+      case ("authorization.k8s.io/v1/SelfSubjectAccessReview", 2): object["spec"] = try accessReviewSpec(try field.bytes())
+      case ("authorization.k8s.io/v1/SelfSubjectAccessReview", 3): break  // status: the server's to set
+      case ("authentication.k8s.io/v1/SelfSubjectReview", 2): break  // status: the server's to set
       default:
         guard kinds.contains(label) else {
           throw DecodeError(
@@ -116,6 +122,39 @@ public enum KubeProtobuf {
       }
     }
     spec["audiences"] = .array(audiences)
+    return .object(spec)
+  }
+
+  /// `SelfSubjectAccessReviewSpec`: resource attributes (1) or non-resource attributes (2). Field and label
+  /// selectors (8, 9) narrow a check; they are dropped, so the answer is the broader (stricter) one.
+  static func accessReviewSpec(_ bytes: [UInt8]) throws(DecodeError) -> JSONValue {
+    var spec: [String: JSONValue] = [:]
+    for field in try fields(bytes[...], in: "SelfSubjectAccessReviewSpec") {
+      switch field.number {
+      case 1:
+        var attributes: [String: JSONValue] = [:]
+        let names = [1: "namespace", 2: "verb", 3: "group", 4: "version", 5: "resource", 6: "subresource", 7: "name"]
+        for a in try fields(try field.bytes()[...], in: "ResourceAttributes") {
+          if let name = names[a.number] {
+            attributes[name] = .string(try a.string())
+          } else if a.number != 8, a.number != 9 {
+            throw unknown(a.number, in: "ResourceAttributes")
+          }
+        }
+        spec["resourceAttributes"] = .object(attributes)
+      case 2:
+        var attributes: [String: JSONValue] = [:]
+        for a in try fields(try field.bytes()[...], in: "NonResourceAttributes") {
+          switch a.number {
+          case 1: attributes["path"] = .string(try a.string())
+          case 2: attributes["verb"] = .string(try a.string())
+          default: throw unknown(a.number, in: "NonResourceAttributes")
+          }
+        }
+        spec["nonResourceAttributes"] = .object(attributes)
+      default: throw unknown(field.number, in: "SelfSubjectAccessReviewSpec")
+      }
+    }
     return .object(spec)
   }
 

@@ -8,6 +8,8 @@ import NIOHTTP1
 /// What the router decided to answer.
 enum Reply: Sendable {
   case json(HTTPResponseStatus, JSONValue)
+  /// Plain text, as the real server answers health checks.
+  case text(HTTPResponseStatus, String)
   case watch(WatchRegistration, timeout: Duration, bookmarks: Bool)
 }
 
@@ -32,6 +34,11 @@ extension LocalKubeAPIServer {
             case .json(let status, let json):
               try await Self.write(status: status, body: json.serialized(), keepAlive: request.isKeepAlive, to: outbound)
               if !request.isKeepAlive { return }
+            case .text(let status, let text):
+              try await Self.write(
+                status: status, body: Data(text.utf8), contentType: "text/plain; charset=utf-8",
+                keepAlive: request.isKeepAlive, to: outbound)
+              if !request.isKeepAlive { return }
             case .watch(let registration, let timeout, let bookmarks):
               let keepOpen = try await self.stream(registration, timeout: timeout, bookmarks: bookmarks, to: outbound)
               if !keepOpen || !request.isKeepAlive { return }
@@ -44,10 +51,10 @@ extension LocalKubeAPIServer {
     }
   }
 
-  static func write(status: HTTPResponseStatus, body: Data, keepAlive: Bool,
+  static func write(status: HTTPResponseStatus, body: Data, contentType: String = "application/json", keepAlive: Bool,
                     to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
     var headers = HTTPHeaders()
-    headers.add(name: "Content-Type", value: "application/json")
+    headers.add(name: "Content-Type", value: contentType)
     headers.add(name: "Content-Length", value: String(body.count))
     if !keepAlive { headers.add(name: "Connection", value: "close") }
     try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)))

@@ -19,16 +19,33 @@ extension LocalKubeAPIServer {
   func route(_ head: HTTPRequestHead, body: Data) -> Reply {
     let (path, query) = Self.split(uri: head.uri)
     logger.trace("request", metadata: ["method": "\(head.method)", "uri": "\(head.uri)"])
-    // Like a real cluster (system:public-info-viewer), /version and health checks need no token;
-    // kubectl's version dispatcher asks /version before it sends credentials.
-    let isPublic = ["/version", "/healthz", "/readyz", "/livez"].contains(path)
-    if let token = configuration.bearerToken, !isPublic {
-      guard head.headers["Authorization"].first == "Bearer \(token)" else {
-        return .json(.unauthorized, APIStatusError(code: 401, reason: "Unauthorized", message: "Unauthorized").json)
+    let parts = path.split(separator: "/").map { String($0).removingPercentEncoding ?? String($0) }
+    // Who asks (401 for a bad credential, or none outside the public paths: like a real cluster's
+    // system:public-info-viewer, /version and health checks need no token), then whether they may (RBAC).
+    var user = UserInfo.admin
+    if isSecure {
+      switch authenticate(head) {
+      case .user(let authenticated):
+        user = authenticated
+      case .anonymous where Self.publicPaths.contains(path):
+        user = .anonymous
+      case .anonymous:
+        logger.debug("401: no credentials", metadata: ["method": "\(head.method)", "uri": "\(head.uri)"])
+        return Self.unauthorized
+      case .rejected(let reason):
+        logger.notice("401: credentials rejected", metadata: ["reason": "\(reason)", "method": "\(head.method)", "uri": "\(head.uri)"])
+        return Self.unauthorized
       }
     }
-    let parts = path.split(separator: "/").map { String($0).removingPercentEncoding ?? String($0) }
     do {
+      if isSecure, user != .anonymous {
+        user = try impersonation(of: user, head)
+        let attributes = Self.attributes(method: head.method, path: path, parts: parts, query: query)
+        guard state.authorize(user, attributes).allowed else {
+          logger.debug("403", metadata: ["user": "\(user.name)", "method": "\(head.method)", "uri": "\(head.uri)"])
+          throw Self.forbidden(user, attributes)
+        }
+      }
       switch parts.first {
       case "version" where parts.count == 1:
         return .json(.ok, Self.versionInfo)
@@ -36,12 +53,12 @@ extension LocalKubeAPIServer {
         if parts.count == 1 { return .json(.ok, apiVersions(head)) }
         guard parts[1] == "v1" else { throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource") }
         if parts.count == 2 { return .json(.ok, try resourceList(group: "", version: "v1")) }
-        return try resource(head, query: query, body: body, path: try Self.resourcePath(group: "", version: "v1", Array(parts[2...])))
+        return try resource(head, query: query, body: body, path: try Self.resourcePath(group: "", version: "v1", Array(parts[2...])), user: user)
       case "apis":
         if parts.count == 1 { return .json(.ok, groupList()) }
         if parts.count == 2 { return .json(.ok, try apiGroup(parts[1])) }
         if parts.count == 3 { return .json(.ok, try resourceList(group: parts[1], version: parts[2])) }
-        return try resource(head, query: query, body: body, path: try Self.resourcePath(group: parts[1], version: parts[2], Array(parts[3...])))
+        return try resource(head, query: query, body: body, path: try Self.resourcePath(group: parts[1], version: parts[2], Array(parts[3...])), user: user)
       case "openapi" where parts.count >= 2 && parts[1] == "v3":
         if parts.count == 2 { return .json(.ok, openAPIRoot()) }
         if parts.count == 4, parts[2] == "api" { return .json(.ok, try openAPIDocument(group: "", version: parts[3])) }
@@ -49,7 +66,7 @@ extension LocalKubeAPIServer {
         throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
       default:
         // /openapi/v2 (kubectl falls back from it), anything else: not served.
-        if parts == ["healthz"] || parts == ["readyz"] || parts == ["livez"] { return .json(.ok, "ok") }
+        if parts == ["healthz"] || parts == ["readyz"] || parts == ["livez"] { return .text(.ok, "ok") }
         throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource")
       }
     } catch let error as APIStatusError {
@@ -69,7 +86,9 @@ extension LocalKubeAPIServer {
                         name: rest.count > 1 ? rest[1] : nil, subresource: rest.count > 2 ? rest[2] : nil)
   }
 
-  func resource(_ head: HTTPRequestHead, query: [String: String], body: Data, path p: ResourcePath) throws -> Reply {
+  static let unauthorized = Reply.json(.unauthorized, APIStatusError(code: 401, reason: "Unauthorized", message: "Unauthorized").json)
+
+  func resource(_ head: HTTPRequestHead, query: [String: String], body: Data, path p: ResourcePath, user: UserInfo) throws -> Reply {
     let t = try state.type(group: p.group, plural: p.plural)
     guard t.versions.contains(p.version) else {
       throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource (\(p.group)/\(p.version) \(p.plural))")
@@ -115,6 +134,20 @@ extension LocalKubeAPIServer {
       guard p.name == nil else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "POST to a named object") }
       let object = try parseBody()
       if t.group == "authentication.k8s.io", t.plural == "tokenreviews" { return .json(.created, tokenReview(object)) }
+      if t.group == "authentication.k8s.io", t.plural == "selfsubjectreviews" {
+        // kubectl auth whoami: who the request is from.
+        var review = object
+        review["apiVersion"] = "authentication.k8s.io/v1"
+        review["kind"] = "SelfSubjectReview"
+        review["metadata"] = ["creationTimestamp": .null]
+        review["status"] = [
+          "userInfo": ["username": .string(user.name), "groups": .array(user.groups.map { .string($0) })]
+        ]
+        return .json(.created, review)
+      }
+      if t.group == "authorization.k8s.io", t.plural == "selfsubjectaccessreviews" || t.plural == "subjectaccessreviews" {
+        return .json(.created, try accessReview(object, kind: t.kind, user: user))
+      }
       return .json(.created, versioned(try state.create(group: p.group, resource: p.plural, namespace: namespace, object: object)))
     case .PUT:
       guard let name = p.name else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "PUT needs an object name") }

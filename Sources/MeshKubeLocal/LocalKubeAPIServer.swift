@@ -4,12 +4,20 @@ public import MeshKube
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-public import NIOSSL
+import NIOSSL
+import MeshCore
 public import ServiceLifecycle
 import Synchronization
 
 /// An in-memory Kubernetes API server on SwiftNIO: the REST and watch protocol for built-in and
-/// custom resources, discovery for kubectl, optional bearer-token auth and TLS.
+/// custom resources, discovery for kubectl; HTTPS, bearer-token authentication and RBAC by default.
+///
+/// By default it serves HTTPS with a certificate its state's cluster CA signs at start, accepts the admin
+/// token (group `system:masters`) and the service-account tokens it minted (TokenRequest) for its own
+/// audience, answers anonymous requests only on `/healthz`, `/readyz`, `/livez` and `/version` (401 with a
+/// `Status` elsewhere), and authorizes with RBAC over the roles and bindings it stores (403 with the real
+/// server's wording). `Transport.insecureHTTP` is the old insecure port: plain HTTP, no authentication, every
+/// request an admin's, loopback only.
 ///
 /// `run()` listens until cancelled or graceful shutdown; `port()` waits for the bound port. State
 /// lives in `state` and outlives the server, so a new server on the same port continues it.
@@ -19,10 +27,11 @@ public final class LocalKubeAPIServer: ServiceLifecycle.Service, Sendable {
     public var host = "127.0.0.1"
     /// Listen port; 0 lets the OS choose (read it with `port()`). Default 0.
     public var port = 0
-    /// When set, every request must carry `Authorization: Bearer <token>` (else 401). Default nil.
-    public var bearerToken: String?
-    /// When set, serve HTTPS. Default nil (plain HTTP).
-    public var tls: TLSConfiguration?
+    /// How clients reach it. Default `.tls` (HTTPS with a certificate the cluster CA signs at start).
+    public var transport: Transport = .tls
+    /// Names (DNS names or IP addresses) the generated serving certificate covers besides loopback, `localhost`,
+    /// `kubernetes.default.svc...` and the listen host. Default none.
+    public var subjectAlternativeNames: [String] = []
     /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK. Default 5 s.
     public var bookmarkInterval: Duration = .seconds(5)
     /// Longest a watch stays open when the client gives no `timeoutSeconds`. Default 30 min.
@@ -34,6 +43,17 @@ public final class LocalKubeAPIServer: ServiceLifecycle.Service, Sendable {
       configure(&c)
       return c
     }
+  }
+
+  /// How the server is reached.
+  public enum Transport: Sendable {
+    /// HTTPS with a serving certificate the state's cluster CA signs at start; kubeconfigs carry that CA.
+    case tls
+    /// HTTPS with this certificate chain and key (PEM); kubeconfigs carry `caPEM`, default the chain itself.
+    case tlsCertificate(chainPEM: String, keyPEM: String, caPEM: String?)
+    /// Plain HTTP without authentication or authorization (every request is an admin's), as kube-apiserver's
+    /// old insecure port; refused on an address other than loopback.
+    case insecureHTTP
   }
 
   public let configuration: Configuration
@@ -55,23 +75,45 @@ public final class LocalKubeAPIServer: ServiceLifecycle.Service, Sendable {
     try await bound.value().port ?? 0
   }
 
-  /// `http(s)://host:port`, once listening.
+  /// Whether requests are authenticated and authorized (every transport but `insecureHTTP`).
+  public var isSecure: Bool {
+    if case .insecureHTTP = configuration.transport { return false }
+    return true
+  }
+
+  /// `http(s)://host:port`, once listening. A wildcard listen host gives the loopback address.
   public func url() async throws -> String {
-    let scheme = configuration.tls == nil ? "http" : "https"
-    let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
-    return "\(scheme)://\(host):\(try await port())"
+    var host = configuration.host
+    if host == "0.0.0.0" { host = "127.0.0.1" } else if host == "::" { host = "::1" }
+    if host.contains(":") { host = "[\(host)]" }
+    return "\(isSecure ? "https" : "http")://\(host):\(try await port())"
   }
 
-  /// A client configuration for this server, once listening.
-  public func clientConfig(caPEM: Data? = nil) async throws -> KubeClientConfig {
-    KubeClientConfig(server: try await url(), certificateAuthorityPEM: caPEM, token: configuration.bearerToken,
-                     insecureSkipTLSVerify: configuration.tls != nil && caPEM == nil, namespace: "default")
+  /// The PEM a client trusts for this server's certificate (nil with plain HTTP).
+  public func certificateAuthorityPEM() throws -> String? {
+    switch configuration.transport {
+    case .tls: return try state.credentials().certificateAuthorityPEM
+    case .tlsCertificate(let chain, _, let ca): return ca ?? chain
+    case .insecureHTTP: return nil
+    }
   }
 
-  /// A kubeconfig for this server (with the token when auth is on), once listening.
-  public func kubeconfigYAML(contextName: String = "swiftmesh-local", caPEM: Data? = nil) async throws -> String {
-    Self.kubeconfigYAML(server: try await url(), token: configuration.bearerToken, caPEM: caPEM,
-                        insecureSkipTLSVerify: configuration.tls != nil && caPEM == nil, contextName: contextName)
+  /// A client configuration for this server, once listening: its CA and `token` (default the admin's).
+  public func clientConfig(token: String? = nil) async throws -> KubeClientConfig {
+    let url = try await url()
+    guard isSecure else { return KubeClientConfig(server: url, namespace: "default") }
+    return KubeClientConfig(
+      server: url, certificateAuthorityPEM: try certificateAuthorityPEM().map { Data($0.utf8) },
+      token: try token ?? state.credentials().adminToken, namespace: "default")
+  }
+
+  /// A kubeconfig for this server, once listening: its CA and `token` (default the admin's).
+  public func kubeconfigYAML(contextName: String = "swiftmesh-local", token: String? = nil) async throws -> String {
+    let url = try await url()
+    guard isSecure else { return Self.kubeconfigYAML(server: url, contextName: contextName) }
+    return Self.kubeconfigYAML(
+      server: url, token: try token ?? state.credentials().adminToken,
+      caPEM: try certificateAuthorityPEM().map { Data($0.utf8) }, contextName: contextName)
   }
 
   /// Stops listening and closes every connection (watches end abruptly); `run()` then returns.
@@ -114,11 +156,46 @@ public final class LocalKubeAPIServer: ServiceLifecycle.Service, Sendable {
       """
   }
 
+  /// The TLS context to serve with (nil: plain HTTP), after checking the configuration.
+  func makeTLSContext() throws -> NIOSSLContext? {
+    let chainPEM: String
+    let keyPEM: String
+    switch configuration.transport {
+    case .insecureHTTP:
+      guard Self.isLoopback(configuration.host) else {
+        throw MeshError.invalidConfiguration(
+          "refusing to serve plain HTTP without authentication on \(configuration.host): "
+            + "insecure HTTP listens on loopback only (127.0.0.1, ::1, localhost); serve HTTPS instead")
+      }
+      return nil
+    case .tls:
+      (chainPEM, keyPEM) = try state.credentials().servingCertificate(
+        for: [configuration.host] + configuration.subjectAlternativeNames)
+    case .tlsCertificate(let chain, let key, _):
+      (chainPEM, keyPEM) = (chain, key)
+    }
+    do {
+      var tls = TLSConfiguration.makeServerConfiguration(
+        certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(chainPEM.utf8)).map { .certificate($0) },
+        privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)))
+      tls.applicationProtocols = ["http/1.1"]
+      return try NIOSSLContext(configuration: tls)
+    } catch {
+      throw MeshError.invalidConfiguration("the serving certificate or key is not usable PEM", cause: error)
+    }
+  }
+
+  /// Whether `host` is a loopback address or name.
+  public static func isLoopback(_ host: String) -> Bool {
+    let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+    return bare == "localhost" || bare == "::1" || bare.hasPrefix("127.")
+  }
+
   /// Listens and serves until cancelled or graceful shutdown.
   public func run() async throws {
     let tlsContext: NIOSSLContext?
     do {
-      tlsContext = try configuration.tls.map { try NIOSSLContext(configuration: $0) }
+      tlsContext = try makeTLSContext()
     } catch {
       bound.fail(error)
       throw error
@@ -134,7 +211,11 @@ public final class LocalKubeAPIServer: ServiceLifecycle.Service, Sendable {
             if let tlsContext {
               try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
             }
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+            // Without pipelining assistance, which stops reading while a response is in flight: during a long
+            // watch the TLS layer must still read, or a client's close_notify goes unanswered and the client
+            // waits out its TLS shutdown timeout. Requests are served in order by `serve` all the same.
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+              withPipeliningAssistance: false, withErrorHandling: true)
             return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
           }
         }

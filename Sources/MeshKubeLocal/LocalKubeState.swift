@@ -17,6 +17,8 @@ public final class LocalKubeState: Sendable {
     /// API groups of built-in types not to serve, to stand in for an older cluster (e.g.
     /// `discovery.k8s.io`: a cluster before Kubernetes 1.21, without EndpointSlices). Default none.
     public var unservedGroups: Set<String> = []
+    /// The admin bearer token (group `system:masters`); nil makes a random one. Default nil.
+    public var adminToken: String?
     public init() {}
     public static func defaults(configure: (inout Self) -> Void = { _ in }) -> Self {
       var c = Self()
@@ -61,6 +63,8 @@ public final class LocalKubeState: Sendable {
 
   let configuration: Configuration
   let state = Mutex(State())
+  /// Made on first use (see `credentials()`).
+  let madeCredentials = Mutex<LocalKubeCredentials?>(nil)
   let cidrBase: UInt32
   let cidrSize: UInt32
 
@@ -83,6 +87,22 @@ public final class LocalKubeState: Sendable {
       _ = try? create(resource: "namespaces", object: ["metadata": ["name": .string(ns)]])
     }
     for crd in Self.meshCRDs { _ = try? create(group: "apiextensions.k8s.io", resource: "customresourcedefinitions", object: crd) }
+    for role in Self.bootstrapClusterRoles {
+      _ = try? create(group: RBAC.group, resource: "clusterroles", object: role)
+    }
+    for binding in Self.bootstrapClusterRoleBindings {
+      _ = try? create(group: RBAC.group, resource: "clusterrolebindings", object: binding)
+    }
+  }
+
+  /// The cluster CA and the admin token, made on first use and kept for the life of this state.
+  public func credentials() throws(MeshError) -> LocalKubeCredentials {
+    try madeCredentials.withLock { (made: inout LocalKubeCredentials?) throws(MeshError) -> LocalKubeCredentials in
+      if let made { return made }
+      let credentials = try LocalKubeCredentials(adminToken: configuration.adminToken)
+      made = credentials
+      return credentials
+    }
   }
 
   /// The latest resourceVersion.
@@ -100,9 +120,10 @@ public final class LocalKubeState: Sendable {
     return t
   }
 
-  /// Registers `token` as belonging to a service account, for TokenReview.
-  public func registerServiceAccountToken(_ token: String, for account: ServiceAccountRef) {
-    state.withLock { $0.tokens[token] = IssuedToken(account: account) }
+  /// Registers `token` as belonging to a service account, for TokenReview and for authenticating to the API,
+  /// valid until `expires` (nil: no end).
+  public func registerServiceAccountToken(_ token: String, for account: ServiceAccountRef, expires: Date? = nil) {
+    state.withLock { $0.tokens[token] = IssuedToken(account: account, expires: expires) }
   }
 
   /// A TokenRequest (`POST .../serviceaccounts/NAME/token`, what `kubectl create token` sends): a new opaque
@@ -132,10 +153,7 @@ public final class LocalKubeState: Sendable {
       }
       seconds = min(value, 48 * 3600)
     }
-    var random = SystemRandomNumberGenerator()
-    let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &random) }
-    let token = "swiftmesh-local." + Data(bytes).base64EncodedString()
-      .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    let token = LocalKubeCredentials.randomToken(prefix: "swiftmesh-local.")
     let expires = Date().addingTimeInterval(TimeInterval(seconds))
     state.withLock {
       $0.tokens[token] = IssuedToken(

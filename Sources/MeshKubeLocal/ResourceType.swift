@@ -59,6 +59,12 @@ public struct ResourceType: Sendable, Hashable {
     ResourceType(group: "rbac.authorization.k8s.io", versions: ["v1"], kind: "RoleBinding", plural: "rolebindings", namespaced: true),
     ResourceType(group: "authentication.k8s.io", versions: ["v1"], kind: "TokenReview", plural: "tokenreviews",
                  namespaced: false, verbs: ["create"]),
+    ResourceType(group: "authentication.k8s.io", versions: ["v1"], kind: "SelfSubjectReview", plural: "selfsubjectreviews",
+                 namespaced: false, verbs: ["create"]),
+    ResourceType(group: "authorization.k8s.io", versions: ["v1"], kind: "SelfSubjectAccessReview",
+                 plural: "selfsubjectaccessreviews", namespaced: false, verbs: ["create"]),
+    ResourceType(group: "authorization.k8s.io", versions: ["v1"], kind: "SubjectAccessReview",
+                 plural: "subjectaccessreviews", namespaced: false, verbs: ["create"]),
     ResourceType(group: "apiextensions.k8s.io", versions: ["v1"], kind: "CustomResourceDefinition",
                  plural: "customresourcedefinitions", namespaced: false, shortNames: ["crd", "crds"]),
   ]
@@ -77,13 +83,16 @@ public struct APIStatusError: Error, Sendable, Hashable, CustomStringConvertible
   public var message: String
   public var name: String?
   public var kind: String?
+  /// The API group of `kind` (a resource, in a 403), when not core.
+  public var group: String?
 
-  public init(code: Int, reason: String, message: String, name: String? = nil, kind: String? = nil) {
+  public init(code: Int, reason: String, message: String, name: String? = nil, kind: String? = nil, group: String? = nil) {
     self.code = code
     self.reason = reason
     self.message = message
     self.name = name
     self.kind = kind
+    self.group = group
   }
 
   public var description: String { "\(code) \(reason): \(message)" }
@@ -100,6 +109,7 @@ public struct APIStatusError: Error, Sendable, Hashable, CustomStringConvertible
   var json: JSONValue {
     var details: [String: JSONValue] = [:]
     if let name { details["name"] = .string(name) }
+    if let group { details["group"] = .string(group) }
     if let kind { details["kind"] = .string(kind) }
     var status: JSONValue = [
       "kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Failure",

@@ -7,12 +7,18 @@ import NIOPosix
 import Testing
 import _MeshTestSupport
 
-/// Runs an informer for Services in `namespace` against `port`, collecting its events, around `body`.
+/// Runs an informer for Services in `namespace` against the server of `state` on `port` (over TLS, trusting the
+/// state's CA, with `token`, default the admin's), collecting its events, around `body`.
 func withInformer(
-  port: Int, namespace: String, token: String? = nil,
+  port: Int, state: LocalKubeState, namespace: String, token: String? = nil,
   _ body: (Informer<Service>, EventLog<Service>) async throws -> Void
 ) async throws {
-  let client = try KubeClient(config: KubeClientConfig(server: "http://127.0.0.1:\(port)", token: token), connectTimeout: .milliseconds(300))
+  let credentials = try state.credentials()
+  let client = try KubeClient(
+    config: KubeClientConfig(
+      server: "https://127.0.0.1:\(port)", certificateAuthorityPEM: Data(credentials.certificateAuthorityPEM.utf8),
+      token: token ?? credentials.adminToken),
+    connectTimeout: .milliseconds(300))
   let informer = Informer<Service>(client: client, configuration: .defaults {
     $0.namespace = namespace
     $0.initialBackoff = .milliseconds(20)
@@ -43,7 +49,7 @@ struct InformerTests {
     for i in 0..<5 { try state.create(service("s\(i)", "basic")) }
     try state.create(service("elsewhere", "other"))
     try await withServer(state: state) { server, _ in
-      try await withInformer(port: try await server.port(), namespace: "basic") { informer, log in
+      try await withInformer(port: try await server.port(), state: server.state, namespace: "basic") { informer, log in
         try await eventually("sync") { informer.store.hasSynced && log.count == 5 }
         try state.mergePatch(Service.self, name: "s0", namespace: "basic", patch: ["metadata": ["labels": ["x": "1"]]])
         try state.delete(Service.self, name: "s1", namespace: "basic")
@@ -67,7 +73,7 @@ struct InformerTests {
     let state = LocalKubeState()
     for i in 0..<5 { try state.create(service("s\(i)", "cut")) }
     try await withServer(state: state) { server, _ in
-      try await withInformer(port: try await server.port(), namespace: "cut") { informer, log in
+      try await withInformer(port: try await server.port(), state: server.state, namespace: "cut") { informer, log in
         try await eventually("sync") { informer.store.hasSynced && log.count == 5 }
         try state.mergePatch(Service.self, name: "s0", namespace: "cut", patch: ["metadata": ["labels": ["v": "1"]]])
         try await eventually("first update") { log.count == 6 }
@@ -95,7 +101,7 @@ struct InformerTests {
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await first.run() }
       let port = try await first.port()
-      try await withInformer(port: port, namespace: "gone") { informer, log in
+      try await withInformer(port: port, state: state, namespace: "gone") { informer, log in
         try await eventually("sync") { informer.store.hasSynced && log.count == 4 }
         first.stop()
         // While it is down: changes, then the history is compacted past the informer's version.
@@ -130,7 +136,7 @@ struct InformerTests {
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await first.run() }
       let port = try await first.port()
-      try await withInformer(port: port, namespace: "restart") { informer, log in
+      try await withInformer(port: port, state: state, namespace: "restart") { informer, log in
         try await eventually("sync") { informer.store.hasSynced && log.count == 3 }
         first.stop()
         try state.create(service("s3", "restart"))
@@ -157,7 +163,7 @@ struct InformerTests {
     let state = LocalKubeState()
     try state.create(service("a", "corrupt"))
     try await withServer(state: state) { server, _ in
-      try await withInformer(port: try await server.port(), namespace: "corrupt") { informer, log in
+      try await withInformer(port: try await server.port(), state: server.state, namespace: "corrupt") { informer, log in
         try await eventually("sync") { informer.store.hasSynced && log.count == 1 }
         try await eventually("a watch open") { state.activeWatchCount == 1 }
         state.injectWatchLine("{\"type\":\"ADDED\",\"object\":{not json")
@@ -174,8 +180,8 @@ struct InformerTests {
 
   @Test("an informer with a rejected token backs off and never syncs; no crash")
   func unauthorizedInformer() async throws {
-    try await withServer(configure: { $0.bearerToken = "right" }) { server, _ in
-      try await withInformer(port: try await server.port(), namespace: "x", token: "wrong") { informer, _ in
+    try await withServer { server, _ in
+      try await withInformer(port: try await server.port(), state: server.state, namespace: "x", token: "wrong") { informer, _ in
         try await eventually("several failures") { informer.statistics.errors >= 3 }
         #expect(!informer.store.hasSynced)
       }
@@ -187,9 +193,9 @@ struct InformerTests {
 struct BadInputTests {
   @Test("401 with an invalid token names the reason")
   func unauthorized() async throws {
-    try await withServer(configure: { $0.bearerToken = "right" }) { server, good in
+    try await withServer { server, good in
       _ = try await good.list(Service.self, namespace: "default")
-      let bad = try KubeClient(config: KubeClientConfig(server: try await server.url(), token: "expired"))
+      let bad = try KubeClient(config: try await server.clientConfig(token: "expired"))
       await #expect {
         _ = try await bad.list(Service.self, namespace: "default")
       } throws: { error in

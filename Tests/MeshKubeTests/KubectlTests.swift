@@ -7,11 +7,10 @@ import Testing
 /// kubectl and python3-kubernetes judge the embedded server.
 @Suite("Real clients against the embedded server")
 struct RealClientTests {
-  /// Runs `body` with a server and a kubeconfig file it wrote. (kubectl sends no bearer token over
-  /// plain HTTP, so token auth is only on where the test says so.)
-  func withKubeconfig(token: String? = nil, _ body: @Sendable (LocalKubeAPIServer, String, URL) async throws -> Void) async throws {
+  /// Runs `body` with a server (HTTPS, authentication and RBAC, as by default) and the kubeconfig file it
+  /// wrote (its CA and the admin token).
+  func withKubeconfig(_ body: @Sendable (LocalKubeAPIServer, String, URL) async throws -> Void) async throws {
     try await withServer(configure: {
-      $0.bearerToken = token
       $0.bookmarkInterval = .milliseconds(500)
     }) { server, _ in
       let dir = try temporaryDirectory()
@@ -153,9 +152,9 @@ struct RealClientTests {
 
   @Test("kubectl with a wrong token reports Unauthorized", .enabled(if: kubectlAvailable))
   func kubectlUnauthorized() async throws {
-    try await withKubeconfig(token: "right") { server, kubeconfig, dir in
+    try await withKubeconfig { server, kubeconfig, dir in
       let bad = dir.appendingPathComponent("bad").path
-      try LocalKubeAPIServer.kubeconfigYAML(server: try await server.url(), token: "wrong")
+      try await server.kubeconfigYAML(token: "wrong")
         .write(toFile: bad, atomically: true, encoding: .utf8)
       let get = try await Subprocess.run(kubectlPath, kubectl(bad, dir, ["get", "services"]))
       #expect(get.status != 0)
@@ -226,7 +225,7 @@ struct RealClientTests {
 
   @Test("python3-kubernetes lists and watches Services", .enabled(if: pythonKubernetesAvailable))
   func pythonWatch() async throws {
-    try await withKubeconfig(token: "python-token") { server, kubeconfig, dir in
+    try await withKubeconfig { server, kubeconfig, dir in
       try server.state.create(service("before", "py"))
       let script = """
         import sys

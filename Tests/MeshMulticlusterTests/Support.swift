@@ -47,19 +47,32 @@ final class Cluster: Sendable {
   let state: LocalKubeState
   let port: Int
   let client: KubeClient
+  /// The cluster CA and admin token.
+  let credentials: LocalKubeCredentials
   private let servers = Mutex<(current: LocalKubeAPIServer?, handles: [StopHandle])>((nil, []))
 
   init(name: String, port: Int, state: LocalKubeState = LocalKubeState()) throws {
     self.name = name
     self.port = port
     self.state = state
+    let credentials = try state.credentials()
+    self.credentials = credentials
     self.client = try KubeClient(
-      config: KubeClientConfig(server: "http://127.0.0.1:\(port)", namespace: "default"), logger: testLogger)
+      config: KubeClientConfig(
+        server: "https://127.0.0.1:\(port)", certificateAuthorityPEM: Data(credentials.certificateAuthorityPEM.utf8),
+        token: credentials.adminToken, namespace: "default"),
+      logger: testLogger)
     try state.create(Namespace(metadata: ObjectMeta(name: MirrorMetadata.multiclusterNamespace)))
   }
 
-  var kubeconfig: String {
-    LocalKubeAPIServer.kubeconfigYAML(server: "http://127.0.0.1:\(port)", contextName: name)
+  /// The admin's kubeconfig (HTTPS, the cluster's CA and admin token).
+  var kubeconfig: String { kubeconfig(token: credentials.adminToken) }
+
+  /// A kubeconfig for this cluster with `token`.
+  func kubeconfig(token: String) -> String {
+    LocalKubeAPIServer.kubeconfigYAML(
+      server: "https://127.0.0.1:\(port)", token: token,
+      caPEM: Data(credentials.certificateAuthorityPEM.utf8), contextName: name)
   }
 
   /// Starts the API server in `group` and waits until it listens.
