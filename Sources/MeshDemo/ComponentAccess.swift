@@ -41,19 +41,21 @@ public enum ComponentAccess: String, CaseIterable, Sendable {
     case .destination:
       return [
         rule([""], ["services", "endpoints", "pods"], read),
+        rule(["discovery.k8s.io"], ["endpointslices"], read),
         rule([ServiceProfile.group], [ServiceProfile.plural], read),
         rule([TrafficSplit.group], [TrafficSplit.plural], read),
       ]
     case .mirror:
       return [
         rule([""], ["services", "endpoints"], read + ["create", "update", "patch", "delete"]),
+        rule(["discovery.k8s.io"], ["endpointslices"], read + ["create", "update", "patch", "delete"]),
         rule([""], ["namespaces"], read),
         rule([""], ["secrets"], read),
         rule([Link.group], [Link.plural], read),
         rule([Link.group], ["\(Link.plural)/status"], ["get", "update", "patch"]),
       ]
     case .remoteMirror:
-      return [rule([""], ["services", "endpoints"], read)]
+      return [rule([""], ["services", "endpoints"], read), rule(["discovery.k8s.io"], ["endpointslices"], read)]
     }
   }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MeshCore
+import MeshDiscovery
 import MeshIdentity
 import MeshProxy
 import MeshTLS
@@ -107,6 +108,35 @@ struct GRPCInteropTests {
     }
   }
 
+  @Test("a retryable gRPC route retries UNAVAILABLE (trailers-only); a route that is not retryable does not")
+  func retries() async throws {
+    let server = try await GRPCPeer.serve()
+    defer { server.process.terminate() }
+    let backend = try Authority(Self.authority)
+    let discovery = InMemoryDiscovery([
+      backend: EndpointSet(
+        exists: true,
+        endpoints: [Endpoint(address: try Authority(host: "127.0.0.1", port: server.port), protocolHint: .http2)])
+    ])
+    func profile(retryable: Bool) -> Profile {
+      Profile(
+        fullyQualifiedName: "backend.default.svc.cluster.local",
+        routes: [Route(name: "Flaky", condition: .pathRegex("/test\\.Peer/Flaky"), isRetryable: retryable)],
+        retryBudget: .default)
+    }
+    try await withProxy(tls: nil, discovery: discovery) { proxy in
+      let ports = try await proxy.boundPorts()
+      discovery.setProfile(profile(retryable: true), for: backend)
+      let retried = try await GRPCPeer.flaky(target: "127.0.0.1:\(ports.outbound)", authority: Self.authority, count: 20)
+      #expect(retried == 20, "every call succeeds on its retry")
+      discovery.setProfile(profile(retryable: false), for: backend)
+      let plain = try await GRPCPeer.flaky(target: "127.0.0.1:\(ports.outbound)", authority: Self.authority, count: 20)
+      #expect(plain == 10, "half the calls fail without retries")
+      let metrics = try await curl(["http://127.0.0.1:\(ports.admin)/metrics"]).stdout
+      #expect(metrics.contains("route_retry_total{direction=\"outbound\",dst=\"backend.default.svc.cluster.local:80\",rt_route=\"Flaky\"} 20"), "\(metrics)")
+    }
+  }
+
   @Test("nghttp sees a trailers-only response cross the pair as one HEADERS frame with END_STREAM")
   func trailersOnlyFrame() async throws {
     guard Subprocess.which("nghttp") != nil else { return }
@@ -200,6 +230,15 @@ enum GRPCPeer {
       let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
     else { throw TestFailure("grpc_peer.py client failed: \(result)") }
     return object
+  }
+
+  /// Calls `Flaky` `count` times through `target`; how many succeeded.
+  static func flaky(target: String, authority: String, count: Int) async throws -> Int {
+    let result = try await Subprocess.run(python, [script, "flaky", target, authority, "\(count)"])
+    guard let ok = Int(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+      throw TestFailure("grpc_peer.py flaky failed: \(result)")
+    }
+    return ok
   }
 
   /// One unary `Echo` call's outcome.

@@ -357,7 +357,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   func upstreamResponse(_ part: HTTPClientResponsePart, attempt: Int) {
     guard attempt == attemptID, let context, case .forwarding(var forwarding) = state else { return }
     switch part {
-    case .head(let head) where retryAfter(status: Int(head.status.code), forwarding, context: context):
+    case .head(let head)
+    where retryAfter(
+      status: Int(head.status.code), grpcStatus: head.headers.first(name: "grpc-status").flatMap { Int($0) },
+      forwarding, context: context):
       return
     case .head(var head):
       cancelTimeout()
@@ -409,14 +412,20 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   /// A failed response on a retryable route: if the whole request is kept, retries are left and the budget
   /// allows, the response is dropped and the request sent again (to a newly picked endpoint or leaf).
-  private func retryAfter(status: Int, _ forwarding: ForwardingState, context: ChannelHandlerContext) -> Bool {
-    guard policy.isRetryable, policy.isFailure(status: status), forwarding.requestEnded, retries < Self.maxRetries,
+  ///
+  /// A gRPC call is retried when the server answered UNAVAILABLE (14) in a trailers-only response: nothing of
+  /// the response has reached the client yet, and UNAVAILABLE says the call was not processed.
+  private func retryAfter(
+    status: Int, grpcStatus: Int?, _ forwarding: ForwardingState, context: ChannelHandlerContext
+  ) -> Bool {
+    let failed = policy.isFailure(status: status) || (isGRPC && grpcStatus == 14)
+    guard policy.isRetryable, failed, forwarding.requestEnded, retries < Self.maxRetries,
       let replay, let request, let budget = policy.budget, budget.withdraw()
     else { return false }
     retries += 1
     metrics.routeRetry(policy, direction: router.direction)
     metrics.responseEnded(
-      forwarding.upstream.labels, status: status, grpcStatus: nil, latencyMilliseconds: elapsedMilliseconds())
+      forwarding.upstream.labels, status: status, grpcStatus: grpcStatus, latencyMilliseconds: elapsedMilliseconds())
     logger.debug(
       "retrying a failed response",
       metadata: [

@@ -3,6 +3,8 @@
   grpc_peer.py serve            prints the port it listens on (127.0.0.1), then serves until stdin closes
   grpc_peer.py client TARGET [AUTHORITY]
                                 runs every case against TARGET and prints one JSON object: case -> outcome
+  grpc_peer.py flaky TARGET AUTHORITY N
+                                calls Flaky (UNAVAILABLE every other call) N times, prints how many succeeded
 
 Both ends use raw bytes (no generated code). The service is `test.Peer`. Comparing the client's JSON directly
 and through the proxy shows whether the proxy changed anything a gRPC application can see.
@@ -74,6 +76,20 @@ def stall(request, context):
         time.sleep(0.02)
 
 
+FLAKY = {"calls": 0}
+FLAKY_LOCK = threading.Lock()
+
+
+def flaky(request, context):
+    """Unary: every other call fails with UNAVAILABLE (a trailers-only response)."""
+    with FLAKY_LOCK:
+        FLAKY["calls"] += 1
+        fail = FLAKY["calls"] % 2 == 1
+    if fail:
+        context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+    return request
+
+
 def was_cancelled(request, context):
     seen = CANCELLED.wait(timeout=5)
     CANCELLED.clear()
@@ -88,6 +104,7 @@ def serve():
         "Chat": grpc.stream_stream_rpc_method_handler(chat),
         "Stall": grpc.unary_stream_rpc_method_handler(stall),
         "WasCancelled": grpc.unary_unary_rpc_method_handler(was_cancelled),
+        "Flaky": grpc.unary_unary_rpc_method_handler(flaky),
     }
     options = [("grpc.max_send_message_length", 8 << 20), ("grpc.max_receive_message_length", 8 << 20)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=options)
@@ -163,8 +180,24 @@ def client(target, authority):
     print(json.dumps(results, sort_keys=True), flush=True)
 
 
+def flaky_client(target, authority, count):
+    """Calls Flaky `count` times; prints how many succeeded."""
+    channel = grpc.insecure_channel(target, options=[("grpc.default_authority", authority)])
+    call = channel.unary_unary("/%s/Flaky" % SERVICE)
+    ok = 0
+    for _ in range(count):
+        try:
+            call(b"x", timeout=10)
+            ok += 1
+        except grpc.RpcError:
+            pass
+    print(ok, flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve()
+    elif sys.argv[1] == "flaky":
+        flaky_client(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         client(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
