@@ -213,7 +213,7 @@ public final class DestinationServer: ServiceLifecycle.Service, Sendable {
       } catch is CancellationError {
         throw CancellationError()
       } catch {
-        logger.error(
+        logger.warning(
           "cannot ask the API server whether it serves EndpointSlices; retrying",
           metadata: ["error": "\(error)", "retry_in": "\(delay)"])
         try await Task.sleep(for: delay)
