@@ -159,7 +159,10 @@ struct EndpointSliceAPITests {
         _ = try await client.create(slice("api-a", service: "api", ip: "10.2.0.1"))
         _ = try await client.create(slice("web-b", service: "web", ip: "10.1.0.2"))
         try await client.delete(EndpointSlice.self, name: "web-a", namespace: "default")
-        try await eventually("web-b added and web-a deleted") { informer.store.keys == ["default/web-b"] }
+        // The store and the event stream are updated separately: wait for both.
+        try await eventually("web-b added and web-a deleted") {
+          informer.store.keys == ["default/web-b"] && log.all.count >= 3
+        }
         #expect(log.all.map(\.object.name) == ["web-a", "web-b", "web-a"], "\(log.summary)")
         #expect(log.all.allSatisfy { $0.object.metadata.labels?[EndpointSlice.serviceNameLabel] == "web" })
         group.cancelAll()

@@ -50,7 +50,7 @@ struct MirrorSliceTests {
       #expect(try west.state.list(Endpoints.self).isEmpty)
 
       // East's destination service, reading slices, resolves the mirror to the gateway.
-      let kube = try KubeClient(config: KubeClientConfig(server: "http://127.0.0.1:\(east.port)", namespace: "default"))
+      let kube = try KubeClient(config: east.client.config)
       let destination = DestinationServer(
         configuration: .defaults {
           $0.host = "127.0.0.1"

@@ -108,6 +108,32 @@ struct GRPCInteropTests {
     }
   }
 
+  @Test("a route timeout answers a gRPC call with DEADLINE_EXCEEDED and the proxy's reason")
+  func routeTimeoutIsDeadlineExceeded() async throws {
+    let server = try await GRPCPeer.serve()
+    defer { server.process.terminate() }
+    let backend = try Authority(Self.authority)
+    let discovery = InMemoryDiscovery([
+      backend: EndpointSet(
+        exists: true,
+        endpoints: [Endpoint(address: try Authority(host: "127.0.0.1", port: server.port), protocolHint: .http2)])
+    ])
+    discovery.setProfile(
+      Profile(
+        fullyQualifiedName: "backend.default.svc.cluster.local",
+        routes: [Route(name: "Echo", condition: .pathRegex("/test\\.Peer/Echo"), timeout: .milliseconds(200))]),
+      for: backend)
+    try await withProxy(tls: nil, discovery: discovery) { proxy in
+      let outbound = try await proxy.boundPorts().outbound
+      let started = ContinuousClock.now
+      let result = try await GRPCPeer.unary(
+        target: "127.0.0.1:\(outbound)", authority: Self.authority, message: "sleep:2")
+      #expect(result["code"] as? String == "DEADLINE_EXCEEDED", "\(result)")
+      #expect((result["details"] as? String)?.contains("request timeout") == true, "\(result)")
+      #expect(ContinuousClock.now - started < .seconds(1.5))
+    }
+  }
+
   @Test("a retryable gRPC route retries UNAVAILABLE (trailers-only); a route that is not retryable does not")
   func retries() async throws {
     let server = try await GRPCPeer.serve()
@@ -169,32 +195,12 @@ struct GRPCInteropTests {
     }
   }
 
-  /// Runs a proxy on loopback ports chosen by the OS around `body`.
   func withProxy(
-    tls: MeshTLS?, discovery: InMemoryDiscovery, gateway: Bool = false,
-    _ body: (MeshProxy) async throws -> Void
+    tls: MeshTLS?, discovery: InMemoryDiscovery, gateway: Bool = false, _ body: (MeshProxy) async throws -> Void
   ) async throws {
-    var logger = Logger(label: "test.grpc-interop")
-    logger.logLevel = .warning
-    let proxy = MeshProxy(
-      configuration: .defaults {
-        $0.outboundAddress = try! Authority("127.0.0.1:0")
-        $0.inboundAddress = try! Authority("127.0.0.1:0")
-        $0.adminAddress = try! Authority("127.0.0.1:0")
-        $0.failfastTimeout = .seconds(1)
-        $0.gatewayMode = gateway
-      }, tls: tls, discovery: discovery, logger: logger)
-    try await withThrowingTaskGroup { group in
-      group.addTask { try await proxy.run() }
-      _ = try await proxy.boundPorts()
-      do {
-        try await body(proxy)
-      } catch {
-        group.cancelAll()
-        throw error
-      }
-      group.cancelAll()
-    }
+    try await withSingleProxy(tls: tls, discovery: discovery, label: "test.grpc-interop", configure: {
+      $0.gatewayMode = gateway
+    }, body)
   }
 }
 
@@ -242,17 +248,17 @@ enum GRPCPeer {
   }
 
   /// One unary `Echo` call's outcome.
-  static func unary(target: String, authority: String) async throws -> [String: Any] {
+  static func unary(target: String, authority: String, message: String = "hi") async throws -> [String: Any] {
     let code = """
       import grpc, json, sys
       channel = grpc.insecure_channel(sys.argv[1], options=[("grpc.default_authority", sys.argv[2])])
       try:
-          channel.unary_unary("/test.Peer/Echo")(b"hi", timeout=10)
+          channel.unary_unary("/test.Peer/Echo")(sys.argv[3].encode(), timeout=10)
           print(json.dumps({"code": "OK"}))
       except grpc.RpcError as e:
           print(json.dumps({"code": e.code().name, "details": e.details()}))
       """
-    let result = try await Subprocess.run(python, ["-c", code, target, authority])
+    let result = try await Subprocess.run(python, ["-c", code, target, authority, message])
     guard let data = result.stdout.data(using: .utf8),
       let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
     else { throw TestFailure("python grpc call failed: \(result)") }

@@ -314,28 +314,11 @@ struct RobustnessTests {
     discovery: InMemoryDiscovery, application: Int = 1, wildcardAdmin: Bool = false,
     configure: (inout ProxyConfiguration) -> Void = { _ in }, _ body: (MeshProxy) async throws -> Void
   ) async throws {
-    var logger = Logger(label: "test.robustness")
-    logger.logLevel = .warning
-    let proxy = MeshProxy(
-      configuration: .defaults {
-        $0.outboundAddress = try! Authority("127.0.0.1:0")
-        $0.inboundAddress = try! Authority("127.0.0.1:0")
-        $0.adminAddress = try! Authority(wildcardAdmin ? "0.0.0.0:0" : "127.0.0.1:0")
-        $0.applicationAddress = try! Authority(host: "127.0.0.1", port: application)
-        $0.failfastTimeout = .seconds(1)
-        configure(&$0)
-      }, tls: nil, discovery: discovery, logger: logger)
-    try await withThrowingTaskGroup { group in
-      group.addTask { try await proxy.run() }
-      _ = try await proxy.boundPorts()
-      do {
-        try await body(proxy)
-      } catch {
-        group.cancelAll()
-        throw error
-      }
-      group.cancelAll()
-    }
+    try await withSingleProxy(discovery: discovery, label: "test.robustness", configure: {
+      $0.adminAddress = try! Authority(wildcardAdmin ? "0.0.0.0:0" : "127.0.0.1:0")
+      $0.applicationAddress = try! Authority(host: "127.0.0.1", port: application)
+      configure(&$0)
+    }, body)
   }
 }
 
