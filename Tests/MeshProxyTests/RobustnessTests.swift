@@ -226,10 +226,10 @@ struct RobustnessTests {
     MeshProxyAllocator.limitArenas()
     try await withProxy(discovery: InMemoryDiscovery(), application: nginx.http1Port) { proxy in
       let ports = try await proxy.boundPorts()
-      // Warm up both paths, the outbound one past its limit of destinations (it keeps the 500 used last, each
-      // following discovery), then measure what more requests add.
+      // Warm up both paths, the outbound one well past its limit of destinations (it keeps the 500 used last,
+      // each following discovery) so the allocator has settled, then measure what more requests add.
       _ = try await Self.distinctHosts(port: ports.inbound, count: 200, target: nginx.http1Port, prefix: "w")
-      _ = try await Self.distinctHosts(port: ports.outbound, count: 1_000, target: nginx.http1Port, prefix: "o")
+      _ = try await Self.distinctHosts(port: ports.outbound, count: 5_000, target: nginx.http1Port, prefix: "o")
       let before = rssKB()
       let seriesBefore = proxy.metrics.labelSetCount
       let inbound = try await Self.distinctHosts(port: ports.inbound, count: 20_000, target: nginx.http1Port, prefix: "i")
