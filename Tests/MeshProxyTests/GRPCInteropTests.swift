@@ -56,11 +56,7 @@ struct GRPCInteropTests {
     let pki = try TestPKI()
     let gatewayIdentity = IdentityName.test("swiftmesh-gateway", "swiftmesh-multicluster")
     let backend = try Authority(Self.authority)
-    let gatewayDiscovery = InMemoryDiscovery([
-      backend: EndpointSet(
-        exists: true,
-        endpoints: [Endpoint(address: try Authority(host: "127.0.0.1", port: server.port), protocolHint: .http2)])
-    ])
+    let gatewayDiscovery = try Self.discovery(to: server)
     let gatewayTLS = try MeshTLS(material: try pki.workload(gatewayIdentity), trustAnchors: [pki.anchor.certificate])
     try await withProxy(tls: gatewayTLS, discovery: gatewayDiscovery, gateway: true) { gateway in
       let gatewayPort = try await gateway.boundPorts().inbound
@@ -113,11 +109,7 @@ struct GRPCInteropTests {
     let server = try await GRPCPeer.serve()
     defer { server.process.terminate() }
     let backend = try Authority(Self.authority)
-    let discovery = InMemoryDiscovery([
-      backend: EndpointSet(
-        exists: true,
-        endpoints: [Endpoint(address: try Authority(host: "127.0.0.1", port: server.port), protocolHint: .http2)])
-    ])
+    let discovery = try Self.discovery(to: server)
     discovery.setProfile(
       Profile(
         fullyQualifiedName: "backend.default.svc.cluster.local",
@@ -139,11 +131,7 @@ struct GRPCInteropTests {
     let server = try await GRPCPeer.serve()
     defer { server.process.terminate() }
     let backend = try Authority(Self.authority)
-    let discovery = InMemoryDiscovery([
-      backend: EndpointSet(
-        exists: true,
-        endpoints: [Endpoint(address: try Authority(host: "127.0.0.1", port: server.port), protocolHint: .http2)])
-    ])
+    let discovery = try Self.discovery(to: server)
     func profile(retryable: Bool) -> Profile {
       Profile(
         fullyQualifiedName: "backend.default.svc.cluster.local",
@@ -193,6 +181,15 @@ struct GRPCInteropTests {
       #expect(received.first?.contains("HEADERS") == true && (flags ?? 0) & 0x1 == 0x1, "\(result.stdout)")
       #expect(result.stdout.contains("grpc-status: 5"), "\(result.stdout)")
     }
+  }
+
+  /// Discovery that resolves `backend...:80` to the Python server (plaintext HTTP/2).
+  static func discovery(to server: GRPCPeer.Server) throws -> InMemoryDiscovery {
+    InMemoryDiscovery([
+      try Authority(authority): EndpointSet(
+        exists: true,
+        endpoints: [Endpoint(address: try Authority(host: "127.0.0.1", port: server.port), protocolHint: .http2)])
+    ])
   }
 
   func withProxy(
