@@ -8,6 +8,7 @@
 #   bash Benchmarks/load/run.sh            # release build (first build takes long on 2 cores)
 #   BUILD=debug DURATION=5 bash Benchmarks/load/run.sh
 #   PROFILE=1 bash Benchmarks/load/run.sh  # also perf-profile the plaintext proxy (needs perf)
+#   ONLY=overload bash Benchmarks/load/run.sh  # only the overload rows
 # Needs: nginx haproxy wrk hey nghttp2-client kubectl curl (Debian packages). Every load is bounded by time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -159,6 +160,7 @@ peak_rss_mb() { local t=0; for p in $(family "$1"); do t=$((t + $(awk '/VmHWM/ {
 to_ms() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.2f", n }'; }
 
 RESULTS=()
+if [ "${ONLY:-}" != "overload" ]; then
 run_wrk() { # label url host pids...
   local label=$1 url=$2 host=$3; shift 3
   local before=0; for p in "$@"; do before=$((before + $(cpu_ms "$p"))); done
@@ -232,6 +234,7 @@ echo "HTTP/2, h2load -n $H2_REQUESTS -c 16 -m 10"
 h2() { timeout 120 h2load -n "$H2_REQUESTS" -c 16 -m 10 -H ":authority: $2" "$1" | awk -v l="$3" '/finished in/ {rps=$4} /time for request/ {mean=$6; max=$5} /status codes/ {codes=$3" 2xx, "$7" 5xx"} END {printf "%-24s %12s req/s  request time mean %s max %s  (%s)\n", l, rps, mean, max, codes}' || true; }
 h2 http://127.0.0.1:18084/ backend "direct (nginx h2c)"
 h2 http://127.0.0.1:14140/ backend-h2.default.svc.cluster.local "mesh-proxy pair (mTLS)"
+fi
 
 # Overload: goodput (2xx per second) under a flood against a normal concurrency, same pair, same run. What
 # is shed must be shed fast (503 overloaded), and the pair must answer normally right after the flood.
@@ -249,8 +252,8 @@ overload_row() { # label url authority normal-args -- flood-args
   local n f
   n=$(goodput normal "$url" "$authority" "${normal[@]}"); f=$(goodput flood "$url" "$authority" "${flood[@]}")
   sleep 1
-  local after; after=$(curl -s -m 5 -o /dev/null -w '%{http_code}' --http2-prior-knowledge -H "Host: $authority" "$url" 2>/dev/null || true)
-  [ "${normal[0]}" = "--h1" ] && after=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -H "Host: $authority" "$url" 2>/dev/null || true)
+  local proto=(--http2-prior-knowledge); [ "${normal[0]}" = "--h1" ] && proto=()
+  local after; after=$(curl -s -m 30 -o /dev/null -w '%{http_code} in %{time_total}s' "${proto[@]}" -H "Host: $authority" "$url" 2>/dev/null || true)
   awk -v l="$label" -v n="$n" -v f="$f" -v a="$after" 'BEGIN { split(n, N, "|"); split(f, F, "|");
     printf "%-34s normal %8.0f 2xx/s  flood %8.0f 2xx/s (%s shed 5xx)  ratio %.2f  1 s later: %s\n",
       l, N[2], F[2], F[3], (N[2] > 0 ? F[2] / N[2] : 0), a }'
@@ -259,3 +262,6 @@ overload_row "HTTP/2, 5,000 streams (50 x 100)" http://127.0.0.1:14140/ backend-
   -c 16 -m 10 -- -c 50 -m 100
 overload_row "HTTP/1.1, 2,000 connections" http://127.0.0.1:14140/ backend.default.svc.cluster.local \
   --h1 -c 16 -- --h1 -c 2000
+for admin in 14190:client 14191:server 14192:server-h2; do
+  echo "${admin#*:} proxy answered itself: $(curl -s "http://127.0.0.1:${admin%%:*}/metrics" | awk '/^proxy_(errors|shed_requests)_total/ {printf "%s ", $0}')"
+done

@@ -67,10 +67,12 @@ kind: Service
 metadata: {name: backend, namespace: default}
 spec: {ports: [{name: http, port: 80}]}
 ---
-apiVersion: v1
-kind: Endpoints
-metadata: {name: backend, namespace: default}
-subsets: [{addresses: [{ip: 127.0.0.1, targetRef: {kind: Pod, name: backend-0, namespace: default}}], ports: [{name: http, port: 24143}]}]
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-1, namespace: default, labels: {kubernetes.io/service-name: backend}}
+addressType: IPv4
+endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}, targetRef: {kind: Pod, name: backend-0, namespace: default}}]
+ports: [{name: http, port: 24143}]
 YAML
 proxy() { # name identity outbound inbound admin app
   start "$BIN/mesh-proxy" --identity "$2.default.serviceaccount.identity.swiftmesh.cluster.local" \
