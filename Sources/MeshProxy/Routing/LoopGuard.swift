@@ -89,8 +89,8 @@ final class LoopGuard: Sendable {
 
   /// Checks the request's hop header and adds this proxy's token; a loop is an error.
   func stamp(_ headers: inout HTTPHeaders) throws(ProxyError) {
-    let existing = headers[Self.headerName]
-    if !existing.isEmpty {
+    if headers.contains(name: Self.headerName) {
+      let existing = headers[Self.headerName]
       var hops = 0
       for value in existing {
         for item in value.split(separator: ",") {

@@ -162,7 +162,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     state = .opening(buffered: [.head(head)])
     let authority = Self.authority(of: head)
     currentAuthority = authority?.description ?? head.headers.first(name: "host") ?? ""
-    isGRPC = head.headers.first(name: "content-type")?.lowercased().hasPrefix("application/grpc") ?? false
+    isGRPC = head.headers.first(name: "content-type").map(Self.isGRPCContentType) ?? false
     let request = RoutedRequest(
       head: head, authority: authority, arrivedOverHTTP2: downstreamIsHTTP2, peerIdentity: peerIdentity)
     self.request = request
@@ -359,7 +359,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     switch part {
     case .head(let head)
     where retryAfter(
-      status: Int(head.status.code), grpcStatus: head.headers.first(name: "grpc-status").flatMap { Int($0) },
+      status: Int(head.status.code), grpcStatus: isGRPC ? head.headers.first(name: "grpc-status").flatMap { Int($0) } : nil,
       forwarding, context: context):
       return
     case .head(var head):
@@ -588,6 +588,16 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   private func elapsedMilliseconds() -> Double {
     Double((NIODeadline.now() - started).nanoseconds) / 1_000_000
+  }
+
+  /// `application/grpc`, `application/grpc+proto`, ... in any case, without building a lowercased copy.
+  static func isGRPCContentType(_ value: String) -> Bool {
+    let prefix = "application/grpc".utf8
+    var value = value.utf8.makeIterator()
+    for expected in prefix {
+      guard let byte = value.next(), byte | 0x20 == expected | 0x20 else { return false }
+    }
+    return true
   }
 
   static func authority(of head: HTTPRequestHead?) -> Authority? {

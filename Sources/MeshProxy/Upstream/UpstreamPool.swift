@@ -94,36 +94,39 @@ final class UpstreamPool: @unchecked Sendable {
           .overloaded,
           "\(key.address) has \(gate.active) streams open and \(gate.waiters.count) requests waiting for one"))
     }
-    let promise = eventLoop.makePromise(of: Void.self)
-    let id = nextWaiterID
-    nextWaiterID &+= 1
-    let timer = eventLoop.scheduleTask(deadline: deadline) { [self] in
-      guard var gate = streamGates[key], let index = gate.waiters.firstIndex(where: { $0.id == id }) else { return }
-      gate.waiters.remove(at: index)
+    let waiter: PendingRequests<Void>.Entry = makeWaiter(deadline: deadline, abandonment: abandonment) { [self] id in
+      guard var gate = streamGates[key], gate.waiters.remove(id: id) else { return nil }
       streamGates[key] = gate
-      metrics.shed(reason: "queue timeout")
-      promise.fail(ProxyError(.overloaded, "no stream to \(key.address) came free in time (\(gate.active) open)"))
+      return ProxyError(.overloaded, "no stream to \(key.address) came free in time (\(gate.active) open)")
     }
-    gate.waiters.append(StreamWaiter(id: id, promise: promise, timer: timer, abandonment: abandonment))
-    return promise.futureResult
+    gate.waiters.append(waiter)
+    return waiter.promise.futureResult
   }
 
   /// A stream ended: its slot goes to the first waiting request.
   private func releaseStream(_ key: HTTP2Key) {
     guard var gate = streamGates[key] else { return }
-    var abandoned: [StreamWaiter] = []
-    while let waiter = gate.waiters.first, waiter.abandonment.isAbandoned {
-      abandoned.append(gate.waiters.removeFirst())
+    let (next, dropped) = gate.waiters.popNext()
+    if next == nil { gate.active -= 1 }
+    streamGates[key] = next != nil || gate.active > 0 ? gate : nil
+    next?.serve(())
+    for waiter in dropped { waiter.drop() }
+  }
+
+  /// A queue entry for a request that waits for a slot until `deadline`; past it, `timedOut` takes the entry
+  /// out of its queue (nil: it was served meanwhile) and the request is shed with the error it returns.
+  private func makeWaiter<Value: Sendable>(
+    deadline: NIODeadline, abandonment: RequestAbandonment, timedOut: @escaping @Sendable (Int) -> ProxyError?
+  ) -> PendingRequests<Value>.Entry {
+    let promise = eventLoop.makePromise(of: Value.self)
+    let id = nextWaiterID
+    nextWaiterID &+= 1
+    let timer = eventLoop.scheduleTask(deadline: deadline) { [self] in
+      guard let error = timedOut(id) else { return }
+      metrics.shed(reason: "queue timeout")
+      promise.fail(error)
     }
-    if let waiter = gate.waiters.popFirst() {
-      streamGates[key] = gate
-      waiter.timer.cancel()
-      waiter.promise.succeed()
-    } else {
-      gate.active -= 1
-      streamGates[key] = gate.active > 0 ? gate : nil
-    }
-    for waiter in abandoned { waiter.drop() }
+    return .init(id: id, promise: promise, timer: timer, abandonment: abandonment)
   }
 
   private func openStream(_ key: HTTP2Key, isRetry: Bool) -> EventLoopFuture<UpstreamStream> {
@@ -276,21 +279,14 @@ final class UpstreamPool: @unchecked Sendable {
           .overloaded,
           "\(address) has \(endpoint.open) connections open and \(endpoint.waiters.count) requests waiting for one"))
     }
-    let promise = eventLoop.makePromise(of: (any Channel).self)
-    let id = nextWaiterID
-    nextWaiterID &+= 1
-    let timer = eventLoop.scheduleTask(deadline: deadline) { [self] in
-      guard var endpoint = http1[address], let index = endpoint.waiters.firstIndex(where: { $0.id == id }) else {
-        return
-      }
-      endpoint.waiters.remove(at: index)
+    let waiter: PendingRequests<any Channel>.Entry = makeWaiter(deadline: deadline, abandonment: abandonment) {
+      [self] id in
+      guard var endpoint = http1[address], endpoint.waiters.remove(id: id) else { return nil }
       http1[address] = endpoint
-      metrics.shed(reason: "queue timeout")
-      promise.fail(
-        ProxyError(.overloaded, "no connection to \(address) came free in time (\(endpoint.open) open, all busy)"))
+      return ProxyError(.overloaded, "no connection to \(address) came free in time (\(endpoint.open) open, all busy)")
     }
-    endpoint.waiters.append(HTTP1Waiter(id: id, promise: promise, timer: timer, abandonment: abandonment))
-    return promise.futureResult
+    endpoint.waiters.append(waiter)
+    return waiter.promise.futureResult
   }
 
   private func connectHTTP1(to address: Authority) -> EventLoopFuture<any Channel> {
@@ -339,85 +335,79 @@ final class UpstreamPool: @unchecked Sendable {
 
   /// A slot is free: the first waiting request gets a new connection.
   private func dispatchWaiter(_ address: Authority) {
-    dropAbandonedWaiters(address)
-    guard var endpoint = http1[address], !endpoint.waiters.isEmpty else {
-      if let endpoint = http1[address], endpoint.open == 0, endpoint.waiters.isEmpty { http1[address] = nil }
-      return
-    }
-    let waiter = endpoint.waiters.removeFirst()
-    endpoint.open += 1
-    http1[address] = endpoint
-    waiter.timer.cancel()
-    connectHTTP1(to: address).cascade(to: waiter.promise)
+    guard var endpoint = http1[address] else { return }
+    let (next, dropped) = endpoint.waiters.popNext()
+    if next != nil { endpoint.open += 1 }
+    http1[address] = next != nil || endpoint.open > 0 || !endpoint.waiters.isEmpty ? endpoint : nil
+    for waiter in dropped { waiter.drop() }
+    if let next { connectHTTP1(to: address).cascade(to: next.promise) }
   }
 
   /// Returns a finished HTTP/1.1 connection for reuse: to the first waiting request, else to the idle list.
   func releaseHTTP1(_ channel: any Channel, to address: Authority) {
     eventLoop.preconditionInEventLoop()
-    dropAbandonedWaiters(address)
     guard channel.isActive, var endpoint = http1[address] else { return }
-    if !endpoint.waiters.isEmpty {
-      let waiter = endpoint.waiters.removeFirst()
-      http1[address] = endpoint
-      waiter.timer.cancel()
-      waiter.promise.succeed(channel)
-      return
-    }
-    if endpoint.idle.count >= configuration.maxIdleConnectionsPerEndpoint {
+    let (next, dropped) = endpoint.waiters.popNext()
+    let keep = next == nil && endpoint.idle.count < configuration.maxIdleConnectionsPerEndpoint
+    if keep { endpoint.idle.append(channel) }
+    http1[address] = endpoint
+    for waiter in dropped { waiter.drop() }
+    if let next {
+      next.serve(channel)
+    } else if !keep {
       channel.close(promise: nil)
-      return
     }
-    endpoint.idle.append(channel)
-    http1[address] = endpoint
-  }
-
-  /// Removes the waiting requests at the head of the queue whose clients went away.
-  private func dropAbandonedWaiters(_ address: Authority) {
-    guard var endpoint = http1[address], endpoint.waiters.first?.abandonment.isAbandoned == true else { return }
-    var abandoned: [HTTP1Waiter] = []
-    while let waiter = endpoint.waiters.first, waiter.abandonment.isAbandoned {
-      abandoned.append(endpoint.waiters.removeFirst())
-    }
-    http1[address] = endpoint
-    for waiter in abandoned {
-      waiter.timer.cancel()
-      waiter.promise.fail(ProxyError(.overloaded, "the request was given up while it waited for a connection"))
-    }
-  }
-
-  /// Connections open (idle, busy or connecting) and requests waiting, toward `address` on this loop.
-  func http1Load(_ address: Authority) -> (open: Int, idle: Int, waiting: Int) {
-    eventLoop.preconditionInEventLoop()
-    let endpoint = http1[address] ?? HTTP1Endpoint()
-    return (endpoint.open, endpoint.idle.count, endpoint.waiters.count)
   }
 }
 
-/// A request waiting for an HTTP/2 stream slot.
-private struct StreamWaiter {
-  let id: Int
-  let promise: EventLoopPromise<Void>
-  let timer: Scheduled<Void>
-  let abandonment: RequestAbandonment
+/// Requests waiting for a slot toward one upstream (an HTTP/1.1 connection, an HTTP/2 stream), first come
+/// first served, each until its deadline. Used on its pool's event loop only.
+struct PendingRequests<Value: Sendable> {
+  struct Entry {
+    let id: Int
+    let promise: EventLoopPromise<Value>
+    let timer: Scheduled<Void>
+    let abandonment: RequestAbandonment
 
-  func drop() {
-    timer.cancel()
-    promise.fail(ProxyError(.overloaded, "the request was given up while it waited for a stream"))
+    func serve(_ value: Value) {
+      timer.cancel()
+      promise.succeed(value)
+    }
+
+    /// The request was given up while it waited: its future fails, and nobody reads it.
+    func drop() {
+      timer.cancel()
+      promise.fail(ProxyError(.overloaded, "the request was given up while it waited for the upstream"))
+    }
+  }
+
+  private var entries = CircularBuffer<Entry>()
+
+  var count: Int { entries.count }
+  var isEmpty: Bool { entries.isEmpty }
+
+  mutating func append(_ entry: Entry) { entries.append(entry) }
+
+  /// Takes out the entry `id` (its deadline passed); whether it was still waiting.
+  mutating func remove(id: Int) -> Bool {
+    guard let index = entries.firstIndex(where: { $0.id == id }) else { return false }
+    entries.remove(at: index)
+    return true
+  }
+
+  /// The first entry whose request is still wanted, and the given-up ones that stood before it. The caller
+  /// stores its state first, then serves and drops them (their callbacks may come back into the pool).
+  mutating func popNext() -> (next: Entry?, dropped: [Entry]) {
+    var dropped: [Entry] = []
+    while let first = entries.first, first.abandonment.isAbandoned { dropped.append(entries.removeFirst()) }
+    return (entries.popFirst(), dropped)
   }
 }
 
 /// The HTTP/2 streams open to one endpoint from one event loop, and the requests waiting for one.
 private struct StreamGate {
   var active = 0
-  var waiters = CircularBuffer<StreamWaiter>()
-}
-
-/// A request waiting for an HTTP/1.1 connection to come free.
-private struct HTTP1Waiter {
-  let id: Int
-  let promise: EventLoopPromise<any Channel>
-  let timer: Scheduled<Void>
-  let abandonment: RequestAbandonment
+  var waiters = PendingRequests<Void>()
 }
 
 /// One HTTP/1.1 upstream address as an event loop's pool keeps it.
@@ -425,7 +415,7 @@ private struct HTTP1Endpoint {
   var idle: [any Channel] = []
   /// Connections open or being opened, idle or busy.
   var open = 0
-  var waiters = CircularBuffer<HTTP1Waiter>()
+  var waiters = PendingRequests<any Channel>()
 }
 
 extension TimeAmount {
