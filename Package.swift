@@ -52,7 +52,11 @@ let package = Package(
   targets: [
     .target(
       name: "MeshCore",
-      dependencies: [.product(name: "Logging", package: "swift-log")],
+      dependencies: [
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ],
       swiftSettings: swiftSettings
     ),
     .target(
@@ -354,7 +358,11 @@ let package = Package(
     ),
     .testTarget(
       name: "MeshCoreTests",
-      dependencies: ["MeshCore"],
+      dependencies: [
+        "MeshCore",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -200,25 +200,18 @@ public final class LocalKubeAPIServer: ServiceLifecycle.Service, Sendable {
       bound.fail(error)
       throw error
     }
-    let server: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+    let server: ConnectionListener<Void, HTTPServerRequestPart, HTTPServerResponsePart>
     do {
-      server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .serverChannelOption(.backlog, value: 256)
-        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-        .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-        .bind(host: configuration.host, port: configuration.port) { channel in
-          channel.eventLoop.makeCompletedFuture {
-            if let tlsContext {
-              try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
-            }
-            // Without pipelining assistance, which stops reading while a response is in flight: during a long
-            // watch the TLS layer must still read, or a client's close_notify goes unanswered and the client
-            // waits out its TLS shutdown timeout. Requests are served in order by `serve` all the same.
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-              withPipeliningAssistance: false, withErrorHandling: true)
-            return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
-          }
+      server = try await ConnectionListener.bind(host: configuration.host, port: configuration.port) { channel in
+        if let tlsContext {
+          try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
         }
+        // Without pipelining assistance, which stops reading while a response is in flight: during a long
+        // watch the TLS layer must still read, or a client's close_notify goes unanswered and the client
+        // waits out its TLS shutdown timeout. Requests are served in order by `serve` all the same.
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+          withPipeliningAssistance: false, withErrorHandling: true)
+      }
     } catch {
       bound.fail(error)
       throw error
@@ -227,36 +220,26 @@ public final class LocalKubeAPIServer: ServiceLifecycle.Service, Sendable {
       c.listener = server.channel
       return c.stopped
     }
-    if stoppedEarly { server.channel.close(promise: nil) }
+    if stoppedEarly { server.close() }
     if let address = server.channel.localAddress { bound.succeed(address) }
     logger.info("kube API listening", metadata: ["address": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
-    do {
-      try await withGracefulShutdownHandler {
-        try await server.executeThenClose { inbound in
-          try await withThrowingDiscardingTaskGroup { group in
-            for try await connection in inbound {
-              let id = ObjectIdentifier(connection.channel)
-              let accepted = self.channels.withLock { c -> Bool in
-                guard !c.stopped else { return false }
-                c.connections[id] = connection.channel
-                return true
-              }
-              guard accepted else {
-                connection.channel.close(promise: nil)
-                continue
-              }
-              group.addTask {
-                await self.serve(connection)
-                _ = self.channels.withLock { $0.connections.removeValue(forKey: id) }
-              }
-            }
-          }
+    await withGracefulShutdownHandler {
+      await server.serve { _, connection in
+        let id = ObjectIdentifier(connection.channel)
+        let accepted = self.channels.withLock { c -> Bool in
+          guard !c.stopped else { return false }
+          c.connections[id] = connection.channel
+          return true
         }
-      } onGracefulShutdown: {
-        self.stop()
+        guard accepted else {
+          try? await connection.executeThenClose { _, _ in }
+          return
+        }
+        await self.serve(connection)
+        _ = self.channels.withLock { $0.connections.removeValue(forKey: id) }
       }
-    } catch is CancellationError {
-      return
+    } onGracefulShutdown: {
+      self.stop()
     }
   }
 }

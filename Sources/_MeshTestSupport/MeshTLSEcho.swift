@@ -16,34 +16,26 @@ public enum MeshTLSEcho {
     onSession: @escaping SessionObserver = { _ in },
     _ body: @Sendable (Int) async throws -> T
   ) async throws -> T {
-    let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-      .bind(host: "127.0.0.1", port: 0) { child in
-        child.eventLoop.makeCompletedFuture {
-          let session = try tls.addServerHandlers(
-            to: child.pipeline.syncOperations, requireClientCertificate: requireClientCertificate)
-          // Reported from the event loop, so a test that stops the server right away still hears of it.
-          session.whenComplete { result in
-            onSession(result.mapError { $0 as? MeshTLSError ?? MeshTLSError(.handshakeFailed, "\($0)") })
-          }
-          let async = try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: child)
-          return (session, async)
-        }
+    let server = try await ConnectionListener<EventLoopFuture<MeshTLSSession>, ByteBuffer, ByteBuffer>.bind(
+      host: "127.0.0.1", port: 0
+    ) { child in
+      let session = try tls.addServerHandlers(
+        to: child.pipeline.syncOperations, requireClientCertificate: requireClientCertificate)
+      // Reported from the event loop, so a test that stops the server right away still hears of it.
+      session.whenComplete { result in
+        onSession(result.mapError { $0 as? MeshTLSError ?? MeshTLSError(.handshakeFailed, "\($0)") })
       }
+      return session
+    }
     let port = server.channel.localAddress?.port ?? 0
     return try await withThrowingTaskGroup(of: T?.self) { group in
       group.addTask {
-        try await server.executeThenClose { inbound in
-          try await withThrowingDiscardingTaskGroup { connections in
-            for try await (sessionFuture, child) in inbound {
-              connections.addTask {
-                await serve(child, session: sessionFuture)
-              }
-            }
-          }
+        await server.serve { sessionFuture, child in
+          await serve(child, session: sessionFuture)
         }
         return nil
       }
+      defer { server.close() }
       let result = try await body(port)
       group.cancelAll()
       return result

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MeshCore
 import MeshKube
 import MeshKubeLocal
 import NIOCore
@@ -259,33 +260,22 @@ struct BadInputTests {
 
 /// A tiny TCP server that answers every connection with `response` (after the request head) and closes.
 func withRawServer(response: String, _ body: @Sendable (Int) async throws -> Void) async throws {
-  let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-    .bind(host: "127.0.0.1", port: 0) { channel in
-      channel.eventLoop.makeCompletedFuture {
-        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-      }
-    }
+  let server = try await ConnectionListener<Void, ByteBuffer, ByteBuffer>.bind(host: "127.0.0.1", port: 0) { _ in }
   let port = server.channel.localAddress!.port!
   try await withThrowingTaskGroup(of: Void.self) { group in
     group.addTask {
-      try await server.executeThenClose { inbound in
-        try await withThrowingDiscardingTaskGroup { connections in
-          for try await connection in inbound {
-            connections.addTask {
-              try? await connection.executeThenClose { input, output in
-                var seen = ""
-                for try await chunk in input {
-                  seen += String(buffer: chunk)
-                  if seen.contains("\r\n\r\n") { break }
-                }
-                try await output.write(ByteBuffer(string: response))
-              }
-            }
+      await server.serve { _, connection in
+        try? await connection.executeThenClose { input, output in
+          var seen = ""
+          for try await chunk in input {
+            seen += String(buffer: chunk)
+            if seen.contains("\r\n\r\n") { break }
           }
+          try await output.write(ByteBuffer(string: response))
         }
       }
     }
+    defer { server.close() }
     try await body(port)
     group.cancelAll()
   }
