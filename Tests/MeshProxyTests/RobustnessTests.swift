@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MeshCore
+import NIOCore
 @testable import MeshProxy
 import MeshTLS
 import Prometheus
@@ -123,6 +124,40 @@ struct RobustnessTests {
       #expect(python.printed.contains("closed 300"), "\(python.printed)")
       let metrics = try await curl(["http://127.0.0.1:\(ports.admin)/metrics"]).stdout
       #expect(metrics.contains("reason=\"request header timeout\""), "timeouts are counted")
+    }
+  }
+
+  // MARK: Cancelled streams
+
+  /// swift-nio-http2 ignores frames on a stream it reset only for the last 32 it reset; for any other it
+  /// answers with a connection error (GOAWAY) and the connection stops answering. A flood of clients that gave
+  /// up reset hundreds of upstream streams at once, the application's late DATA arrived on them, and the
+  /// upstream connection, still in the pool, took every later request with it (no answer for 30 s and more).
+  @Test("hundreds of upstream HTTP/2 streams reset at once, with the application's frames still arriving: the next request is answered")
+  func lateFramesOnResetStreams() async throws {
+    let app = try await LateFramesApp(delay: .milliseconds(300))
+    do {
+      try await lateFrames(app)
+      await app.stop()
+    } catch {
+      await app.stop()
+      throw error
+    }
+  }
+
+  private func lateFrames(_ app: LateFramesApp) async throws {
+    try await withProxy(discovery: InMemoryDiscovery(), application: app.port) { proxy in
+      let inbound = try await proxy.boundPorts().inbound
+      let url = "http://127.0.0.1:\(inbound)/"
+      for round in 0..<3 {
+        // 100 streams in flight upstream when the client is killed: the proxy resets them all, and the
+        // application's DATA for them comes 300 ms after their HEADERS.
+        _ = try await Subprocess.run("timeout", ["-s", "KILL", "0.5", "h2load", "-n", "2000", "-c", "1", "-m", "100", url])
+        try await Task.sleep(for: .milliseconds(400))
+        let after = try await Subprocess.run(
+          "curl", ["-s", "-m", "5", "--http2-prior-knowledge", "-w", "\n%{http_code}", url])
+        #expect(after.stdout == "late\n\n200", "round \(round): \(after)")
+      }
     }
   }
 

@@ -120,7 +120,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     let streams = HTTP2StreamTracker(eventLoop: context.eventLoop)
     _ = try context.pipeline.syncOperations.configureHTTP2Pipeline(
       mode: .server,
-      connectionConfiguration: .init(),
+      connectionConfiguration: .proxy(meshPeer: peerIdentity != nil),
       streamConfiguration: .proxy(meshPeer: peerIdentity != nil),
       streamDelegate: streams,
       position: .last
@@ -152,6 +152,25 @@ extension Optional {
   fileprivate mutating func take() -> Wrapped? {
     defer { self = nil }
     return self
+  }
+}
+
+extension NIOHTTP2Handler.ConnectionConfiguration {
+  /// HTTP/2 connection settings of the proxy's connections, both directions.
+  ///
+  /// - Recently reset streams: after a stream is reset, frames the peer had already sent on it keep arriving;
+  ///   swift-nio-http2 ignores them only for the last 32 streams it reset and treats any other as a
+  ///   connection error (GOAWAY, STREAM_CLOSED). A proxy cancels many streams at once when a flood of clients
+  ///   gives up (5,000 streams from h2load, a deploy that kills a client fleet): with 32 the connection
+  ///   between two proxies died, and, kept in the pool, took every later request with it. The list holds as
+  ///   many as a connection can have open several times over.
+  /// - Glitches (stream errors over a connection's whole life): a mesh connection lives for days and carries
+  ///   every client's cancellations; the same budget as the stream-error rate applies.
+  static func proxy(meshPeer: Bool) -> Self {
+    var configuration = Self()
+    configuration.maximumRecentlyResetStreams = meshPeer ? 8192 : 2048
+    configuration.maximumConnectionGlitches = meshPeer ? 100_000 : 10_000
+    return configuration
   }
 }
 

@@ -229,7 +229,7 @@ final class UpstreamPool: @unchecked Sendable {
         return ready.flatMapThrowing {
           let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .client,
-            connectionConfiguration: .init(),
+            connectionConfiguration: .proxy(meshPeer: key.identity != nil),
             streamConfiguration: .proxy(meshPeer: key.identity != nil)
           ) { stream in stream.eventLoop.makeSucceededVoidFuture() }
           let connection = HTTP2Connection(multiplexer: multiplexer)
@@ -241,7 +241,18 @@ final class UpstreamPool: @unchecked Sendable {
               self.evict(key, connection)
             })
           try channel.pipeline.syncOperations.addHandler(
-            ConnectionErrorLogger(logger: self.logger, role: "upstream HTTP/2 connection to \(key.address)"))
+            ConnectionErrorLogger(logger: self.logger, role: "upstream HTTP/2 connection to \(key.address)") {
+              [weak channel] error in
+              // The connection is broken (swift-nio-http2 sent GOAWAY for a connection error, or TLS or the
+              // socket failed): no new stream goes there, and it is closed, so that its streams fail now and
+              // are retried where they can be, instead of waiting on a connection that will never answer.
+              guard connection.goAwayLastStreamID == nil, ConnectionErrorLogger.breaksConnection(error) else { return }
+              self.logger.warning(
+                "upstream HTTP/2 connection failed; closing it, new requests get a new connection",
+                metadata: ["peer": "\(key.address)", "error": "\(error)"])
+              self.evict(key, connection)
+              channel?.close(promise: nil)
+            })
           channel.closeFuture.whenComplete { _ in
             self.eventLoop.execute { self.evict(key, connection) }
           }
@@ -435,13 +446,30 @@ final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
     error is NIOHTTP2Errors.UnableToParseFrame || error is NIOHTTP2Errors.BadClientMagic
   }
 
+  /// Whether `error`, reaching the end of an HTTP/2 connection's pipeline, leaves the connection unusable.
+  /// Not: an error of one stream, a stream opened just after the peer's GOAWAY (the pool moves on by itself),
+  /// I/O on a connection already closing. Anything else is a connection error for which swift-nio-http2 has
+  /// sent GOAWAY (a protocol violation, a frame on a long-closed stream, a limit exceeded), or a TLS or
+  /// socket failure.
+  static func breaksConnection(_ error: any Error) -> Bool {
+    switch error {
+    case is NIOHTTP2Errors.StreamError, is NIOHTTP2Errors.StreamClosed, is NIOHTTP2Errors.CreatedStreamAfterGoaway,
+      is ChannelError:
+      return false
+    default:
+      return true
+    }
+  }
+
   typealias InboundIn = Never
   private let logger: Logger
   private let role: String
+  private let onError: (@Sendable (any Error) -> Void)?
 
-  init(logger: Logger, role: String) {
+  init(logger: Logger, role: String, onError: (@Sendable (any Error) -> Void)? = nil) {
     self.logger = logger
     self.role = role
+    self.onError = onError
   }
 
   func errorCaught(context: ChannelHandlerContext, error originalError: any Error) {
@@ -455,6 +483,7 @@ final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
         "connection": "\(role)", "local": "\(context.localAddress.map { "\($0)" } ?? "?")", "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)",
       ])
     context.fireErrorCaught(originalError)
+    onError?(originalError)
     if Self.isUnrecoverable(originalError) { context.close(promise: nil) }
   }
 }
