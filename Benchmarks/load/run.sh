@@ -20,8 +20,12 @@ RATE=${RATE:-500}
 for tool in nginx haproxy wrk hey h2load kubectl curl; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "missing $tool (apt-get install it)" >&2; exit 1; }
 done
-for product in meshctl mesh-controller mesh-proxy; do swift build -c "$BUILD" --product "$product" >/dev/null; done
-BIN=$(cd "$(swift build -c "$BUILD" --show-bin-path)" && pwd)
+# SCRATCH: a build directory of its own (--scratch-path), so a release build can run beside `swift test`.
+SCRATCH_ARGS=(); [ -n "${SCRATCH:-}" ] && SCRATCH_ARGS=(--scratch-path "$SCRATCH")
+for product in meshctl mesh-controller mesh-proxy; do
+  swift build -c "$BUILD" "${SCRATCH_ARGS[@]}" --product "$product" >/dev/null
+done
+BIN=$(cd "$(swift build -c "$BUILD" "${SCRATCH_ARGS[@]}" --show-bin-path)" && pwd)
 W=$(mktemp -d); chmod 755 "$W"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
