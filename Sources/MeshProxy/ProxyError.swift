@@ -27,6 +27,8 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
     case overloaded = "overloaded"
     /// An HTTP/1.1 client did not finish a request head within the header read timeout.
     case headerTimeout = "request header timeout"
+    /// A `CONNECT` request: the proxy does not open tunnels to arbitrary addresses.
+    case connectRefused = "connect not allowed"
   }
 
   public var reason: Reason
@@ -48,6 +50,7 @@ public struct ProxyError: Error, Hashable, Sendable, CustomStringConvertible {
     case .identityRequired: .forbidden
     case .timeout: .gatewayTimeout
     case .headerTimeout: .requestTimeout
+    case .connectRefused: .methodNotAllowed
     }
   }
 

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import MeshCore
 import MeshProxy
@@ -10,7 +11,7 @@ func withSingleProxy(
   configure: (inout ProxyConfiguration) -> Void = { _ in }, _ body: (MeshProxy) async throws -> Void
 ) async throws {
   var logger = Logger(label: label)
-  logger.logLevel = .warning
+  logger.logLevel = ProcessInfo.processInfo.environment["MESH_TEST_LOG"].map { Logger.Level(rawValue: $0) ?? .warning } ?? .warning
   let proxy = MeshProxy(
     configuration: .defaults {
       $0.outboundAddress = try! Authority("127.0.0.1:0")

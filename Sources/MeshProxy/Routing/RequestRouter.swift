@@ -14,6 +14,10 @@ public struct RoutedRequest: Sendable {
   /// When the request arrived: the failfast timeout counts from here, across the profile lookup and the
   /// wait for an endpoint together, so a request with no usable destination waits one failfast, not two.
   public var receivedAt: NIODeadline = .now()
+  /// The protocol an HTTP/1.1 client asks to switch to (its `Upgrade` header with `Connection: upgrade`),
+  /// e.g. `websocket`. Such a request travels on HTTP/1.1 to the end (inside mutual TLS between proxies),
+  /// and on `101 Switching Protocols` the connection becomes a byte relay.
+  public var upgrade: String?
   /// Set when the request's client goes away (or the proxy has answered it) while it still waits for an
   /// upstream: its place in a queue is given to the next request instead of opening a stream nobody reads.
   let abandonment = RequestAbandonment()
@@ -79,10 +83,29 @@ enum HTTPHeaderRules {
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
   ]
 
-  /// Removes hop-by-hop headers, keeping `te: trailers` (gRPC needs it).
-  static func stripHopByHop(_ headers: inout HTTPHeaders) {
+  /// Removes hop-by-hop headers, keeping `te: trailers` (gRPC needs it); with `upgrade`, the next hop is
+  /// asked for the same upgrade (`Connection: upgrade`, `Upgrade: <upgrade>`).
+  static func stripHopByHop(_ headers: inout HTTPHeaders, upgrade: String? = nil) {
     let keepTrailers = headers["te"].contains { $0.lowercased().contains("trailers") }
     for name in hopByHop { headers.remove(name: name) }
     if keepTrailers { headers.add(name: "te", value: "trailers") }
+    if let upgrade {
+      headers.add(name: "connection", value: "upgrade")
+      headers.add(name: "upgrade", value: upgrade)
+    }
+  }
+
+  /// The protocol an HTTP/1.1 request asks to switch to: its `Upgrade` header, when `Connection` names
+  /// `upgrade`; nil otherwise.
+  static func requestedUpgrade(_ headers: HTTPHeaders) -> String? {
+    let connection = headers[canonicalForm: "connection"]
+    guard connection.contains(where: { $0.lowercased() == "upgrade" }) else { return nil }
+    let upgrade = headers["upgrade"].map(trimmed).filter { !$0.isEmpty }.joined(separator: ", ")
+    return upgrade.isEmpty ? nil : upgrade
+  }
+
+  /// `value` without leading and trailing spaces and tabs.
+  static func trimmed<S: StringProtocol>(_ value: S) -> String {
+    String(value.drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
   }
 }

@@ -189,7 +189,7 @@ public final class OutboundRouter: RequestRouter, Sendable {
     // Each attempt picks its leaf again: a connection refused by one leaf (a gateway gone) may go to another.
     let authority = pickTarget(apex: apex)
     var head = request.head
-    HTTPHeaderRules.stripHopByHop(&head.headers)
+    HTTPHeaderRules.stripHopByHop(&head.headers, upgrade: request.upgrade)
     do {
       try pools.loopGuard.stamp(&head.headers)
     } catch {
@@ -215,7 +215,18 @@ public final class OutboundRouter: RequestRouter, Sendable {
           head.headers.replaceOrAdd(name: "host", value: override.description)
         }
         let opened: EventLoopFuture<Upstream>
-        if let identity = endpoint.tlsIdentity {
+        if let identity = endpoint.tlsIdentity, request.upgrade != nil {
+          // An upgrade cannot ride an HTTP/2 stream: HTTP/1.1 inside mutual TLS, on a connection of its own.
+          labels.tls = true
+          labels.serverID = identity.description
+          if self.pools.loopGuard.isSelf(endpoint.address) {
+            return eventLoop.makeFailedFuture(UpstreamPools.loop(to: endpoint.address))
+          }
+          opened = self.pools.pool(for: eventLoop).openUpgradeConnection(to: endpoint.address, identity: identity).map {
+            [head, labels] channel in
+            Upstream(channel: channel, head: head, ticket: ticket, labels: labels, release: nil, stream: nil)
+          }
+        } else if let identity = endpoint.tlsIdentity {
           labels.tls = true
           labels.serverID = identity.description
           if !request.arrivedOverHTTP2 { head.headers.replaceOrAdd(name: MeshHeaders.origProto, value: "HTTP/1.1") }
@@ -282,7 +293,7 @@ public final class InboundRouter: RequestRouter, Sendable {
         ProxyError(.identityRequired, "this port requires a mesh identity (mutual TLS); the request came in plaintext"))
     }
     var head = request.head
-    HTTPHeaderRules.stripHopByHop(&head.headers)
+    HTTPHeaderRules.stripHopByHop(&head.headers, upgrade: request.upgrade)
     let restoreHTTP1 = head.headers.first(name: MeshHeaders.origProto) != nil
     head.headers.remove(name: MeshHeaders.origProto)
     // The application starts a fresh hop chain with whatever it sends next.

@@ -22,6 +22,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     case forwarding(ForwardingState)
     /// The proxy answered itself; the rest of the request is dropped.
     case answered
+    /// The upstream answered `101 Switching Protocols`: the connection is a byte relay now (this handler is
+    /// on its way out of the pipeline).
+    case upgraded
   }
 
   private struct ForwardingState {
@@ -30,6 +33,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     var responseStarted: Bool
     var status: Int = 0
     var grpcStatus: Int?
+    /// The upstream accepted the upgrade (`101`): at the end of that response, both sides become a relay.
+    var upgradeAccepted = false
   }
 
   private let router: any RequestRouter
@@ -74,6 +79,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   private var attemptID = 0
   private var timeoutTask: Scheduled<Void>?
   private var counted = false
+  /// The HTTP/1.1 connection can carry no further request after this one (an upgrade or CONNECT request:
+  /// the request parser stops after it): the response says `connection: close`, and the connection closes
+  /// after it.
+  private var closeAfterResponse = false
 
   init(
     router: any RequestRouter, metrics: ProxyMetrics, peerIdentity: IdentityName?, isHTTP2: Bool,
@@ -114,6 +123,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       }
     case .answered:
       if case .end = part { resetAfterAnswer(context: context) }
+    case .upgraded:
+      break
     }
   }
 
@@ -163,10 +174,24 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     let authority = Self.authority(of: head)
     currentAuthority = authority?.description ?? head.headers.first(name: "host") ?? ""
     isGRPC = head.headers.first(name: "content-type").map(Self.isGRPCContentType) ?? false
-    let request = RoutedRequest(
+    var head = head
+    var upgrade = downstreamIsHTTP2 ? nil : HTTPHeaderRules.requestedUpgrade(head.headers)
+    // The HTTP/1.1 parser reads nothing after an upgrade or CONNECT request: this connection ends with it.
+    closeAfterResponse = upgrade != nil || (!downstreamIsHTTP2 && head.method == .CONNECT)
+    if let requested = upgrade, requested.lowercased().split(separator: ",").contains(where: {
+      HTTPHeaderRules.trimmed($0) == "h2c"
+    }) {
+      // An h2c upgrade is not performed: the request goes on as plain HTTP/1.1 (a server may answer it
+      // either way), never left hanging.
+      upgrade = nil
+      head.headers.remove(name: "upgrade")
+      head.headers.remove(name: "http2-settings")
+    }
+    var request = RoutedRequest(
       head: head, authority: authority, arrivedOverHTTP2: downstreamIsHTTP2, peerIdentity: peerIdentity)
+    request.upgrade = upgrade
     self.request = request
-    replay = [.head(head)]
+    replay = upgrade == nil ? [.head(head)] : nil
     replayBytes = 0
     refusals = 0
     retries = 0
@@ -183,6 +208,12 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       tap.publish(tapped, destination: "", serverID: "", event: .requestInit(.init()))
     } else {
       tapped = nil
+    }
+    if head.method == .CONNECT {
+      answer(
+        ProxyError(.connectRefused, "the proxy does not open tunnels (CONNECT \(head.uri))"), context: context,
+        requestEnded: false)
+      return
     }
     // Hold further reads until the upstream is ready; parts already read are buffered.
     context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
@@ -299,6 +330,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       ])
     var headers = HTTPHeaders()
     headers.add(name: ProxyError.headerName, value: error.reason.rawValue)
+    if closeAfterResponse { headers.add(name: "connection", value: "close") }
     let status: HTTPResponseStatus
     let grpcStatus: Int?
     if isGRPC {
@@ -335,6 +367,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
     cancelTimeout()
     state = .answered
+    if closeAfterResponse {
+      state = .answered
+      context.close(promise: nil)
+      return
+    }
     context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
     context.read()
     if requestEnded { resetAfterAnswer(context: context) }
@@ -362,6 +399,20 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       status: Int(head.status.code), grpcStatus: isGRPC ? head.headers.first(name: "grpc-status").flatMap { Int($0) } : nil,
       forwarding, context: context):
       return
+    case .head(let head) where head.status == .switchingProtocols:
+      guard request?.upgrade != nil else {
+        forwarding.upstream.ticket?.complete(.failure)
+        forwarding.upstream.channel.close(promise: nil)
+        answer(
+          ProxyError(.upstreamReset, "the upstream switched protocols without being asked to"), context: context,
+          requestEnded: forwarding.requestEnded)
+        return
+      }
+      acceptUpgrade(head, forwarding, context: context)
+    case .end where forwarding.upgradeAccepted:
+      // Out of the HTTP decoder's callback first: the pipelines change under it.
+      let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+      context.eventLoop.execute { bound.value.becomeRelay() }
     case .head(var head):
       cancelTimeout()
       forwarding.responseStarted = true
@@ -376,6 +427,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
           ? .cancelled : .failure
       forwarding.upstream.ticket?.complete(outcome)
       HTTPHeaderRules.stripHopByHop(&head.headers)
+      if closeAfterResponse { head.headers.add(name: "connection", value: "close") }
       head.version = .http1_1
       let latency = elapsedMilliseconds()
       state = .forwarding(forwarding)
@@ -404,6 +456,95 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       // upstream stream that has just completed (an RST_STREAM per request, which peers count as abuse).
       finishIfDone()
       context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+      if closeAfterResponse {
+        // A refused upgrade: an ordinary response, after which this connection ends. Its upstream
+        // connection was asked for an upgrade too and is not reused.
+        if case .forwarding(let forwarding) = state { forwarding.upstream.channel.close(promise: nil) }
+        state = .answered
+        context.close(promise: nil)
+      }
+    }
+  }
+
+  // MARK: Upgrades
+
+  /// The upstream answered `101 Switching Protocols`: the 101 goes to the client, counted as the request's
+  /// response; at the end of it (``becomeRelay``) both connections become a byte relay.
+  private func acceptUpgrade(_ head: HTTPResponseHead, _ forwarding: ForwardingState, context: ChannelHandlerContext) {
+    var forwarding = forwarding
+    cancelTimeout()
+    forwarding.responseStarted = true
+    forwarding.upgradeAccepted = true
+    forwarding.status = 101
+    forwarding.upstream.ticket?.complete(.success)
+    let latency = elapsedMilliseconds()
+    metrics.responseEnded(forwarding.upstream.labels, status: 101, grpcStatus: nil, latencyMilliseconds: latency)
+    if policy.hasRoute {
+      metrics.routeResponse(policy, direction: router.direction, status: 101, latencyMilliseconds: latency)
+    }
+    tapResponse(status: 101)
+    var head = head
+    let protocolName = head.headers.first(name: "upgrade") ?? request?.upgrade
+    HTTPHeaderRules.stripHopByHop(&head.headers, upgrade: protocolName)
+    head.version = .http1_1
+    state = .forwarding(forwarding)
+    context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+  }
+
+  /// Takes HTTP off both pipelines and joins them with a ``ByteRelay``. Bytes the upstream sent right after
+  /// its 101 (already read) reach the client; from here on nothing is parsed.
+  private func becomeRelay() {
+    guard let context, case .forwarding(let forwarding) = state, forwarding.upgradeAccepted else { return }
+    state = .upgraded
+    endCounted()
+    let upstream = forwarding.upstream.channel
+    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+    let (downstreamEnd, upstreamEnd) = ByteRelay.pair(onFirstClose: {
+      let handler = bound.value
+      handler.tapEnd(status: 101, grpcStatus: nil, proxyError: "")
+    })
+    do {
+      let down = context.pipeline.syncOperations
+      let up = upstream.pipeline.syncOperations
+      try down.addHandler(downstreamEnd)
+      try up.addHandler(upstreamEnd)
+      // Outbound HTTP handlers first, so the relay's writes meet bytes-only handlers; the decoders last,
+      // as removing one hands its unparsed bytes to the relay behind it.
+      for handler in [
+        try? up.handler(type: UpstreamResponseHandler.self) as RemovableChannelHandler?,
+        try? up.handler(type: NIOHTTPRequestHeadersValidator.self),
+        try? up.handler(type: HTTPRequestEncoder.self),
+        try? down.handler(type: HTTPServerPipelineHandler.self),
+        try? down.handler(type: NIOHTTPResponseHeadersValidator.self),
+        try? down.handler(type: HTTPServerProtocolErrorHandler.self),
+        try? down.handler(type: HTTP1TimeoutPartsHandler.self),
+        try? down.handler(type: HTTP1TimeoutBytesHandler.self),
+        try? down.handler(type: HTTPResponseEncoder.self),
+        try? down.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self),
+        try? up.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self),
+      ] {
+        guard let handler else { continue }
+        let pipeline = handler is UpstreamResponseHandler || handler is NIOHTTPRequestHeadersValidator
+          || handler is HTTPRequestEncoder || handler is ByteToMessageHandler<HTTPResponseDecoder> ? up : down
+        // A decoder leaves a moment later, handing its unparsed bytes on as it goes: written by the relay,
+        // they are flushed once it is gone (no read completes for them).
+        let removed = context.eventLoop.makePromise(of: Void.self)
+        removed.futureResult.whenComplete { [downstream = context.channel] _ in
+          downstream.flush()
+          upstream.flush()
+        }
+        pipeline.removeHandler(handler, promise: removed)
+      }
+      // Reading resumes on both sides (the HTTP handlers may have held a read back: the pipelining handler
+      // does while a response is outstanding).
+      upstream.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in upstream.read() }
+      let downstream = context.channel
+      downstream.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in downstream.read() }
+      down.removeHandler(context: context, promise: nil)
+    } catch {
+      logger.debug("upgrade failed", metadata: ["authority": "\(currentAuthority)", "error": "\(error)"])
+      upstream.close(promise: nil)
+      context.close(promise: nil)
     }
   }
 

@@ -261,6 +261,46 @@ final class UpstreamPool: @unchecked Sendable {
       }
   }
 
+  /// A new HTTP/1.1 connection inside mutual TLS to the peer proxy at `address` (expecting `identity`), for
+  /// one upgrade request (WebSocket and the like): never pooled, it becomes the upgraded connection's
+  /// transport or is closed after the refused upgrade's response.
+  func openUpgradeConnection(to address: Authority, identity: IdentityName) -> EventLoopFuture<any Channel> {
+    eventLoop.preconditionInEventLoop()
+    guard let tls else {
+      return eventLoop.makeFailedFuture(ProxyError(.connectFailed, "no TLS identity to reach \(identity)"))
+    }
+    let metrics = self.metrics
+    let bootstrap = ClientBootstrap(group: eventLoop)
+      .connectTimeout(TimeAmount(configuration.connectTimeout))
+      .channelOption(.socketOption(.tcp_nodelay), value: 1)
+      .channelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(
+            ConnectionMetricsHandler(metrics: metrics.tcp(direction: "outbound", peer: "dst", tls: true)))
+        }
+      }
+    return boundedConnect(to: address) { bootstrap.connect(host: address.host, port: address.port) }
+      .flatMapErrorThrowing { error in
+        if error is ProxyError { throw error }
+        throw ProxyError.connecting(to: address, failedWith: error)
+      }
+      .flatMap { [loopGuard] channel in
+        if loopGuard.isSelf(channel.remoteAddress) {
+          channel.close(promise: nil)
+          return channel.eventLoop.makeFailedFuture(UpstreamPools.loop(to: address))
+        }
+        return channel.eventLoop.makeCompletedFuture {
+          try tls.addClientHandlers(to: channel.pipeline.syncOperations, expected: identity)
+        }.flatMap { $0 }.flatMapThrowing { _ in
+          try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+          return channel
+        }.flatMapErrorThrowing { error in
+          channel.close(promise: nil)
+          throw ProxyError(.connectFailed, "mutual TLS with \(address) failed: \(error)")
+        }
+      }
+  }
+
   /// An HTTP/1.1 connection to `address`: an idle one if there is one, else a new one while fewer than
   /// `limit` are open to it from this event loop; past that the request waits in a bounded queue for a
   /// connection to come free, until `deadline`, and what cannot be served in time fails fast with
@@ -309,7 +349,9 @@ final class UpstreamPool: @unchecked Sendable {
         channel.eventLoop.makeCompletedFuture {
           try channel.pipeline.syncOperations.addHandler(
             ConnectionMetricsHandler(metrics: metrics.tcp(direction: "outbound", peer: "dst", tls: false)))
-          try channel.pipeline.syncOperations.addHTTPClientHandlers()
+          // Bytes that follow a `101 Switching Protocols` in the same read belong to the upgraded protocol:
+          // handed on when the decoder is removed, not dropped.
+          try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
         }
       }
     return boundedConnect(to: address) { bootstrap.connect(host: address.host, port: address.port) }
