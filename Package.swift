@@ -28,6 +28,8 @@ let package = Package(
     .executable(name: "mesh-controller", targets: ["mesh-controller"]),
     .executable(name: "mesh-proxy", targets: ["mesh-proxy"]),
     .executable(name: "mesh-mirror", targets: ["mesh-mirror"]),
+    .executable(name: "mesh-proxy-init", targets: ["mesh-proxy-init"]),
+    .library(name: "MeshProxyInit", targets: ["MeshProxyInit"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -254,6 +256,12 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    .target(name: "MeshProxyInit", swiftSettings: swiftSettings),
+    .executableTarget(
+      name: "mesh-proxy-init",
+      dependencies: ["MeshProxyInit", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      swiftSettings: swiftSettings
+    ),
     .executableTarget(
       name: "mesh-mirror",
       dependencies: [
@@ -354,6 +362,11 @@ let package = Package(
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "X509", package: "swift-certificates"),
       ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "MeshProxyInitTests",
+      dependencies: ["MeshProxyInit", "_MeshTestSupport"],
       swiftSettings: swiftSettings
     ),
     .testTarget(
