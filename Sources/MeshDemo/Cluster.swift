@@ -220,6 +220,13 @@ final class Cluster: Sendable {
     if case .tasks = runtime {
       _ = try await client.create(Namespace(metadata: ObjectMeta(name: MirrorMetadata.multiclusterNamespace)))
     }
+    // The shared trust anchor, published where `meshctl multicluster check` compares it.
+    let anchorPEM: String
+    switch runtime {
+    case .tasks(let anchor): anchorPEM = try PEMFiles.pem([anchor.certificate])
+    case .processes: anchorPEM = try String(contentsOfFile: "\(directory)/ca/ca.crt", encoding: .utf8)
+    }
+    try await cluster.publishTrustRoots(anchorPEM)
 
     // backend: the application and its inbound proxy, published as a meshed, exported Service.
     let appPort = try await cluster.startBackendApp(pod: "backend-0", in: &group)
@@ -378,6 +385,18 @@ final class Cluster: Sendable {
   }
 
   /// The gateway's Service, where `meshctl multicluster link` reads the gateway's address, ports and identity.
+  /// The ConfigMap `swiftmesh-identity-trust-roots` (key `ca.crt`) in the control plane's namespace, as the
+  /// Kubernetes walkthrough creates it.
+  private func publishTrustRoots(_ pem: String) async throws {
+    do {
+      _ = try await client.create(MeshKube.Namespace(metadata: ObjectMeta(name: "swiftmesh")))
+    } catch let error as KubeError where error.isAlreadyExists {}
+    _ = try await client.create(
+      ConfigMap(
+        metadata: ObjectMeta(name: MulticlusterCheck.trustRootsConfigMap, namespace: "swiftmesh"),
+        data: [MulticlusterCheck.trustRootsKey: pem]))
+  }
+
   private func publishGateway(_ ports: ProxyPorts) async throws {
     _ = try await client.create(
       MeshKube.Service(

@@ -66,6 +66,8 @@ public struct DemoSummary: Codable, Sendable {
   /// Endpoint objects in both clusters at the end, by kind (`Endpoints`, `EndpointSlice`): the demo writes
   /// EndpointSlices only, as the mirror does, so discovery and mirroring run without any v1 Endpoints.
   public var endpointObjects: [String: Int]
+  /// `meshctl multicluster check` of east and of west once linked (before the load): one line per check.
+  public var multiclusterCheck: [String]
 }
 
 /// `meshctl demo`: two clusters (east, west) on this machine, each with an embedded Kubernetes API, its
@@ -150,6 +152,25 @@ public enum Demo {
       try await east.waitForMirror(of: "backend", from: west)
       try await west.waitForMirror(of: "backend", from: east)
       try await east.waitForGateway(of: west, alive: true)
+      try await west.waitForGateway(of: east, alive: true)
+      // What `meshctl multicluster check` says of each cluster, now that both are linked.
+      var checkLines: [String] = []
+      var checksPassed = true
+      // The mirrors write their status and heartbeat a moment after the probe: a few tries, 15 s at most.
+      let checkDeadline = ContinuousClock.now + .seconds(15)
+      repeat {
+        checkLines = []
+        checksPassed = true
+        for cluster in [east, west] {
+          let results = await MulticlusterCheck.run(local: cluster.client, logger: logger)
+          checksPassed = checksPassed && results.allSatisfy(\.ok)
+          checkLines += results.map { "\(cluster.name): \($0.line)" }
+        }
+        if checksPassed { break }
+        try await Task.sleep(for: .milliseconds(250))
+      } while ContinuousClock.now < checkDeadline
+      say("meshctl multicluster check: \(checksPassed ? "every check passes in east and west" : "some checks fail")")
+      if !checksPassed { for line in checkLines { say("  \(line)") } }
 
       // East's client, and the split of backend between east and west.
       let clientPorts = try await east.startProxy(
@@ -201,8 +222,9 @@ public enum Demo {
         byCluster: results.byCluster, mutualTLSResponses: mutualTLS, leaves: leaves,
         gateways: await east.gatewayReports(), elapsedSeconds: (ContinuousClock.now - started).seconds,
         failover: results.events, tap: tapLines,
-        ok: healthy && results.succeeded == options.requests && mutualTLS >= options.requests,
-        mode: options.processes ? "processes" : "tasks", directory: directory, endpointObjects: endpointObjects)
+        ok: healthy && checksPassed && results.succeeded == options.requests && mutualTLS >= options.requests,
+        mode: options.processes ? "processes" : "tasks", directory: directory, endpointObjects: endpointObjects,
+        multiclusterCheck: checkLines)
 
       report(summary)
       if options.keepRunning {
@@ -220,6 +242,7 @@ public enum Demo {
         if let mirror = east.mirrorAdminPort {
           lines.append("  meshctl multicluster gateways --admin 127.0.0.1:\(mirror)")
         }
+        lines.append("  meshctl multicluster check --kubeconfig \(east.kubeconfigPath)")
         if case .processes(let processes) = runtime {
           lines.append("processes (logs in \(directory)/NAME.log):")
           for (name, pid) in processes.running.sorted(by: { $0.key < $1.key }) { lines.append("  \(name)  pid \(pid)") }

@@ -77,7 +77,9 @@ public final class LinkSupervisor: ServiceLifecycle.Service, Sendable {
         case .added(let link):
           start(link, in: &group)
         case .updated(let old, let new):
-          guard old.spec != new.spec else { continue }
+          let follow = MirrorMetadata.followGatewayServiceAnnotation
+          guard old.spec != new.spec || old.metadata.annotations?[follow] != new.metadata.annotations?[follow]
+          else { continue }
           if old.spec.targetClusterName != new.spec.targetClusterName
             || old.spec.clusterCredentialsSecret != new.spec.clusterCredentialsSecret
           {

@@ -38,6 +38,14 @@ public enum MirrorMetadata {
   /// no `status.loadBalancer.ingress` and no `spec.externalIPs`.
   public static let gatewayAddressesAnnotation = "mirror.swiftmesh.io/gateway-addresses"
 
+  /// On a Link: `"false"` keeps the Link's own `gatewayAddresses` even when the target's gateway Service
+  /// publishes others (`meshctl multicluster link --gateway-addresses` writes it).
+  public static let followGatewayServiceAnnotation = "mirror.swiftmesh.io/follow-gateway-service"
+  /// The Lease each Link's mirror renews in the Link's namespace while it runs (`service-mirror-<link>`);
+  /// its annotation `gatewayReportAnnotation` carries the gateway's state as JSON.
+  public static func heartbeatLeaseName(link: String) -> String { "service-mirror-\(link)" }
+  public static let gatewayReportAnnotation = "mirror.swiftmesh.io/gateway-report"
+
   /// The Secret holding the target's kubeconfig: its type and the data key.
   public static let credentialsSecretType = "mirror.swiftmesh.io/remote-kubeconfig"
   public static let kubeconfigKey = "kubeconfig"

@@ -52,6 +52,11 @@ struct DemoTests {
     #expect(summary.endpointObjects["Endpoints"] == 0, "\(summary.endpointObjects)")
     // One backend slice per cluster, and one mirror slice per cluster (IPv4 gateway).
     #expect(summary.endpointObjects["EndpointSlice"] == 4, "\(summary.endpointObjects)")
+    // `meshctl multicluster check` passes in both clusters: 9 ticks each (the CRD, this cluster's anchor, the
+    // Link's spec, credentials, anchors compared, mirror controller, gateway, mirror endpoints, orphans).
+    #expect(summary.multiclusterCheck.filter { $0.hasPrefix("east: √ ") }.count == 9, "\(summary.multiclusterCheck)")
+    #expect(summary.multiclusterCheck.filter { $0.hasPrefix("west: √ ") }.count == 9, "\(summary.multiclusterCheck)")
+    #expect(summary.multiclusterCheck.contains { $0.hasPrefix("east: √ trust anchor (west): both clusters use anchor sha256:") })
   }
 
   @Test("the meshctl binary: `meshctl demo --requests 100 --output json` prints the summary and exits 0")
@@ -128,6 +133,9 @@ struct DemoTests {
     let summary = try JSONDecoder().decode(DemoSummary.self, from: Data(out.stdout.utf8))
     #expect(summary.ok, "\(summary)")
     #expect(summary.mode == "processes")
+    #expect(
+      summary.multiclusterCheck.count == 18 && summary.multiclusterCheck.allSatisfy { $0.contains(": √ ") },
+      "the check passes with every component a process: \(summary.multiclusterCheck)")
     #expect(summary.succeeded == 300)
     #expect(summary.mutualTLSResponses >= 300)
     #expect((summary.byCluster["east"] ?? 0) > 0 && (summary.byCluster["west"] ?? 0) > 0, "\(summary.byCluster)")

@@ -38,8 +38,8 @@ extension MirrorPlanner {
       EndpointSlice.Port(name: $0.name ?? "", port: settings.gatewayPort, protocol: $0.protocol ?? "TCP")
     }
     let families: [(type: String, suffix: String, addresses: [String])] = [
-      ("IPv4", "ipv4", settings.gatewayAddresses.filter { !$0.contains(":") }),
-      ("IPv6", "ipv6", settings.gatewayAddresses.filter { $0.contains(":") }),
+      ("IPv4", "ipv4", gatewayIPs.filter { !$0.contains(":") }),
+      ("IPv6", "ipv6", gatewayIPs.filter { $0.contains(":") }),
     ]
     return families.filter { !$0.addresses.isEmpty }.map { family in
       let conditions = EndpointSlice.Conditions(ready: gatewayAlive, serving: gatewayAlive, terminating: false)

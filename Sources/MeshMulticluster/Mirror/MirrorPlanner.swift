@@ -6,9 +6,15 @@ public import MeshKube
 /// source cluster and writes only the difference.
 public struct MirrorPlanner: Sendable {
   public var settings: LinkSettings
+  /// The gateway's IP addresses the mirrors' endpoints hold: the Link's IP entries until the mirror has
+  /// resolved its names (and followed the gateway Service), then what that gave.
+  public var gatewayIPs: [String]
 
-  public init(settings: LinkSettings) {
+  public init(settings: LinkSettings, gatewayIPs: [String]? = nil) {
     self.settings = settings
+    self.gatewayIPs = gatewayIPs ?? settings.gatewayAddresses.filter {
+      if case .ip = try? GatewayAddress(parsing: $0) { true } else { false }
+    }
   }
 
   /// The mirror Service of `remote`: remote labels and annotations minus the mesh's own, plus the mirror
@@ -56,8 +62,8 @@ public struct MirrorPlanner: Sendable {
     let ports = (remote.spec?.ports ?? []).map {
       Endpoints.Port(name: $0.name, port: settings.gatewayPort, protocol: $0.protocol ?? "TCP")
     }
-    if remoteReady, !ports.isEmpty {
-      let addresses = settings.gatewayAddresses.map { Endpoints.Address(ip: $0) }
+    if remoteReady, !ports.isEmpty, !gatewayIPs.isEmpty {
+      let addresses = gatewayIPs.map { Endpoints.Address(ip: $0) }
       subsets.append(
         gatewayAlive
           ? Endpoints.Subset(addresses: addresses, ports: ports)

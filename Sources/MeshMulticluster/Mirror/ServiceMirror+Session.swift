@@ -98,13 +98,26 @@ extension ServiceMirror {
         }
       }
       group.addTask { try? await caches.namespaces.run() }
-      group.addTask { for await event in serviceEvents { self.queue.add(event.object.metadata.key) } }
+      let gatewayServiceKey = "\(settings.linkNamespace)/\(MirrorMetadata.gatewayServiceName)"
+      group.addTask {
+        for await event in serviceEvents {
+          if event.object.metadata.key == gatewayServiceKey { self.resolveSignal.notify() }
+          self.queue.add(event.object.metadata.key)
+        }
+      }
+      group.addTask { await self.resolveGateway(initial: settings, caches: caches, probe: probe) }
       group.addTask {
         for await event in namespaceEvents {
           if case .added(let namespace) = event { self.queue.namespaceAppeared(namespace.name) }
         }
       }
-      if let probe { group.addTask { try? await probe.run() } }
+      if let probe {
+        group.addTask {
+          // The first round probes the resolved addresses.
+          guard await self.waitForGatewayIPs() else { return }
+          try? await probe.run()
+        }
+      }
       group.addTask { await Self.tick(every: self.configuration.repairInterval) { self.queue.repair() } }
       group.addTask { await Self.tick(every: self.configuration.retryInterval) { self.queue.retry() } }
       group.addTask {
@@ -112,8 +125,9 @@ extension ServiceMirror {
           client: client, settings: settings, secretVersion: secretVersion, remoteAPI: remoteAPI)
       }
       group.addTask {
-        // The first repair waits for complete caches: before that, nothing is known to be missing.
-        while !caches.synced {
+        // The first repair waits for complete caches (before that, nothing is known to be missing) and the
+        // gateway's first resolution.
+        while !caches.synced || self.shared.withLock({ $0.gatewayIPs == nil }) {
           do { try await Task.sleep(for: .milliseconds(20)) } catch { return }
         }
         self.queue.repair()
@@ -158,6 +172,7 @@ extension ServiceMirror {
     shared.withLock {
       $0.probe = nil
       $0.probed = false
+      $0.gatewayIPs = nil
     }
     guard let tls else {
       setCondition(
@@ -173,10 +188,12 @@ extension ServiceMirror {
     }
     shared.withLock { $0.probed = true }
     setCondition(ConditionType.gatewayAlive, nil, reason: "Probing", message: "no probe has finished yet")
+    let ips = MirrorPlanner(settings: settings).gatewayIPs
     return GatewayProbe(
       clusterName: settings.targetClusterName,
-      target: .init(addresses: settings.gatewayAddresses, identity: identity, settings: settings.probe),
-      tls: tls, metrics: metrics, logger: logger
+      target: .init(addresses: ips, identity: identity, settings: settings.probe),
+      tls: tls, metrics: metrics, logger: logger,
+      onAddressFailure: { self.resolveSignal.notify() }
     ) { snapshot in
       self.gatewayChanged(snapshot, settings: settings)
     }
@@ -192,7 +209,9 @@ extension ServiceMirror {
     switch snapshot.alive {
     case true?:
       let note = snapshot.lastError.map { "; the last probe failed: \($0.message)" } ?? ""
-      setCondition(ConditionType.gatewayAlive, true, reason: "ProbeSucceeded", message: "the gateway answers GET \(path)\(note)")
+      let count = snapshot.aliveAddresses.map { " (\($0) of \(snapshot.addresses.count) addresses answer)" } ?? ""
+      setCondition(
+        ConditionType.gatewayAlive, true, reason: "ProbeSucceeded", message: "the gateway answers GET \(path)\(count)\(note)")
     case false?:
       let error = snapshot.lastError ?? .gatewayProbeFailed("probe failed")
       setCondition(
@@ -204,6 +223,7 @@ extension ServiceMirror {
         message: snapshot.lastError?.message ?? "no probe has finished yet")
     }
     if livenessChanged { queue.everything() }
+    heartbeatSignal.notify()
   }
 
   /// Checks the target's API server and the credentials Secret every `targetCheckInterval`; a changed or
@@ -270,6 +290,7 @@ extension ServiceMirror {
     while !Task.isCancelled {
       let batch = await queue.next()
       if Task.isCancelled || batch.restart { return }
+      if let ips = shared.withLock({ $0.gatewayIPs }) { planner.gatewayIPs = ips }
       var everything = batch.all
       if batch.linkChanged {
         do {
@@ -283,8 +304,10 @@ extension ServiceMirror {
           }
           planner.settings = fresh
           if let probe, let identity = fresh.gatewayIdentity {
-            probe.retarget(.init(addresses: fresh.gatewayAddresses, identity: identity, settings: fresh.probe))
+            // The addresses stay until the resolution (asked for now) has the new ones.
+            probe.retarget(.init(addresses: probe.target.addresses, identity: identity, settings: fresh.probe))
           }
+          resolveSignal.notify()
           setCondition(ConditionType.linkValid, true, reason: "Valid", message: "the Link's spec is valid")
           logger.info("the Link's spec changed; re-planning every mirror")
           everything = true
@@ -559,6 +582,7 @@ extension ServiceMirror {
       return s.mirrored != mirrored
     }
     metrics.mirroredServices(clusterName, mirrored.count)
+    if changed { heartbeatSignal.notify() }
     if !book.missing.isEmpty {
       let namespaces = book.missing.keys.sorted()
       let waiting = book.missing.values.flatMap { $0 }.sorted()
