@@ -18,6 +18,9 @@ public enum MirrorMetadata {
   /// On a mirror's EndpointSlices or Endpoints (what discovery reads), and on the gateway Service: the
   /// gateway's identity.
   public static let gatewayIdentityAnnotation = "mirror.swiftmesh.io/gateway-identity"
+  /// On an endpoint mirror (`<hostname>-<cluster>`, one per named endpoint of a headless service) and its
+  /// EndpointSlices or Endpoints: the name of the headless mirror it belongs to.
+  public static let headlessMirrorLabel = "mirror.swiftmesh.io/headless-mirror-svc-name"
   /// The `endpointslice.kubernetes.io/managed-by` value of mirror EndpointSlices (kube's controllers
   /// leave slices managed by others alone).
   public static let endpointSliceManager = "service-mirror.swiftmesh.io"

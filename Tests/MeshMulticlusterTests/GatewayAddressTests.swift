@@ -208,10 +208,10 @@ struct GatewayAddressTests {
       let handle = start(controller, in: &group)
       defer { handle.stop() }
 
-      try await eventually("mirror at the Service's ingress IP, not the Link's") {
+      try await eventually("mirror at the Service's ingress IP, not the Link's; the condition says where from") {
         east.sliceAddresses("api-west") == ["192.0.2.44"]
+          && east.condition("west", "GatewayResolved")?.message?.contains("from the target's gateway Service") == true
       }
-      #expect(east.condition("west", "GatewayResolved")?.message?.contains("from the target's gateway Service") == true)
 
       // The load balancer is replaced by one that publishes a DNS name.
       var changed = ContinuousClock.now

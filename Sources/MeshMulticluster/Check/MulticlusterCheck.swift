@@ -474,8 +474,16 @@ public enum MulticlusterCheck {
     }
     let byCluster = Dictionary(links.map { ($0.spec.targetClusterName, $0) }, uniquingKeysWith: { a, _ in a })
     var orphans: [String] = []
+    let keys = Set(services.map(\.metadata.key))
     for service in services.sorted(by: { $0.metadata.key < $1.metadata.key }) {
       let cluster = service.metadata.labels?[MirrorMetadata.clusterNameLabel] ?? ""
+      if let parent = service.metadata.labels?[MirrorMetadata.headlessMirrorLabel] {
+        // An endpoint mirror (of a headless mirror): orphaned when its headless mirror is gone.
+        if !keys.contains("\(service.namespace ?? "default")/\(parent)") {
+          orphans.append("\(service.metadata.key) (its headless mirror \(parent) is gone)")
+        }
+        continue
+      }
       guard let link = byCluster[cluster] else {
         orphans.append("\(service.metadata.key) (no Link to cluster '\(cluster)')")
         continue

@@ -47,14 +47,24 @@ public struct MirrorPlanner: Sendable {
 
   /// The mirror's Endpoints, given whether the remote service has a ready endpoint (however it was read).
   public func endpoints(for remote: MeshKube.Service, remoteReady: Bool, gatewayAlive: Bool) -> Endpoints {
+    gatewayEndpoints(
+      for: remote, mirrorName: settings.mirrorName(of: remote.name),
+      remoteFQName: settings.remoteFQName(name: remote.name, namespace: remote.namespace ?? "default"),
+      extraLabels: [:], remoteReady: remoteReady, gatewayAlive: gatewayAlive)
+  }
+
+  /// Endpoints pointing at the gateway for mirror `mirrorName` standing for `remoteFQName`.
+  func gatewayEndpoints(
+    for remote: MeshKube.Service, mirrorName: String, remoteFQName: String, extraLabels: [String: String],
+    remoteReady: Bool, gatewayAlive: Bool
+  ) -> Endpoints {
     let namespace = remote.namespace ?? "default"
-    let labels = [
+    var labels = [
       MirrorMetadata.mirroredServiceLabel: "true",
       MirrorMetadata.clusterNameLabel: settings.targetClusterName,
     ]
-    var annotations = [
-      MirrorMetadata.remoteFQNameAnnotation: settings.remoteFQName(name: remote.name, namespace: namespace)
-    ]
+    labels.merge(extraLabels) { $1 }
+    var annotations = [MirrorMetadata.remoteFQNameAnnotation: remoteFQName]
     if let identity = settings.gatewayIdentity {
       annotations[MirrorMetadata.gatewayIdentityAnnotation] = identity.description
     }
@@ -70,8 +80,7 @@ public struct MirrorPlanner: Sendable {
           : Endpoints.Subset(notReadyAddresses: addresses, ports: ports))
     }
     return Endpoints(
-      metadata: ObjectMeta(
-        name: settings.mirrorName(of: remote.name), namespace: namespace, labels: labels, annotations: annotations),
+      metadata: ObjectMeta(name: mirrorName, namespace: namespace, labels: labels, annotations: annotations),
       subsets: subsets)
   }
 
@@ -141,7 +150,8 @@ public struct MirrorPlanner: Sendable {
   static func normalized(_ subsets: [Endpoints.Subset]?) -> [SubsetKey] {
     (subsets ?? []).map { subset in
       SubsetKey(
-        ready: (subset.addresses ?? []).map(\.ip), notReady: (subset.notReadyAddresses ?? []).map(\.ip),
+        ready: (subset.addresses ?? []).map { "\($0.ip)#\($0.hostname ?? "")" },
+        notReady: (subset.notReadyAddresses ?? []).map { "\($0.ip)#\($0.hostname ?? "")" },
         ports: (subset.ports ?? []).map { PortKey(name: $0.name ?? "", port: $0.port, proto: $0.protocol ?? "TCP", appProtocol: "") })
     }.filter { !$0.ready.isEmpty || !$0.notReady.isEmpty }
   }

@@ -35,6 +35,17 @@ extension ServiceMirror {
     }
   }
 
+  /// The hostnames of remote service `namespace/name`'s endpoints (a headless service's pods).
+  func remoteHostnames(_ caches: Caches, namespace: String, name: String) -> [MirrorPlanner.HostnameEndpoint] {
+    switch caches.remoteAPI {
+    case .endpointSlices:
+      MirrorPlanner.hostnames(
+        slices: caches.slices.store.list(label: EndpointSlice.serviceNameLabel, value: name).filter { $0.namespace == namespace })
+    case .endpoints:
+      MirrorPlanner.hostnames(endpoints: caches.endpoints.store.get(namespace: namespace, name: name))
+    }
+  }
+
   /// The source cluster's mirrors as last read or written, and what could not be done. Owned by the
   /// reconcile loop alone.
   struct Book {
@@ -325,8 +336,10 @@ extension ServiceMirror {
       } else {
         var keys: [String] = []
         if everything {
-          keys = Array(Set(caches.services.store.keys).union(book.services.keys.compactMap(remoteKey(ofMirror:))))
-            .sorted()
+          keys = Array(
+          Set(caches.services.store.keys).union(
+            book.services.filter { !Self.isEndpointMirror($0.value.metadata) }.keys.compactMap(remoteKey(ofMirror:)))
+        ).sorted()
         } else {
           keys = batch.keys
           if batch.retry { keys += book.failures.keys.sorted() }
@@ -376,7 +389,18 @@ extension ServiceMirror {
     }
     let before = (book.created, book.updated, book.deleted)
     var keys = Set(caches.services.store.keys)
-    for mirrorKey in Set(book.services.keys).union(book.endpoints.keys).union(book.slices.values.map(Self.mirrorKey(of:))) {
+    // Endpoint mirrors belong to their headless mirror (reconciled with it); one whose headless mirror is
+    // gone is an orphan.
+    var endpointMirrors: [String: String] = [:]
+    for (key, service) in book.services { if let parent = service.metadata.labels?[MirrorMetadata.headlessMirrorLabel] { endpointMirrors[key] = parent } }
+    for (key, endpoints) in book.endpoints { if let parent = endpoints.metadata.labels?[MirrorMetadata.headlessMirrorLabel] { endpointMirrors[key] = parent } }
+    for slice in book.slices.values { if let parent = slice.metadata.labels?[MirrorMetadata.headlessMirrorLabel] { endpointMirrors[Self.mirrorKey(of: slice)] = parent } }
+    for (key, parent) in endpointMirrors.sorted(by: { $0.key < $1.key }) {
+      let namespace = String(key[..<(key.firstIndex(of: "/") ?? key.endIndex)])
+      if book.services["\(namespace)/\(parent)"] == nil { await deleteMirror(key, &book) }
+    }
+    for mirrorKey in Set(book.services.keys).union(book.endpoints.keys).union(book.slices.values.map(Self.mirrorKey(of:)))
+    where endpointMirrors[mirrorKey] == nil {
       if let remote = remoteKey(ofMirror: mirrorKey) {
         keys.insert(remote)
       } else {
@@ -428,7 +452,16 @@ extension ServiceMirror {
         }
         let alive = shared.withLock { $0.probe?.alive ?? true }
         let remoteReady = caches.remoteReady(namespace: namespace, name: name)
+        let hostnames = MirrorPlanner.isHeadless(remote) ? remoteHostnames(caches, namespace: namespace, name: name) : []
+        if !hostnames.isEmpty {
+          try await reconcileHeadless(
+            remote, hostnames: hostnames, mirrorKey: mirrorKey, &book, planner: planner, caches: caches, alive: alive)
+          book.failures[remoteKey] = nil
+          return
+        }
+        try await replaceIfHeadlessChanged(mirrorKey, headless: false, &book)
         try await ensure(planner.service(for: remote), key: mirrorKey, in: \.services, &book)
+        await deleteEndpointMirrors(of: mirrorKey, keeping: [], &book)
         switch caches.localAPI {
         case .endpointSlices:
           try await ensureSlices(
@@ -455,6 +488,85 @@ extension ServiceMirror {
       }
       book.failures[remoteKey] = "\(error)"
     }
+  }
+
+  /// Whether a mirror object is an endpoint mirror (of a headless mirror).
+  static func isEndpointMirror(_ metadata: ObjectMeta) -> Bool {
+    metadata.labels?[MirrorMetadata.headlessMirrorLabel] != nil
+  }
+
+  /// A headless remote service with named endpoints: the headless mirror, an endpoint mirror per hostname
+  /// (created first: the headless mirror's endpoints are their cluster IPs), and no other endpoint mirror.
+  func reconcileHeadless(
+    _ remote: MeshKube.Service, hostnames: [MirrorPlanner.HostnameEndpoint], mirrorKey: String, _ book: inout Book,
+    planner: MirrorPlanner, caches: Caches, alive: Bool
+  ) async throws {
+    let namespace = remote.namespace ?? "default"
+    try await replaceIfHeadlessChanged(mirrorKey, headless: true, &book)
+    try await ensure(planner.headlessService(for: remote), key: mirrorKey, in: \.services, &book)
+    var members: [MirrorPlanner.EndpointMirror] = []
+    var wanted: Set<String> = []
+    for endpoint in hostnames {
+      let name = planner.endpointMirrorName(hostname: endpoint.hostname)
+      guard name.utf8.count <= 63 else {
+        logger.warning("endpoint mirror name longer than 63 characters; skipped", metadata: ["name": "\(name)"])
+        continue
+      }
+      let key = "\(namespace)/\(name)"
+      wanted.insert(key)
+      try await ensure(planner.endpointMirrorService(for: remote, hostname: endpoint.hostname), key: key, in: \.services, &book)
+      switch caches.localAPI {
+      case .endpointSlices:
+        try await ensureSlices(
+          planner.endpointMirrorSlices(for: remote, hostname: endpoint.hostname, ready: endpoint.ready, gatewayAlive: alive),
+          mirror: key, &book)
+        try await deleteEndpoints(of: key, &book)
+      case .endpoints:
+        try await ensure(
+          planner.endpointMirrorEndpoints(for: remote, hostname: endpoint.hostname, ready: endpoint.ready, gatewayAlive: alive),
+          key: key, in: \.endpoints, &book)
+        try await ensureSlices([], mirror: key, &book)
+      }
+      let clusterIP = book.services[key]?.spec?.clusterIP
+      members.append(.init(hostname: endpoint.hostname, clusterIP: clusterIP == "None" ? nil : clusterIP, ready: endpoint.ready))
+    }
+    switch caches.localAPI {
+    case .endpointSlices:
+      try await ensureSlices(planner.headlessSlices(for: remote, members: members, gatewayAlive: alive), mirror: mirrorKey, &book)
+      try await deleteEndpoints(of: mirrorKey, &book)
+    case .endpoints:
+      try await ensure(
+        planner.headlessEndpoints(for: remote, members: members, gatewayAlive: alive), key: mirrorKey, in: \.endpoints, &book)
+      try await ensureSlices([], mirror: mirrorKey, &book)
+    }
+    await deleteEndpointMirrors(of: mirrorKey, keeping: wanted, &book)
+  }
+
+  /// A mirror Service cannot change between headless and ClusterIP (clusterIP is immutable): deletes it so
+  /// it is created anew.
+  func replaceIfHeadlessChanged(_ mirrorKey: String, headless: Bool, _ book: inout Book) async throws {
+    guard let current = book.services[mirrorKey], MirrorPlanner.isHeadless(current) != headless else { return }
+    do {
+      try await localClient.delete(MeshKube.Service.self, name: current.name, namespace: current.namespace)
+    } catch let error as KubeError where error.isNotFound {}
+    book.services[mirrorKey] = nil
+    metrics.kubeWrite(clusterName, verb: "delete", success: true)
+    logger.info("mirror changes between headless and ClusterIP; re-creating it", metadata: ["mirror": "\(mirrorKey)"])
+  }
+
+  /// Deletes the endpoint mirrors of headless mirror `mirrorKey` except `keeping`.
+  func deleteEndpointMirrors(of mirrorKey: String, keeping: Set<String>, _ book: inout Book) async {
+    guard let slash = mirrorKey.firstIndex(of: "/") else { return }
+    let namespace = String(mirrorKey[..<slash])
+    let name = String(mirrorKey[mirrorKey.index(after: slash)...])
+    var keys = Set<String>()
+    for (key, service) in book.services where service.namespace == namespace
+      && service.metadata.labels?[MirrorMetadata.headlessMirrorLabel] == name { keys.insert(key) }
+    for (key, endpoints) in book.endpoints where endpoints.namespace == namespace
+      && endpoints.metadata.labels?[MirrorMetadata.headlessMirrorLabel] == name { keys.insert(key) }
+    for slice in book.slices.values where slice.namespace == namespace
+      && slice.metadata.labels?[MirrorMetadata.headlessMirrorLabel] == name { keys.insert(Self.mirrorKey(of: slice)) }
+    for key in keys.subtracting(keeping).sorted() { await deleteMirror(key, &book) }
   }
 
   /// Whether a local object carries this Link's mirror labels.
@@ -550,6 +662,9 @@ extension ServiceMirror {
   /// Deletes a mirror's Service, Endpoints and EndpointSlices (any may already be gone).
   func deleteMirror(_ mirrorKey: String, _ book: inout Book) async {
     guard let slash = mirrorKey.firstIndex(of: "/") else { return }
+    if let service = book.services[mirrorKey], !Self.isEndpointMirror(service.metadata) {
+      await deleteEndpointMirrors(of: mirrorKey, keeping: [], &book)
+    }
     let namespace = String(mirrorKey[..<slash])
     let name = String(mirrorKey[mirrorKey.index(after: slash)...])
     do {
