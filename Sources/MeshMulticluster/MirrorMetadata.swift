@@ -21,6 +21,16 @@ public enum MirrorMetadata {
   /// On an endpoint mirror (`<hostname>-<cluster>`, one per named endpoint of a headless service) and its
   /// EndpointSlices or Endpoints: the name of the headless mirror it belongs to.
   public static let headlessMirrorLabel = "mirror.swiftmesh.io/headless-mirror-svc-name"
+  /// On a Service in any linked cluster: `"member"` makes it a member of the federated service
+  /// `<name>-federated` (in every cluster: the local members' endpoints, and each linked cluster's gateway).
+  public static let federatedLabel = "mirror.swiftmesh.io/federated"
+  /// On a federated Service `<name>-federated` and its EndpointSlices: `"true"`.
+  public static let federatedServiceLabel = "mirror.swiftmesh.io/federated-service"
+  /// On the EndpointSlices of a federated service that point at a linked cluster's gateway: that cluster's
+  /// name (the slice of the local members has none).
+  public static let federatedClusterLabel = "mirror.swiftmesh.io/federated-cluster"
+  /// `<name>-federated`.
+  public static func federatedName(of name: String) -> String { "\(name)-federated" }
   /// The `endpointslice.kubernetes.io/managed-by` value of mirror EndpointSlices (kube's controllers
   /// leave slices managed by others alone).
   public static let endpointSliceManager = "service-mirror.swiftmesh.io"

@@ -60,6 +60,11 @@ extension ServiceMirror {
     var created = 0
     var updated = 0
     var deleted = 0
+    /// This Link's slices of federated services, by slice key.
+    var federated: [String: EndpointSlice] = [:]
+    /// Remote members of federated services (`namespace/name`), and why a member is left out.
+    var federatedMembers: Set<String> = []
+    var federationProblems: [String: String] = [:]
   }
 
   /// Follows the target with one set of credentials until cancelled or told to restart.
@@ -365,6 +370,7 @@ extension ServiceMirror {
   /// Re-reads this Link's mirrors, reconciles every remote service and every mirror, deletes orphans.
   func repair(_ book: inout Book, planner: MirrorPlanner, caches: Caches) async {
     let options = ListOptions(labelSelector: MirrorMetadata.mirrorSelector(cluster: clusterName))
+    var federatedKeys = Set<String>()
     do {
       let services = try await localClient.listAll(MeshKube.Service.self, options: options)
       book.services = Dictionary(services.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
@@ -383,12 +389,13 @@ extension ServiceMirror {
         // A cluster without EndpointSlices: no mirror slices.
         book.slices = [:]
       }
+      federatedKeys = try await loadFederated(&book)
     } catch {
       logger.warning("repair could not list the mirrors in this cluster; trying again later", metadata: ["error": "\(error)"])
       return
     }
     let before = (book.created, book.updated, book.deleted)
-    var keys = Set(caches.services.store.keys)
+    var keys = Set(caches.services.store.keys).union(federatedKeys)
     // Endpoint mirrors belong to their headless mirror (reconciled with it); one whose headless mirror is
     // gone is an orphan.
     var endpointMirrors: [String: String] = [:]
@@ -426,8 +433,15 @@ extension ServiceMirror {
     }
   }
 
-  /// Brings the mirror of one remote service (`namespace/name`) in line with the remote and the Link.
+  /// Brings the mirror of one remote service (`namespace/name`), and this Link's part of its federated service,
+  /// in line with the remote and the Link.
   func reconcile(_ remoteKey: String, _ book: inout Book, planner: MirrorPlanner, caches: Caches) async {
+    await reconcileMirror(remoteKey, &book, planner: planner, caches: caches)
+    await reconcileFederated(
+      remoteKey, remote: caches.services.store.get(key: remoteKey), &book, planner: planner, caches: caches)
+  }
+
+  func reconcileMirror(_ remoteKey: String, _ book: inout Book, planner: MirrorPlanner, caches: Caches) async {
     defer {
       let count = book.services.count
       shared.withLock { $0.mirroredCount = count }
@@ -571,8 +585,9 @@ extension ServiceMirror {
 
   /// Whether a local object carries this Link's mirror labels.
   func isMirror(_ metadata: ObjectMeta) -> Bool {
-    metadata.labels?[MirrorMetadata.mirroredServiceLabel] == "true"
-      && metadata.labels?[MirrorMetadata.clusterNameLabel] == clusterName
+    (metadata.labels?[MirrorMetadata.mirroredServiceLabel] == "true"
+      && metadata.labels?[MirrorMetadata.clusterNameLabel] == clusterName)
+      || metadata.labels?[MirrorMetadata.federatedClusterLabel] == clusterName
   }
 
   /// Creates or updates one mirror object so it says what `desired` says.
@@ -697,6 +712,7 @@ extension ServiceMirror {
       return s.mirrored != mirrored
     }
     metrics.mirroredServices(clusterName, mirrored.count)
+    publishFederated(book)
     if changed { heartbeatSignal.notify() }
     if !book.missing.isEmpty {
       let namespaces = book.missing.keys.sorted()

@@ -73,7 +73,10 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
     public static let gatewayResolved = "GatewayResolved"
     public static let gatewayAlive = "GatewayAlive"
     public static let mirrorsReady = "MirrorsReady"
-    static let order = [linkValid, credentialsReady, targetReachable, gatewayResolved, gatewayAlive, mirrorsReady]
+    public static let federatedReady = "FederatedReady"
+    static let order = [
+      linkValid, credentialsReady, targetReachable, gatewayResolved, gatewayAlive, mirrorsReady, federatedReady,
+    ]
   }
 
   struct Shared {
@@ -286,7 +289,9 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
         if try await client.serves(EndpointSlice.self) {
           let slices = try await client.listAll(
             EndpointSlice.self, options: ListOptions(labelSelector: MirrorMetadata.mirrorSliceSelector(cluster: cluster)))
-          for object in slices.items {
+          let federated = try await client.listAll(
+            EndpointSlice.self, options: ListOptions(labelSelector: "\(MirrorMetadata.federatedClusterLabel)=\(cluster)"))
+          for object in slices.items + federated.items {
             do { try await client.delete(EndpointSlice.self, name: object.name, namespace: object.namespace) } catch let error as KubeError where error.isNotFound {}
           }
         }
