@@ -384,7 +384,6 @@ final class Cluster: Sendable {
         ports: [.init(name: "http", port: inboundPort, protocol: "TCP")]))
   }
 
-  /// The gateway's Service, where `meshctl multicluster link` reads the gateway's address, ports and identity.
   /// The ConfigMap `swiftmesh-identity-trust-roots` (key `ca.crt`) in the control plane's namespace, as the
   /// Kubernetes walkthrough creates it.
   private func publishTrustRoots(_ pem: String) async throws {
@@ -397,6 +396,7 @@ final class Cluster: Sendable {
         data: [MulticlusterCheck.trustRootsKey: pem]))
   }
 
+  /// The gateway's Service, where `meshctl multicluster link` reads the gateway's address, ports and identity.
   private func publishGateway(_ ports: ProxyPorts) async throws {
     _ = try await client.create(
       MeshKube.Service(
@@ -571,7 +571,7 @@ final class Cluster: Sendable {
   }
 
   /// Polls `condition` every 50 ms; with processes, fails as soon as a component exits unasked.
-  private func poll(_ what: String, timeout: Duration, _ condition: @escaping @Sendable () async -> Bool) async throws {
+  func poll(_ what: String, timeout: Duration, _ condition: @escaping @Sendable () async -> Bool) async throws {
     if case .processes(let processes) = runtime {
       try await processes.wait(for: what, timeout: timeout, condition)
       return

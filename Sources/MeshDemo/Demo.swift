@@ -27,6 +27,9 @@ public struct DemoOptions: Sendable {
   public var failover = false
   /// Stop west's gateway half-way and do nothing about it (to see how the mesh copes on its own).
   public var stopGateway = false
+  /// After the load: make backend a federated service in east and west and show local affinity and failover
+  /// of a steady stream to `backend-federated` (not with `failover` or `stopGateway`).
+  public var federated = false
   /// Keep everything running after the report, until interrupted.
   public var keepRunning = false
   /// Where the kubeconfigs and trust anchor go (for `--keep-running`). Default: a temporary directory.
@@ -68,6 +71,8 @@ public struct DemoSummary: Codable, Sendable {
   public var endpointObjects: [String: Int]
   /// `meshctl multicluster check` of east and of west once linked (before the load): one line per check.
   public var multiclusterCheck: [String]
+  /// With `--federated`: what the stream to backend-federated did (empty otherwise).
+  public var federated: [String]
 }
 
 /// `meshctl demo`: two clusters (east, west) on this machine, each with an embedded Kubernetes API, its
@@ -197,6 +202,10 @@ public enum Demo {
         tapLines = []
         results.events.append(tapProblem ?? "tap: \(error)")
       }
+      var federated = FederatedResults(ok: true)
+      if options.federated {
+        federated = try await federatedPhase(port: clientPorts.outbound, east: east, west: west, say: say)
+      }
       var healthy = true
       if case .processes(let processes) = runtime {
         do { try processes.checkAlive() } catch {
@@ -222,9 +231,10 @@ public enum Demo {
         byCluster: results.byCluster, mutualTLSResponses: mutualTLS, leaves: leaves,
         gateways: await east.gatewayReports(), elapsedSeconds: (ContinuousClock.now - started).seconds,
         failover: results.events, tap: tapLines,
-        ok: healthy && checksPassed && results.succeeded == options.requests && mutualTLS >= options.requests,
+        ok: healthy && checksPassed && federated.ok && results.succeeded == options.requests
+          && mutualTLS >= options.requests,
         mode: options.processes ? "processes" : "tasks", directory: directory, endpointObjects: endpointObjects,
-        multiclusterCheck: checkLines)
+        multiclusterCheck: checkLines, federated: federated.lines)
 
       report(summary)
       if options.keepRunning {

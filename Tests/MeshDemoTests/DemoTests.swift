@@ -119,6 +119,19 @@ struct DemoTests {
     return path
   }
 
+  @Test("--federated: backend-federated keeps a stream in east, moves it to west through the gateway when east's backend is not ready, and brings it home; nothing fails")
+  func federated() async throws {
+    let (summary, _) = try await Self.runDemo {
+      $0.requests = 50
+      $0.federated = true
+    }
+    #expect(summary.ok, "\(summary.federated)")
+    #expect(summary.federated.first == "federated: 20 requests in a row answered by east while east's backend is ready", "\(summary.federated)")
+    #expect(summary.federated.contains { $0.hasPrefix("east's backend not ready: the stream moved to west through its gateway after ") }, "\(summary.federated)")
+    #expect(summary.federated.contains { $0.hasPrefix("east's backend ready again: traffic came home after ") }, "\(summary.federated)")
+    #expect(summary.federated.last?.hasSuffix(" 0 failed") == true, "\(summary.federated)")
+  }
+
   @Test("`meshctl demo --processes --failover --output json`: every component its own executable; split, failover, all stopped")
   func processes() async throws {
     let directory = try TemporaryDirectory(prefix: "demo-processes")
