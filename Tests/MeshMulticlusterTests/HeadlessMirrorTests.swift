@@ -92,9 +92,11 @@ struct HeadlessMirrorTests {
       #expect(members.allSatisfy { $0.conditions?.ready == true })
 
       // Headless without hostnames: an ordinary ClusterIP mirror behind the gateway.
+      try await eventually("plain-west behind the gateway") {
+        east.slices(of: "plain-west").flatMap(\.endpoints).flatMap(\.addresses) == ["192.0.2.10"]
+      }
       let plain = try #require(east.service("plain-west"))
       #expect(plain.spec?.clusterIP != "None")
-      #expect(east.slices(of: "plain-west").flatMap(\.endpoints).flatMap(\.addresses) == ["192.0.2.10"])
 
       // Scale down to db-0: db-1-west goes, the headless mirror keeps db-0 only.
       try west.setHeadlessEndpoints("db", hostnames: ["db-0"])
