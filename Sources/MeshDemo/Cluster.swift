@@ -91,7 +91,7 @@ final class Cluster: Sendable {
 
   /// The service accounts the demo's identity services know, each with its token.
   static let serviceAccounts = [
-    ("web", "default"), ("backend", "default"), ("swiftmesh-gateway", MirrorMetadata.multiclusterNamespace),
+    ("web", "default"), ("backend", "default"), ("db-0", "default"), ("db-1", "default"), ("swiftmesh-gateway", MirrorMetadata.multiclusterNamespace),
     ("swiftmesh-mirror", MirrorMetadata.multiclusterNamespace),
   ]
 

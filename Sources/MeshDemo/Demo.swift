@@ -30,6 +30,9 @@ public struct DemoOptions: Sendable {
   /// After the load: make backend a federated service in east and west and show local affinity and failover
   /// of a steady stream to `backend-federated` (not with `failover` or `stopGateway`).
   public var federated = false
+  /// After the load: a headless `db` (db-0, db-1) in west, reached from east by each pod's name
+  /// (`db-0.db-west...`). In-process runtime only.
+  public var headless = false
   /// Keep everything running after the report, until interrupted.
   public var keepRunning = false
   /// Where the kubeconfigs and trust anchor go (for `--keep-running`). Default: a temporary directory.
@@ -73,6 +76,8 @@ public struct DemoSummary: Codable, Sendable {
   public var multiclusterCheck: [String]
   /// With `--federated`: what the stream to backend-federated did (empty otherwise).
   public var federated: [String]
+  /// With `--headless`: what each pod's name answered (empty otherwise).
+  public var headless: [String]
 }
 
 /// `meshctl demo`: two clusters (east, west) on this machine, each with an embedded Kubernetes API, its
@@ -202,6 +207,10 @@ public enum Demo {
         tapLines = []
         results.events.append(tapProblem ?? "tap: \(error)")
       }
+      var headless: (lines: [String], ok: Bool) = ([], true)
+      if options.headless {
+        headless = try await headlessPhase(port: clientPorts.outbound, east: east, west: west, in: &group, say: say)
+      }
       var federated = FederatedResults(ok: true)
       if options.federated {
         federated = try await federatedPhase(port: clientPorts.outbound, east: east, west: west, say: say)
@@ -231,10 +240,10 @@ public enum Demo {
         byCluster: results.byCluster, mutualTLSResponses: mutualTLS, leaves: leaves,
         gateways: await east.gatewayReports(), elapsedSeconds: (ContinuousClock.now - started).seconds,
         failover: results.events, tap: tapLines,
-        ok: healthy && checksPassed && federated.ok && results.succeeded == options.requests
+        ok: healthy && checksPassed && federated.ok && headless.ok && results.succeeded == options.requests
           && mutualTLS >= options.requests,
         mode: options.processes ? "processes" : "tasks", directory: directory, endpointObjects: endpointObjects,
-        multiclusterCheck: checkLines, federated: federated.lines)
+        multiclusterCheck: checkLines, federated: federated.lines, headless: headless.lines)
 
       report(summary)
       if options.keepRunning {

@@ -119,6 +119,20 @@ struct DemoTests {
     return path
   }
 
+  @Test("--headless: west's StatefulSet-style db (db-0, db-1) reached from east's client proxy by each pod's name, through west's gateway: each name reaches that pod")
+  func headless() async throws {
+    let (summary, _) = try await Self.runDemo {
+      $0.requests = 20
+      $0.headless = true
+    }
+    #expect(summary.ok, "\(summary.headless)")
+    #expect(
+      summary.headless == [
+        "headless: db-0.db-west.default.svc.cluster.local: 10/10 answered by db-0 in west",
+        "headless: db-1.db-west.default.svc.cluster.local: 10/10 answered by db-1 in west",
+      ], "\(summary.headless)")
+  }
+
   @Test("--federated: backend-federated keeps a stream in east, moves it to west through the gateway when east's backend is not ready, and brings it home; nothing fails")
   func federated() async throws {
     let (summary, _) = try await Self.runDemo {

@@ -73,4 +73,49 @@ struct HeadlessEndpointTests {
       }
     }
   }
+
+  @Test("`db-0.db-west...` of a headless mirror answers its endpoint mirror db-0-west: the gateway, with db-0's remote authority and the gateway identity, and follows it")
+  func byNameThroughHeadlessMirror() async throws {
+    let mirrored = ["mirror.swiftmesh.io/mirrored-service": "true", "mirror.swiftmesh.io/cluster-name": "west"]
+    let gateway = "swiftmesh-gateway.swiftmesh-multicluster.serviceaccount.identity.swiftmesh.cluster.local"
+    try await withDiscovery(endpointsAPI: .endpointSlices) { kube, _, port in
+      let state = kube.state
+      // As the service mirror writes them for west's headless db with pod db-0.
+      var headless = service("db-west", "default", labels: mirrored)
+      headless.spec?.clusterIP = "None"
+      try state.create(headless)
+      var endpointMirror = service(
+        "db-0-west", "default", labels: mirrored.merging(["mirror.swiftmesh.io/headless-mirror-svc-name": "db-west"]) { $1 },
+        annotations: ["mirror.swiftmesh.io/remote-svc-fq-name": "db-0.db.default.svc.cluster.local"])
+      endpointMirror.spec?.clusterIP = "10.96.0.50"
+      try state.create(endpointMirror)
+      var parentSlice = slice("db-west-ipv4", service: "db-west", "default", ips: ["10.96.0.50"], pods: false)
+      parentSlice.endpoints[0].hostname = "db-0"
+      try state.create(parentSlice)
+      @Sendable func gatewaySlice(_ ip: String) -> EndpointSlice {
+        var gatewaySlice = slice(
+          "db-0-west-ipv4", service: "db-0-west", "default", ips: [ip], port: 4143, pods: false,
+          annotations: ["mirror.swiftmesh.io/gateway-identity": gateway])
+        gatewaySlice.metadata.labels?["mirror.swiftmesh.io/headless-mirror-svc-name"] = "db-west"
+        return gatewaySlice
+      }
+      try state.create(gatewaySlice("192.0.2.10"))
+      try await withDestinationClient(port: port) { client in
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          let log = recordUpdates(client, path: "db-0.db-west.default.svc.cluster.local:8080", in: &group)
+          try await eventually("the gateway for db-0") { addresses(after: log.items) == [try authority("192.0.2.10:4143")] }
+          guard case .add(let endpoints)? = log.items.last(where: { if case .add = $0 { true } else { false } }) else {
+            Issue.record("no add: \(log.items)")
+            return
+          }
+          #expect(endpoints.first?.authorityOverride?.description == "db-0.db.default.svc.cluster.local:8080")
+          #expect(endpoints.first?.tlsIdentity?.description == gateway)
+          // The gateway moves: the subscription on the headless name follows the endpoint mirror's slice.
+          try put(gatewaySlice("192.0.2.11"), in: state)
+          try await eventually("the moved gateway") { addresses(after: log.items) == [try authority("192.0.2.11:4143")] }
+          group.cancelAll()
+        }
+      }
+    }
+  }
 }

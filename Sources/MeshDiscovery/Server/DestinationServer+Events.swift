@@ -12,6 +12,10 @@ extension DestinationServer {
 
   func handle(_ event: InformerEvent<MeshKube.Service>) {
     refresh(namespace: event.object.namespace ?? "default", service: event.object.name)
+    // An endpoint mirror answers for `<hostname>.<headless mirror>...`: those subscribers hang on the parent.
+    if let parent = event.object.metadata.labels?[EndpointTranslator.headlessMirrorLabel], !parent.isEmpty {
+      refresh(namespace: event.object.namespace ?? "default", service: parent)
+    }
   }
 
   func handle(_ event: InformerEvent<Endpoints>) {
@@ -27,8 +31,12 @@ extension DestinationServer {
     for slice in slices {
       guard let service = slice.metadata.labels?[EndpointSlice.serviceNameLabel], !service.isEmpty else { continue }
       let namespace = slice.namespace ?? "default"
-      guard seen.insert("\(namespace)/\(service)").inserted else { continue }
-      refresh(namespace: namespace, service: service)
+      if seen.insert("\(namespace)/\(service)").inserted { refresh(namespace: namespace, service: service) }
+      if let parent = slice.metadata.labels?[EndpointTranslator.headlessMirrorLabel], !parent.isEmpty,
+        seen.insert("\(namespace)/\(parent)").inserted
+      {
+        refresh(namespace: namespace, service: parent)
+      }
     }
   }
 
@@ -69,13 +77,22 @@ extension DestinationServer {
     logger: Logger
   ) -> EndpointSet {
     let namespace: String
-    let name: String
+    var name: String
     let port: Int
     var hostname: String?
     switch target {
     case .service(let n, let s, let p): (namespace, name, port) = (n, s, p)
     case .endpoint(let n, let s, let h, let p): (namespace, name, port, hostname) = (n, s, p, h)
     case .unknown: return .doesNotExist
+    }
+    // `<hostname>.<name>-<cluster>...` of a headless mirror: the endpoint mirror `<hostname>-<cluster>`, which
+    // goes through the linked cluster's gateway with that pod's remote authority.
+    if let host = hostname, let service = informers.services.store.get(namespace: namespace, name: name),
+      service.spec?.clusterIP == "None", service.metadata.labels?[EndpointTranslator.mirroredServiceLabel] == "true",
+      let cluster = service.metadata.labels?[EndpointTranslator.clusterNameLabel], !cluster.isEmpty
+    {
+      name = "\(host)-\(cluster)"
+      hostname = nil
     }
     if informers.endpointsAPI == .endpointSlices {
       var slices = informers.slices(namespace: namespace, service: name)

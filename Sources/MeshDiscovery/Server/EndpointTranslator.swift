@@ -25,6 +25,8 @@ public struct EndpointTranslator: Sendable {
   public static let clusterNameLabel = "mirror.swiftmesh.io/cluster-name"
   public static let remoteFQNameAnnotation = "mirror.swiftmesh.io/remote-svc-fq-name"
   public static let gatewayIdentityAnnotation = "mirror.swiftmesh.io/gateway-identity"
+  /// On an endpoint mirror `<hostname>-<cluster>` (and its slices): the headless mirror it belongs to.
+  public static let headlessMirrorLabel = "mirror.swiftmesh.io/headless-mirror-svc-name"
   /// On a federated service `<name>-federated` (and its slices): `"true"`.
   public static let federatedServiceLabel = "mirror.swiftmesh.io/federated-service"
   /// On a federated service's slice that points at a linked cluster's gateway: that cluster.
