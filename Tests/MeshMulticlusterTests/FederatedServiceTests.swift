@@ -68,6 +68,12 @@ struct FederatedServiceTests {
       #expect(condition.reason == "FederatedPortMismatch")
       #expect(condition.message?.contains("http/9090/TCP") == true && condition.message?.contains("http/8080/TCP") == true, "\(condition)")
       try await eventually("west's FederatedReady True") { east.condition("west", "FederatedReady")?.status == "True" }
+      // multicluster check says so too.
+      let results = await MulticlusterCheck.run(local: east.client, logger: testLogger)
+      let cross = try #require(results.first { $0.check == "federated services" && $0.link == "north" }, "\(results.map(\.line))")
+      #expect(!cross.ok && cross.detail.hasPrefix("FederatedPortMismatch: "), "\(cross.line)")
+      #expect(cross.hint?.contains("same ports") == true)
+      #expect(!results.contains { $0.check == "federated services" && $0.link == "west" }, "\(results.map(\.line))")
       try east.setSliceReady("backend", false)
       try await eventually("only west's gateway now") { try served().map(\.address.description) == ["192.0.2.10:4143"] }
 

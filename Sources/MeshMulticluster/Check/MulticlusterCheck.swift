@@ -354,6 +354,13 @@ public enum MulticlusterCheck {
       guard let condition = conditions[type] else { return "\(type) not reported yet" }
       return condition.status == "True" ? nil : "\(type)=\(condition.status) (\(condition.reason ?? "")): \(condition.message ?? "")"
     }
+    if let federated = conditions[ServiceMirror.ConditionType.federatedReady], federated.status == "False" {
+      results.append(
+        Result(
+          check: "federated services", link: name, ok: false,
+          detail: "\(federated.reason ?? ""): \(federated.message ?? "")",
+          hint: "give the member the same ports in every cluster, or remove its \(MirrorMetadata.federatedLabel) label"))
+    }
     if failing.isEmpty {
       results.append(
         Result(
