@@ -52,6 +52,28 @@ struct FederatedServiceTests {
       #expect(remote.allSatisfy { $0.tlsIdentity == Identities.gateway })
       #expect(remote.map { $0.metricLabels["target_cluster"] ?? "" } == ["west", "north"])
 
+      // `meshctl diagnostics endpoints` against a destination service of east shows each endpoint's cluster.
+      if let meshctl = meshctlPath {
+        let destination = DestinationServer(
+          configuration: .defaults {
+            $0.host = "127.0.0.1"
+            $0.port = 0
+          }, client: east.client, logger: testLogger)
+        let handle = start(destination, in: &group)
+        defer { handle.stop() }
+        let port = try await destination.listeningPort
+        var output: Subprocess.Output?
+        try await eventually("diagnostics shows west's and north's gateways: \(output?.description ?? "-")") {
+          output = try await Subprocess.run(
+            meshctl,
+            ["diagnostics", "endpoints", "--destination", "127.0.0.1:\(port)", "backend-federated.default.svc.cluster.local:8080"])
+          let lines = output?.stdout.split(separator: "\n") ?? []
+          return lines.first?.hasSuffix("CLUSTER") == true && lines.first?.contains("AUTHORITY_OVERRIDE") == true
+            && lines.contains { $0.hasPrefix("192.0.2.10:4143") && $0.hasSuffix("west") }
+            && lines.contains { $0.hasPrefix("192.0.2.20:4143") && $0.hasSuffix("north") }
+        }
+      }
+
       // Ready again: traffic comes home.
       try east.setSliceReady("backend", true)
       try await eventually("east's endpoint again") { try served().map(\.address.description) == ["\(local):8080"] }
