@@ -65,7 +65,7 @@ struct CheckTests {
         probe: Link.ProbeSpec(path: "/ready", port: gateway.port, period: "200ms", timeout: "1s", failureThreshold: 3))
       let controller = supervisor(for: east, tls: try mirrorTLS(pki)) {
         $0.endpointsAPI = .endpointSlices
-        $0.heartbeatInterval = .milliseconds(300)
+        $0.heartbeatInterval = .milliseconds(500)
       }
       let handle = start(controller, in: &group)
       defer { handle.stop() }
@@ -116,7 +116,7 @@ struct CheckTests {
         probe: Link.ProbeSpec(path: "/ready", port: port, period: "200ms", timeout: "1s", failureThreshold: 2))
       let controller = supervisor(for: east, tls: try mirrorTLS(pki)) {
         $0.endpointsAPI = .endpointSlices
-        $0.heartbeatInterval = .milliseconds(300)
+        $0.heartbeatInterval = .milliseconds(500)
       }
       let handle = start(controller, in: &group)
       defer { handle.stop() }
