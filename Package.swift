@@ -77,6 +77,7 @@ let package = Package(
         "MeshCore",
         "MeshAPI",
         .product(name: "X509", package: "swift-certificates"),
+        .product(name: "SwiftASN1", package: "swift-asn1"),
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "_CryptoExtras", package: "swift-crypto"),
         .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -183,6 +184,8 @@ let package = Package(
       dependencies: [
         "MeshCore", "MeshKube", "MeshIdentity", "MeshTLS", "MeshAdminHTTP",
         .product(name: "Yams", package: "Yams"),
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

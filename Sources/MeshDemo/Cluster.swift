@@ -91,7 +91,7 @@ final class Cluster: Sendable {
 
   /// The service accounts the demo's identity services know, each with its token.
   static let serviceAccounts = [
-    ("web", "default"), ("backend", "default"), ("swiftmesh-gateway", MirrorMetadata.multiclusterNamespace),
+    ("web", "default"), ("backend", "default"), ("db-0", "default"), ("db-1", "default"), ("swiftmesh-gateway", MirrorMetadata.multiclusterNamespace),
     ("swiftmesh-mirror", MirrorMetadata.multiclusterNamespace),
   ]
 
@@ -220,6 +220,13 @@ final class Cluster: Sendable {
     if case .tasks = runtime {
       _ = try await client.create(Namespace(metadata: ObjectMeta(name: MirrorMetadata.multiclusterNamespace)))
     }
+    // The shared trust anchor, published where `meshctl multicluster check` compares it.
+    let anchorPEM: String
+    switch runtime {
+    case .tasks(let anchor): anchorPEM = try PEMFiles.pem([anchor.certificate])
+    case .processes: anchorPEM = try String(contentsOfFile: "\(directory)/ca/ca.crt", encoding: .utf8)
+    }
+    try await cluster.publishTrustRoots(anchorPEM)
 
     // backend: the application and its inbound proxy, published as a meshed, exported Service.
     let appPort = try await cluster.startBackendApp(pod: "backend-0", in: &group)
@@ -375,6 +382,18 @@ final class Cluster: Sendable {
             nodeName: "\(name)-node", targetRef: ObjectReference(kind: "Pod", namespace: "default", name: "backend-0"))
         ],
         ports: [.init(name: "http", port: inboundPort, protocol: "TCP")]))
+  }
+
+  /// The ConfigMap `swiftmesh-identity-trust-roots` (key `ca.crt`) in the control plane's namespace, as the
+  /// Kubernetes walkthrough creates it.
+  private func publishTrustRoots(_ pem: String) async throws {
+    do {
+      _ = try await client.create(MeshKube.Namespace(metadata: ObjectMeta(name: "swiftmesh")))
+    } catch let error as KubeError where error.isAlreadyExists {}
+    _ = try await client.create(
+      ConfigMap(
+        metadata: ObjectMeta(name: MulticlusterCheck.trustRootsConfigMap, namespace: "swiftmesh"),
+        data: [MulticlusterCheck.trustRootsKey: pem]))
   }
 
   /// The gateway's Service, where `meshctl multicluster link` reads the gateway's address, ports and identity.
@@ -552,7 +571,7 @@ final class Cluster: Sendable {
   }
 
   /// Polls `condition` every 50 ms; with processes, fails as soon as a component exits unasked.
-  private func poll(_ what: String, timeout: Duration, _ condition: @escaping @Sendable () async -> Bool) async throws {
+  func poll(_ what: String, timeout: Duration, _ condition: @escaping @Sendable () async -> Bool) async throws {
     if case .processes(let processes) = runtime {
       try await processes.wait(for: what, timeout: timeout, condition)
       return

@@ -53,9 +53,14 @@ public enum ComponentAccess: String, CaseIterable, Sendable {
         rule([""], ["secrets"], read),
         rule([Link.group], [Link.plural], read),
         rule([Link.group], ["\(Link.plural)/status"], ["get", "update", "patch"]),
+        rule([Lease.group], [Lease.plural], ["get", "create", "update", "delete"]),
       ]
     case .remoteMirror:
-      return [rule([""], ["services", "endpoints"], read), rule(["discovery.k8s.io"], ["endpointslices"], read)]
+      var trustRoots = rule([""], ["configmaps"], ["get"])
+      trustRoots["resourceNames"] = [.string(MulticlusterCheck.trustRootsConfigMap)]
+      return [
+        rule([""], ["services", "endpoints"], read), rule(["discovery.k8s.io"], ["endpointslices"], read), trustRoots,
+      ]
     }
   }
 

@@ -27,6 +27,12 @@ public struct DemoOptions: Sendable {
   public var failover = false
   /// Stop west's gateway half-way and do nothing about it (to see how the mesh copes on its own).
   public var stopGateway = false
+  /// After the load: make backend a federated service in east and west and show local affinity and failover
+  /// of a steady stream to `backend-federated` (not with `failover` or `stopGateway`).
+  public var federated = false
+  /// After the load: a headless `db` (db-0, db-1) in west, reached from east by each pod's name
+  /// (`db-0.db-west...`). In-process runtime only.
+  public var headless = false
   /// Keep everything running after the report, until interrupted.
   public var keepRunning = false
   /// Where the kubeconfigs and trust anchor go (for `--keep-running`). Default: a temporary directory.
@@ -66,6 +72,12 @@ public struct DemoSummary: Codable, Sendable {
   /// Endpoint objects in both clusters at the end, by kind (`Endpoints`, `EndpointSlice`): the demo writes
   /// EndpointSlices only, as the mirror does, so discovery and mirroring run without any v1 Endpoints.
   public var endpointObjects: [String: Int]
+  /// `meshctl multicluster check` of east and of west once linked (before the load): one line per check.
+  public var multiclusterCheck: [String]
+  /// With `--federated`: what the stream to backend-federated did (empty otherwise).
+  public var federated: [String]
+  /// With `--headless`: what each pod's name answered (empty otherwise).
+  public var headless: [String]
 }
 
 /// `meshctl demo`: two clusters (east, west) on this machine, each with an embedded Kubernetes API, its
@@ -150,6 +162,25 @@ public enum Demo {
       try await east.waitForMirror(of: "backend", from: west)
       try await west.waitForMirror(of: "backend", from: east)
       try await east.waitForGateway(of: west, alive: true)
+      try await west.waitForGateway(of: east, alive: true)
+      // What `meshctl multicluster check` says of each cluster, now that both are linked.
+      var checkLines: [String] = []
+      var checksPassed = true
+      // The mirrors write their status and heartbeat a moment after the probe: a few tries, 15 s at most.
+      let checkDeadline = ContinuousClock.now + .seconds(15)
+      repeat {
+        checkLines = []
+        checksPassed = true
+        for cluster in [east, west] {
+          let results = await MulticlusterCheck.run(local: cluster.client, logger: logger)
+          checksPassed = checksPassed && results.allSatisfy(\.ok)
+          checkLines += results.map { "\(cluster.name): \($0.line)" }
+        }
+        if checksPassed { break }
+        try await Task.sleep(for: .milliseconds(250))
+      } while ContinuousClock.now < checkDeadline
+      say("meshctl multicluster check: \(checksPassed ? "every check passes in east and west" : "some checks fail")")
+      if !checksPassed { for line in checkLines { say("  \(line)") } }
 
       // East's client, and the split of backend between east and west.
       let clientPorts = try await east.startProxy(
@@ -176,6 +207,14 @@ public enum Demo {
         tapLines = []
         results.events.append(tapProblem ?? "tap: \(error)")
       }
+      var headless: (lines: [String], ok: Bool) = ([], true)
+      if options.headless {
+        headless = try await headlessPhase(port: clientPorts.outbound, east: east, west: west, in: &group, say: say)
+      }
+      var federated = FederatedResults(ok: true)
+      if options.federated {
+        federated = try await federatedPhase(port: clientPorts.outbound, east: east, west: west, say: say)
+      }
       var healthy = true
       if case .processes(let processes) = runtime {
         do { try processes.checkAlive() } catch {
@@ -201,8 +240,10 @@ public enum Demo {
         byCluster: results.byCluster, mutualTLSResponses: mutualTLS, leaves: leaves,
         gateways: await east.gatewayReports(), elapsedSeconds: (ContinuousClock.now - started).seconds,
         failover: results.events, tap: tapLines,
-        ok: healthy && results.succeeded == options.requests && mutualTLS >= options.requests,
-        mode: options.processes ? "processes" : "tasks", directory: directory, endpointObjects: endpointObjects)
+        ok: healthy && checksPassed && federated.ok && headless.ok && results.succeeded == options.requests
+          && mutualTLS >= options.requests,
+        mode: options.processes ? "processes" : "tasks", directory: directory, endpointObjects: endpointObjects,
+        multiclusterCheck: checkLines, federated: federated.lines, headless: headless.lines)
 
       report(summary)
       if options.keepRunning {
@@ -220,6 +261,7 @@ public enum Demo {
         if let mirror = east.mirrorAdminPort {
           lines.append("  meshctl multicluster gateways --admin 127.0.0.1:\(mirror)")
         }
+        lines.append("  meshctl multicluster check --kubeconfig \(east.kubeconfigPath)")
         if case .processes(let processes) = runtime {
           lines.append("processes (logs in \(directory)/NAME.log):")
           for (name, pid) in processes.running.sorted(by: { $0.key < $1.key }) { lines.append("  \(name)  pid \(pid)") }

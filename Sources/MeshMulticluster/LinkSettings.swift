@@ -14,8 +14,15 @@ public struct LinkSettings: Sendable, Hashable {
   public var targetClusterDomain: String
   /// Default `cluster-credentials-<targetClusterName>`.
   public var credentialsSecret: String
-  /// IP addresses of the target's gateway (mirror Endpoints need IPs).
+  /// The target gateway's addresses as the Link gives them: IP addresses and DNS names (resolved by the
+  /// mirror, periodically), without the entries that are neither.
   public var gatewayAddresses: [String]
+  /// Why the other entries of `gatewayAddresses` are not used (neither an IP address nor a DNS name); they
+  /// are reported on the Link (`GatewayResolved`) and the usable ones still serve.
+  public var invalidGatewayAddresses: [String]
+  /// Whether the mirror follows the target's gateway Service (its published addresses replace the Link's);
+  /// false when the Link is annotated `mirror.swiftmesh.io/follow-gateway-service: "false"`.
+  public var followGatewayService: Bool
   /// Default 4143.
   public var gatewayPort: Int
   /// The identity the gateway must present; nil: mirrors carry none and the gateway is not probed.
@@ -40,17 +47,16 @@ public struct LinkSettings: Sendable, Hashable {
     }
     let secret = spec.clusterCredentialsSecret ?? ""
     credentialsSecret = secret.isEmpty ? MirrorMetadata.credentialsSecretName(cluster: targetClusterName) : secret
-    gatewayAddresses = []
-    for address in spec.gatewayAddresses ?? [] {
-      let trimmed = address.trimmingSpaces
-      guard (try? Authority(host: trimmed, port: 1))?.isIPAddress == true else {
-        throw .invalidLink("gatewayAddresses: '\(address)' is not an IP address (mirror Endpoints need IPs)")
-      }
-      gatewayAddresses.append(trimmed)
-    }
+    let parsed = GatewayAddress.parse(spec.gatewayAddresses ?? [])
+    gatewayAddresses = parsed.addresses.map(\.description)
+    invalidGatewayAddresses = parsed.problems
     if gatewayAddresses.isEmpty {
+      if let problem = parsed.problems.first {
+        throw .invalidLink("gatewayAddresses: \(problem); the Link needs at least one IP address or DNS name of the target gateway")
+      }
       throw .invalidLink("gatewayAddresses: empty; the Link needs the target gateway's address")
     }
+    followGatewayService = link.metadata.annotations?[MirrorMetadata.followGatewayServiceAnnotation] != "false"
     gatewayPort = spec.gatewayPort ?? Self.defaultGatewayPort
     guard (1...65535).contains(gatewayPort) else {
       throw .invalidLink("gatewayPort \(gatewayPort) is outside 1-65535")

@@ -16,6 +16,8 @@ public final class LinkSupervisor: ServiceLifecycle.Service, Sendable {
     /// Follow only the Link of this name. Default nil (every Link of the namespace).
     public var linkName: String?
     public var mirror: ServiceMirror.Configuration = .defaults()
+    /// Write the local half of federated services (`FederatedLocalMirror`). Default true.
+    public var federatedServices = true
 
     public init() {}
 
@@ -71,13 +73,19 @@ public final class LinkSupervisor: ServiceLifecycle.Service, Sendable {
       metadata: ["namespace": "\(configuration.namespace)", "link": "\(configuration.linkName ?? "*")"])
     await withDiscardingTaskGroup { group in
       group.addTask { try? await informer.run() }
+      if configuration.federatedServices {
+        let federated = FederatedLocalMirror(client: localClient, logger: logger)
+        group.addTask { try? await federated.run() }
+      }
       // Ends when the informer stops (cancellation or graceful shutdown).
       for await event in events {
         switch event {
         case .added(let link):
           start(link, in: &group)
         case .updated(let old, let new):
-          guard old.spec != new.spec else { continue }
+          let follow = MirrorMetadata.followGatewayServiceAnnotation
+          guard old.spec != new.spec || old.metadata.annotations?[follow] != new.metadata.annotations?[follow]
+          else { continue }
           if old.spec.targetClusterName != new.spec.targetClusterName
             || old.spec.clusterCredentialsSecret != new.spec.clusterCredentialsSecret
           {

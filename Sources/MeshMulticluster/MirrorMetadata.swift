@@ -18,6 +18,19 @@ public enum MirrorMetadata {
   /// On a mirror's EndpointSlices or Endpoints (what discovery reads), and on the gateway Service: the
   /// gateway's identity.
   public static let gatewayIdentityAnnotation = "mirror.swiftmesh.io/gateway-identity"
+  /// On an endpoint mirror (`<hostname>-<cluster>`, one per named endpoint of a headless service) and its
+  /// EndpointSlices or Endpoints: the name of the headless mirror it belongs to.
+  public static let headlessMirrorLabel = "mirror.swiftmesh.io/headless-mirror-svc-name"
+  /// On a Service in any linked cluster: `"member"` makes it a member of the federated service
+  /// `<name>-federated` (in every cluster: the local members' endpoints, and each linked cluster's gateway).
+  public static let federatedLabel = "mirror.swiftmesh.io/federated"
+  /// On a federated Service `<name>-federated` and its EndpointSlices: `"true"`.
+  public static let federatedServiceLabel = "mirror.swiftmesh.io/federated-service"
+  /// On the EndpointSlices of a federated service that point at a linked cluster's gateway: that cluster's
+  /// name (the slice of the local members has none).
+  public static let federatedClusterLabel = "mirror.swiftmesh.io/federated-cluster"
+  /// `<name>-federated`.
+  public static func federatedName(of name: String) -> String { "\(name)-federated" }
   /// The `endpointslice.kubernetes.io/managed-by` value of mirror EndpointSlices (kube's controllers
   /// leave slices managed by others alone).
   public static let endpointSliceManager = "service-mirror.swiftmesh.io"
@@ -37,6 +50,14 @@ public enum MirrorMetadata {
   /// Gateway Service annotation listing the gateway's addresses (comma separated), used when the Service has
   /// no `status.loadBalancer.ingress` and no `spec.externalIPs`.
   public static let gatewayAddressesAnnotation = "mirror.swiftmesh.io/gateway-addresses"
+
+  /// On a Link: `"false"` keeps the Link's own `gatewayAddresses` even when the target's gateway Service
+  /// publishes others (`meshctl multicluster link --gateway-addresses` writes it).
+  public static let followGatewayServiceAnnotation = "mirror.swiftmesh.io/follow-gateway-service"
+  /// The Lease each Link's mirror renews in the Link's namespace while it runs (`service-mirror-<link>`);
+  /// its annotation `gatewayReportAnnotation` carries the gateway's state as JSON.
+  public static func heartbeatLeaseName(link: String) -> String { "service-mirror-\(link)" }
+  public static let gatewayReportAnnotation = "mirror.swiftmesh.io/gateway-report"
 
   /// The Secret holding the target's kubeconfig: its type and the data key.
   public static let credentialsSecretType = "mirror.swiftmesh.io/remote-kubeconfig"

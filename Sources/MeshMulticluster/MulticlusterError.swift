@@ -10,6 +10,9 @@ public struct MulticlusterError: Error, Hashable, Sendable, CustomStringConverti
       case gatewayProbeFailed = "GatewayProbeFailed"
       case namespaceMissing = "NamespaceMissing"
       case nameConflict = "NameConflict"
+      case invalidGatewayAddress = "InvalidGatewayAddress"
+      case gatewayNameNotResolved = "GatewayNameNotResolved"
+      case noGatewayAddress = "NoGatewayAddress"
     }
     let base: Base
     /// The Link spec is not usable (bad address, identity, duration, name).
@@ -28,6 +31,12 @@ public struct MulticlusterError: Error, Hashable, Sendable, CustomStringConverti
     public static let namespaceMissing = Code(base: .namespaceMissing)
     /// A local object that is not this Link's mirror has the mirror's name.
     public static let nameConflict = Code(base: .nameConflict)
+    /// A gateway address is neither an IP address nor a DNS name (it is ignored; the others are used).
+    public static let invalidGatewayAddress = Code(base: .invalidGatewayAddress)
+    /// A gateway name does not resolve (its last known addresses are kept).
+    public static let gatewayNameNotResolved = Code(base: .gatewayNameNotResolved)
+    /// No gateway address is usable: no IP, and no name has ever resolved.
+    public static let noGatewayAddress = Code(base: .noGatewayAddress)
     /// The status-condition reason (`SecretNotFound`, ...).
     public var reason: String { base.rawValue }
     public var description: String { base.rawValue }
@@ -59,6 +68,8 @@ public struct MulticlusterError: Error, Hashable, Sendable, CustomStringConverti
   }
   public static func namespaceMissing(_ message: String) -> Self { Self(code: .namespaceMissing, message: message) }
   public static func nameConflict(_ message: String) -> Self { Self(code: .nameConflict, message: message) }
+
+  public static func invalidGatewayAddress(_ message: String) -> Self { Self(code: .invalidGatewayAddress, message: message) }
 
   public var description: String { "\(code.reason): \(message)" }
   public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }

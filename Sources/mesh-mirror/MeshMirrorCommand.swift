@@ -48,6 +48,10 @@ struct MeshMirrorCommand: AsyncParsableCommand {
   var repairInterval: Double = 60
   @Option(help: "Seconds between checks of the target's API server.")
   var targetCheckInterval: Double = 10
+  @Option(help: "Seconds between resolutions of gateway names (a failed probe resolves at once).")
+  var gatewayResolveInterval: Double = 30
+  @Option(help: "Seconds between renewals of each Link's heartbeat Lease (read by meshctl multicluster check).")
+  var heartbeatInterval: Double = 10
   @Option(
     help: """
       How mirrors' endpoints are written and the target's read: 'endpointslices' (discovery.k8s.io/v1; a \
@@ -62,7 +66,7 @@ struct MeshMirrorCommand: AsyncParsableCommand {
     if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
     if (identity != nil || cert != nil) && ca == nil { throw ValidationError("--ca is needed to verify gateways") }
     if identity != nil && token == nil { throw ValidationError("--identity needs --token") }
-    guard repairInterval > 0, targetCheckInterval > 0 else { throw ValidationError("intervals must be positive") }
+    guard repairInterval > 0, targetCheckInterval > 0, gatewayResolveInterval > 0, heartbeatInterval > 0 else { throw ValidationError("intervals must be positive") }
     guard EndpointsAPI(argument: endpointsAPI) != nil else {
       throw ValidationError("--endpoints-api '\(endpointsAPI)': expected 'endpointslices' or 'endpoints'")
     }
@@ -89,6 +93,8 @@ struct MeshMirrorCommand: AsyncParsableCommand {
         $0.mirror.repairInterval = .milliseconds(Int64(repairInterval * 1000))
         $0.mirror.targetCheckInterval = .milliseconds(Int64(targetCheckInterval * 1000))
         $0.mirror.endpointsAPI = EndpointsAPI(argument: endpointsAPI) ?? .endpointSlices
+        $0.mirror.gatewayResolveInterval = .milliseconds(Int64(gatewayResolveInterval * 1000))
+        $0.mirror.heartbeatInterval = .milliseconds(Int64(heartbeatInterval * 1000))
       },
       logger: logger)
     // The admin port answers while the probe identity is being certified: /live 200, /ready 503 and why.

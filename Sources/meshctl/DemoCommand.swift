@@ -30,6 +30,10 @@ struct DemoCommand: AsyncParsableCommand {
   var failover = false
   @Flag(help: "Stop west's gateway half-way and leave the split as it is.")
   var stopGateway = false
+  @Flag(help: "After the load: backend joins backend-federated in east and west; a stream stays in east, moves to west when east's backend is not ready, and comes home.")
+  var federated = false
+  @Flag(help: "After the load: a headless db (db-0, db-1) in west, reached from east by each pod's name (db-0.db-west...). Not with --processes.")
+  var headless = false
   @Flag(help: "Keep everything running after the report (prints kubeconfigs and ports); interrupt to stop.")
   var keepRunning = false
   @Option(help: "Directory for the kubeconfigs and the trust anchor (default: a new temporary directory, removed after a successful run).")
@@ -50,6 +54,10 @@ struct DemoCommand: AsyncParsableCommand {
     guard ["text", "json"].contains(output) else { throw ValidationError("--output must be text or json") }
     guard binDir == nil || processes else { throw ValidationError("--bin-dir goes with --processes") }
     guard !(failover && stopGateway) else { throw ValidationError("--failover and --stop-gateway exclude each other") }
+    guard !(headless && processes) else { throw ValidationError("--headless runs with the in-process runtime only") }
+    guard !((federated || headless) && (failover || stopGateway)) else {
+      throw ValidationError("--federated and --headless need west's gateway: they exclude --failover and --stop-gateway")
+    }
   }
 
   func run() async throws {
@@ -66,6 +74,8 @@ struct DemoCommand: AsyncParsableCommand {
     options.concurrency = concurrency
     options.failover = failover
     options.stopGateway = stopGateway
+    options.federated = federated
+    options.headless = headless
     options.keepRunning = keepRunning
     options.directory = directory
     options.processes = processes
@@ -125,6 +135,14 @@ struct DemoCommand: AsyncParsableCommand {
       print("meshctl multicluster gateways (east):")
       print(GatewayReport.table(summary.gateways), terminator: "")
       for event in summary.failover { print(event) }
+      if !summary.headless.isEmpty {
+        print("")
+        for line in summary.headless { print(line) }
+      }
+      if !summary.federated.isEmpty {
+        print("")
+        for line in summary.federated { print(line) }
+      }
       print("")
       print(
         summary.ok

@@ -59,11 +59,12 @@ struct DiagnosticsCommand: AsyncParsableCommand {
           print("\(authority): no endpoints")
           return
         }
-        var rows = [["ADDRESS", "WEIGHT", "IDENTITY", "PROTOCOL", "AUTHORITY_OVERRIDE"]]
+        // CLUSTER: the linked cluster behind a gateway endpoint (mirrors, federated services), else local.
+        var rows = [["ADDRESS", "WEIGHT", "IDENTITY", "PROTOCOL", "AUTHORITY_OVERRIDE", "CLUSTER"]]
         for e in set.endpoints {
           rows.append([
             e.address.description, "\(e.weight)", e.tlsIdentity?.description ?? "-", e.protocolHint.description,
-            e.authorityOverride?.description ?? "-",
+            e.authorityOverride?.description ?? "-", e.metricLabels["target_cluster"] ?? "local",
           ])
         }
         printTable(rows)

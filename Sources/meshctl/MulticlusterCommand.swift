@@ -13,7 +13,7 @@ struct MulticlusterCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "multicluster",
     abstract: "Link clusters, export services, and see the gateways of linked clusters.",
-    subcommands: [Link.self, Unlink.self, ExportService.self, UnexportService.self, Gateways.self])
+    subcommands: [Link.self, Unlink.self, ExportService.self, UnexportService.self, Gateways.self, Check.self])
 
   enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case table, json
@@ -33,7 +33,8 @@ struct MulticlusterCommand: AsyncParsableCommand {
       discussion: """
         Gateway values not given as flags are read from the target's gateway Service \
         (\(MirrorMetadata.multiclusterNamespace)/\(MirrorMetadata.gatewayServiceName)): addresses from \
-        status.loadBalancer.ingress, spec.externalIPs or the annotation \(MirrorMetadata.gatewayAddressesAnnotation); \
+        status.loadBalancer.ingress (ip or hostname), spec.externalIPs or the annotation \
+        \(MirrorMetadata.gatewayAddressesAnnotation), and the mirror keeps following that Service; \
         ports named \(MirrorMetadata.gatewayPortName) and \(MirrorMetadata.probePortName); identity from \
         \(MirrorMetadata.gatewayIdentityAnnotation).
 
@@ -50,7 +51,10 @@ struct MulticlusterCommand: AsyncParsableCommand {
     var namespace: String = MirrorMetadata.multiclusterNamespace
     @Option(help: "The target cluster's DNS domain.")
     var clusterDomain: String = LinkSettings.defaultClusterDomain
-    @Option(help: "Gateway IP addresses, comma separated (default: from the gateway Service).")
+    @Option(help: """
+      Gateway addresses, IPs or DNS names, comma separated (default: from the gateway Service, which the \
+      mirror then keeps following; given here, the Link keeps these).
+      """)
     var gatewayAddresses: String?
     @Option(help: "Gateway port (default: the gateway Service's mc-gateway port, else 4143).")
     var gatewayPort: Int?
@@ -93,6 +97,7 @@ struct MulticlusterCommand: AsyncParsableCommand {
       manifest.namespace = namespace
       manifest.clusterDomain = clusterDomain
       manifest.selector = try Self.parseSelector(selector)
+      manifest.followGatewayService = gatewayAddresses == nil
       do { try manifest.validate() } catch { throw MulticlusterCLIError(error.message) }
       print(try manifest.yaml(), terminator: "")
     }
@@ -220,6 +225,69 @@ struct MulticlusterCommand: AsyncParsableCommand {
       case .table:
         print(GatewayReport.table(reports), terminator: "")
       }
+    }
+  }
+}
+
+extension MulticlusterCommand {
+  /// `check`: is this cluster's multi-cluster setup healthy? One line per check; exit 1 on any cross.
+  struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "check",
+      abstract: "Check this cluster's multi-cluster setup: one line per check with a tick or a cross; exit 1 on any cross.",
+      discussion: """
+        Checks the Link CRD; each Link's spec; that its credentials Secret reaches the target and may list and \
+        watch what the mirror reads; that both clusters publish the same trust anchor (ConfigMap \
+        \(MulticlusterCheck.trustRootsConfigMap), key ca.crt, compared by SHA-256 fingerprint); that the \
+        mirror controller of each Link runs (its heartbeat Lease) and is ready; that each gateway is alive, \
+        with its latency; that every mirror has endpoints; and that no mirror is orphaned.
+        """)
+
+    @Option(help: "Kubeconfig of the source cluster, where the Links are (default: KUBECONFIG, ~/.kube/config).")
+    var kubeconfig: String?
+    @Option(help: "Kubeconfig context.")
+    var context: String?
+    @Option(help: "Namespace of the Links.")
+    var namespace: String = MirrorMetadata.multiclusterNamespace
+    @Option(help: "The control plane's namespace (where the trust-roots ConfigMap is looked for first).")
+    var controlPlaneNamespace: String = "swiftmesh"
+    @Option(name: .shortAndLong, help: "Output format: table (one line per check) or json.")
+    var output: OutputFormat = .table
+    @Option(help: "Seconds to wait for each target's API server to connect.")
+    var timeout: Double = 5
+
+    func run() async throws {
+      guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+      let config: KubeClientConfig
+      do {
+        config = try KubeClientConfig.load(kubeconfig: kubeconfig, context: context)
+      } catch {
+        throw MulticlusterCLIError("cannot load the kubeconfig\(kubeconfig.map { " \($0)" } ?? ""): \(error)")
+      }
+      let client = try KubeClient(
+        config: config, connectTimeout: .milliseconds(Int64(timeout * 1000)), logger: MulticlusterCommand.quietLogger)
+      var options = MulticlusterCheck.Options()
+      options.namespace = namespace
+      options.controlPlaneNamespace = controlPlaneNamespace
+      options.connectTimeout = .milliseconds(Int64(timeout * 1000))
+      let results = await MulticlusterCheck.run(local: client, options: options, logger: MulticlusterCommand.quietLogger)
+      try? await client.shutdown()
+      let ok = results.allSatisfy(\.ok)
+      switch output {
+      case .json:
+        struct Report: Encodable {
+          var ok: Bool
+          var checks: [MulticlusterCheck.Result]
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        print(String(decoding: try encoder.encode(Report(ok: ok, checks: results)), as: UTF8.self))
+      case .table:
+        for result in results { print(result.line) }
+        let crosses = results.filter { !$0.ok }.count
+        print(ok ? "\nStatus check results are √" : "\nStatus check results are × (\(crosses) of \(results.count) checks failed)")
+      }
+      if !ok { throw ExitCode(1) }
     }
   }
 }

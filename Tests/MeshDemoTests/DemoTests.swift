@@ -52,6 +52,11 @@ struct DemoTests {
     #expect(summary.endpointObjects["Endpoints"] == 0, "\(summary.endpointObjects)")
     // One backend slice per cluster, and one mirror slice per cluster (IPv4 gateway).
     #expect(summary.endpointObjects["EndpointSlice"] == 4, "\(summary.endpointObjects)")
+    // `meshctl multicluster check` passes in both clusters: 9 ticks each (the CRD, this cluster's anchor, the
+    // Link's spec, credentials, anchors compared, mirror controller, gateway, mirror endpoints, orphans).
+    #expect(summary.multiclusterCheck.filter { $0.hasPrefix("east: √ ") }.count == 9, "\(summary.multiclusterCheck)")
+    #expect(summary.multiclusterCheck.filter { $0.hasPrefix("west: √ ") }.count == 9, "\(summary.multiclusterCheck)")
+    #expect(summary.multiclusterCheck.contains { $0.hasPrefix("east: √ trust anchor (west): both clusters use anchor sha256:") })
   }
 
   @Test("the meshctl binary: `meshctl demo --requests 100 --output json` prints the summary and exits 0")
@@ -114,6 +119,33 @@ struct DemoTests {
     return path
   }
 
+  @Test("--headless: west's StatefulSet-style db (db-0, db-1) reached from east's client proxy by each pod's name, through west's gateway: each name reaches that pod")
+  func headless() async throws {
+    let (summary, _) = try await Self.runDemo {
+      $0.requests = 20
+      $0.headless = true
+    }
+    #expect(summary.ok, "\(summary.headless)")
+    #expect(
+      summary.headless == [
+        "headless: db-0.db-west.default.svc.cluster.local: 10/10 answered by db-0 in west",
+        "headless: db-1.db-west.default.svc.cluster.local: 10/10 answered by db-1 in west",
+      ], "\(summary.headless)")
+  }
+
+  @Test("--federated: backend-federated keeps a stream in east, moves it to west through the gateway when east's backend is not ready, and brings it home; nothing fails")
+  func federated() async throws {
+    let (summary, _) = try await Self.runDemo {
+      $0.requests = 50
+      $0.federated = true
+    }
+    #expect(summary.ok, "\(summary.federated)")
+    #expect(summary.federated.first == "federated: 20 requests in a row answered by east while east's backend is ready", "\(summary.federated)")
+    #expect(summary.federated.contains { $0.hasPrefix("east's backend not ready: the stream moved to west through its gateway after ") }, "\(summary.federated)")
+    #expect(summary.federated.contains { $0.hasPrefix("east's backend ready again: traffic came home after ") }, "\(summary.federated)")
+    #expect(summary.federated.last?.hasSuffix(" 0 failed") == true, "\(summary.federated)")
+  }
+
   @Test("`meshctl demo --processes --failover --output json`: every component its own executable; split, failover, all stopped")
   func processes() async throws {
     let directory = try TemporaryDirectory(prefix: "demo-processes")
@@ -128,6 +160,9 @@ struct DemoTests {
     let summary = try JSONDecoder().decode(DemoSummary.self, from: Data(out.stdout.utf8))
     #expect(summary.ok, "\(summary)")
     #expect(summary.mode == "processes")
+    #expect(
+      summary.multiclusterCheck.count == 18 && summary.multiclusterCheck.allSatisfy { $0.contains(": √ ") },
+      "the check passes with every component a process: \(summary.multiclusterCheck)")
     #expect(summary.succeeded == 300)
     #expect(summary.mutualTLSResponses >= 300)
     #expect((summary.byCluster["east"] ?? 0) > 0 && (summary.byCluster["west"] ?? 0) > 0, "\(summary.byCluster)")

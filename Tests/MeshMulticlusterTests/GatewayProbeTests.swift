@@ -85,8 +85,8 @@ struct GatewayProbeTests {
       #expect(report.cluster == "west" && report.alive == true && report.numServices == 1 && report.probed)
       #expect(report.latencyP50 != nil && report.latencyP99 != nil)
       let table = GatewayReport.table(reports)
-      #expect(table.hasPrefix("CLUSTER  ALIVE  NUM_SVC  LATENCY_P50  LATENCY_P95  LATENCY_P99\n"), "\(table)")
-      #expect(table.contains("west     True   1"), "\(table)")
+      #expect(table.hasPrefix("CLUSTER  ALIVE  ADDRESSES  NUM_SVC  LATENCY_P50  LATENCY_P95  LATENCY_P99\n"), "\(table)")
+      #expect(table.contains("west     True   1/1        1"), "\(table)")
 
       await gateways.stop()
       let stopped = ContinuousClock.now

@@ -43,7 +43,8 @@ struct PlannerTests {
   func invalid() {
     let cases: [(field: String, value: String, change: (inout Link.Spec) -> Void)] = [
       ("targetClusterName", "West_1", { $0.targetClusterName = "West_1" }),
-      ("gatewayAddresses", "gw.example.com", { $0.gatewayAddresses = ["gw.example.com"] }),
+      ("gatewayAddresses", "gw example com", { $0.gatewayAddresses = ["gw example com"] }),
+      ("gatewayAddresses", "999.1.2.3", { $0.gatewayAddresses = ["999.1.2.3"] }),
       ("gatewayAddresses", "empty", { $0.gatewayAddresses = [] }),
       ("gatewayPort", "70000", { $0.gatewayPort = 70000 }),
       ("gatewayIdentity", "not an identity", { $0.gatewayIdentity = "not an identity" }),
@@ -172,15 +173,16 @@ struct PlannerTests {
     let reports = [
       GatewayReport(
         link: "swiftmesh-multicluster/west", cluster: "west", alive: true, probed: true, numServices: 12,
-        latencyP50: 1.25, latencyP95: 12.4, latencyP99: 130, targetReachable: true, lastError: nil),
+        latencyP50: 1.25, latencyP95: 12.4, latencyP99: 130, targetReachable: true, lastError: nil,
+        addresses: ["192.0.2.10", "192.0.2.11"], aliveAddresses: 1),
       GatewayReport(
         link: "swiftmesh-multicluster/far-away", cluster: "far-away", alive: false, probed: true, numServices: 3,
         latencyP50: nil, latencyP95: nil, latencyP99: nil, targetReachable: false, lastError: "refused"),
     ]
     #expect(GatewayReport.table(reports) == """
-      CLUSTER   ALIVE  NUM_SVC  LATENCY_P50  LATENCY_P95  LATENCY_P99
-      west      True   12       1.2ms        12ms         130ms
-      far-away  False  3        -            -            -
+      CLUSTER   ALIVE  ADDRESSES  NUM_SVC  LATENCY_P50  LATENCY_P95  LATENCY_P99
+      west      True   1/2        12       1.2ms        12ms         130ms
+      far-away  False  -          3        -            -            -
 
       """)
   }

@@ -299,9 +299,9 @@ struct ServiceMirrorTests {
       // An invalid update keeps the mirrors as they are and says why.
       try east.state.mergePatch(
         Link.self, name: "west", namespace: MirrorMetadata.multiclusterNamespace,
-        patch: ["spec": ["gatewayAddresses": ["not-an-ip"]]])
+        patch: ["spec": ["gatewayAddresses": ["not an ip!"]]])
       try await eventually("LinkValid False") { east.condition("west", "LinkValid")?.status == "False" }
-      #expect(east.condition("west", "LinkValid")?.message?.contains("not-an-ip") == true)
+      #expect(east.condition("west", "LinkValid")?.message?.contains("not an ip!") == true)
       #expect(try east.mirrorNames(of: "west") == ["default/alpha-west"])
     }
   }
@@ -316,8 +316,8 @@ struct ServiceMirrorTests {
       try east.link(name: "ghost", kubeconfig: "", createSecret: false)
       // Broken kubeconfig.
       try east.link(name: "broken", kubeconfig: "apiVersion: v1\nkind: Config\nclusters: [this is not: a kubeconfig")
-      // Invalid spec (a hostname as gateway address).
-      try east.link(name: "invalid", kubeconfig: west.kubeconfig, gatewayAddresses: ["gateway.example.com"])
+      // Invalid spec (a gateway address that is neither an IP nor a DNS name).
+      try east.link(name: "invalid", kubeconfig: west.kubeconfig, gatewayAddresses: ["https://gateway.example.com"])
       let controller = start(supervisor(for: east), in: &group)
       defer { controller.stop() }
 
@@ -333,7 +333,7 @@ struct ServiceMirrorTests {
       }
       #expect(east.condition("broken", "CredentialsReady")?.message?.contains("not a usable kubeconfig") == true)
       try await eventually("InvalidLink on invalid") { east.condition("invalid", "LinkValid")?.reason == "InvalidLink" }
-      #expect(east.condition("invalid", "LinkValid")?.message?.contains("gateway.example.com") == true)
+      #expect(east.condition("invalid", "LinkValid")?.message?.contains("https://gateway.example.com") == true)
 
       // The good link is untouched and keeps following.
       try west.addService("beta")

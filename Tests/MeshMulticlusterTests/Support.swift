@@ -289,7 +289,7 @@ final class TestGateway: Sendable {
     let identities = Mutex<[IdentityName?]>([])
   }
 
-  init(pki: TestPKI, identity: IdentityName = Identities.gateway, port: Int = 0) async throws {
+  init(pki: TestPKI, identity: IdentityName = Identities.gateway, host: String = "127.0.0.1", port: Int = 0) async throws {
     let tls = try MeshTLS(material: try pki.workload(identity), trustAnchors: [pki.anchor.certificate], logger: testLogger)
     let sessions = self.sessions
     self.server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -302,7 +302,7 @@ final class TestGateway: Sendable {
           try channel.pipeline.syncOperations.addHandler(ReadyResponder())
         }
       }
-      .bind(host: "127.0.0.1", port: port).get()
+      .bind(host: host, port: port).get()
     self.port = server.localAddress?.port ?? port
   }
 

@@ -5,6 +5,9 @@ public import MeshCore
 public enum DestinationTarget: Hashable, Sendable, CustomStringConvertible {
   /// `<name>.<namespace>.svc.<cluster-domain>:<port>`.
   case service(namespace: String, name: String, port: Int)
+  /// `<hostname>.<name>.<namespace>.svc.<cluster-domain>:<port>`: the endpoint of headless service `name`
+  /// whose `hostname` is that (a StatefulSet's pod, `db-0.db.default.svc...`).
+  case endpoint(namespace: String, service: String, hostname: String, port: Int)
   /// Anything else that is a well-formed `host:port`.
   case unknown(Authority)
 
@@ -22,23 +25,37 @@ public enum DestinationTarget: Hashable, Sendable, CustomStringConvertible {
     if let (name, namespace) = authority.kubernetesService(clusterDomain: clusterDomain) {
       return .service(namespace: namespace, name: name, port: authority.port)
     }
+    let suffix = ".svc." + clusterDomain
+    if authority.host.hasSuffix(suffix) {
+      let parts = authority.host.dropLast(suffix.count).split(separator: ".", omittingEmptySubsequences: false)
+      if parts.count == 3, parts.allSatisfy({ !$0.isEmpty }) {
+        return .endpoint(
+          namespace: String(parts[2]), service: String(parts[1]), hostname: String(parts[0]), port: authority.port)
+      }
+    }
     return .unknown(authority)
   }
 
   /// `namespace/name` for a service target.
+  /// `namespace/name` for a service target (for an endpoint target, its service).
   public var serviceKey: String? {
-    if case .service(let namespace, let name, _) = self { return "\(namespace)/\(name)" }
-    return nil
+    switch self {
+    case .service(let namespace, let name, _): "\(namespace)/\(name)"
+    case .endpoint(let namespace, let service, _, _): "\(namespace)/\(service)"
+    case .unknown: nil
+    }
   }
 
   public var namespace: String? {
-    if case .service(let namespace, _, _) = self { return namespace }
-    return nil
+    switch self {
+    case .service(let namespace, _, _), .endpoint(let namespace, _, _, _): namespace
+    case .unknown: nil
+    }
   }
 
   public var port: Int {
     switch self {
-    case .service(_, _, let port): port
+    case .service(_, _, let port), .endpoint(_, _, _, let port): port
     case .unknown(let authority): authority.port
     }
   }
@@ -46,6 +63,8 @@ public enum DestinationTarget: Hashable, Sendable, CustomStringConvertible {
   public var description: String {
     switch self {
     case .service(let namespace, let name, let port): "service \(namespace)/\(name) port \(port)"
+    case .endpoint(let namespace, let service, let hostname, let port):
+      "endpoint \(hostname) of service \(namespace)/\(service) port \(port)"
     case .unknown(let authority): "unknown \(authority)"
     }
   }

@@ -12,6 +12,10 @@ extension DestinationServer {
 
   func handle(_ event: InformerEvent<MeshKube.Service>) {
     refresh(namespace: event.object.namespace ?? "default", service: event.object.name)
+    // An endpoint mirror answers for `<hostname>.<headless mirror>...`: those subscribers hang on the parent.
+    if let parent = event.object.metadata.labels?[EndpointTranslator.headlessMirrorLabel], !parent.isEmpty {
+      refresh(namespace: event.object.namespace ?? "default", service: parent)
+    }
   }
 
   func handle(_ event: InformerEvent<Endpoints>) {
@@ -27,8 +31,12 @@ extension DestinationServer {
     for slice in slices {
       guard let service = slice.metadata.labels?[EndpointSlice.serviceNameLabel], !service.isEmpty else { continue }
       let namespace = slice.namespace ?? "default"
-      guard seen.insert("\(namespace)/\(service)").inserted else { continue }
-      refresh(namespace: namespace, service: service)
+      if seen.insert("\(namespace)/\(service)").inserted { refresh(namespace: namespace, service: service) }
+      if let parent = slice.metadata.labels?[EndpointTranslator.headlessMirrorLabel], !parent.isEmpty,
+        seen.insert("\(namespace)/\(parent)").inserted
+      {
+        refresh(namespace: namespace, service: parent)
+      }
     }
   }
 
@@ -68,18 +76,54 @@ extension DestinationServer {
     _ target: DestinationTarget, zone: String?, informers: DiscoveryInformers, translator: EndpointTranslator,
     logger: Logger
   ) -> EndpointSet {
-    guard case .service(let namespace, let name, let port) = target else { return .doesNotExist }
+    let namespace: String
+    var name: String
+    let port: Int
+    var hostname: String?
+    switch target {
+    case .service(let n, let s, let p): (namespace, name, port) = (n, s, p)
+    case .endpoint(let n, let s, let h, let p): (namespace, name, port, hostname) = (n, s, p, h)
+    case .unknown: return .doesNotExist
+    }
+    // `<hostname>.<name>-<cluster>...` of a headless mirror: the endpoint mirror `<hostname>-<cluster>`, which
+    // goes through the linked cluster's gateway with that pod's remote authority.
+    if let host = hostname, let service = informers.services.store.get(namespace: namespace, name: name),
+      service.spec?.clusterIP == "None", service.metadata.labels?[EndpointTranslator.mirroredServiceLabel] == "true",
+      let cluster = service.metadata.labels?[EndpointTranslator.clusterNameLabel], !cluster.isEmpty
+    {
+      name = "\(host)-\(cluster)"
+      hostname = nil
+    }
     if informers.endpointsAPI == .endpointSlices {
+      var slices = informers.slices(namespace: namespace, service: name)
+      if let hostname {
+        // One endpoint of the service: the one with this hostname (a headless service's pod).
+        slices = slices.map { slice in
+          var only = slice
+          only.endpoints = slice.endpoints.filter { $0.hostname == hostname }
+          return only
+        }
+      }
       return translator.endpointSet(
         service: informers.services.store.get(namespace: namespace, name: name),
-        slices: informers.slices(namespace: namespace, service: name),
+        slices: slices,
         port: port, zone: zone,
         pod: { informers.pods.store.get(namespace: $0, name: $1) },
         problem: { logger.warning("endpoint skipped", metadata: ["problem": "\($0)"]) })
     }
+    var endpoints = informers.endpoints.store.get(namespace: namespace, name: name)
+    if let hostname, var only = endpoints {
+      only.subsets = (only.subsets ?? []).map { subset in
+        var kept = subset
+        kept.addresses = subset.addresses?.filter { $0.hostname == hostname }
+        kept.notReadyAddresses = subset.notReadyAddresses?.filter { $0.hostname == hostname }
+        return kept
+      }
+      endpoints = only
+    }
     return translator.endpointSet(
       service: informers.services.store.get(namespace: namespace, name: name),
-      endpoints: informers.endpoints.store.get(namespace: namespace, name: name),
+      endpoints: endpoints,
       port: port,
       pod: { informers.pods.store.get(namespace: $0, name: $1) },
       problem: { logger.warning("endpoint skipped", metadata: ["problem": "\($0)"]) })
@@ -88,7 +132,13 @@ extension DestinationServer {
   static func profile(
     _ target: DestinationTarget, informers: DiscoveryInformers, translator: ProfileTranslator, problems: ProblemLog
   ) -> Profile {
-    guard case .service(let namespace, let name, let port) = target else { return Profile() }
+    let namespace: String
+    let name: String
+    let port: Int
+    switch target {
+    case .service(let n, let s, let p), .endpoint(let n, let s, _, let p): (namespace, name, port) = (n, s, p)
+    case .unknown: return Profile()
+    }
     let profileName = translator.profileName(service: name, namespace: namespace)
     let serviceProfile = informers.serviceProfiles.store.get(namespace: namespace, name: profileName)
     let split = informers.trafficSplits.store.list(namespace: namespace).first {

@@ -36,11 +36,14 @@ extension EndpointTranslator {
     let namespace = service.namespace ?? "default"
     let servicePort = service.spec?.ports?.first { $0.port == port }
     let isMirror = service.metadata.labels?[Self.mirroredServiceLabel] == "true"
+    let isFederated = service.metadata.labels?[Self.federatedServiceLabel] == "true"
 
     struct Candidate {
       var endpoint: Endpoint
       var ready: Bool
       var hintedZones: Set<String>?
+      /// Of a federated service: a local member's endpoint (not a linked cluster's gateway).
+      var local = true
     }
     var ready: [Authority: Candidate] = [:]
     var terminating: [Authority: Candidate] = [:]
@@ -68,7 +71,14 @@ extension EndpointTranslator {
         if isReady, ready[authority] != nil { continue }
         if !isReady, ready[authority] != nil || terminating[authority] != nil { continue }
         var endpoint = Endpoint(address: authority, weight: defaultWeight)
-        if isMirror {
+        let federatedCluster = isFederated ? slice.metadata.labels?[Self.federatedClusterLabel] : nil
+        if let federatedCluster {
+          // A linked cluster's gateway: the slice carries the gateway identity and the remote authority.
+          mirror(
+            &endpoint, service: service, annotations: slice.metadata.annotations,
+            source: "federated endpointslice \(slice.metadata.key)", port: port, problem: problem)
+          endpoint.metricLabels["target_cluster"] = federatedCluster
+        } else if isMirror {
           mirror(
             &endpoint, service: service, annotations: slice.metadata.annotations,
             source: "mirror endpointslice \(slice.metadata.key)", port: port, problem: problem)
@@ -80,7 +90,9 @@ extension EndpointTranslator {
         endpoint.metricLabels["namespace"] = namespace
         endpoint.metricLabels["service"] = service.name
         let hinted = item.hints?.forZones.map { Set($0.map(\.name)) }
-        let candidate = Candidate(endpoint: endpoint, ready: isReady, hintedZones: hinted?.isEmpty == true ? nil : hinted)
+        let candidate = Candidate(
+          endpoint: endpoint, ready: isReady, hintedZones: hinted?.isEmpty == true ? nil : hinted,
+          local: federatedCluster == nil)
         if isReady {
           ready[authority] = candidate
           terminating[authority] = nil
@@ -89,7 +101,17 @@ extension EndpointTranslator {
         }
       }
     }
-    let chosen = Array((ready.isEmpty ? terminating : ready).values)
+    var chosen = Array((ready.isEmpty ? terminating : ready).values)
+    // A federated service prefers its local members: the linked clusters' gateways only when no local
+    // endpoint is ready (local affinity; traffic comes home when one is).
+    if isFederated {
+      let local = ready.values.filter(\.local)
+      chosen = local.isEmpty ? Array(ready.values) : local
+      if chosen.isEmpty {
+        let draining = terminating.values.filter(\.local)
+        chosen = draining.isEmpty ? Array(terminating.values) : draining
+      }
+    }
     var served = chosen
     if let zone, !chosen.isEmpty, chosen.allSatisfy({ $0.hintedZones != nil }) {
       let local = chosen.filter { $0.hintedZones!.contains(zone) }

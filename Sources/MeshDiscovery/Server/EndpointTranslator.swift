@@ -25,6 +25,12 @@ public struct EndpointTranslator: Sendable {
   public static let clusterNameLabel = "mirror.swiftmesh.io/cluster-name"
   public static let remoteFQNameAnnotation = "mirror.swiftmesh.io/remote-svc-fq-name"
   public static let gatewayIdentityAnnotation = "mirror.swiftmesh.io/gateway-identity"
+  /// On an endpoint mirror `<hostname>-<cluster>` (and its slices): the headless mirror it belongs to.
+  public static let headlessMirrorLabel = "mirror.swiftmesh.io/headless-mirror-svc-name"
+  /// On a federated service `<name>-federated` (and its slices): `"true"`.
+  public static let federatedServiceLabel = "mirror.swiftmesh.io/federated-service"
+  /// On a federated service's slice that points at a linked cluster's gateway: that cluster.
+  public static let federatedClusterLabel = "mirror.swiftmesh.io/federated-cluster"
 
   public var trustDomain: TrustDomain
   public var controlPlaneNamespace: String
@@ -111,7 +117,9 @@ public struct EndpointTranslator: Sendable {
         problem("\(source): gateway identity not used: \(error.message)")
       }
     }
-    if let remote = service.metadata.annotations?[Self.remoteFQNameAnnotation], !remote.isEmpty {
+    // The slice's remote name first (a federated service has one per linked cluster), else the service's.
+    let remoteName = annotations?[Self.remoteFQNameAnnotation] ?? service.metadata.annotations?[Self.remoteFQNameAnnotation]
+    if let remote = remoteName, !remote.isEmpty {
       do {
         endpoint.authorityOverride = try Authority(host: remote, port: port)
       } catch {

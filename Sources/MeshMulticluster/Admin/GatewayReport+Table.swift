@@ -1,16 +1,19 @@
 import Foundation
 
 extension GatewayReport {
-  /// `CLUSTER ALIVE NUM_SVC LATENCY_P50 LATENCY_P95 LATENCY_P99`, aligned.
+  /// `CLUSTER ALIVE ADDRESSES NUM_SVC LATENCY_P50 LATENCY_P95 LATENCY_P99`, aligned. ADDRESSES is
+  /// `<answering>/<in use>` (the gateway's IPs, names resolved), or the number in use when not probed.
   public static func table(_ reports: [GatewayReport]) -> String {
     func latency(_ value: Double?) -> String {
       guard let value else { return "-" }
       return value < 10 ? String(format: "%.1fms", value) : "\(Int(value.rounded()))ms"
     }
-    var rows = [["CLUSTER", "ALIVE", "NUM_SVC", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99"]]
+    var rows = [["CLUSTER", "ALIVE", "ADDRESSES", "NUM_SVC", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99"]]
     for r in reports {
       let alive = r.probed ? (r.alive.map { $0 ? "True" : "False" } ?? "Unknown") : "NotProbed"
-      rows.append([r.cluster, alive, "\(r.numServices)", latency(r.latencyP50), latency(r.latencyP95), latency(r.latencyP99)])
+      let total = r.addresses.map { "\($0.count)" } ?? "-"
+      let addresses = r.aliveAddresses.map { "\($0)/\(total)" } ?? total
+      rows.append([r.cluster, alive, addresses, "\(r.numServices)", latency(r.latencyP50), latency(r.latencyP95), latency(r.latencyP99)])
     }
     guard let columns = rows.map(\.count).max() else { return "" }
     var widths = Array(repeating: 0, count: columns)

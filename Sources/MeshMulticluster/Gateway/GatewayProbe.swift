@@ -10,7 +10,9 @@ import Synchronization
 /// consecutive failures, alive again after one success. Reports `gateway_alive`,
 /// `gateway_probe_latency_ms` and `gateway_probes_total{success}` labelled `target_cluster_name`.
 ///
-/// A round tries the gateway addresses in order and succeeds with the first that answers 2xx.
+/// A round probes every gateway address at once; it succeeds when any answers 2xx, and the snapshot says how
+/// many did. A round in which some address failed is reported to `onAddressFailure` (the mirror then resolves
+/// the gateway's names again at once: a load balancer's IPs may have moved).
 public final class GatewayProbe: ServiceLifecycle.Service, Sendable {
   /// What to probe.
   public struct Target: Sendable, Hashable {
@@ -38,6 +40,9 @@ public final class GatewayProbe: ServiceLifecycle.Service, Sendable {
     public var latencyP50: Double?
     public var latencyP95: Double?
     public var latencyP99: Double?
+    /// The addresses the last round probed, and how many of them answered.
+    public var addresses: [String] = []
+    public var aliveAddresses: Int?
 
     public init() {}
   }
@@ -57,13 +62,17 @@ public final class GatewayProbe: ServiceLifecycle.Service, Sendable {
   let metrics: MirrorMetrics
   let logger: Logger
   let onChange: @Sendable (Snapshot) -> Void
+  let onAddressFailure: @Sendable () -> Void
   let state: Mutex<State>
 
-  /// `onChange` hears every change of liveness or of the failure reason.
+  /// `onChange` hears every change of liveness, of the failure reason or of the number of live addresses;
+  /// `onAddressFailure` every round in which an address failed.
   public init(
     clusterName: String, target: Target, tls: MeshTLS, metrics: MirrorMetrics, logger: Logger,
+    onAddressFailure: @escaping @Sendable () -> Void = {},
     onChange: @escaping @Sendable (Snapshot) -> Void = { _ in }
   ) {
+    self.onAddressFailure = onAddressFailure
     self.clusterName = clusterName
     self.tls = tls
     self.metrics = metrics
@@ -91,8 +100,9 @@ public final class GatewayProbe: ServiceLifecycle.Service, Sendable {
       try await cancelWhenGracefulShutdown {
         while !Task.isCancelled {
           let target = self.target
-          let outcome = await Self.round(target, tls: self.tls)
-          self.record(outcome, target: target)
+          let results = await Self.round(target, tls: self.tls)
+          self.record(Self.outcome(results), target: target, results: results)
+          if results.contains(where: { if case .failure = $0.1 { true } else { false } }) { self.onAddressFailure() }
           let period = target.settings.period
           try await Task.sleep(for: period * Double.random(in: 0.9...1.1))
         }
@@ -102,26 +112,55 @@ public final class GatewayProbe: ServiceLifecycle.Service, Sendable {
     }
   }
 
-  /// One round: the addresses in order until one answers.
-  static func round(_ target: Target, tls: MeshTLS) async -> Result<Duration, MulticlusterError> {
-    var lastError = MulticlusterError.gatewayProbeFailed("no gateway address to probe")
-    for address in target.addresses {
-      do {
-        let latency = try await probe(
-          host: address, port: target.settings.port, path: target.settings.path, identity: target.identity, tls: tls,
-          timeout: target.settings.timeout)
-        return .success(latency)
-      } catch {
-        lastError = error
+  /// One round: every address at once; the results in the order of the addresses.
+  static func round(_ target: Target, tls: MeshTLS) async -> [(String, Result<Duration, MulticlusterError>)] {
+    await withTaskGroup(of: (Int, Result<Duration, MulticlusterError>).self) { group in
+      for (index, address) in target.addresses.enumerated() {
+        group.addTask {
+          do {
+            let latency = try await probe(
+              host: address, port: target.settings.port, path: target.settings.path, identity: target.identity,
+              tls: tls, timeout: target.settings.timeout)
+            return (index, .success(latency))
+          } catch let error as MulticlusterError {
+            return (index, .failure(error))
+          } catch {
+            return (index, .failure(.gatewayProbeFailed("\(address): \(error)", cause: error)))
+          }
+        }
       }
+      var results = [Result<Duration, MulticlusterError>?](repeating: nil, count: target.addresses.count)
+      for await (index, result) in group { results[index] = result }
+      return zip(target.addresses, results).map { ($0, $1 ?? .failure(.gatewayProbeFailed("not probed"))) }
     }
-    return .failure(lastError)
   }
 
-  func record(_ outcome: Result<Duration, MulticlusterError>, target: Target) {
+  /// A round's outcome: the fastest success, else the first failure (the gateway identity mismatch first).
+  static func outcome(_ results: [(String, Result<Duration, MulticlusterError>)]) -> Result<Duration, MulticlusterError> {
+    var fastest: Duration?
+    var failures: [MulticlusterError] = []
+    for (_, result) in results {
+      switch result {
+      case .success(let latency): fastest = min(fastest ?? latency, latency)
+      case .failure(let error): failures.append(error)
+      }
+    }
+    if let fastest { return .success(fastest) }
+    if let mismatch = failures.first(where: { $0.code == .gatewayIdentityMismatch }) { return .failure(mismatch) }
+    return .failure(failures.first ?? .gatewayProbeFailed("no gateway address to probe"))
+  }
+
+  func record(
+    _ outcome: Result<Duration, MulticlusterError>, target: Target,
+    results: [(String, Result<Duration, MulticlusterError>)]? = nil
+  ) {
     let (before, after) = state.withLock { s -> (Snapshot, Snapshot) in
       let before = s.snapshot
       s.snapshot.probes += 1
+      if let results {
+        s.snapshot.addresses = results.map(\.0)
+        s.snapshot.aliveAddresses = results.filter { if case .success = $0.1 { true } else { false } }.count
+      }
       switch outcome {
       case .success(let latency):
         let ms = Double(latency.components.seconds) * 1000 + Double(latency.components.attoseconds) / 1e15
@@ -172,7 +211,8 @@ public final class GatewayProbe: ServiceLifecycle.Service, Sendable {
       logger.error("gateway identity mismatch", metadata: ["target_cluster_name": "\(clusterName)", "error": "\(error)"])
     }
     if before.alive != after.alive || before.lastError?.code != after.lastError?.code
-      || before.lastError?.message != after.lastError?.message
+      || before.lastError?.message != after.lastError?.message || before.aliveAddresses != after.aliveAddresses
+      || before.addresses != after.addresses
     {
       onChange(after)
     }

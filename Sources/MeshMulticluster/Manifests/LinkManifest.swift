@@ -5,7 +5,7 @@ import Yams
 /// What `meshctl multicluster link` learns about a target cluster's gateway, from flags or from the
 /// gateway Service `swiftmesh-gateway` in the target's `swiftmesh-multicluster` namespace:
 ///
-/// - addresses: `status.loadBalancer.ingress[].ip`, else `spec.externalIPs`, else the annotation
+/// - addresses: `status.loadBalancer.ingress[].ip` or `.hostname` (a cloud load balancer's DNS name), else `spec.externalIPs`, else the annotation
 ///   `mirror.swiftmesh.io/gateway-addresses` (comma separated);
 /// - port: the Service port named `mc-gateway` (default 4143); probe port: the one named `mc-probe` (4191);
 /// - identity: annotation `mirror.swiftmesh.io/gateway-identity`;
@@ -39,7 +39,11 @@ public struct GatewayValues: Sendable, Hashable {
   public init(service: MeshKube.Service) {
     let raw = service.metadata.originalObject
     let ingress = raw?["status"]?["loadBalancer"]?["ingress"]?.arrayValue ?? []
-    addresses = ingress.compactMap { $0["ip"]?.stringValue }.filter { !$0.isEmpty }
+    addresses = ingress.compactMap { entry -> String? in
+      if let ip = entry["ip"]?.stringValue, !ip.isEmpty { return ip }
+      if let hostname = entry["hostname"]?.stringValue, !hostname.isEmpty { return hostname }
+      return nil
+    }
     if addresses.isEmpty {
       addresses = (raw?["spec"]?["externalIPs"]?.arrayValue ?? []).compactMap(\.stringValue)
     }
@@ -66,6 +70,9 @@ public struct LinkManifest: Sendable {
   public var kubeconfig: String
   public var gateway: GatewayValues
   public var selector: LabelSelector = MirrorMetadata.defaultSelector
+  /// Whether the mirror follows the target's gateway Service (false: the Link is annotated
+  /// `mirror.swiftmesh.io/follow-gateway-service: "false"` and keeps its own addresses). Default true.
+  public var followGatewayService = true
 
   public init(clusterName: String, kubeconfig: String, gateway: GatewayValues) {
     self.clusterName = clusterName
@@ -88,7 +95,9 @@ public struct LinkManifest: Sendable {
       period: gateway.probePeriod ?? "3s", timeout: "30s", failureThreshold: ProbeSettings().failureThreshold)
     if probe.path?.isEmpty == true { probe.path = ProbeSettings().path }
     return Link(
-      metadata: ObjectMeta(name: clusterName, namespace: namespace),
+      metadata: ObjectMeta(
+        name: clusterName, namespace: namespace,
+        annotations: followGatewayService ? nil : [MirrorMetadata.followGatewayServiceAnnotation: "false"]),
       spec: .init(
         targetClusterName: clusterName, targetClusterDomain: clusterDomain,
         clusterCredentialsSecret: MirrorMetadata.credentialsSecretName(cluster: clusterName),

@@ -20,17 +20,26 @@ extension MirrorPlanner {
   /// endpoint (`remoteReady` false) or no port: no endpoints. Gateway dead: the endpoints are neither
   /// ready nor serving.
   public func endpointSlices(for remote: MeshKube.Service, remoteReady: Bool, gatewayAlive: Bool) -> [EndpointSlice] {
+    gatewaySlices(
+      for: remote, mirrorName: settings.mirrorName(of: remote.name),
+      remoteFQName: settings.remoteFQName(name: remote.name, namespace: remote.namespace ?? "default"),
+      extraLabels: [:], remoteReady: remoteReady, gatewayAlive: gatewayAlive)
+  }
+
+  /// Slices pointing at the gateway for mirror `mirrorName` standing for `remoteFQName`.
+  func gatewaySlices(
+    for remote: MeshKube.Service, mirrorName: String, remoteFQName: String, extraLabels: [String: String],
+    remoteReady: Bool, gatewayAlive: Bool
+  ) -> [EndpointSlice] {
     let namespace = remote.namespace ?? "default"
-    let mirrorName = settings.mirrorName(of: remote.name)
-    let labels = [
+    var labels = [
       MirrorMetadata.mirroredServiceLabel: "true",
       MirrorMetadata.clusterNameLabel: settings.targetClusterName,
       EndpointSlice.serviceNameLabel: mirrorName,
       EndpointSlice.managedByLabel: MirrorMetadata.endpointSliceManager,
     ]
-    var annotations = [
-      MirrorMetadata.remoteFQNameAnnotation: settings.remoteFQName(name: remote.name, namespace: namespace)
-    ]
+    labels.merge(extraLabels) { $1 }
+    var annotations = [MirrorMetadata.remoteFQNameAnnotation: remoteFQName]
     if let identity = settings.gatewayIdentity {
       annotations[MirrorMetadata.gatewayIdentityAnnotation] = identity.description
     }
@@ -38,8 +47,8 @@ extension MirrorPlanner {
       EndpointSlice.Port(name: $0.name ?? "", port: settings.gatewayPort, protocol: $0.protocol ?? "TCP")
     }
     let families: [(type: String, suffix: String, addresses: [String])] = [
-      ("IPv4", "ipv4", settings.gatewayAddresses.filter { !$0.contains(":") }),
-      ("IPv6", "ipv6", settings.gatewayAddresses.filter { $0.contains(":") }),
+      ("IPv4", "ipv4", gatewayIPs.filter { !$0.contains(":") }),
+      ("IPv6", "ipv6", gatewayIPs.filter { $0.contains(":") }),
     ]
     return families.filter { !$0.addresses.isEmpty }.map { family in
       let conditions = EndpointSlice.Conditions(ready: gatewayAlive, serving: gatewayAlive, terminating: false)
@@ -90,6 +99,7 @@ extension MirrorPlanner {
 
   struct SliceEndpointKey: Hashable {
     var addresses: [String]
+    var hostname: String
     var ready: Bool
     var serving: Bool
     var terminating: Bool
@@ -99,7 +109,7 @@ extension MirrorPlanner {
     endpoints.map {
       let ready = $0.conditions?.ready ?? true
       return SliceEndpointKey(
-        addresses: $0.addresses, ready: ready, serving: $0.conditions?.serving ?? ready,
+        addresses: $0.addresses, hostname: $0.hostname ?? "", ready: ready, serving: $0.conditions?.serving ?? ready,
         terminating: $0.conditions?.terminating ?? false)
     }
   }

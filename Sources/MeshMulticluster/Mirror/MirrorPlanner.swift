@@ -6,9 +6,15 @@ public import MeshKube
 /// source cluster and writes only the difference.
 public struct MirrorPlanner: Sendable {
   public var settings: LinkSettings
+  /// The gateway's IP addresses the mirrors' endpoints hold: the Link's IP entries until the mirror has
+  /// resolved its names (and followed the gateway Service), then what that gave.
+  public var gatewayIPs: [String]
 
-  public init(settings: LinkSettings) {
+  public init(settings: LinkSettings, gatewayIPs: [String]? = nil) {
     self.settings = settings
+    self.gatewayIPs = gatewayIPs ?? settings.gatewayAddresses.filter {
+      if case .ip = try? GatewayAddress(parsing: $0) { true } else { false }
+    }
   }
 
   /// The mirror Service of `remote`: remote labels and annotations minus the mesh's own, plus the mirror
@@ -41,14 +47,24 @@ public struct MirrorPlanner: Sendable {
 
   /// The mirror's Endpoints, given whether the remote service has a ready endpoint (however it was read).
   public func endpoints(for remote: MeshKube.Service, remoteReady: Bool, gatewayAlive: Bool) -> Endpoints {
+    gatewayEndpoints(
+      for: remote, mirrorName: settings.mirrorName(of: remote.name),
+      remoteFQName: settings.remoteFQName(name: remote.name, namespace: remote.namespace ?? "default"),
+      extraLabels: [:], remoteReady: remoteReady, gatewayAlive: gatewayAlive)
+  }
+
+  /// Endpoints pointing at the gateway for mirror `mirrorName` standing for `remoteFQName`.
+  func gatewayEndpoints(
+    for remote: MeshKube.Service, mirrorName: String, remoteFQName: String, extraLabels: [String: String],
+    remoteReady: Bool, gatewayAlive: Bool
+  ) -> Endpoints {
     let namespace = remote.namespace ?? "default"
-    let labels = [
+    var labels = [
       MirrorMetadata.mirroredServiceLabel: "true",
       MirrorMetadata.clusterNameLabel: settings.targetClusterName,
     ]
-    var annotations = [
-      MirrorMetadata.remoteFQNameAnnotation: settings.remoteFQName(name: remote.name, namespace: namespace)
-    ]
+    labels.merge(extraLabels) { $1 }
+    var annotations = [MirrorMetadata.remoteFQNameAnnotation: remoteFQName]
     if let identity = settings.gatewayIdentity {
       annotations[MirrorMetadata.gatewayIdentityAnnotation] = identity.description
     }
@@ -56,16 +72,15 @@ public struct MirrorPlanner: Sendable {
     let ports = (remote.spec?.ports ?? []).map {
       Endpoints.Port(name: $0.name, port: settings.gatewayPort, protocol: $0.protocol ?? "TCP")
     }
-    if remoteReady, !ports.isEmpty {
-      let addresses = settings.gatewayAddresses.map { Endpoints.Address(ip: $0) }
+    if remoteReady, !ports.isEmpty, !gatewayIPs.isEmpty {
+      let addresses = gatewayIPs.map { Endpoints.Address(ip: $0) }
       subsets.append(
         gatewayAlive
           ? Endpoints.Subset(addresses: addresses, ports: ports)
           : Endpoints.Subset(notReadyAddresses: addresses, ports: ports))
     }
     return Endpoints(
-      metadata: ObjectMeta(
-        name: settings.mirrorName(of: remote.name), namespace: namespace, labels: labels, annotations: annotations),
+      metadata: ObjectMeta(name: mirrorName, namespace: namespace, labels: labels, annotations: annotations),
       subsets: subsets)
   }
 
@@ -135,7 +150,8 @@ public struct MirrorPlanner: Sendable {
   static func normalized(_ subsets: [Endpoints.Subset]?) -> [SubsetKey] {
     (subsets ?? []).map { subset in
       SubsetKey(
-        ready: (subset.addresses ?? []).map(\.ip), notReady: (subset.notReadyAddresses ?? []).map(\.ip),
+        ready: (subset.addresses ?? []).map { "\($0.ip)#\($0.hostname ?? "")" },
+        notReady: (subset.notReadyAddresses ?? []).map { "\($0.ip)#\($0.hostname ?? "")" },
         ports: (subset.ports ?? []).map { PortKey(name: $0.name ?? "", port: $0.port, proto: $0.protocol ?? "TCP", appProtocol: "") })
     }.filter { !$0.ready.isEmpty || !$0.notReady.isEmpty }
   }

@@ -35,6 +35,17 @@ extension ServiceMirror {
     }
   }
 
+  /// The hostnames of remote service `namespace/name`'s endpoints (a headless service's pods).
+  func remoteHostnames(_ caches: Caches, namespace: String, name: String) -> [MirrorPlanner.HostnameEndpoint] {
+    switch caches.remoteAPI {
+    case .endpointSlices:
+      MirrorPlanner.hostnames(
+        slices: caches.slices.store.list(label: EndpointSlice.serviceNameLabel, value: name).filter { $0.namespace == namespace })
+    case .endpoints:
+      MirrorPlanner.hostnames(endpoints: caches.endpoints.store.get(namespace: namespace, name: name))
+    }
+  }
+
   /// The source cluster's mirrors as last read or written, and what could not be done. Owned by the
   /// reconcile loop alone.
   struct Book {
@@ -49,6 +60,11 @@ extension ServiceMirror {
     var created = 0
     var updated = 0
     var deleted = 0
+    /// This Link's slices of federated services, by slice key.
+    var federated: [String: EndpointSlice] = [:]
+    /// Remote members of federated services (`namespace/name`), and why a member is left out.
+    var federatedMembers: Set<String> = []
+    var federationProblems: [String: String] = [:]
   }
 
   /// Follows the target with one set of credentials until cancelled or told to restart.
@@ -98,13 +114,26 @@ extension ServiceMirror {
         }
       }
       group.addTask { try? await caches.namespaces.run() }
-      group.addTask { for await event in serviceEvents { self.queue.add(event.object.metadata.key) } }
+      let gatewayServiceKey = "\(settings.linkNamespace)/\(MirrorMetadata.gatewayServiceName)"
+      group.addTask {
+        for await event in serviceEvents {
+          if event.object.metadata.key == gatewayServiceKey { self.resolveSignal.notify() }
+          self.queue.add(event.object.metadata.key)
+        }
+      }
+      group.addTask { await self.resolveGateway(initial: settings, caches: caches, probe: probe) }
       group.addTask {
         for await event in namespaceEvents {
           if case .added(let namespace) = event { self.queue.namespaceAppeared(namespace.name) }
         }
       }
-      if let probe { group.addTask { try? await probe.run() } }
+      if let probe {
+        group.addTask {
+          // The first round probes the resolved addresses.
+          guard await self.waitForGatewayIPs() else { return }
+          try? await probe.run()
+        }
+      }
       group.addTask { await Self.tick(every: self.configuration.repairInterval) { self.queue.repair() } }
       group.addTask { await Self.tick(every: self.configuration.retryInterval) { self.queue.retry() } }
       group.addTask {
@@ -112,8 +141,9 @@ extension ServiceMirror {
           client: client, settings: settings, secretVersion: secretVersion, remoteAPI: remoteAPI)
       }
       group.addTask {
-        // The first repair waits for complete caches: before that, nothing is known to be missing.
-        while !caches.synced {
+        // The first repair waits for complete caches (before that, nothing is known to be missing) and the
+        // gateway's first resolution.
+        while !caches.synced || self.shared.withLock({ $0.gatewayIPs == nil }) {
           do { try await Task.sleep(for: .milliseconds(20)) } catch { return }
         }
         self.queue.repair()
@@ -158,6 +188,7 @@ extension ServiceMirror {
     shared.withLock {
       $0.probe = nil
       $0.probed = false
+      $0.gatewayIPs = nil
     }
     guard let tls else {
       setCondition(
@@ -173,10 +204,12 @@ extension ServiceMirror {
     }
     shared.withLock { $0.probed = true }
     setCondition(ConditionType.gatewayAlive, nil, reason: "Probing", message: "no probe has finished yet")
+    let ips = MirrorPlanner(settings: settings).gatewayIPs
     return GatewayProbe(
       clusterName: settings.targetClusterName,
-      target: .init(addresses: settings.gatewayAddresses, identity: identity, settings: settings.probe),
-      tls: tls, metrics: metrics, logger: logger
+      target: .init(addresses: ips, identity: identity, settings: settings.probe),
+      tls: tls, metrics: metrics, logger: logger,
+      onAddressFailure: { self.resolveSignal.notify() }
     ) { snapshot in
       self.gatewayChanged(snapshot, settings: settings)
     }
@@ -192,7 +225,9 @@ extension ServiceMirror {
     switch snapshot.alive {
     case true?:
       let note = snapshot.lastError.map { "; the last probe failed: \($0.message)" } ?? ""
-      setCondition(ConditionType.gatewayAlive, true, reason: "ProbeSucceeded", message: "the gateway answers GET \(path)\(note)")
+      let count = snapshot.aliveAddresses.map { " (\($0) of \(snapshot.addresses.count) addresses answer)" } ?? ""
+      setCondition(
+        ConditionType.gatewayAlive, true, reason: "ProbeSucceeded", message: "the gateway answers GET \(path)\(count)\(note)")
     case false?:
       let error = snapshot.lastError ?? .gatewayProbeFailed("probe failed")
       setCondition(
@@ -204,6 +239,7 @@ extension ServiceMirror {
         message: snapshot.lastError?.message ?? "no probe has finished yet")
     }
     if livenessChanged { queue.everything() }
+    heartbeatSignal.notify()
   }
 
   /// Checks the target's API server and the credentials Secret every `targetCheckInterval`; a changed or
@@ -270,6 +306,7 @@ extension ServiceMirror {
     while !Task.isCancelled {
       let batch = await queue.next()
       if Task.isCancelled || batch.restart { return }
+      if let ips = shared.withLock({ $0.gatewayIPs }) { planner.gatewayIPs = ips }
       var everything = batch.all
       if batch.linkChanged {
         do {
@@ -283,8 +320,10 @@ extension ServiceMirror {
           }
           planner.settings = fresh
           if let probe, let identity = fresh.gatewayIdentity {
-            probe.retarget(.init(addresses: fresh.gatewayAddresses, identity: identity, settings: fresh.probe))
+            // The addresses stay until the resolution (asked for now) has the new ones.
+            probe.retarget(.init(addresses: probe.target.addresses, identity: identity, settings: fresh.probe))
           }
+          resolveSignal.notify()
           setCondition(ConditionType.linkValid, true, reason: "Valid", message: "the Link's spec is valid")
           logger.info("the Link's spec changed; re-planning every mirror")
           everything = true
@@ -302,8 +341,10 @@ extension ServiceMirror {
       } else {
         var keys: [String] = []
         if everything {
-          keys = Array(Set(caches.services.store.keys).union(book.services.keys.compactMap(remoteKey(ofMirror:))))
-            .sorted()
+          keys = Array(
+          Set(caches.services.store.keys).union(
+            book.services.filter { !Self.isEndpointMirror($0.value.metadata) }.keys.compactMap(remoteKey(ofMirror:)))
+        ).sorted()
         } else {
           keys = batch.keys
           if batch.retry { keys += book.failures.keys.sorted() }
@@ -329,6 +370,7 @@ extension ServiceMirror {
   /// Re-reads this Link's mirrors, reconciles every remote service and every mirror, deletes orphans.
   func repair(_ book: inout Book, planner: MirrorPlanner, caches: Caches) async {
     let options = ListOptions(labelSelector: MirrorMetadata.mirrorSelector(cluster: clusterName))
+    var federatedKeys = Set<String>()
     do {
       let services = try await localClient.listAll(MeshKube.Service.self, options: options)
       book.services = Dictionary(services.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
@@ -347,13 +389,25 @@ extension ServiceMirror {
         // A cluster without EndpointSlices: no mirror slices.
         book.slices = [:]
       }
+      federatedKeys = try await loadFederated(&book)
     } catch {
       logger.warning("repair could not list the mirrors in this cluster; trying again later", metadata: ["error": "\(error)"])
       return
     }
     let before = (book.created, book.updated, book.deleted)
-    var keys = Set(caches.services.store.keys)
-    for mirrorKey in Set(book.services.keys).union(book.endpoints.keys).union(book.slices.values.map(Self.mirrorKey(of:))) {
+    var keys = Set(caches.services.store.keys).union(federatedKeys)
+    // Endpoint mirrors belong to their headless mirror (reconciled with it); one whose headless mirror is
+    // gone is an orphan.
+    var endpointMirrors: [String: String] = [:]
+    for (key, service) in book.services { if let parent = service.metadata.labels?[MirrorMetadata.headlessMirrorLabel] { endpointMirrors[key] = parent } }
+    for (key, endpoints) in book.endpoints { if let parent = endpoints.metadata.labels?[MirrorMetadata.headlessMirrorLabel] { endpointMirrors[key] = parent } }
+    for slice in book.slices.values { if let parent = slice.metadata.labels?[MirrorMetadata.headlessMirrorLabel] { endpointMirrors[Self.mirrorKey(of: slice)] = parent } }
+    for (key, parent) in endpointMirrors.sorted(by: { $0.key < $1.key }) {
+      let namespace = String(key[..<(key.firstIndex(of: "/") ?? key.endIndex)])
+      if book.services["\(namespace)/\(parent)"] == nil { await deleteMirror(key, &book) }
+    }
+    for mirrorKey in Set(book.services.keys).union(book.endpoints.keys).union(book.slices.values.map(Self.mirrorKey(of:)))
+    where endpointMirrors[mirrorKey] == nil {
       if let remote = remoteKey(ofMirror: mirrorKey) {
         keys.insert(remote)
       } else {
@@ -379,8 +433,15 @@ extension ServiceMirror {
     }
   }
 
-  /// Brings the mirror of one remote service (`namespace/name`) in line with the remote and the Link.
+  /// Brings the mirror of one remote service (`namespace/name`), and this Link's part of its federated service,
+  /// in line with the remote and the Link.
   func reconcile(_ remoteKey: String, _ book: inout Book, planner: MirrorPlanner, caches: Caches) async {
+    await reconcileMirror(remoteKey, &book, planner: planner, caches: caches)
+    await reconcileFederated(
+      remoteKey, remote: caches.services.store.get(key: remoteKey), &book, planner: planner, caches: caches)
+  }
+
+  func reconcileMirror(_ remoteKey: String, _ book: inout Book, planner: MirrorPlanner, caches: Caches) async {
     defer {
       let count = book.services.count
       shared.withLock { $0.mirroredCount = count }
@@ -405,7 +466,16 @@ extension ServiceMirror {
         }
         let alive = shared.withLock { $0.probe?.alive ?? true }
         let remoteReady = caches.remoteReady(namespace: namespace, name: name)
+        let hostnames = MirrorPlanner.isHeadless(remote) ? remoteHostnames(caches, namespace: namespace, name: name) : []
+        if !hostnames.isEmpty {
+          try await reconcileHeadless(
+            remote, hostnames: hostnames, mirrorKey: mirrorKey, &book, planner: planner, caches: caches, alive: alive)
+          book.failures[remoteKey] = nil
+          return
+        }
+        try await replaceIfHeadlessChanged(mirrorKey, headless: false, &book)
         try await ensure(planner.service(for: remote), key: mirrorKey, in: \.services, &book)
+        await deleteEndpointMirrors(of: mirrorKey, keeping: [], &book)
         switch caches.localAPI {
         case .endpointSlices:
           try await ensureSlices(
@@ -434,10 +504,90 @@ extension ServiceMirror {
     }
   }
 
+  /// Whether a mirror object is an endpoint mirror (of a headless mirror).
+  static func isEndpointMirror(_ metadata: ObjectMeta) -> Bool {
+    metadata.labels?[MirrorMetadata.headlessMirrorLabel] != nil
+  }
+
+  /// A headless remote service with named endpoints: the headless mirror, an endpoint mirror per hostname
+  /// (created first: the headless mirror's endpoints are their cluster IPs), and no other endpoint mirror.
+  func reconcileHeadless(
+    _ remote: MeshKube.Service, hostnames: [MirrorPlanner.HostnameEndpoint], mirrorKey: String, _ book: inout Book,
+    planner: MirrorPlanner, caches: Caches, alive: Bool
+  ) async throws {
+    let namespace = remote.namespace ?? "default"
+    try await replaceIfHeadlessChanged(mirrorKey, headless: true, &book)
+    try await ensure(planner.headlessService(for: remote), key: mirrorKey, in: \.services, &book)
+    var members: [MirrorPlanner.EndpointMirror] = []
+    var wanted: Set<String> = []
+    for endpoint in hostnames {
+      let name = planner.endpointMirrorName(hostname: endpoint.hostname)
+      guard name.utf8.count <= 63 else {
+        logger.warning("endpoint mirror name longer than 63 characters; skipped", metadata: ["name": "\(name)"])
+        continue
+      }
+      let key = "\(namespace)/\(name)"
+      wanted.insert(key)
+      try await ensure(planner.endpointMirrorService(for: remote, hostname: endpoint.hostname), key: key, in: \.services, &book)
+      switch caches.localAPI {
+      case .endpointSlices:
+        try await ensureSlices(
+          planner.endpointMirrorSlices(for: remote, hostname: endpoint.hostname, ready: endpoint.ready, gatewayAlive: alive),
+          mirror: key, &book)
+        try await deleteEndpoints(of: key, &book)
+      case .endpoints:
+        try await ensure(
+          planner.endpointMirrorEndpoints(for: remote, hostname: endpoint.hostname, ready: endpoint.ready, gatewayAlive: alive),
+          key: key, in: \.endpoints, &book)
+        try await ensureSlices([], mirror: key, &book)
+      }
+      let clusterIP = book.services[key]?.spec?.clusterIP
+      members.append(.init(hostname: endpoint.hostname, clusterIP: clusterIP == "None" ? nil : clusterIP, ready: endpoint.ready))
+    }
+    switch caches.localAPI {
+    case .endpointSlices:
+      try await ensureSlices(planner.headlessSlices(for: remote, members: members, gatewayAlive: alive), mirror: mirrorKey, &book)
+      try await deleteEndpoints(of: mirrorKey, &book)
+    case .endpoints:
+      try await ensure(
+        planner.headlessEndpoints(for: remote, members: members, gatewayAlive: alive), key: mirrorKey, in: \.endpoints, &book)
+      try await ensureSlices([], mirror: mirrorKey, &book)
+    }
+    await deleteEndpointMirrors(of: mirrorKey, keeping: wanted, &book)
+  }
+
+  /// A mirror Service cannot change between headless and ClusterIP (clusterIP is immutable): deletes it so
+  /// it is created anew.
+  func replaceIfHeadlessChanged(_ mirrorKey: String, headless: Bool, _ book: inout Book) async throws {
+    guard let current = book.services[mirrorKey], MirrorPlanner.isHeadless(current) != headless else { return }
+    do {
+      try await localClient.delete(MeshKube.Service.self, name: current.name, namespace: current.namespace)
+    } catch let error as KubeError where error.isNotFound {}
+    book.services[mirrorKey] = nil
+    metrics.kubeWrite(clusterName, verb: "delete", success: true)
+    logger.info("mirror changes between headless and ClusterIP; re-creating it", metadata: ["mirror": "\(mirrorKey)"])
+  }
+
+  /// Deletes the endpoint mirrors of headless mirror `mirrorKey` except `keeping`.
+  func deleteEndpointMirrors(of mirrorKey: String, keeping: Set<String>, _ book: inout Book) async {
+    guard let slash = mirrorKey.firstIndex(of: "/") else { return }
+    let namespace = String(mirrorKey[..<slash])
+    let name = String(mirrorKey[mirrorKey.index(after: slash)...])
+    var keys = Set<String>()
+    for (key, service) in book.services where service.namespace == namespace
+      && service.metadata.labels?[MirrorMetadata.headlessMirrorLabel] == name { keys.insert(key) }
+    for (key, endpoints) in book.endpoints where endpoints.namespace == namespace
+      && endpoints.metadata.labels?[MirrorMetadata.headlessMirrorLabel] == name { keys.insert(key) }
+    for slice in book.slices.values where slice.namespace == namespace
+      && slice.metadata.labels?[MirrorMetadata.headlessMirrorLabel] == name { keys.insert(Self.mirrorKey(of: slice)) }
+    for key in keys.subtracting(keeping).sorted() { await deleteMirror(key, &book) }
+  }
+
   /// Whether a local object carries this Link's mirror labels.
   func isMirror(_ metadata: ObjectMeta) -> Bool {
-    metadata.labels?[MirrorMetadata.mirroredServiceLabel] == "true"
-      && metadata.labels?[MirrorMetadata.clusterNameLabel] == clusterName
+    (metadata.labels?[MirrorMetadata.mirroredServiceLabel] == "true"
+      && metadata.labels?[MirrorMetadata.clusterNameLabel] == clusterName)
+      || metadata.labels?[MirrorMetadata.federatedClusterLabel] == clusterName
   }
 
   /// Creates or updates one mirror object so it says what `desired` says.
@@ -527,6 +677,9 @@ extension ServiceMirror {
   /// Deletes a mirror's Service, Endpoints and EndpointSlices (any may already be gone).
   func deleteMirror(_ mirrorKey: String, _ book: inout Book) async {
     guard let slash = mirrorKey.firstIndex(of: "/") else { return }
+    if let service = book.services[mirrorKey], !Self.isEndpointMirror(service.metadata) {
+      await deleteEndpointMirrors(of: mirrorKey, keeping: [], &book)
+    }
     let namespace = String(mirrorKey[..<slash])
     let name = String(mirrorKey[mirrorKey.index(after: slash)...])
     do {
@@ -559,6 +712,8 @@ extension ServiceMirror {
       return s.mirrored != mirrored
     }
     metrics.mirroredServices(clusterName, mirrored.count)
+    publishFederated(book)
+    if changed { heartbeatSignal.notify() }
     if !book.missing.isEmpty {
       let namespaces = book.missing.keys.sorted()
       let waiting = book.missing.values.flatMap { $0 }.sorted()

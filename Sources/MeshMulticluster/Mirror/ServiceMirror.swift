@@ -19,8 +19,12 @@ import Synchronization
 /// - Stopping deletes nothing; `stop(deletingMirrors: true)` (the Link was deleted) deletes exactly the
 ///   mirrors of this Link's target cluster.
 ///
-/// Status conditions on the Link: `LinkValid`, `CredentialsReady`, `TargetReachable`, `GatewayAlive`,
-/// `MirrorsReady`; `status.mirroredServices` lists the mirrors (`namespace/name`).
+/// Gateway addresses may be IPs or DNS names; names are resolved every `gatewayResolveInterval` (and at once
+/// when a probe fails), every IP they give is used, and the target's gateway Service is followed (see
+/// `resolveGateway`).
+///
+/// Status conditions on the Link: `LinkValid`, `CredentialsReady`, `TargetReachable`, `GatewayResolved`,
+/// `GatewayAlive`, `MirrorsReady`; `status.mirroredServices` lists the mirrors (`namespace/name`).
 public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
   public struct Configuration: Sendable {
     /// How often every mirror is checked and repaired. Default 60 s.
@@ -41,6 +45,16 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
     /// `discovery.k8s.io/v1` gets `.endpoints` instead. `.endpoints`: v1 Endpoints on both sides. A mirror
     /// left in the other form (after a change of this setting) is converted on the next reconciliation.
     public var endpointsAPI: EndpointsAPI = .endpointSlices
+    /// How often the gateway's names are resolved again (and its gateway Service re-read). A probe failure,
+    /// a gateway Service change or a Link change resolves at once. Default 30 s.
+    public var gatewayResolveInterval: Duration = .seconds(30)
+    /// Longest wait for one name's answer. Default 5 s.
+    public var gatewayResolveTimeout: Duration = .seconds(5)
+    /// Resolves gateway names. Default: the system resolver (`getaddrinfo`).
+    public var resolver: any GatewayResolver = SystemGatewayResolver()
+    /// How often the mirror renews its heartbeat Lease (`service-mirror-<link>` in the Link's namespace),
+    /// which tells `meshctl multicluster check` it runs, and carries the gateway report. Default 10 s.
+    public var heartbeatInterval: Duration = .seconds(10)
 
     public init() {}
 
@@ -56,9 +70,13 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
     public static let linkValid = "LinkValid"
     public static let credentialsReady = "CredentialsReady"
     public static let targetReachable = "TargetReachable"
+    public static let gatewayResolved = "GatewayResolved"
     public static let gatewayAlive = "GatewayAlive"
     public static let mirrorsReady = "MirrorsReady"
-    static let order = [linkValid, credentialsReady, targetReachable, gatewayAlive, mirrorsReady]
+    public static let federatedReady = "FederatedReady"
+    static let order = [
+      linkValid, credentialsReady, targetReachable, gatewayResolved, gatewayAlive, mirrorsReady, federatedReady,
+    ]
   }
 
   struct Shared {
@@ -71,6 +89,8 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
     var probed = false
     var targetReachable: Bool?
     var deleteOnStop = false
+    /// The gateway's IPs in effect; nil until the session's first resolution.
+    var gatewayIPs: [String]?
   }
 
   /// `namespace/name` of the Link.
@@ -85,6 +105,10 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
   let shared: Mutex<Shared>
   let queue = MirrorWorkQueue()
   let statusSignal = AsyncSignal()
+  /// Asks for a heartbeat now (the gateway report changed).
+  let heartbeatSignal = AsyncSignal()
+  /// Asks the gateway resolution to run now.
+  let resolveSignal = AsyncSignal()
   let stopSignal = AsyncSignal()
   /// Closed when `run()` has returned (and, after `stop(deletingMirrors: true)`, the mirrors are gone).
   let finished = AsyncSignal()
@@ -141,7 +165,8 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
         link: linkKey, cluster: clusterName, alive: s.probed ? (s.probe?.alive) : nil, probed: s.probed,
         numServices: s.mirroredCount, latencyP50: s.probe?.latencyP50, latencyP95: s.probe?.latencyP95,
         latencyP99: s.probe?.latencyP99, targetReachable: s.targetReachable,
-        lastError: s.probe?.lastError.map { "\($0)" })
+        lastError: s.probe?.lastError.map { "\($0)" }, addresses: s.gatewayIPs,
+        aliveAddresses: s.probed ? s.probe?.aliveAddresses : nil)
     }
   }
 
@@ -152,6 +177,7 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
       await withDiscardingTaskGroup { group in
         group.addTask { await self.statusWriter() }
         group.addTask { await self.mainLoop() }
+        group.addTask { await self.heartbeat() }
         await self.stopSignal.wait()
         group.cancelAll()
       }
@@ -161,6 +187,7 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
     let deleting = shared.withLock { $0.deleteOnStop }
     if deleting {
       await Self.deleteMirrors(cluster: clusterName, client: localClient, metrics: metrics, logger: logger)
+      await deleteHeartbeat()
     }
     logger.info("service mirror stopped", metadata: ["deleted_mirrors": "\(deleting)"])
   }
@@ -201,6 +228,14 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
 
   /// Reads the credentials Secret and builds a client for the target cluster.
   func connect(_ settings: LinkSettings) async throws(MulticlusterError) -> (client: KubeClient, secretVersion: String?) {
+    try await Self.connect(
+      settings, localClient: localClient, connectTimeout: configuration.remoteConnectTimeout, logger: logger)
+  }
+
+  /// Reads a Link's credentials Secret through `localClient` and builds a client for its target cluster.
+  public static func connect(
+    _ settings: LinkSettings, localClient: KubeClient, connectTimeout: Duration, logger: Logger
+  ) async throws(MulticlusterError) -> (client: KubeClient, secretVersion: String?) {
     let place = "Secret \(settings.linkNamespace)/\(settings.credentialsSecret)"
     let secret: Secret
     do {
@@ -226,7 +261,7 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
       throw .invalidCredentials("\(place): key '\(MirrorMetadata.kubeconfigKey)' is not a usable kubeconfig: \(error)", cause: error)
     }
     do {
-      let seconds = configuration.remoteConnectTimeout.components.seconds
+      let seconds = connectTimeout.components.seconds
       let client = try KubeClient(
         config: config, connectTimeout: .seconds(max(1, seconds)), logger: logger)
       return (client, secret.metadata.resourceVersion)
@@ -254,7 +289,9 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
         if try await client.serves(EndpointSlice.self) {
           let slices = try await client.listAll(
             EndpointSlice.self, options: ListOptions(labelSelector: MirrorMetadata.mirrorSliceSelector(cluster: cluster)))
-          for object in slices.items {
+          let federated = try await client.listAll(
+            EndpointSlice.self, options: ListOptions(labelSelector: "\(MirrorMetadata.federatedClusterLabel)=\(cluster)"))
+          for object in slices.items + federated.items {
             do { try await client.delete(EndpointSlice.self, name: object.name, namespace: object.namespace) } catch let error as KubeError where error.isNotFound {}
           }
         }
@@ -286,11 +323,17 @@ public struct GatewayReport: Codable, Sendable, Hashable {
   public var latencyP99: Double?
   public var targetReachable: Bool?
   public var lastError: String?
+  /// The gateway's IP addresses in use (names resolved), and how many answered the last probe round.
+  public var addresses: [String]?
+  public var aliveAddresses: Int?
 
   public init(
     link: String, cluster: String, alive: Bool?, probed: Bool, numServices: Int, latencyP50: Double?,
-    latencyP95: Double?, latencyP99: Double?, targetReachable: Bool?, lastError: String?
+    latencyP95: Double?, latencyP99: Double?, targetReachable: Bool?, lastError: String?,
+    addresses: [String]? = nil, aliveAddresses: Int? = nil
   ) {
+    self.addresses = addresses
+    self.aliveAddresses = aliveAddresses
     self.link = link
     self.cluster = cluster
     self.alive = alive
