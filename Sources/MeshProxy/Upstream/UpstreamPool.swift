@@ -81,7 +81,9 @@ final class UpstreamPool: @unchecked Sendable {
   private func acquireStream(
     _ key: HTTP2Key, deadline: NIODeadline, abandonment: RequestAbandonment
   ) -> EventLoopFuture<Void> {
-    var gate = streamGates[key] ?? StreamGate()
+    // Taken out of the dictionary while it changes: a copy would share the queue's storage, and every
+    // append would then copy the whole queue (thousands of waiting requests under a flood).
+    var gate = streamGates.removeValue(forKey: key) ?? StreamGate()
     defer { streamGates[key] = gate }
     if gate.active < max(configuration.maxConcurrentStreamsPerEndpoint, 1) {
       gate.active += 1
@@ -95,8 +97,10 @@ final class UpstreamPool: @unchecked Sendable {
           "\(key.address) has \(gate.active) streams open and \(gate.waiters.count) requests waiting for one"))
     }
     let waiter: PendingRequests<Void>.Entry = makeWaiter(deadline: deadline, abandonment: abandonment) { [self] id in
-      guard var gate = streamGates[key], gate.waiters.remove(id: id) else { return nil }
+      guard var gate = streamGates.removeValue(forKey: key) else { return nil }
+      let waiting = gate.waiters.remove(id: id)
       streamGates[key] = gate
+      guard waiting else { return nil }
       return ProxyError(.overloaded, "no stream to \(key.address) came free in time (\(gate.active) open)")
     }
     gate.waiters.append(waiter)
@@ -105,7 +109,7 @@ final class UpstreamPool: @unchecked Sendable {
 
   /// A stream ended: its slot goes to the first waiting request.
   private func releaseStream(_ key: HTTP2Key) {
-    guard var gate = streamGates[key] else { return }
+    guard var gate = streamGates.removeValue(forKey: key) else { return }
     let (next, dropped) = gate.waiters.popNext()
     if next == nil { gate.active -= 1 }
     streamGates[key] = next != nil || gate.active > 0 ? gate : nil
@@ -309,7 +313,7 @@ final class UpstreamPool: @unchecked Sendable {
     to address: Authority, limit: Int, deadline: NIODeadline, abandonment: RequestAbandonment
   ) -> EventLoopFuture<any Channel> {
     eventLoop.preconditionInEventLoop()
-    var endpoint = http1[address] ?? HTTP1Endpoint()
+    var endpoint = http1.removeValue(forKey: address) ?? HTTP1Endpoint()  // changed in place, never copied
     while let channel = endpoint.idle.popLast() {
       if channel.isActive {
         http1[address] = endpoint
@@ -332,8 +336,10 @@ final class UpstreamPool: @unchecked Sendable {
     }
     let waiter: PendingRequests<any Channel>.Entry = makeWaiter(deadline: deadline, abandonment: abandonment) {
       [self] id in
-      guard var endpoint = http1[address], endpoint.waiters.remove(id: id) else { return nil }
+      guard var endpoint = http1.removeValue(forKey: address) else { return nil }
+      let waiting = endpoint.waiters.remove(id: id)
       http1[address] = endpoint
+      guard waiting else { return nil }
       return ProxyError(.overloaded, "no connection to \(address) came free in time (\(endpoint.open) open, all busy)")
     }
     endpoint.waiters.append(waiter)
@@ -379,7 +385,7 @@ final class UpstreamPool: @unchecked Sendable {
   }
 
   private func http1Closed(_ channel: any Channel, address: Authority) {
-    guard var endpoint = http1[address] else { return }
+    guard var endpoint = http1.removeValue(forKey: address) else { return }
     endpoint.open -= 1
     endpoint.idle.removeAll { $0 === channel }
     http1[address] = endpoint
@@ -388,7 +394,7 @@ final class UpstreamPool: @unchecked Sendable {
 
   /// A slot is free: the first waiting request gets a new connection.
   private func dispatchWaiter(_ address: Authority) {
-    guard var endpoint = http1[address] else { return }
+    guard var endpoint = http1.removeValue(forKey: address) else { return }
     let (next, dropped) = endpoint.waiters.popNext()
     if next != nil { endpoint.open += 1 }
     http1[address] = next != nil || endpoint.open > 0 || !endpoint.waiters.isEmpty ? endpoint : nil
@@ -399,7 +405,7 @@ final class UpstreamPool: @unchecked Sendable {
   /// Returns a finished HTTP/1.1 connection for reuse: to the first waiting request, else to the idle list.
   func releaseHTTP1(_ channel: any Channel, to address: Authority) {
     eventLoop.preconditionInEventLoop()
-    guard channel.isActive, var endpoint = http1[address] else { return }
+    guard channel.isActive, var endpoint = http1.removeValue(forKey: address) else { return }
     let (next, dropped) = endpoint.waiters.popNext()
     let keep = next == nil && endpoint.idle.count < configuration.maxIdleConnectionsPerEndpoint
     if keep { endpoint.idle.append(channel) }
