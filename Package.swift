@@ -415,6 +415,20 @@ let package = Package(
       plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
     ),
     .executableTarget(
+      name: "ProxyBenchmarks",
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "_MeshTestSupport",
+        .product(name: "Benchmark", package: "benchmark"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Benchmarks/Proxy",
+      swiftSettings: swiftSettings,
+      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    ),
+    .executableTarget(
       name: "TLSBenchmark",
       dependencies: [
         "MeshCore", "MeshIdentity", "MeshTLS", "_MeshTestSupport",
