@@ -201,30 +201,41 @@ struct GRPCInteropTests {
   }
 }
 
-/// The Python peer in `Peers/grpc_peer.py`.
-enum GRPCPeer {
+/// A peer written in Python (`Peers/<name>`, run by Debian's python3) that serves on a port it prints first.
+struct PythonPeer {
   static let python = "/usr/bin/python3"
-  static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    .appendingPathComponent("Peers/grpc_peer.py").path
+  let process: BackgroundProcess
+  let port: Int
 
-  static var available: Bool {
-    (try? Subprocess.runBlocking(python, ["-c", "import grpc"]).status) == 0
+  static func path(_ name: String) -> String {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers/\(name)").path
   }
 
-  struct Server {
-    let process: BackgroundProcess
-    let port: Int
+  /// Whether Debian's python3 can import `module`.
+  static func canImport(_ module: String) -> Bool {
+    (try? Subprocess.runBlocking(python, ["-c", "import \(module)"]).status) == 0
   }
 
-  static func serve() async throws -> Server {
-    let process = try BackgroundProcess(python, [script, "serve"])
+  /// Starts `script` with `arguments` and waits for the port it prints.
+  static func serve(_ script: String, _ arguments: [String]) async throws -> PythonPeer {
+    let process = try BackgroundProcess(python, [script] + arguments)
     try await process.waitForOutput(containing: "\n", timeout: .seconds(20))
     guard let port = Int(process.printed.split(separator: "\n").first ?? "") else {
       process.terminate()
-      throw TestFailure("grpc_peer.py serve printed no port: \(process.printed)")
+      throw TestFailure("\(script) \(arguments.joined(separator: " ")) printed no port: \(process.printed)")
     }
-    return Server(process: process, port: port)
+    return PythonPeer(process: process, port: port)
   }
+}
+
+/// The Python peer in `Peers/grpc_peer.py`.
+enum GRPCPeer {
+  static let python = PythonPeer.python
+  static let script = PythonPeer.path("grpc_peer.py")
+  static var available: Bool { PythonPeer.canImport("grpc") }
+  typealias Server = PythonPeer
+
+  static func serve() async throws -> Server { try await PythonPeer.serve(script, ["serve"]) }
 
   /// Every case's outcome, as JSON text (keys sorted), so two runs compare exactly.
   static func client(target: String, authority: String? = nil) async throws -> [String: Any] {

@@ -185,28 +185,11 @@ struct WebSocketTests {
 
 /// The Python peer in `Peers/ws_peer.py`.
 enum WSPeer {
-  static let python = "/usr/bin/python3"
-  static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    .appendingPathComponent("Peers/ws_peer.py").path
+  static let python = PythonPeer.python
+  static let script = PythonPeer.path("ws_peer.py")
+  static var available: Bool { PythonPeer.canImport("websockets") }
 
-  static var available: Bool {
-    (try? Subprocess.runBlocking(python, ["-c", "import websockets"]).status) == 0
-  }
-
-  struct Server {
-    let process: BackgroundProcess
-    let port: Int
-  }
-
-  static func serve(mode: String = "server") async throws -> Server {
-    let process = try BackgroundProcess(python, [script, mode])
-    try await process.waitForOutput(containing: "\n", timeout: .seconds(20))
-    guard let port = Int(process.printed.split(separator: "\n").first ?? "") else {
-      process.terminate()
-      throw TestFailure("ws_peer.py \(mode) printed no port: \(process.printed)")
-    }
-    return Server(process: process, port: port)
-  }
+  static func serve(mode: String = "server") async throws -> PythonPeer { try await PythonPeer.serve(script, [mode]) }
 
   /// Runs the peer's checks through the proxy listening on `port` (127.0.0.1).
   static func client(uri: String, port: Int, idle: Double) async throws -> [String: Any] {

@@ -190,29 +190,7 @@ final class UpstreamPool: @unchecked Sendable {
 
   private func connectHTTP2(_ key: HTTP2Key) -> EventLoopFuture<HTTP2Connection> {
     let tls = self.tls
-    let metrics = self.metrics
-    let bootstrap = ClientBootstrap(group: eventLoop)
-      .connectTimeout(TimeAmount(configuration.connectTimeout))
-      .channelOption(.socketOption(.tcp_nodelay), value: 1)
-      .channelInitializer { channel in
-        channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(
-            ConnectionMetricsHandler(metrics: metrics.tcp(direction: "outbound", peer: "dst", tls: key.identity != nil)))
-        }
-      }
-    return boundedConnect(to: key.address) { bootstrap.connect(host: key.address.host, port: key.address.port) }
-      .flatMapErrorThrowing { error in
-        if error is ProxyError { throw error }
-        throw ProxyError.connecting(to: key.address, failedWith: error)
-      }
-      .flatMapThrowing { [loopGuard] channel in
-        // A name that resolved to one of this proxy's own listeners.
-        if loopGuard.isSelf(channel.remoteAddress) {
-          channel.close(promise: nil)
-          throw UpstreamPools.loop(to: key.address)
-        }
-        return channel
-      }
+    return openConnection(to: key.address, tls: key.identity != nil, http1: false)
       .flatMap { channel in
         // With mutual TLS, wait for the handshake, so that a refused identity fails with its reason.
         let ready: EventLoopFuture<Void>
@@ -273,27 +251,9 @@ final class UpstreamPool: @unchecked Sendable {
     guard let tls else {
       return eventLoop.makeFailedFuture(ProxyError(.connectFailed, "no TLS identity to reach \(identity)"))
     }
-    let metrics = self.metrics
-    let bootstrap = ClientBootstrap(group: eventLoop)
-      .connectTimeout(TimeAmount(configuration.connectTimeout))
-      .channelOption(.socketOption(.tcp_nodelay), value: 1)
-      .channelInitializer { channel in
+    return openConnection(to: address, tls: true, http1: false)
+      .flatMap { channel in
         channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(
-            ConnectionMetricsHandler(metrics: metrics.tcp(direction: "outbound", peer: "dst", tls: true)))
-        }
-      }
-    return boundedConnect(to: address) { bootstrap.connect(host: address.host, port: address.port) }
-      .flatMapErrorThrowing { error in
-        if error is ProxyError { throw error }
-        throw ProxyError.connecting(to: address, failedWith: error)
-      }
-      .flatMap { [loopGuard] channel in
-        if loopGuard.isSelf(channel.remoteAddress) {
-          channel.close(promise: nil)
-          return channel.eventLoop.makeFailedFuture(UpstreamPools.loop(to: address))
-        }
-        return channel.eventLoop.makeCompletedFuture {
           try tls.addClientHandlers(to: channel.pipeline.syncOperations, expected: identity)
         }.flatMap { $0 }.flatMapThrowing { _ in
           try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
@@ -346,7 +306,10 @@ final class UpstreamPool: @unchecked Sendable {
     return waiter.promise.futureResult
   }
 
-  private func connectHTTP1(to address: Authority) -> EventLoopFuture<any Channel> {
+  /// A TCP connection to `address`, counted in the TCP metrics, within this loop's share of connection
+  /// attempts; with `http1`, HTTP/1.1 client handlers on it. A name that resolved to one of this proxy's own
+  /// listeners is refused as a loop. Fails with a `ProxyError`.
+  private func openConnection(to address: Authority, tls: Bool, http1: Bool) -> EventLoopFuture<any Channel> {
     let metrics = self.metrics
     let bootstrap = ClientBootstrap(group: eventLoop)
       .connectTimeout(TimeAmount(configuration.connectTimeout))
@@ -354,19 +317,31 @@ final class UpstreamPool: @unchecked Sendable {
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
           try channel.pipeline.syncOperations.addHandler(
-            ConnectionMetricsHandler(metrics: metrics.tcp(direction: "outbound", peer: "dst", tls: false)))
-          // Bytes that follow a `101 Switching Protocols` in the same read belong to the upgraded protocol:
-          // handed on when the decoder is removed, not dropped.
-          try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+            ConnectionMetricsHandler(metrics: metrics.tcp(direction: "outbound", peer: "dst", tls: tls)))
+          if http1 {
+            // Bytes that follow a `101 Switching Protocols` in the same read belong to the upgraded protocol:
+            // handed on when the decoder is removed, not dropped.
+            try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+          }
         }
       }
     return boundedConnect(to: address) { bootstrap.connect(host: address.host, port: address.port) }
+      .flatMapErrorThrowing { error in
+        if error is ProxyError { throw error }
+        throw ProxyError.connecting(to: address, failedWith: error)
+      }
       .flatMapThrowing { [loopGuard] channel in
-        // A name that resolved to one of this proxy's own listeners.
         if loopGuard.isSelf(channel.remoteAddress) {
           channel.close(promise: nil)
           throw UpstreamPools.loop(to: address)
         }
+        return channel
+      }
+  }
+
+  private func connectHTTP1(to address: Authority) -> EventLoopFuture<any Channel> {
+    openConnection(to: address, tls: false, http1: true)
+      .map { [self] channel in
         // Registered once per connection (not each time it goes back to the pool: that grew a keep-alive
         // connection's close callbacks by one per request).
         channel.closeFuture.whenComplete { [self] _ in
@@ -379,8 +354,7 @@ final class UpstreamPool: @unchecked Sendable {
         // never registered); a waiting request may try its own connection.
         http1[address]?.open -= 1
         dispatchWaiter(address)
-        if error is ProxyError { throw error }
-        throw ProxyError.connecting(to: address, failedWith: error)
+        throw error
       }
   }
 
