@@ -53,28 +53,11 @@ struct GRPCInteropTests {
     let server = try await GRPCPeer.serve()
     defer { server.process.terminate() }
     let direct = try await GRPCPeer.client(target: "127.0.0.1:\(server.port)")
-    let pki = try TestPKI()
-    let gatewayIdentity = IdentityName.test("swiftmesh-gateway", "swiftmesh-multicluster")
-    let backend = try Authority(Self.authority)
-    let gatewayDiscovery = try Self.discovery(to: server)
-    let gatewayTLS = try MeshTLS(material: try pki.workload(gatewayIdentity), trustAnchors: [pki.anchor.certificate])
-    try await withProxy(tls: gatewayTLS, discovery: gatewayDiscovery, gateway: true) { gateway in
-      let gatewayPort = try await gateway.boundPorts().inbound
-      let clientDiscovery = InMemoryDiscovery([
-        backend: EndpointSet(
-          exists: true,
-          endpoints: [
-            Endpoint(
-              address: try Authority(host: "127.0.0.1", port: gatewayPort), tlsIdentity: gatewayIdentity,
-              protocolHint: .http2)
-          ])
-      ])
-      let clientTLS = try MeshTLS(material: try pki.workload(.test("web")), trustAnchors: [pki.anchor.certificate])
-      try await withProxy(tls: clientTLS, discovery: clientDiscovery) { client in
-        let outbound = try await client.boundPorts().outbound
-        let through = try await GRPCPeer.client(target: "127.0.0.1:\(outbound)", authority: Self.authority)
-        try GRPCPeer.expectSame(through, direct)
-      }
+    try await withGatewayPath(
+      backend: try Authority(Self.authority), gatewayDiscovery: try Self.discovery(to: server), label: "test.grpc-interop"
+    ) { outbound in
+      let through = try await GRPCPeer.client(target: "127.0.0.1:\(outbound)", authority: Self.authority)
+      try GRPCPeer.expectSame(through, direct)
     }
   }
 

@@ -84,33 +84,15 @@ struct WebSocketTests {
   func gateway() async throws {
     let server = try await WSPeer.serve()
     defer { server.process.terminate() }
-    let pki = try TestPKI()
-    let gatewayIdentity = IdentityName.test("swiftmesh-gateway", "swiftmesh-multicluster")
     let backend = try Authority(Self.authority)
     let gatewayDiscovery = InMemoryDiscovery([
       backend: EndpointSet(exists: true, endpoints: [Endpoint(address: try Authority(host: "127.0.0.1", port: server.port))])
     ])
-    let gatewayTLS = try MeshTLS(material: try pki.workload(gatewayIdentity), trustAnchors: [pki.anchor.certificate])
-    try await withSingleProxy(tls: gatewayTLS, discovery: gatewayDiscovery, label: "test.websocket.gateway", configure: {
-      $0.gatewayMode = true
-    }) { gateway in
-      let gatewayPort = try await gateway.boundPorts().inbound
-      let clientDiscovery = InMemoryDiscovery([
-        backend: EndpointSet(
-          exists: true,
-          endpoints: [
-            Endpoint(
-              address: try Authority(host: "127.0.0.1", port: gatewayPort), tlsIdentity: gatewayIdentity,
-              protocolHint: .http2)
-          ])
-      ])
-      clientDiscovery.setProfile(Self.tlsTimeout, for: backend)
-      let clientTLS = try MeshTLS(material: try pki.workload(.test("web")), trustAnchors: [pki.anchor.certificate])
-      try await withSingleProxy(tls: clientTLS, discovery: clientDiscovery, label: "test.websocket.client") { client in
-        let outbound = try await client.boundPorts().outbound
-        let result = try await WSPeer.client(uri: Self.uri, port: outbound, idle: 2.5)
-        Self.expectAllPassed(result, idle: true, "gateway")
-      }
+    try await withGatewayPath(
+      backend: backend, gatewayDiscovery: gatewayDiscovery, clientProfile: Self.tlsTimeout, label: "test.websocket"
+    ) { outbound in
+      let result = try await WSPeer.client(uri: Self.uri, port: outbound, idle: 2.5)
+      Self.expectAllPassed(result, idle: true, "gateway")
     }
   }
 
