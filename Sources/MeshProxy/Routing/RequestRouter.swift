@@ -98,6 +98,8 @@ enum HTTPHeaderRules {
   /// The protocol an HTTP/1.1 request asks to switch to: its `Upgrade` header, when `Connection` names
   /// `upgrade`; nil otherwise.
   static func requestedUpgrade(_ headers: HTTPHeaders) -> String? {
+    // Checked on every HTTP/1.1 request: nothing is built unless an `Upgrade` header is there at all.
+    guard headers.contains(name: "upgrade") else { return nil }
     let connection = headers[canonicalForm: "connection"]
     guard connection.contains(where: { $0.lowercased() == "upgrade" }) else { return nil }
     let upgrade = headers["upgrade"].map(trimmed).filter { !$0.isEmpty }.joined(separator: ", ")

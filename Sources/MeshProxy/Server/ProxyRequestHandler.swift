@@ -368,7 +368,6 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     cancelTimeout()
     state = .answered
     if closeAfterResponse {
-      state = .answered
       context.close(promise: nil)
       return
     }
@@ -510,35 +509,36 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       try up.addHandler(upstreamEnd)
       // Outbound HTTP handlers first, so the relay's writes meet bytes-only handlers; the decoders last,
       // as removing one hands its unparsed bytes to the relay behind it.
-      for handler in [
-        try? up.handler(type: UpstreamResponseHandler.self) as RemovableChannelHandler?,
-        try? up.handler(type: NIOHTTPRequestHeadersValidator.self),
-        try? up.handler(type: HTTPRequestEncoder.self),
-        try? down.handler(type: HTTPServerPipelineHandler.self),
-        try? down.handler(type: NIOHTTPResponseHeadersValidator.self),
-        try? down.handler(type: HTTPServerProtocolErrorHandler.self),
-        try? down.handler(type: HTTP1TimeoutPartsHandler.self),
-        try? down.handler(type: HTTP1TimeoutBytesHandler.self),
-        try? down.handler(type: HTTPResponseEncoder.self),
-        try? down.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self),
-        try? up.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self),
-      ] {
-        guard let handler else { continue }
-        let pipeline = handler is UpstreamResponseHandler || handler is NIOHTTPRequestHeadersValidator
-          || handler is HTTPRequestEncoder || handler is ByteToMessageHandler<HTTPResponseDecoder> ? up : down
+      let httpHandlers: [(ChannelPipeline.SynchronousOperations, (any RemovableChannelHandler)?)] = [
+        (up, try? up.handler(type: UpstreamResponseHandler.self)),
+        (up, try? up.handler(type: NIOHTTPRequestHeadersValidator.self)),
+        (up, try? up.handler(type: HTTPRequestEncoder.self)),
+        (down, try? down.handler(type: HTTPServerPipelineHandler.self)),
+        (down, try? down.handler(type: NIOHTTPResponseHeadersValidator.self)),
+        (down, try? down.handler(type: HTTPServerProtocolErrorHandler.self)),
+        (down, try? down.handler(type: HTTP1TimeoutPartsHandler.self)),
+        (down, try? down.handler(type: HTTP1TimeoutBytesHandler.self)),
+        (down, try? down.handler(type: HTTPResponseEncoder.self)),
+      ]
+      for case (let pipeline, let handler?) in httpHandlers { pipeline.removeHandler(handler, promise: nil) }
+      let decoders: [(ChannelPipeline.SynchronousOperations, (any RemovableChannelHandler)?)] = [
+        (down, try? down.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)),
+        (up, try? up.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)),
+      ]
+      let downstream = context.channel
+      for case (let pipeline, let decoder?) in decoders {
         // A decoder leaves a moment later, handing its unparsed bytes on as it goes: written by the relay,
         // they are flushed once it is gone (no read completes for them).
         let removed = context.eventLoop.makePromise(of: Void.self)
-        removed.futureResult.whenComplete { [downstream = context.channel] _ in
+        removed.futureResult.whenComplete { _ in
           downstream.flush()
           upstream.flush()
         }
-        pipeline.removeHandler(handler, promise: removed)
+        pipeline.removeHandler(decoder, promise: removed)
       }
       // Reading resumes on both sides (the HTTP handlers may have held a read back: the pipelining handler
       // does while a response is outstanding).
       upstream.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in upstream.read() }
-      let downstream = context.channel
       downstream.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in downstream.read() }
       down.removeHandler(context: context, promise: nil)
     } catch {
