@@ -30,6 +30,7 @@ let package = Package(
     .executable(name: "mesh-mirror", targets: ["mesh-mirror"]),
     .executable(name: "mesh-proxy-init", targets: ["mesh-proxy-init"]),
     .library(name: "MeshProxyInit", targets: ["MeshProxyInit"]),
+    .library(name: "MeshInstall", targets: ["MeshInstall"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -220,6 +221,7 @@ let package = Package(
         "MeshMulticluster",
         "MeshProxy",
         "MeshAPI",
+        "MeshInstall",
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -259,6 +261,16 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(name: "MeshProxyInit", swiftSettings: swiftSettings),
+    .target(
+      name: "MeshInstall",
+      dependencies: [
+        "MeshCore", "MeshIdentity",
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "SwiftASN1", package: "swift-asn1"),
+      ],
+      swiftSettings: swiftSettings
+    ),
     .executableTarget(
       name: "mesh-proxy-init",
       dependencies: ["MeshProxyInit", .product(name: "ArgumentParser", package: "swift-argument-parser")],
