@@ -302,7 +302,7 @@ let package = Package(
     .testTarget(
       name: "MeshKubeTests",
       dependencies: [
-        "MeshCore", "MeshKube", "MeshKubeLocal", "_MeshTestSupport",
+        "MeshCore", "MeshKube", "MeshKubeLocal", "MeshIdentity", "MeshInstall", "_MeshTestSupport",
         .product(name: "Yams", package: "Yams"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
@@ -375,6 +375,14 @@ let package = Package(
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "X509", package: "swift-certificates"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "MeshInstallTests",
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshInstall", "_MeshTestSupport",
+        .product(name: "Yams", package: "Yams"),
       ],
       swiftSettings: swiftSettings
     ),

@@ -14,7 +14,7 @@
 #   --registry REG    the registry named in the printed push commands (default ghcr.io/swiftmesh)
 # Environment: SOURCE_URL (org.opencontainers.image.source), default https://github.com/swiftmesh/swiftmesh.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$(readlink -f "$0")")/.."
 
 skip_build=false
 out=""

@@ -109,6 +109,9 @@ extension LocalKubeAPIServer {
       return object
     }
     func parseBody() throws -> JSONValue { try Self.body(head, body) }
+    if Self.isDryRun(query), head.method != .GET {
+      return try dryRun(head, body: body, path: p, type: t, namespace: namespace)
+    }
     switch head.method {
     case .GET:
       if let name = p.name { return .json(.ok, versioned(try state.get(group: p.group, resource: p.plural, namespace: namespace, name: name))) }
@@ -154,22 +157,25 @@ extension LocalKubeAPIServer {
       return .json(.ok, versioned(try state.update(group: p.group, resource: p.plural, namespace: namespace, name: name, object: try parseBody())))
     case .PATCH:
       guard let name = p.name else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "PATCH needs an object name") }
-      let contentType = head.headers["Content-Type"].first?.split(separator: ";").first.map(String.init) ?? ""
-      let strategic: Bool
-      switch contentType {
-      case "application/merge-patch+json": strategic = false
-      case "application/strategic-merge-patch+json": strategic = true
-      default:
-        throw APIStatusError(code: 415, reason: "UnsupportedMediaType",
-                             message: "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got '\(contentType)')")
-      }
       return .json(.ok, versioned(try state.patch(group: p.group, resource: p.plural, namespace: namespace, name: name,
-                                                  patch: try parseBody(), strategic: strategic)))
+                                                  patch: try parseBody(), strategic: try Self.isStrategicPatch(head))))
     case .DELETE:
       guard let name = p.name else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "collection delete is not supported") }
       return .json(.ok, versioned(try state.delete(group: p.group, resource: p.plural, namespace: namespace, name: name)))
     default:
       throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "method \(head.method) is not supported")
+    }
+  }
+
+  /// Whether a PATCH is a strategic merge patch (else a JSON merge patch); 415 for other patch types.
+  static func isStrategicPatch(_ head: HTTPRequestHead) throws(APIStatusError) -> Bool {
+    let contentType = head.headers["Content-Type"].first?.split(separator: ";").first.map(String.init) ?? ""
+    switch contentType {
+    case "application/merge-patch+json": return false
+    case "application/strategic-merge-patch+json": return true
+    default:
+      throw APIStatusError(code: 415, reason: "UnsupportedMediaType",
+                           message: "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got '\(contentType)')")
     }
   }
 

@@ -12,13 +12,14 @@ public struct TestPKI: Sendable {
 
   public init(
     trustDomain: TrustDomain = .clusterLocal,
+    issuerClusterName: String? = nil,
     issuerLifetime: Duration = .seconds(365 * 24 * 3600),
     now: Date = Date()
   ) throws {
     self.trustDomain = trustDomain
     self.anchor = try TrustAnchor.makeAnchor(trustDomain: trustDomain, now: now)
     self.issuer = try TrustAnchor.makeIssuer(
-      signedBy: anchor, trustDomain: trustDomain, lifetime: issuerLifetime, now: now)
+      signedBy: anchor, trustDomain: trustDomain, clusterName: issuerClusterName, lifetime: issuerLifetime, now: now)
   }
 
   /// A second issuer under the same anchor, as another cluster would have.
@@ -48,9 +49,12 @@ public struct TestPKI: Sendable {
     return WorkloadCertificate(privateKey: key, leaf: leaf, intermediates: authority.issuerChain)
   }
 
-  /// Writes ca.crt, ca.key, issuer.crt, issuer.key into `directory`.
-  public func write(to directory: String) throws {
+  /// Writes ca.crt, ca.key, issuer.crt, issuer.key (of `issuer`, default this PKI's) into `directory`,
+  /// creating it.
+  public func write(to directory: String, issuer: TrustAnchor.Credentials? = nil) throws {
+    let issuer = issuer ?? self.issuer
     let join = { (name: String) in (directory as NSString).appendingPathComponent(name) }
+    try PEMFiles.makeDirectory(directory)
     try PEMFiles.write(PEMFiles.pem([anchor.certificate]), to: join(PEMFiles.anchorCertificate))
     try PEMFiles.write(PEMFiles.pem(anchor.privateKey), to: join(PEMFiles.anchorKey), secret: true)
     try PEMFiles.write(PEMFiles.pem([issuer.certificate]), to: join(PEMFiles.issuerCertificate))
