@@ -52,66 +52,36 @@ extension Values {
     ] + clusterRole(
       "swiftmesh-identity", boundTo: ns,
       comment: ["identity: reviews service-account tokens (TokenReview) when it authenticates workloads with Kubernetes tokens."],
-      rules: """
-        - apiGroups: ["authentication.k8s.io"]
-          resources: ["tokenreviews"]
-          verbs: ["create"]
-        """)
+      rules: [Rule(group: "authentication.k8s.io", ["tokenreviews"], verbs: ["create"])])
       + clusterRole(
         "swiftmesh-destination", boundTo: ns, comment: ["destination: watches what it answers Get and GetProfile from."],
-        rules: """
-          - apiGroups: [""]
-            resources: ["services", "endpoints", "pods"]
-            verbs: ["get", "list", "watch"]
-          - apiGroups: ["discovery.k8s.io"]
-            resources: ["endpointslices"]
-            verbs: ["get", "list", "watch"]
-          - apiGroups: ["policy.swiftmesh.io"]
-            resources: ["serviceprofiles"]
-            verbs: ["get", "list", "watch"]
-          - apiGroups: ["split.swiftmesh.io"]
-            resources: ["trafficsplits"]
-            verbs: ["get", "list", "watch"]
-          """)
+        rules: [
+          Rule(group: "", ["services", "endpoints", "pods"], verbs: Rule.read),
+          Rule(group: "discovery.k8s.io", ["endpointslices"], verbs: Rule.read),
+          Rule(group: "policy.swiftmesh.io", ["serviceprofiles"], verbs: Rule.read),
+          Rule(group: "split.swiftmesh.io", ["trafficsplits"], verbs: Rule.read),
+        ])
       + clusterRole(
         "swiftmesh-injector", boundTo: ns,
         comment: ["injector: reads the namespace of each pod it is asked about (its swiftmesh.io/inject annotation)."],
-        rules: """
-          - apiGroups: [""]
-            resources: ["namespaces"]
-            verbs: ["get", "list", "watch"]
-          """)
+        rules: [Rule(group: "", ["namespaces"], verbs: Rule.read)])
       + clusterRole(
         "swiftmesh-mirror", boundTo: mc,
         comment: [
           "mirror (in the source cluster): writes mirror Services and EndpointSlices (or Endpoints with",
           "--endpoints-api endpoints) in any namespace, watches namespaces (a mirror waits for its namespace), reads",
-          "Links and their credentials Secrets, reports Link status, renews a heartbeat Lease per Link.",
+          "Links and their credentials Secrets, reports Link status, renews a heartbeat Lease per Link (service-mirror-<link>,",
+          "read by `meshctl multicluster check`).",
         ],
-        rules: """
-          - apiGroups: [""]
-            resources: ["services", "endpoints"]
-            verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-          - apiGroups: ["discovery.k8s.io"]
-            resources: ["endpointslices"]
-            verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-          - apiGroups: [""]
-            resources: ["namespaces"]
-            verbs: ["get", "list", "watch"]
-          - apiGroups: [""]
-            resources: ["secrets"]
-            verbs: ["get", "list", "watch"]
-          - apiGroups: ["multicluster.swiftmesh.io"]
-            resources: ["links"]
-            verbs: ["get", "list", "watch"]
-          - apiGroups: ["multicluster.swiftmesh.io"]
-            resources: ["links/status"]
-            verbs: ["get", "update", "patch"]
-          # the heartbeat Lease per Link (service-mirror-<link>), read by `meshctl multicluster check`
-          - apiGroups: ["coordination.k8s.io"]
-            resources: ["leases"]
-            verbs: ["get", "create", "update", "delete"]
-          """)
+        rules: [
+          Rule(group: "", ["services", "endpoints"], verbs: Rule.readWrite),
+          Rule(group: "discovery.k8s.io", ["endpointslices"], verbs: Rule.readWrite),
+          Rule(group: "", ["namespaces"], verbs: Rule.read),
+          Rule(group: "", ["secrets"], verbs: Rule.read),
+          Rule(group: "multicluster.swiftmesh.io", ["links"], verbs: Rule.read),
+          Rule(group: "multicluster.swiftmesh.io", ["links/status"], verbs: ["get", "update", "patch"]),
+          Rule(group: "coordination.k8s.io", ["leases"], verbs: ["get", "create", "update", "delete"]),
+        ])
       + clusterRole(
         "swiftmesh-remote-mirror", boundTo: mc,
         comment: [
@@ -119,26 +89,44 @@ extension Values {
           "EndpointSlices (or Endpoints) to mirror, and the gateway Service `meshctl multicluster link` reads",
           "(and the mirror follows); `meshctl multicluster check` reads the published trust anchor.",
         ],
-        rules: """
-          - apiGroups: [""]
-            resources: ["services", "endpoints"]
-            verbs: ["get", "list", "watch"]
-          - apiGroups: ["discovery.k8s.io"]
-            resources: ["endpointslices"]
-            verbs: ["get", "list", "watch"]
-          - apiGroups: [""]
-            resources: ["configmaps"]
-            resourceNames: ["swiftmesh-identity-trust-roots"]
-            verbs: ["get"]
-          """)
+        rules: [
+          Rule(group: "", ["services", "endpoints"], verbs: Rule.read),
+          Rule(group: "discovery.k8s.io", ["endpointslices"], verbs: Rule.read),
+          Rule(group: "", ["configmaps"], names: ["swiftmesh-identity-trust-roots"], verbs: ["get"]),
+        ])
   }
 
-  /// A ClusterRole with `rules` (YAML list at column 0) and its binding to the same-named ServiceAccount.
-  func clusterRole(_ name: String, boundTo namespace: String, comment: [String], rules: String) -> [ManifestObject] {
+  /// One RBAC policy rule.
+  struct Rule {
+    static let read = ["get", "list", "watch"]
+    static let readWrite = read + ["create", "update", "patch", "delete"]
+
+    var group: String
+    var resources: [String]
+    var names: [String]?
+    var verbs: [String]
+
+    init(group: String, _ resources: [String], names: [String]? = nil, verbs: [String]) {
+      self.group = group
+      self.resources = resources
+      self.names = names
+      self.verbs = verbs
+    }
+
+    var yaml: String {
+      var lines = ["- apiGroups: \(YAML.flow([group]))", "  resources: \(YAML.flow(resources))"]
+      if let names { lines.append("  resourceNames: \(YAML.flow(names))") }
+      lines.append("  verbs: \(YAML.flow(verbs))")
+      return lines.joined(separator: "\n")
+    }
+  }
+
+  /// A ClusterRole with `rules` and its binding to the same-named ServiceAccount.
+  func clusterRole(_ name: String, boundTo namespace: String, comment: [String], rules: [Rule]) -> [ManifestObject] {
     [
       ManifestObject(
         apiVersion: "rbac.authorization.k8s.io/v1", kind: "ClusterRole", name: name, comment: comment,
-        body: "rules:\n" + rules),
+        body: (["rules:"] + rules.map(\.yaml)).joined(separator: "\n")),
       ManifestObject(
         apiVersion: "rbac.authorization.k8s.io/v1", kind: "ClusterRoleBinding", name: name,
         body: """

@@ -66,14 +66,19 @@ public struct InstallManifest: Sendable {
   /// The objects as one multi-document YAML stream.
   public var yaml: String { Self.stream(objects.map(\.yaml)) }
 
-  /// What `meshctl uninstall` prints for `kubectl delete -f -`: every object `options.scope` installs, named
-  /// only, in reverse apply order (the webhook goes before the injector it calls; the CRDs go last).
+  /// What `meshctl uninstall` prints for `kubectl delete --ignore-not-found -f -`: every object
+  /// `meshctl install` may create in `scope` (with `--ha` or without), named only; the webhook first (no pod
+  /// waits for a departing injector), then the rest in reverse apply order (the CRDs last).
   public static func uninstallYAML(scope: InstallOptions.Scope) throws(MeshError) -> String {
     // The names do not depend on the key material, the registry or the domains: render with none.
-    let options = InstallOptions.defaults { $0.scope = scope }
+    let options = InstallOptions.defaults {
+      $0.scope = scope
+      $0.highAvailability = true
+    }
     let values = Values(options: options, clusterName: "", trustDomain: .clusterLocal, material: nil)
-    let manifest = InstallManifest(options: options, values: values)
-    return stream(manifest.objects.reversed().map(\.referenceYAML))
+    let reversed = InstallManifest(options: options, values: values).objects.reversed()
+    let webhooks = reversed.filter { $0.kind == "MutatingWebhookConfiguration" }
+    return stream((webhooks + reversed.filter { $0.kind != "MutatingWebhookConfiguration" }).map(\.referenceYAML))
   }
 
   static func stream(_ documents: [String]) -> String {

@@ -69,13 +69,14 @@ struct InstallCommand: AsyncParsableCommand {
 struct UninstallCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "uninstall",
-    abstract: "Print what `meshctl install` created, for `kubectl delete -f -`.",
+    abstract: "Print what `meshctl install` creates, for `kubectl delete --ignore-not-found -f -`.",
     discussion: """
-      Every object, named only, in reverse order: the webhook configuration first (so no pod waits for an \
-      injector that is going away), the CRDs last (deleting them deletes every Link, ServiceProfile and \
-      TrafficSplit). Applications' injected proxies stay until their pods are re-created.
+      Every object `meshctl install` may create (with --ha or without: --ignore-not-found skips the ones it \
+      did not), named only: the webhook configuration first (so no pod waits for an injector that is going \
+      away), then the rest in reverse order, the CRDs last (deleting them deletes every Link, ServiceProfile \
+      and TrafficSplit). Applications' injected proxies stay until their pods are re-created.
 
-        meshctl uninstall | kubectl delete -f -
+        meshctl uninstall | kubectl delete --ignore-not-found -f -
       """)
 
   @Flag(help: "Print the CustomResourceDefinitions only.")

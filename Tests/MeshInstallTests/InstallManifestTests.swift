@@ -176,7 +176,7 @@ struct InstallManifestTests {
     #expect(!single.objects.contains { $0.kind == "PodDisruptionBudget" })
   }
 
-  @Test("--crds and --control-plane split the manifest; uninstall names the same objects in reverse")
+  @Test("--crds and --control-plane split the manifest; uninstall names every object, the webhook first")
   func scopes() throws {
     let fixture = try Fixture()
     defer { fixture.directory.remove() }
@@ -189,8 +189,12 @@ struct InstallManifestTests {
     #expect(crds.yaml + "---\n" + controlPlane.yaml == all.yaml)
 
     let uninstall = try Self.documents(try InstallManifest.uninstallYAML(scope: .all))
-    #expect(uninstall.map(\.id) == all.objects.reversed().map(Self.id))
-    #expect(uninstall.first?.id == "admissionregistration.k8s.io/v1 MutatingWebhookConfiguration - swiftmesh-proxy-injector")
+    // The webhook first (nothing waits for a departing injector), then the rest in reverse apply order.
+    let webhook = "admissionregistration.k8s.io/v1 MutatingWebhookConfiguration - swiftmesh-proxy-injector"
+    #expect(uninstall.first?.id == webhook)
+    // With --ha or without: the PodDisruptionBudgets too (`kubectl delete --ignore-not-found` skips absent ones).
+    let highlyAvailable = try InstallManifest(options: .defaults { $0.highAvailability = true }, material: material)
+    #expect(uninstall.dropFirst().map(\.id) == highlyAvailable.objects.reversed().map(Self.id).filter { $0 != webhook })
     #expect(uninstall.allSatisfy { $0.node["spec"] == nil && $0.node["data"] == nil })
     let uninstallControlPlane = try Self.documents(try InstallManifest.uninstallYAML(scope: .controlPlane))
     #expect(!uninstallControlPlane.contains { $0.id.contains("CustomResourceDefinition") })
@@ -298,7 +302,7 @@ struct InstallManifestTests {
       (["install", "--issuer-dir", fixture.directory.file("missing")], "no such directory"),
       (["install", "--issuer-dir", fixture.issuerDir, "--cluster-name", "west"], "made for cluster east"),
       (["install", "--issuer-dir", fixture.issuerDir, "--version", "bad tag"], "--version 'bad tag'"),
-      (["install", "--issuer-dir", fixture.issuerDir, "--cluster-domain", "-bad"], "--cluster-domain '-bad'"),
+      (["install", "--issuer-dir", fixture.issuerDir, "--cluster-domain", "bad domain"], "--cluster-domain 'bad domain'"),
       (["install", "--crds", "--control-plane"], "exclude each other"),
       (["install", "--issuer-dir", fixture.issuerDir, "--replicas", "3"], "Unknown option '--replicas'"),
     ]

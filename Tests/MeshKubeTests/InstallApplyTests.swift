@@ -1,5 +1,6 @@
 import Foundation
 import MeshInstall
+import MeshKube
 import MeshKubeLocal
 import Testing
 import _MeshTestSupport
@@ -35,10 +36,25 @@ struct InstallApplyTests {
       defer { try? FileManager.default.removeItem(at: dir) }
       let kubeconfig = dir.appendingPathComponent("kubeconfig").path
       try await server.kubeconfigYAML().write(toFile: kubeconfig, atomically: true, encoding: .utf8)
-      func kubectl(_ args: [String], input: String? = nil) async throws -> Subprocess.Output {
-        try await Subprocess.run(
+      func kubectl(_ args: [String], input: String? = nil) async throws -> _MeshTestSupport.Subprocess.Output {
+        try await _MeshTestSupport.Subprocess.run(
           kubectlPath, ["--kubeconfig", kubeconfig, "--cache-dir", dir.appendingPathComponent("cache").path] + args,
           input: input.map { Data($0.utf8) })
+      }
+
+      /// Every object of the kinds the install writes, by `kind namespace/name`, without its resourceVersion.
+      func snapshot() async throws -> [String: JSONValue] {
+        let kinds = Set(manifest.objects.map { $0.kind.lowercased() + "s" }).sorted().joined(separator: ",")
+        let list = try await kubectl(["get", kinds, "-A", "-o", "json"])
+        #expect(list.status == 0, "\(list)")
+        var objects: [String: JSONValue] = [:]
+        for var item in try JSONValue.parse(Data(list.stdout.utf8))["items"]?.arrayValue ?? [] {
+          item["metadata"]?["resourceVersion"] = nil
+          let meta = item["metadata"]
+          let key = "\(item["kind"]?.stringValue ?? "") \(meta?["namespace"]?.stringValue ?? "")/\(meta?["name"]?.stringValue ?? "")"
+          objects[key] = item
+        }
+        return objects
       }
 
       // CRDs first, as `meshctl install --crds | kubectl apply -f -`, then the rest dry-run: the server
@@ -65,18 +81,29 @@ struct InstallApplyTests {
       let budgets = try await kubectl(["get", "poddisruptionbudgets", "-A", "-o", "name"])
       #expect(Self.lines(budgets.stdout).count == (highAvailability ? 4 : 0), "\(budgets)")
 
-      // Again: unchanged, for real and dry-run (which now patches existing objects).
+      // Again, for real and dry-run (which now patches existing objects): every object stays as it was.
+      // kubectl reports PodDisruptionBudgets "configured" on every apply: its patch always carries
+      // spec.selector, whose patch strategy is "replace"; the object it leaves is the same.
+      let before = try await snapshot()
       for extra in [[], ["--dry-run=server"]] {
         let again = try await kubectl(["apply"] + extra + ["-f", "-"], input: manifest.yaml)
         #expect(again.status == 0, "\(again)")
-        let changed = Self.lines(again.stdout).filter { !$0.contains(" unchanged") }
+        let changed = Self.lines(again.stdout).filter { !$0.contains(" unchanged") && !$0.hasPrefix("poddisruptionbudget.") }
         #expect(changed.isEmpty, "a second apply \(extra) changed: \(changed)")
       }
+      let after = try await snapshot()
+      for object in manifest.objects {
+        #expect(before["\(object.kind) \(object.namespace ?? "")/\(object.name)"] != nil, "\(object.kind) \(object.name) not stored")
+      }
+      for (key, object) in before where after[key] != object {
+        Issue.record("a second apply changed \(key):\nbefore \(object)\nafter  \(after[key] ?? .null)")
+      }
 
-      // `meshctl uninstall | kubectl delete -f -`: everything goes.
-      let delete = try await kubectl(["delete", "-f", "-"], input: try InstallManifest.uninstallYAML(scope: .all))
+      // `meshctl uninstall | kubectl delete --ignore-not-found -f -`: everything goes.
+      let delete = try await kubectl(
+        ["delete", "--ignore-not-found", "-f", "-"], input: try InstallManifest.uninstallYAML(scope: .all))
       #expect(delete.status == 0, "kubectl delete: \(delete)")
-      #expect(Self.lines(delete.stdout).count == count, "\(delete.stdout)")
+      #expect(Self.lines(delete.stdout).filter { $0.hasSuffix(" deleted") }.count == count, "\(delete.stdout)")
       let left = try await kubectl(["get", "deployments,secrets,configmaps,services", "-A", "-o", "name"])
       #expect(left.status == 0 && left.stdout.isEmpty, "left after uninstall: \(left)")
     }
