@@ -23,9 +23,12 @@ public struct InstallManifest: Sendable {
     public var issuer: IssuerMaterial
     public var webhook: WebhookMaterial
 
-    public init(issuer: IssuerMaterial, webhook: WebhookMaterial) {
-      self.issuer = issuer
-      self.webhook = webhook
+    /// `--issuer-dir` (checked), and the injector's certificate from `injectorDirectory` (generated and
+    /// written there when it holds none) or, without one, freshly generated.
+    public static func load(issuerDirectory: String, injectorDirectory: String? = nil) throws(MeshError) -> Self {
+      let issuer = try IssuerMaterial.load(directory: issuerDirectory)
+      guard let injectorDirectory else { return Self(issuer: issuer, webhook: try WebhookMaterial.generate()) }
+      return Self(issuer: issuer, webhook: try WebhookMaterial.loadOrGenerate(directory: injectorDirectory))
     }
   }
 

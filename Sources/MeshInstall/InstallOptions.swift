@@ -14,30 +14,20 @@ public struct InstallOptions: Sendable, Hashable {
   }
 
   /// Where the images are: `<registry>/mesh-proxy:<version>` and so on. Default `ghcr.io/swiftmesh`.
-  public var imageRegistry: String
+  public var imageRegistry = "ghcr.io/swiftmesh"
   /// The images' tag. Default `PackageVersion.current`.
-  public var version: String
+  public var version = PackageVersion.current
   /// This cluster's name in the mesh (what other clusters call it: `meshctl multicluster link
   /// --cluster-name`). Nil: the name the issuer certificate records (`meshctl identity issuer --cluster-name`).
-  public var clusterName: String?
+  public var clusterName: String? = nil
   /// The cluster's DNS domain (services are `<name>.<namespace>.svc.<domain>`). Default `cluster.local`.
-  public var clusterDomain: String
+  public var clusterDomain = "cluster.local"
   /// Three replicas of identity, destination, the injector and the gateway, one per node (required
   /// anti-affinity), each with a PodDisruptionBudget. Default false: one replica each.
-  public var highAvailability: Bool
-  public var scope: Scope
+  public var highAvailability = false
+  public var scope = Scope.all
 
-  public init(
-    imageRegistry: String = "ghcr.io/swiftmesh", version: String = PackageVersion.current, clusterName: String? = nil,
-    clusterDomain: String = "cluster.local", highAvailability: Bool = false, scope: Scope = .all
-  ) {
-    self.imageRegistry = imageRegistry
-    self.version = version
-    self.clusterName = clusterName
-    self.clusterDomain = clusterDomain
-    self.highAvailability = highAvailability
-    self.scope = scope
-  }
+  public init() {}
 
   public static func defaults(configure: (inout Self) -> Void = { _ in }) -> Self {
     var options = Self()

@@ -6,30 +6,15 @@ public struct ManifestObject: Sendable, Hashable {
   /// Nil for cluster-scoped kinds.
   public var namespace: String?
   /// Labels besides `app.kubernetes.io/part-of: swiftmesh`, which every object carries.
-  public var labels: [String: String]
-  public var annotations: [String: String]
+  public var labels: [String: String] = [:]
+  public var annotations: [String: String] = [:]
   /// Comment lines printed above the object (without `# `).
-  public var comment: [String]
+  public var comment: [String] = []
   /// The YAML after `metadata` (`spec:`, `data:`, `rules:`, ...), starting at column 0.
   public var body: String
   /// Whether the object holds this installation's key material (a private key, or a certificate that
   /// varies with the keys): `Examples/kubernetes` leaves such objects out.
-  public var carriesKeyMaterial: Bool
-
-  public init(
-    apiVersion: String, kind: String, name: String, namespace: String? = nil, labels: [String: String] = [:],
-    annotations: [String: String] = [:], comment: [String] = [], body: String, carriesKeyMaterial: Bool = false
-  ) {
-    self.apiVersion = apiVersion
-    self.kind = kind
-    self.name = name
-    self.namespace = namespace
-    self.labels = labels
-    self.annotations = annotations
-    self.comment = comment
-    self.body = body
-    self.carriesKeyMaterial = carriesKeyMaterial
-  }
+  public var carriesKeyMaterial = false
 
   /// The object as one YAML document (no `---`).
   public var yaml: String {

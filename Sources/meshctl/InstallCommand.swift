@@ -46,9 +46,14 @@ struct InstallCommand: AsyncParsableCommand {
   }
 
   func run() async throws {
-    let options = InstallOptions(
-      imageRegistry: imageRegistry, version: version, clusterName: clusterName, clusterDomain: clusterDomain,
-      highAvailability: ha, scope: crds ? .crds : controlPlane ? .controlPlane : .all)
+    let options = InstallOptions.defaults {
+      $0.imageRegistry = imageRegistry
+      $0.version = version
+      $0.clusterName = clusterName
+      $0.clusterDomain = clusterDomain
+      $0.highAvailability = ha
+      $0.scope = crds ? .crds : controlPlane ? .controlPlane : .all
+    }
     try options.validate()
     var material: InstallManifest.KeyMaterial?
     if !crds {
@@ -56,10 +61,7 @@ struct InstallCommand: AsyncParsableCommand {
         throw ValidationError(
           "--issuer-dir is required (make one with `meshctl identity issuer --ca-dir CA_DIR --out DIR --cluster-name NAME`)")
       }
-      material = InstallManifest.KeyMaterial(
-        issuer: try IssuerMaterial.load(directory: issuerDir),
-        webhook: try injectorTLSDir.map { dir throws(MeshError) in try WebhookMaterial.loadOrGenerate(directory: dir) }
-          ?? WebhookMaterial.generate())
+      material = try .load(issuerDirectory: issuerDir, injectorDirectory: injectorTLSDir)
     }
     // Everything is rendered before anything is printed: an error prints nothing.
     print(try InstallManifest(options: options, material: material).yaml, terminator: "")

@@ -23,9 +23,7 @@ struct InstallManifestTests {
     }
 
     func material() throws -> InstallManifest.KeyMaterial {
-      InstallManifest.KeyMaterial(
-        issuer: try IssuerMaterial.load(directory: issuerDir),
-        webhook: try WebhookMaterial.loadOrGenerate(directory: directory.file("injector")))
+      try .load(issuerDirectory: issuerDir, injectorDirectory: directory.file("injector"))
     }
   }
 

@@ -89,8 +89,7 @@ struct ExampleManifestsTests {
     let directory = try TemporaryDirectory(prefix: "examples")
     defer { directory.remove() }
     try TestPKI(issuerClusterName: "east").write(to: directory.path)
-    let material = InstallManifest.KeyMaterial(
-      issuer: try IssuerMaterial.load(directory: directory.path), webhook: try WebhookMaterial.generate())
+    let material = try InstallManifest.KeyMaterial.load(issuerDirectory: directory.path)
     let manifest = try InstallManifest(options: exampleOptions, material: material)
     var files: [String: String] = [:]
     for (part, objects) in manifest.parts {

@@ -15,8 +15,7 @@ struct InstallApplyTests {
     let directory = try TemporaryDirectory(prefix: "install")
     defer { directory.remove() }
     try TestPKI(issuerClusterName: "east").write(to: directory.path)
-    let material = InstallManifest.KeyMaterial(
-      issuer: try IssuerMaterial.load(directory: directory.path), webhook: try WebhookMaterial.generate())
+    let material = try InstallManifest.KeyMaterial.load(issuerDirectory: directory.path)
     return try InstallManifest(options: .defaults { $0.highAvailability = highAvailability }, material: material)
   }
 
