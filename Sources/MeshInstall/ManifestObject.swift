@@ -44,12 +44,20 @@ public struct ManifestObject: Sendable, Hashable {
 /// The little YAML writing the manifests need: scalars quoted when YAML would read them as something else
 /// than the string they are, mappings with sorted keys, indentation.
 enum YAML {
-  /// `value` as a YAML scalar: plain when that reads back as the same string, else double-quoted.
+  /// `value` as a YAML scalar: plain when every YAML reader (1.1 as kubectl's, or 1.2) reads it back as
+  /// this string, else double-quoted. Plain takes letters, digits and `./-_=:@`, but nothing that could
+  /// read as a boolean, null, number, date or time, and no leading or trailing indicator.
   static func scalar(_ value: String) -> String {
-    let plain = value.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "./-_".contains($0)) }
-    let ambiguous = ["true", "false", "yes", "no", "on", "off", "null", "~", "y", "n"].contains(value.lowercased())
-      || Double(value) != nil || Int(value) != nil || value.first == "-" || value.first == "."
-    if plain && !value.isEmpty && !ambiguous { return value }
+    let safe = value.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "./-_=:@".contains($0)) }
+    let reserved = ["true", "false", "yes", "no", "on", "off", "y", "n", "null", "="].contains(value.lowercased())
+    // A leading digit, sign or dot may read as a number, a date or a sexagesimal time; dotted numbers with
+    // two dots or more (versions, IPv4 addresses) cannot.
+    let dotted = value.allSatisfy { $0.isNumber || $0 == "." } && value.filter { $0 == "." }.count >= 2
+    let numeric = value.first.map { $0.isNumber || "+.".contains($0) } ?? true
+    let negative = value.first == "-" && (value.dropFirst().first.map { $0.isNumber || $0 == "." } ?? true)
+    if safe && !reserved && (!numeric || dotted) && !negative && value.first != ":" && value.last != ":" {
+      return value
+    }
     var quoted = "\""
     for character in value.unicodeScalars {
       switch character {

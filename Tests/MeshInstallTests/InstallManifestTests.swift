@@ -1,7 +1,7 @@
 import Foundation
 import MeshCore
 import MeshIdentity
-import MeshInstall
+@testable import MeshInstall
 import Testing
 import Yams
 import _MeshTestSupport
@@ -313,5 +313,28 @@ struct InstallManifestTests {
     let good = try await Subprocess.run(Self.meshctl, ["install", "--issuer-dir", fixture.issuerDir, "--injector-tls-dir", fixture.directory.file("injector")])
     #expect(good.status == 0, "\(good.stderr)")
     #expect(good.stdout == (try InstallManifest(options: .defaults(), material: try fixture.material())).yaml)
+  }
+}
+
+/// The scalars the manifests write read back as the strings they were, to a YAML 1.1 reader (Yams's
+/// default resolver: yes/no booleans, octal and hex integers, sexagesimals, timestamps).
+@Suite("YAML scalars")
+struct YAMLScalarTests {
+  @Test("every scalar reads back as the same string", arguments: [
+    "true", "Yes", "on", "y", "N", "null", "~", "1", "0755", "0x1F", "1e3", "1:20", "2001-12-14", "-1", ".inf",
+    "-.5", "+1", "-", "=", "--gateway", "0.1.0", "203.0.113.10", "a: b", "a:", ":a", "x=1",
+    "ghcr.io/swiftmesh/mesh-proxy:0.1.0", "", "has space", "quote\"s", "back\\slash", "line\nbreak", "#comment",
+  ])
+  func roundTrip(value: String) throws {
+    let node = try #require(try Yams.compose(yaml: "key: \(YAML.scalar(value))\n")?["key"])
+    #expect(node.tag.description == Tag.Name.str.rawValue, "\(value) read as \(node.tag): \(YAML.scalar(value))")
+    #expect(node.string == value)
+  }
+
+  @Test("plain where nothing is ambiguous")
+  func plain() {
+    for value in ["--gateway", "0.1.0", "ghcr.io/swiftmesh/mesh-proxy:0.1.0", "swiftmesh", "--listen=0.0.0.0:8443"] {
+      #expect(YAML.scalar(value) == value)
+    }
   }
 }
