@@ -83,10 +83,11 @@ add_binary() {
   copy_libraries "$root" "$bin/$name"
 }
 
-# The files every image has: users, CA certificates, name service configuration, a /tmp.
+# The files every image has: users, CA certificates, name service configuration, /tmp, and /run (where
+# iptables-legacy takes its lock: mount an emptyDir there under a read-only root filesystem).
 base_rootfs() {
   local root=$1
-  mkdir -p "$root/etc/ssl/certs" "$root/tmp"
+  mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/run"
   chmod 1777 "$root/tmp"
   printf 'root:x:0:0:root:/root:/sbin/nologin\nswiftmesh:x:2102:2102:swiftmesh:/nonexistent:/sbin/nologin\n' >"$root/etc/passwd"
   printf 'root:x:0:\nswiftmesh:x:2102:\n' >"$root/etc/group"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the OCI archives Scripts/build-images.sh wrote: each image's config (user 2102:2102, entrypoint,
 # org.opencontainers.image.* labels), then, unpacked with umoci, its binaries run `--help` under chroot as
-# the image's user, with nothing but the image's files. mesh-proxy's mesh-proxy-init also installs and
+# the image's user, with nothing but the image's files (and /proc, as a runtime mounts it). mesh-proxy's mesh-proxy-init also installs and
 # removes its rules with the image's iptables (nft and legacy) in a fresh network namespace, as root, as the
 # init container runs. Needs root (chroot, unshare), umoci, skopeo and jq.
 #
@@ -11,10 +11,16 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 
 version=$(sed -n 's/.*static let current = "\(.*\)".*/\1/p' Sources/MeshInstall/PackageVersion.swift)
 dir="${1:-.build-release/images/$version}"
-for tool in umoci skopeo jq chroot ip; do
+for tool in umoci skopeo jq chroot ip mount; do
   command -v "$tool" >/dev/null || { echo "test-images.sh: $tool not found" >&2; exit 1; }
 done
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+work=$(mktemp -d)
+mounted=()
+cleanup() {
+  for mountpoint in "${mounted[@]}"; do umount "$mountpoint" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 failures=0
 fail() { echo "FAIL $*" >&2; failures=$((failures + 1)); }
 pass() { echo "ok   $*"; }
@@ -73,13 +79,17 @@ check_image() {
   skopeo copy --quiet "oci-archive:$archive" "oci:$layout:$version"
   umoci unpack --image "$layout:$version" "$bundle" >/dev/null
   local root="$bundle/rootfs"
+  # As a container runtime does: /proc (the Swift runtime reads its arguments from /proc/self/cmdline).
+  mkdir -p "$root/proc"
+  mount -t proc proc "$root/proc"
+  mounted+=("$root/proc")
   expect "$image" "passwd entry" "$(grep '^swiftmesh:' "$root/etc/passwd" | cut -d: -f3,4)" "2102:2102"
   [ -s "$root/etc/ssl/certs/ca-certificates.crt" ] && pass "$image: CA certificates" || fail "$image: no CA certificates"
   local binary
   for binary in "$@"; do runs_help "$image" "$root" 2102:2102 "/usr/local/bin/$binary"; done
   if [ -e "$root/bin/sh" ] || [ -e "$root/usr/bin/sh" ]; then fail "$image: holds a shell"; else pass "$image: no shell"; fi
   if [ "$image" = mesh-proxy ]; then proxy_init_applies "$root"; fi
-  echo "     $image: $(du -sh "$root" | cut -f1) unpacked, $(find "$root" -type f | wc -l) files"
+  echo "     $image: $(du -shx "$root" | cut -f1) unpacked, $(find "$root" -xdev -type f | wc -l) files"
 }
 
 check_image mesh-proxy mesh-proxy mesh-proxy-init
