@@ -72,7 +72,7 @@ public struct InstallManifest: Sendable {
   /// What `meshctl uninstall` prints for `kubectl delete --ignore-not-found -f -`: every object
   /// `meshctl install` may create in `scope` (with `--ha` or without), named only; the webhook first (no pod
   /// waits for a departing injector), then the rest in reverse apply order (the CRDs last).
-  public static func uninstallYAML(scope: InstallOptions.Scope) throws(MeshError) -> String {
+  public static func uninstallYAML(scope: InstallOptions.Scope) -> String {
     // The names do not depend on the key material, the registry or the domains: render with none.
     let options = InstallOptions.defaults {
       $0.scope = scope

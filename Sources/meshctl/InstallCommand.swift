@@ -30,20 +30,11 @@ struct InstallCommand: AsyncParsableCommand {
   var clusterDomain: String = "cluster.local"
   @Flag(help: "Three replicas of identity, destination, injector and gateway on distinct nodes, with PodDisruptionBudgets.")
   var ha = false
-  @Flag(help: "Print the CustomResourceDefinitions only.")
-  var crds = false
-  @Flag(help: "Print everything but the CustomResourceDefinitions.")
-  var controlPlane = false
+  @OptionGroup var parts: PartsOptions
   @Option(help: "Directory holding this cluster's ca.crt, issuer.crt and issuer.key (meshctl identity issuer --out).")
   var issuerDir: String?
   @Option(help: "Directory with the injector's ca.crt, tls.crt and tls.key; generated and written there when empty.")
   var injectorTLSDir: String?
-
-  func validate() throws {
-    if crds && controlPlane {
-      throw ValidationError("--crds and --control-plane exclude each other: run one, then the other")
-    }
-  }
 
   func run() async throws {
     let options = InstallOptions.defaults {
@@ -52,11 +43,11 @@ struct InstallCommand: AsyncParsableCommand {
       $0.clusterName = clusterName
       $0.clusterDomain = clusterDomain
       $0.highAvailability = ha
-      $0.scope = crds ? .crds : controlPlane ? .controlPlane : .all
+      $0.scope = parts.scope
     }
     try options.validate()
     var material: InstallManifest.KeyMaterial?
-    if !crds {
+    if options.scope != .crds {
       guard let issuerDir else {
         throw ValidationError(
           "--issuer-dir is required (make one with `meshctl identity issuer --ca-dir CA_DIR --out DIR --cluster-name NAME`)")
@@ -81,18 +72,25 @@ struct UninstallCommand: AsyncParsableCommand {
         meshctl uninstall | kubectl delete --ignore-not-found -f -
       """)
 
-  @Flag(help: "Print the CustomResourceDefinitions only.")
+  @OptionGroup var parts: PartsOptions
+
+  func run() async throws {
+    print(InstallManifest.uninstallYAML(scope: parts.scope), terminator: "")
+  }
+}
+
+/// `--crds` and `--control-plane`: the two halves of an installation, as Linkerd splits it.
+struct PartsOptions: ParsableArguments {
+  @Flag(help: "Only the CustomResourceDefinitions.")
   var crds = false
-  @Flag(help: "Print everything but the CustomResourceDefinitions.")
+  @Flag(help: "Everything but the CustomResourceDefinitions.")
   var controlPlane = false
 
   func validate() throws {
     if crds && controlPlane {
-      throw ValidationError("--crds and --control-plane exclude each other")
+      throw ValidationError("--crds and --control-plane exclude each other: run one, then the other")
     }
   }
 
-  func run() async throws {
-    print(try InstallManifest.uninstallYAML(scope: crds ? .crds : controlPlane ? .controlPlane : .all), terminator: "")
-  }
+  var scope: InstallOptions.Scope { crds ? .crds : controlPlane ? .controlPlane : .all }
 }

@@ -186,7 +186,7 @@ struct InstallManifestTests {
     #expect(crds.objects + controlPlane.objects == all.objects)
     #expect(crds.yaml + "---\n" + controlPlane.yaml == all.yaml)
 
-    let uninstall = try Self.documents(try InstallManifest.uninstallYAML(scope: .all))
+    let uninstall = try Self.documents(InstallManifest.uninstallYAML(scope: .all))
     // The webhook first (nothing waits for a departing injector), then the rest in reverse apply order.
     let webhook = "admissionregistration.k8s.io/v1 MutatingWebhookConfiguration - swiftmesh-proxy-injector"
     #expect(uninstall.first?.id == webhook)
@@ -194,7 +194,7 @@ struct InstallManifestTests {
     let highlyAvailable = try InstallManifest(options: .defaults { $0.highAvailability = true }, material: material)
     #expect(uninstall.dropFirst().map(\.id) == highlyAvailable.objects.reversed().map(Self.id).filter { $0 != webhook })
     #expect(uninstall.allSatisfy { $0.node["spec"] == nil && $0.node["data"] == nil })
-    let uninstallControlPlane = try Self.documents(try InstallManifest.uninstallYAML(scope: .controlPlane))
+    let uninstallControlPlane = try Self.documents(InstallManifest.uninstallYAML(scope: .controlPlane))
     #expect(!uninstallControlPlane.contains { $0.id.contains("CustomResourceDefinition") })
   }
 

@@ -100,7 +100,7 @@ struct InstallApplyTests {
 
       // `meshctl uninstall | kubectl delete --ignore-not-found -f -`: everything goes.
       let delete = try await kubectl(
-        ["delete", "--ignore-not-found", "-f", "-"], input: try InstallManifest.uninstallYAML(scope: .all))
+        ["delete", "--ignore-not-found", "-f", "-"], input: InstallManifest.uninstallYAML(scope: .all))
       #expect(delete.status == 0, "kubectl delete: \(delete)")
       #expect(Self.lines(delete.stdout).filter { $0.hasSuffix(" deleted") }.count == count, "\(delete.stdout)")
       let left = try await kubectl(["get", "deployments,secrets,configmaps,services", "-A", "-o", "name"])
