@@ -47,8 +47,10 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
 
   public init(
     address: Authority, weight: UInt32 = Endpoint.defaultWeight, tlsIdentity: IdentityName? = nil,
-    protocolHint: ProtocolHint = .unknown, authorityOverride: Authority? = nil, metricLabels: [String: String] = [:]
+    protocolHint: ProtocolHint = .unknown, authorityOverride: Authority? = nil, metricLabels: [String: String] = [:],
+    opaqueInboundPort: Int? = nil
   ) {
+    self.opaqueInboundPort = opaqueInboundPort
     self.address = address
     self.weight = weight
     self.tlsIdentity = tlsIdentity

@@ -13,6 +13,7 @@ public enum Namespaces {
   }
 
   public static func with(_ names: [String], _ body: ([String]) async throws -> Void) async throws {
+    await removeAbandoned()
     let unique = names.map { "\($0)-\(getpid())" }
     for name in unique {
       _ = try? await Subprocess.run("ip", ["netns", "del", name])
@@ -27,6 +28,20 @@ public enum Namespaces {
       throw error
     }
     await remove(unique)
+  }
+
+  /// Namespaces a test process that no longer runs made (`<name>-<pid>`: it crashed before removing them),
+  /// with what runs in them and the veth pairs they hold (a bridge's host end among them).
+  private static func removeAbandoned() async {
+    guard let list = try? await Subprocess.run("ip", ["netns", "list"]).stdout else { return }
+    let abandoned = list.split(separator: "\n").compactMap { line -> String? in
+      guard let name = line.split(separator: " ").first, let dash = name.lastIndex(of: "-"),
+        let pid = Int32(name[name.index(after: dash)...]), name.hasPrefix("sm"), pid != getpid(),
+        kill(pid, 0) != 0
+      else { return nil }
+      return String(name)
+    }
+    await remove(abandoned)
   }
 
   private static func remove(_ names: [String]) async {

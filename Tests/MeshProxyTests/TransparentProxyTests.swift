@@ -11,7 +11,10 @@ import _MeshTestSupport
 /// Two pods as network namespaces on a bridge, each with `mesh-proxy-init`'s rules and a `mesh-proxy
 /// --transparent` running as uid 2102, and the control plane (Kubernetes API, identity, destination) in this
 /// process on the bridge's host address. Addresses: host 198.18.0.254, pod `web` 198.18.0.2, pod `backend`
-/// 198.18.0.3, Service ClusterIPs from 198.18.1.0/24 (`backend` is 198.18.1.10).
+/// 198.18.0.3, a multi-cluster gateway pod 198.18.0.4, Service ClusterIPs from 198.18.1.0/24 (`backend` is
+/// 198.18.1.10). The gateway stands for a linked cluster's: `backend-west` (198.18.1.11) is the mirror the
+/// service mirror would write for a `backend` exported from "west", and west's gateway routes to this
+/// cluster's `backend`; the path is the one two clusters take (mirror -> gateway by mutual TLS -> service).
 ///
 /// `backend` runs `Peers/tcp_peer.py serve`: HTTP on 8080 (Service port 80), a server-speaks-first protocol on
 /// 7000 (opaque by the Service's annotation) and 7002 (not opaque: detection waits), an echo on 7001 (the
@@ -21,6 +24,9 @@ struct TransparentMesh: Sendable {
   static let webIP = "198.18.0.2"
   static let backendIP = "198.18.0.3"
   static let clusterIP = "198.18.1.10"
+  static let gatewayIP = "198.18.0.4"
+  static let mirrorClusterIP = "198.18.1.11"
+  static let gatewayIdentity = try! IdentityName(serviceAccount: "swiftmesh-gateway", namespace: "swiftmesh-multicluster")
   static let backendName = "backend.default.svc.cluster.local"
   static let peer = PythonPeer.path("tcp_peer.py")
   static var hasRedis: Bool { Subprocess.which("redis-server") != nil && Subprocess.which("redis-cli") != nil }
@@ -63,15 +69,15 @@ struct TransparentMesh: Sendable {
   static func with(_ body: @Sendable (TransparentMesh) async throws -> Void) async throws {
     var logger = Logger(label: "test.transparent")
     logger.logLevel = ProcessInfo.processInfo.environment["MESH_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
-    try await Namespaces.with(["smt-node", "smt-web", "smt-backend"]) { names in
-      let (node, web, backend) = (names[0], names[1], names[2])
+    try await Namespaces.with(["smt-node", "smt-web", "smt-backend", "smt-gw"]) { names in
+      let (node, web, backend, gateway) = (names[0], names[1], names[2], names[3])
       try await Namespaces.bridge(
-        node: node, host: host, pods: [(web, webIP), (backend, backendIP)], gateway: host)
+        node: node, host: host, pods: [(web, webIP), (backend, backendIP), (gateway, gatewayIP)], gateway: host)
       let files = try TemporaryDirectory(prefix: "smt")
       defer { files.remove() }
       let pki = try TestPKI()
       try PEMFiles.write(PEMFiles.pem([pki.anchor.certificate]), to: files.file("ca.crt"))
-      for account in ["web", "backend"] {
+      for account in ["web", "backend", "swiftmesh-gateway"] {
         try "\(account)-token\n".write(toFile: files.file("\(account).token"), atomically: true, encoding: .utf8)
       }
       // The proxies run as uid 2102: they read these.
@@ -98,6 +104,7 @@ struct TransparentMesh: Sendable {
           validator: TokenFileValidator(entries: [
             "web-token": ServiceAccountRef(name: "web", namespace: "default"),
             "backend-token": ServiceAccountRef(name: "backend", namespace: "default"),
+            "swiftmesh-gateway-token": ServiceAccountRef(name: "swiftmesh-gateway", namespace: "swiftmesh-multicluster"),
           ]), logger: logger)
         group.addTask { try await identity.run() }
         let identityPort = try await identity.listeningPort
@@ -120,16 +127,24 @@ struct TransparentMesh: Sendable {
           let outsideServer = try BackgroundProcess(
             PythonPeer.python, ["-m", "http.server", "--bind", host, "\(outside)", "--directory", files.path])
           processes.append(outsideServer)
-          for (namespace, account, ip) in [(web, "web", webIP), (backend, "backend", backendIP)] {
-            let rules = try await Subprocess.run(
-              "timeout", ["30", "ip", "netns", "exec", namespace, BuiltProduct.path("mesh-proxy-init")])
-            guard rules.status == 0 else { throw TestFailure("mesh-proxy-init in \(namespace): \(rules)") }
+          let pods = [
+            (web, "web", webIP, IdentityName.test("web")), (backend, "backend", backendIP, IdentityName.test("backend")),
+            (gateway, "swiftmesh-gateway", gatewayIP, gatewayIdentity),
+          ]
+          for (namespace, account, ip, identity) in pods {
+            // A gateway is not redirected: it is called on its port, and forwards by what callers name.
+            let isGateway = namespace == gateway
+            if !isGateway {
+              let rules = try await Subprocess.run(
+                "timeout", ["30", "ip", "netns", "exec", namespace, BuiltProduct.path("mesh-proxy-init")])
+              guard rules.status == 0 else { throw TestFailure("mesh-proxy-init in \(namespace): \(rules)") }
+            }
             let proxy = try BackgroundProcess(
               "ip",
               [
                 "netns", "exec", namespace, "setpriv", "--reuid=2102", "--regid=2102", "--clear-groups",
-                BuiltProduct.path("mesh-proxy"), "--transparent",
-                "--identity", IdentityName.test(account).description,
+                BuiltProduct.path("mesh-proxy"), isGateway ? "--gateway" : "--transparent",
+                "--identity", identity.description,
                 "--identity-server", "\(host):\(identityPort)", "--destination", "\(host):\(destinationPort)",
                 "--ca", files.file("ca.crt"), "--token", files.file("\(account).token"),
                 "--outbound", "127.0.0.1:4140", "--inbound", "0.0.0.0:4143", "--admin", "0.0.0.0:4191",
@@ -191,6 +206,23 @@ struct TransparentMesh: Sendable {
       pod.status = .init(phase: "Running", podIP: ip)
       _ = try state.create(pod)
     }
+    // As the service mirror writes an exported `backend` of cluster "west": the gateway is its endpoint.
+    _ = try state.create(
+      MeshKube.Service(
+        metadata: ObjectMeta(
+          name: "backend-west", namespace: "default",
+          labels: ["mirror.swiftmesh.io/mirrored-service": "true", "mirror.swiftmesh.io/cluster-name": "west"],
+          annotations: [
+            OpaquePorts.annotation: "7000,6379",
+            "mirror.swiftmesh.io/remote-svc-fq-name": "backend.default.svc.cluster.local",
+          ]),
+        spec: .init(ports: ports.map { .init(name: $0.0, port: $0.1) }, clusterIP: mirrorClusterIP)))
+    _ = try state.create(
+      Endpoints(
+        metadata: ObjectMeta(
+          name: "backend-west", namespace: "default",
+          annotations: ["mirror.swiftmesh.io/gateway-identity": gatewayIdentity.description]),
+        subsets: [.init(addresses: [.init(ip: gatewayIP)], ports: ports.map { .init(name: $0.0, port: 4143) })]))
     _ = try state.create(
       Endpoints(
         metadata: ObjectMeta(name: "backend", namespace: "default"),
@@ -256,6 +288,18 @@ struct TransparentProxyTests {
       }
       let inboundBytes = tcpInbound.compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
       #expect(inboundBytes >= Double(size), "\(tcpInbound)")
+
+      // The same opaque service exported from another cluster, through its gateway, by its mirror's ClusterIP.
+      let remote = try await mesh.tcpClient(TransparentMesh.mirrorClusterIP, 7000, bytes: 4 << 20, greet: true)
+      #expect(remote["greeting"] as? String == "HELLO", "\(remote)")
+      #expect(remote["echo_ok"] as? Bool == true, "\(remote)")
+      #expect(remote["bye"] as? String == "BYE \(remote["sent"] as? String ?? "?") \(4 << 20)", "\(remote)")
+      let gatewayMetrics = try await mesh.metrics(TransparentMesh.gatewayIP).split(separator: "\n")
+      #expect(
+        gatewayMetrics.contains {
+          $0.hasPrefix("tcp_write_bytes_total{") && $0.contains("direction=\"gateway\"") && $0.contains("peer=\"dst\"")
+            && $0.contains("dst_service=\"backend\"") && $0.contains("client_id=\"\(web)\"")
+        }, "\(gatewayMetrics.filter { $0.hasPrefix("tcp_") })")
 
       // An unmodified redis client against Debian's redis-server (6379 is opaque by default).
       if TransparentMesh.hasRedis {
