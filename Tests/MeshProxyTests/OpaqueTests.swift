@@ -3,6 +3,7 @@ import MeshCore
 import MeshDiscovery
 import MeshProxy
 import NIOCore
+import NIOEmbedded
 import Testing
 import _MeshTestSupport
 
@@ -45,6 +46,17 @@ struct OpaqueTests {
     }
     let longTarget = "GET /" + String(repeating: "x", count: 20_000)
     #expect(ProtocolDetector.http1RequestLine(ByteBuffer(string: longTarget), limit: 16 * 1024) == .yes)
+  }
+
+  @Test("a channel that is not a TCP socket has no original destination to read")
+  func originalDestinationUnreadable() throws {
+    let channel = EmbeddedChannel()
+    let lookup = try OriginalDestination.lookup(channel).wait()
+    guard case .unreadable(let reason) = lookup else {
+      Issue.record("got \(lookup)")
+      return
+    }
+    #expect(reason.contains("not"), "\(reason)")
   }
 
   @Test("PortSet parses lists and ranges and refuses what is not a port")
