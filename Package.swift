@@ -30,6 +30,7 @@ let package = Package(
     .executable(name: "mesh-mirror", targets: ["mesh-mirror"]),
     .executable(name: "mesh-proxy-init", targets: ["mesh-proxy-init"]),
     .library(name: "MeshProxyInit", targets: ["MeshProxyInit"]),
+    .library(name: "MeshInject", targets: ["MeshInject"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -162,6 +163,22 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(
+      name: "MeshInject",
+      dependencies: [
+        "MeshCore",
+        "MeshKube",
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOFoundationCompat", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .target(
       name: "MeshKubeLocal",
       dependencies: [
         "MeshCore",
@@ -220,6 +237,7 @@ let package = Package(
         "MeshMulticluster",
         "MeshProxy",
         "MeshAPI",
+        "MeshInject",
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -239,6 +257,7 @@ let package = Package(
         "MeshDiscovery",
         "MeshKube",
         "MeshKubeLocal",
+        "MeshInject",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -322,6 +341,18 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "MeshInjectTests",
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshInject", "MeshKube", "MeshKubeLocal", "_MeshTestSupport",
+        .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      exclude: ["Golden"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -29,7 +29,7 @@ extension LocalKubeAPIServer {
           case .end:
             guard let request = head else { continue }
             head = nil
-            let reply = self.route(request, body: Data(buffer: body))
+            let reply = await self.route(request, body: Data(buffer: body))
             switch reply {
             case .json(let status, let json):
               try await Self.write(status: status, body: json.serialized(), keepAlive: request.isKeepAlive, to: outbound)
