@@ -46,8 +46,6 @@ public enum KubeManifest {
       var items: [JSONValue] = []
       for (index, item) in sequence.enumerated() { items.append(try value(item, at: "\(path)[\(index)]")) }
       return .array(items)
-    case .alias:
-      throw ParseError(description: "\(path): YAML aliases are not supported")
     case .scalar:
       switch Tag.Name(rawValue: node.tag.description) {
       case .null: return .null

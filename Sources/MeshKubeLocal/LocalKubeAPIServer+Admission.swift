@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MeshKube
 import NIOCore
+import NIOHTTP1
 
 /// Mutating admission, as the real server does it for CREATE: every stored MutatingWebhookConfiguration
 /// whose rules, namespace selector and object selector match is called in name order with an

@@ -335,7 +335,7 @@ public final class LocalKubeState: Sendable {
         case .strategicMerge: return StrategicMerge.apply(current, patch)
         case .json:
           do { return try operations!.applied(to: current) } catch {
-            throw APIStatusError(code: 422, reason: "Invalid", message: error.description, name: name, kind: plural)
+            throw APIStatusError(code: 422, reason: "Invalid", message: "\(error)", name: name, kind: plural)
           }
         }
       }
