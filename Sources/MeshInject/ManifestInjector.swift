@@ -45,8 +45,11 @@ public struct ManifestInjector: Sendable {
     switch mode {
     case .annotate:
       let template = try PodInjector.value(at: base, in: object, kind: kind)
-      if let spec = template["spec"], PodInjector.isInjected(spec) {
-        outcomes.append(Outcome(object: label, result: "skipped: \(PodInjector.SkipReason.alreadyInjected)"))
+      // What the webhook would skip anyway is reported, not annotated.
+      let skip: PodInjector.SkipReason? = template["spec"]?["hostNetwork"] == .bool(true) ? .hostNetwork
+        : template["spec"].map(PodInjector.isInjected) == true ? .alreadyInjected : nil
+      if let skip {
+        outcomes.append(Outcome(object: label, result: "skipped: \(skip)"))
         return object
       }
       var patched = object

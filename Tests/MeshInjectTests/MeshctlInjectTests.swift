@@ -26,6 +26,11 @@ struct MeshctlInjectTests {
     #expect(output[2]["spec"]?["jobTemplate"]?["spec"]?["template"]?["metadata"]?["annotations"]?["swiftmesh.io/inject"] == "enabled")
     #expect(result.stderr.contains("deployment/web annotated"), "\(result.stderr)")
     #expect(result.stderr.contains("cronjob/report annotated"), "\(result.stderr)")
+    // What the webhook would skip is reported, not annotated.
+    let list = try await meshctl(["inject", golden("list.json")])
+    #expect(list.status == 0, "\(list)")
+    #expect(list.stderr.contains("statefulset/db annotated"), "\(list.stderr)")
+    #expect(list.stderr.contains("pod/node-agent skipped: the pod uses the host's network"), "\(list.stderr)")
   }
 
   @Test("a List in JSON, --manual -o json: the StatefulSet is injected, the ConfigMap untouched, the hostNetwork pod skipped with its reason")
