@@ -4,7 +4,6 @@ import MeshCore
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
-import NIOPosix
 public import NIOSSL
 public import ServiceLifecycle
 

@@ -31,18 +31,7 @@ struct InjectorController: AsyncParsableCommand {
   var kubeconfig: String?
   @Option(help: "The kubeconfig context to use.")
   var context: String?
-  @Option(help: "The control plane's namespace.")
-  var controlPlaneNamespace = IdentityName.defaultControlPlaneNamespace
-  @Option(help: "The trust domain identities end in.")
-  var trustDomain = InjectConfiguration().trustDomain
-  @Option(help: "The cluster's DNS domain.")
-  var clusterDomain = InjectConfiguration().clusterDomain
-  @Option(help: "The proxy version (annotation and default image tags).")
-  var proxyVersion = InjectConfiguration().proxyVersion
-  @Option(help: "The proxy image (default ghcr.io/swiftmesh/mesh-proxy:VERSION).")
-  var proxyImage: String?
-  @Option(help: "The init container's image (default ghcr.io/swiftmesh/mesh-proxy-init:VERSION).")
-  var proxyInitImage: String?
+  @OptionGroup var mesh: InjectOptions
   @Option(help: "Log level (trace, debug, info, notice, warning, error).")
   var logLevel = "info"
 
@@ -68,21 +57,13 @@ struct InjectorController: AsyncParsableCommand {
       if let ca {
         trustRoots = try read("--ca", ca)
       } else {
-        let map = try await client.get(ConfigMap.self, name: Self.trustRootsConfigMap, namespace: controlPlaneNamespace)
+        let map = try await client.get(ConfigMap.self, name: Self.trustRootsConfigMap, namespace: mesh.controlPlaneNamespace)
         guard let pem = map.data?["ca.crt"], !pem.isEmpty else {
-          throw ValidationError("ConfigMap \(controlPlaneNamespace)/\(Self.trustRootsConfigMap) has no ca.crt")
+          throw ValidationError("ConfigMap \(mesh.controlPlaneNamespace)/\(Self.trustRootsConfigMap) has no ca.crt")
         }
         trustRoots = pem
       }
-      let injector = PodInjector(configuration: .defaults {
-        $0.trustRootsPEM = trustRoots
-        $0.controlPlaneNamespace = controlPlaneNamespace
-        $0.trustDomain = trustDomain
-        $0.clusterDomain = clusterDomain
-        $0.proxyVersion = proxyVersion
-        $0.proxyImage = proxyImage
-        $0.proxyInitImage = proxyInitImage
-      })
+      let injector = PodInjector(configuration: mesh.configuration(trustRootsPEM: trustRoots))
       let handler = AdmissionReviewHandler(injector: injector, logger: logger) { namespace in
         (try await client.get(Namespace.self, name: namespace).metadata.annotations) ?? [:]
       }

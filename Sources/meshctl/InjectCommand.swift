@@ -22,18 +22,7 @@ struct InjectCommand: AsyncParsableCommand {
   var manual = false
   @Option(help: "With --manual: the trust anchors PEM (ca.crt) the proxy verifies the mesh with.")
   var ca: String?
-  @Option(help: "The control plane's namespace.")
-  var controlPlaneNamespace = InjectConfiguration().controlPlaneNamespace
-  @Option(help: "The trust domain identities end in.")
-  var trustDomain = InjectConfiguration().trustDomain
-  @Option(help: "The cluster's DNS domain.")
-  var clusterDomain = InjectConfiguration().clusterDomain
-  @Option(help: "The proxy version (annotation and default image tags).")
-  var proxyVersion = InjectConfiguration().proxyVersion
-  @Option(help: "The proxy image (default ghcr.io/swiftmesh/mesh-proxy:VERSION).")
-  var proxyImage: String?
-  @Option(help: "The init container's image (default ghcr.io/swiftmesh/mesh-proxy-init:VERSION).")
-  var proxyInitImage: String?
+  @OptionGroup var mesh: InjectOptions
   @Option(name: [.short, .customLong("output")], help: "yaml or json")
   var output = "yaml"
 
@@ -51,15 +40,7 @@ struct InjectCommand: AsyncParsableCommand {
         throw ValidationError("--ca \(ca): cannot read it (\(error.localizedDescription))")
       }
       guard pem.contains("-----BEGIN CERTIFICATE-----") else { throw ValidationError("--ca \(ca): no PEM certificate in it") }
-      mode = .manual(PodInjector(configuration: .defaults {
-        $0.trustRootsPEM = pem
-        $0.controlPlaneNamespace = controlPlaneNamespace
-        $0.trustDomain = trustDomain
-        $0.clusterDomain = clusterDomain
-        $0.proxyVersion = proxyVersion
-        $0.proxyImage = proxyImage
-        $0.proxyInitImage = proxyInitImage
-      }))
+      mode = .manual(PodInjector(configuration: mesh.configuration(trustRootsPEM: pem)))
     }
     try transformManifests(files, mode: mode, output: output)
   }

@@ -1,6 +1,7 @@
 import Foundation
 import MeshInject
 import MeshKube
+import MeshKubeLocal
 import Testing
 import _MeshTestSupport
 
@@ -122,12 +123,13 @@ struct InjectedSpecTests {
       object["metadata"]?["namespace"] = "default"
       objects.append(object)
     }
+    let workloads = objects
     try await withCluster { cluster in
       let file = cluster.directory.file("injected.yaml")
-      try KubeManifest.yaml(objects).write(toFile: file, atomically: true, encoding: .utf8)
+      try KubeManifest.yaml(workloads).write(toFile: file, atomically: true, encoding: .utf8)
       let dryRun = try await cluster.kubectl(["apply", "--dry-run=client", "-f", file])
       #expect(dryRun.status == 0, "\(dryRun)")
-      #expect(dryRun.stdout.split(separator: "\n").filter { $0.hasSuffix("(dry run)") }.count == objects.count, "\(dryRun)")
+      #expect(dryRun.stdout.split(separator: "\n").filter { $0.hasSuffix("(dry run)") }.count == workloads.count, "\(dryRun)")
       // And for real: the server stores each as sent.
       let apply = try await cluster.kubectl(["apply", "-f", file])
       #expect(apply.status == 0, "\(apply)")

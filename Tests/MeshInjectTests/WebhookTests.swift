@@ -1,9 +1,11 @@
 import AsyncHTTPClient
 import Foundation
+import Logging
 import MeshInject
 import MeshKube
 import MeshKubeLocal
 import NIOCore
+import NIOHTTP1
 import NIOSSL
 import Testing
 import _MeshTestSupport
@@ -194,7 +196,8 @@ struct WebhookTests {
     let response = try JSONValue.parse(answer.body)["response"]
     #expect(response?["uid"] == "u-2")
     #expect(response?["patchType"] == "JSONPatch")
-    let patch = try JSONValue.parse(try #require(Data(base64Encoded: try #require(response?["patch"]?.stringValue))))
+    let encoded = try #require(response?["patch"]?.stringValue)
+    let patch = try JSONValue.parse(try #require(Data(base64Encoded: encoded)))
     guard case .inject(let expected) = try testInjector.decide(pod) else { Issue.record("not injected"); return }
     #expect(try JSONPatch(json: patch) == expected)
   }
