@@ -95,7 +95,7 @@ public struct ManifestInjector: Sendable {
       guard let items = object[field]?.arrayValue else { return }
       let kept = items.filter { !names.contains($0["name"]?.stringValue ?? "") }
       guard kept.count != items.count else { return }
-      object[field] = kept.isEmpty ? nil : .array(kept)
+      object[field] = kept.isEmpty ? JSONValue?.none : .array(kept)
     }
     if var spec = template["spec"] {
       filter(&spec, "initContainers", dropping: containers)
@@ -109,11 +109,11 @@ public struct ManifestInjector: Sendable {
         let before = map.count
         for key in keys { map[key] = nil }
         guard map.count != before else { return }
-        metadata[field] = map.isEmpty ? nil : .object(map)
+        metadata[field] = map.isEmpty ? JSONValue?.none : .object(map)
       }
       remove("annotations", InjectAnnotations.written + [InjectAnnotations.inject])
       remove("labels", [InjectAnnotations.controlPlaneNamespaceLabel])
-      template["metadata"] = metadata.objectValue?.isEmpty == true ? nil : metadata
+      template["metadata"] = metadata.objectValue?.isEmpty == true ? JSONValue?.none : metadata
     }
     return template
   }

@@ -12,13 +12,16 @@ import NIOHTTP1
 extension LocalKubeAPIServer {
   static let webhookGroup = "admissionregistration.k8s.io"
 
-  func admit(_ object: JSONValue, type t: ResourceType, version: String, namespace: String?, user: UserInfo) async throws(APIStatusError) -> JSONValue {
+  /// The object as the matching webhooks patched it, and the warnings they gave.
+  func admit(_ object: JSONValue, type t: ResourceType, version: String, namespace: String?,
+             user: UserInfo) async throws(APIStatusError) -> (JSONValue, [String]) {
     guard let configurations = try? state.list(group: Self.webhookGroup, resource: "mutatingwebhookconfigurations").items,
       !configurations.isEmpty
-    else { return object }
+    else { return (object, []) }
     let namespaceLabels = namespace.flatMap { try? state.get(resource: "namespaces", name: $0) }
       .map { Self.labels($0) } ?? [:]
     var object = object
+    var warnings: [String] = []
     for configuration in configurations {
       for webhook in configuration["webhooks"]?.arrayValue ?? [] {
         guard Self.matches(webhook, type: t, version: version, namespaced: namespace != nil,
@@ -26,7 +29,9 @@ extension LocalKubeAPIServer {
         else { continue }
         let name = webhook["name"]?.stringValue ?? "(unnamed)"
         do {
-          object = try await call(webhook, object: object, type: t, version: version, namespace: namespace, user: user)
+          let answer = try await call(webhook, object: object, type: t, version: version, namespace: namespace, user: user)
+          object = answer.object
+          warnings += answer.warnings
         } catch let failure as WebhookFailure {
           switch failure {
           case .denied(let status):
@@ -44,7 +49,7 @@ extension LocalKubeAPIServer {
         }
       }
     }
-    return object
+    return (object, warnings)
   }
 
   enum WebhookFailure: Error {
@@ -80,9 +85,9 @@ extension LocalKubeAPIServer {
     (object["metadata"]?["labels"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
   }
 
-  /// Calls one webhook and returns the object with its patch applied.
+  /// Calls one webhook and returns the object with its patch applied, and the webhook's warnings.
   func call(_ webhook: JSONValue, object: JSONValue, type t: ResourceType, version: String, namespace: String?,
-            user: UserInfo) async throws -> JSONValue {
+            user: UserInfo) async throws -> (object: JSONValue, warnings: [String]) {
     let (config, path) = try webhookEndpoint(webhook)
     let timeout = max(1, min(30, webhook["timeoutSeconds"]?.intValue ?? 10))
     let uid = UUID().uuidString.lowercased()
@@ -123,7 +128,8 @@ extension LocalKubeAPIServer {
         code: code, reason: status?["reason"]?.stringValue ?? "BadRequest",
         message: "admission webhook \"\(webhook["name"]?.stringValue ?? "")\" denied the request: \(status?["message"]?.stringValue ?? "without explanation")"))
     }
-    guard let encoded = response["patch"]?.stringValue else { return object }
+    let warnings = response["warnings"]?.arrayValue?.compactMap(\.stringValue) ?? []
+    guard let encoded = response["patch"]?.stringValue else { return (object, warnings) }
     guard response["patchType"]?.stringValue == "JSONPatch" else {
       throw WebhookFailure.failed("patchType \(response["patchType"]?.stringValue ?? "(none)") is not JSONPatch")
     }
@@ -131,7 +137,7 @@ extension LocalKubeAPIServer {
       throw WebhookFailure.failed("the patch is not base64 JSON")
     }
     do {
-      return try JSONPatch(json: json).applied(to: object)
+      return (try JSONPatch(json: json).applied(to: object), warnings)
     } catch {
       throw WebhookFailure.failed("the patch does not apply: \(error)")
     }

@@ -165,8 +165,9 @@ extension LocalKubeAPIServer {
       if t.group == "authorization.k8s.io", t.plural == "selfsubjectaccessreviews" || t.plural == "subjectaccessreviews" {
         return .json(.created, try accessReview(object, kind: t.kind, user: user))
       }
-      let admitted = try await admit(object, type: t, version: p.version, namespace: namespace, user: user)
-      return .json(.created, versioned(try state.create(group: p.group, resource: p.plural, namespace: namespace, object: admitted)))
+      let (admitted, warnings) = try await admit(object, type: t, version: p.version, namespace: namespace, user: user)
+      return .json(.created, versioned(try state.create(group: p.group, resource: p.plural, namespace: namespace, object: admitted)),
+                   warnings: warnings)
     case .PUT:
       guard let name = p.name else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "PUT needs an object name") }
       return .json(.ok, versioned(try state.update(group: p.group, resource: p.plural, namespace: namespace, name: name, object: try parseBody())))
