@@ -335,7 +335,8 @@ public final class LocalKubeState: Sendable {
         case .strategicMerge: return StrategicMerge.apply(current, patch)
         case .json:
           do { return try operations!.applied(to: current) } catch {
-            throw APIStatusError(code: 422, reason: "Invalid", message: "\(error)", name: name, kind: plural)
+            // As the real server answers it: a generic 422 without details, so clients show the message.
+            throw APIStatusError(code: 422, reason: "Invalid", message: "\(error)")
           }
         }
       }
