@@ -183,6 +183,43 @@ struct WebhookTests {
     }
   }
 
+  @Test("mesh-controller injector: trust anchors from the control plane's ConfigMap, namespaces from the API; SIGTERM stops it",
+        .enabled(if: built("mesh-controller") != nil))
+  func controllerBinary() async throws {
+    try await withCluster { cluster in
+      let pem = try String(contentsOfFile: golden("ca.crt"), encoding: .utf8)
+      try cluster.state.create(resource: "configmaps", namespace: "swiftmesh", object: [
+        "metadata": ["name": "swiftmesh-identity-trust-roots"], "data": ["ca.crt": .string(pem)],
+      ])
+      let cert = cluster.directory.file("tls.crt")
+      let key = cluster.directory.file("tls.key")
+      try cluster.certificates.chainPEM.write(toFile: cert, atomically: true, encoding: .utf8)
+      try cluster.certificates.keyPEM.write(toFile: key, atomically: true, encoding: .utf8)
+      let controller = try #require(built("mesh-controller"))
+
+      // Bad files are immediate, clear errors.
+      let missing = try await Subprocess.run(controller, ["injector", "--tls-cert", "/nonexistent/tls.crt", "--tls-key", key])
+      #expect(missing.status != 0)
+      #expect(missing.stderr.contains("--tls-cert /nonexistent/tls.crt: cannot read it"), "\(missing)")
+
+      let injector = try BackgroundProcess(controller, [
+        "injector", "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key, "--kubeconfig", cluster.kubeconfig,
+      ])
+      defer { injector.terminate() }
+      try await injector.waitForOutput(containing: "injector listening")
+      let port = try #require(injector.printed.firstMatch(of: /address=127\.0\.0\.1:(\d+)/).map { String($0.1) })
+      try cluster.registerWebhook(failurePolicy: "Fail", url: "https://127.0.0.1:\(port)/inject")
+      _ = try await cluster.kubectl(["create", "namespace", "shop"])
+      _ = try await cluster.kubectl(["annotate", "namespace", "shop", "swiftmesh.io/inject=enabled"])
+      _ = try await create(cluster, Self.podYAML("web"))
+      let pod = try storedPod(cluster, "web")
+      #expect(containerNames(pod).initContainers == ["swiftmesh-init", "swiftmesh-proxy"])
+      #expect(pod["metadata"]?["annotations"]?["swiftmesh.io/identity-trust-roots"] == .string(pem))
+      try await injector.waitForOutput(containing: "injected")
+      #expect(try await injector.stop() == 0, "\(injector.printed)")
+    }
+  }
+
   @Test("the webhook's patch, decoded, is what the patch builder returns for the same pod")
   func reviewPatch() async throws {
     let handler = AdmissionReviewHandler(injector: testInjector, logger: .init(label: "test")) { _ in [:] }
