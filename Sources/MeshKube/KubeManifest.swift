@@ -93,23 +93,25 @@ public enum KubeManifest {
     return result
   }
 
-  /// Documents as YAML (keys sorted, `apiVersion` and `kind` first), separated by `---`.
+  /// Documents as YAML (keys sorted, `apiVersion` and `kind` first), separated by `---`. Multi-line strings
+  /// (certificates) are literal blocks; strings a YAML reader would take for another type are quoted.
   public static func yaml(_ documents: [JSONValue]) throws -> String {
-    let encoder = YAMLEncoder()
-    encoder.options.sortKeys = true
-    var parts: [String] = []
-    for document in documents {
-      var body = document
-      var head = ""
-      for key in ["apiVersion", "kind"] {
-        if let value = body[key]?.stringValue {
-          head += "\(key): \(value)\n"
-          body[key] = nil
-        }
-      }
-      parts.append(head + (try encoder.encode(body)))
+    try documents.map { try serialize(node: node($0, top: true), width: -1) }.joined(separator: "---\n")
+  }
+
+  static func node(_ value: JSONValue, top: Bool = false) -> Node {
+    switch value {
+    case .null: return Node("null")
+    case .bool(let b): return Node(b ? "true" : "false")
+    case .int(let i): return Node(String(i))
+    case .double(let d): return Node(String(d))
+    case .string(let s): return .scalar(s.contains("\n") ? Node.Scalar(s, Tag(.str), .literal) : s.represented())
+    case .array(let items): return .sequence(Node.Sequence(items.map { node($0) }))
+    case .object(let members):
+      let first = top ? ["apiVersion", "kind"] : []
+      let keys = first.filter { members[$0] != nil } + members.keys.filter { !first.contains($0) }.sorted()
+      return .mapping(Node.Mapping(keys.map { (Node.scalar($0.represented()), node(members[$0]!)) }))
     }
-    return parts.joined(separator: "---\n")
   }
 
   /// Documents as indented JSON, one after another (keys sorted).
