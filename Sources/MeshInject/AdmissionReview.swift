@@ -90,7 +90,7 @@ public struct AdmissionReviewHandler: Sendable {
       guard let operation = request["operation"]?.stringValue else { throw InjectError.invalidInput("request.operation is missing") }
       guard let kind = request["kind"]?["kind"]?.stringValue else { throw InjectError.invalidInput("request.kind.kind is missing") }
       let object = request["object"] ?? .null
-      if operation == "CREATE", case .object = object {} else if operation == "CREATE" {
+      if operation == "CREATE", object.objectValue == nil {
         throw InjectError.invalidInput("request.object of a CREATE is not an object")
       }
       self.uid = uid

@@ -66,14 +66,16 @@ struct Cluster: Sendable {
   }
 
   /// Registers the injection webhook (pods CREATE, `sideEffects: None`, the control plane's namespace left
-  /// alone) with `failurePolicy`, at `url` (default the running injector).
-  func registerWebhook(failurePolicy: String = "Ignore", url: String? = nil) throws {
+  /// alone) with `failurePolicy`, at `url` (default the running injector) or through a `service` reference.
+  func registerWebhook(failurePolicy: String = "Ignore", url: String? = nil, service: JSONValue? = nil) throws {
+    var clientConfig: JSONValue = ["caBundle": .string(Data(certificates.caPEM.utf8).base64EncodedString())]
+    if let service { clientConfig["service"] = service } else { clientConfig["url"] = .string(url ?? injectorURL) }
     let configuration: JSONValue = [
       "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
       "metadata": ["name": "swiftmesh-proxy-injector"],
       "webhooks": [[
         "name": "injector.swiftmesh.io",
-        "clientConfig": ["url": .string(url ?? injectorURL), "caBundle": .string(Data(certificates.caPEM.utf8).base64EncodedString())],
+        "clientConfig": clientConfig,
         "rules": [["operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"]],
         "namespaceSelector": ["matchExpressions": [["key": "swiftmesh.io/is-control-plane", "operator": "DoesNotExist"]]],
         "failurePolicy": .string(failurePolicy), "sideEffects": "None", "admissionReviewVersions": ["v1"], "timeoutSeconds": 5,

@@ -83,6 +83,25 @@ struct WebhookTests {
     }
   }
 
+  @Test("a webhook reached through its service reference (the Service's port to its endpoint)")
+  func serviceReference() async throws {
+    try await withCluster { cluster in
+      let port = try #require(URLComponents(string: cluster.injectorURL)?.port)
+      try cluster.state.create(resource: "services", namespace: "swiftmesh", object: [
+        "metadata": ["name": "swiftmesh-injector"],
+        "spec": ["selector": ["app": "injector"], "ports": [["name": "https", "port": 443, "targetPort": .int(Int64(port))]]],
+      ])
+      try cluster.state.create(resource: "endpoints", namespace: "swiftmesh", object: [
+        "metadata": ["name": "swiftmesh-injector"],
+        "subsets": [["addresses": [["ip": "127.0.0.1"]], "ports": [["name": "https", "port": .int(Int64(port))]]]],
+      ])
+      try cluster.registerWebhook(
+        failurePolicy: "Fail", service: ["namespace": "swiftmesh", "name": "swiftmesh-injector", "path": "/inject", "port": 443])
+      _ = try await create(cluster, Self.podYAML("web", namespace: "default", annotations: ["swiftmesh.io/inject": "enabled"]))
+      #expect(containerNames(try storedPod(cluster, "web", namespace: "default")).initContainers == ["swiftmesh-init", "swiftmesh-proxy"])
+    }
+  }
+
   @Test("the control plane's namespace is left alone by the namespace selector")
   func controlPlaneNamespace() async throws {
     try await withCluster { cluster in
