@@ -9,6 +9,16 @@ let swiftSettings: [SwiftSetting] = [
   .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+/// What an HTTPS server of ours (the embedded API server, the injection webhook) is built from.
+let httpsServerDependencies: [Target.Dependency] = [
+  .product(name: "NIOCore", package: "swift-nio"),
+  .product(name: "NIOHTTP1", package: "swift-nio"),
+  .product(name: "NIOFoundationCompat", package: "swift-nio"),
+  .product(name: "NIOSSL", package: "swift-nio-ssl"),
+  .product(name: "Logging", package: "swift-log"),
+  .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+]
+
 let package = Package(
   name: "SwiftMesh",
   platforms: [.macOS(.v15)],
@@ -169,13 +179,7 @@ let package = Package(
         "MeshKube",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Crypto", package: "swift-crypto"),
-        .product(name: "NIOCore", package: "swift-nio"),
-        .product(name: "NIOHTTP1", package: "swift-nio"),
-        .product(name: "NIOFoundationCompat", package: "swift-nio"),
-        .product(name: "NIOSSL", package: "swift-nio-ssl"),
-        .product(name: "Logging", package: "swift-log"),
-        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-      ],
+      ] + httpsServerDependencies,
       swiftSettings: swiftSettings
     ),
     .target(
@@ -185,14 +189,8 @@ let package = Package(
         "MeshKube",
         "MeshIdentity",
         .product(name: "X509", package: "swift-certificates"),
-        .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
-        .product(name: "NIOHTTP1", package: "swift-nio"),
-        .product(name: "NIOFoundationCompat", package: "swift-nio"),
-        .product(name: "NIOSSL", package: "swift-nio-ssl"),
-        .product(name: "Logging", package: "swift-log"),
-        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-      ],
+      ] + httpsServerDependencies,
       swiftSettings: swiftSettings
     ),
     .target(
@@ -348,12 +346,7 @@ let package = Package(
       dependencies: [
         "MeshCore", "MeshIdentity", "MeshInject", "MeshKube", "MeshKubeLocal", "_MeshTestSupport",
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
-        .product(name: "NIOCore", package: "swift-nio"),
-        .product(name: "NIOHTTP1", package: "swift-nio"),
-        .product(name: "NIOSSL", package: "swift-nio-ssl"),
-        .product(name: "Logging", package: "swift-log"),
-        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-      ],
+      ] + httpsServerDependencies,
       exclude: ["Golden"],
       swiftSettings: swiftSettings
     ),
