@@ -32,9 +32,6 @@ public struct InjectConfiguration: Sendable, Hashable {
   public var proxyUID = 2102
   /// The proxy's log level. Default `info`.
   public var proxyLogLevel = "info"
-  /// Whether `mesh-proxy` takes `--opaque-ports` (the `opaque-ports` annotation is passed only then).
-  /// Default false.
-  public var proxySupportsOpaquePorts = false
 
   public init() {}
   public static func defaults(configure: (inout Self) -> Void = { _ in }) -> Self {

@@ -24,11 +24,13 @@ extension PodInjector {
     return args
   }
 
-  /// `mesh-proxy`'s arguments. The identity is the pod's service account in the pod's namespace, which the
-  /// kubelet substitutes from the downward-API variables.
-  public func proxyArguments(_ config: ProxyConfigAnnotations, applicationPort: Int64?) -> [String] {
+  /// `mesh-proxy`'s arguments: transparent, behind `mesh-proxy-init`'s rules (inbound connections reach the
+  /// application on their original port). The identity is the pod's service account in the pod's namespace,
+  /// which the kubelet substitutes from the downward-API variables.
+  public func proxyArguments(_ config: ProxyConfigAnnotations) -> [String] {
     let c = configuration
     var args = [
+      "--transparent",
       "--identity=$(\(Self.serviceAccountVariable)).$(\(Self.namespaceVariable)).serviceaccount.identity."
         + "\(c.controlPlaneNamespace).\(c.trustDomain)",
       "--identity-server=\(c.resolvedIdentityServer)",
@@ -39,8 +41,7 @@ extension PodInjector {
       "--inbound=0.0.0.0:\(c.inboundPort)",
       "--admin=0.0.0.0:\(c.adminPort)",
     ]
-    if let applicationPort { args.append("--app=127.0.0.1:\(applicationPort)") }
-    if c.proxySupportsOpaquePorts, let opaque = config.opaquePorts, !opaque.isEmpty {
+    if let opaque = config.opaquePorts, !opaque.isEmpty {
       args.append("--opaque-ports=\(opaque.joined(separator: ","))")
     }
     args.append("--log-level=\(config.proxyLogLevel ?? c.proxyLogLevel)")
@@ -65,7 +66,7 @@ extension PodInjector {
 
   /// The proxy as a native sidecar: an init container with `restartPolicy: Always`, so it starts before the
   /// application's containers and stops after them.
-  func proxyContainer(_ config: ProxyConfigAnnotations, applicationPort: Int64?) -> JSONValue {
+  func proxyContainer(_ config: ProxyConfigAnnotations) -> JSONValue {
     func fieldEnv(_ name: String, _ path: String) -> JSONValue {
       ["name": .string(name), "valueFrom": ["fieldRef": ["fieldPath": .string(path)]]]
     }
@@ -78,7 +79,7 @@ extension PodInjector {
       "imagePullPolicy": "IfNotPresent",
       "restartPolicy": "Always",
       "command": ["mesh-proxy"],
-      "args": .array(proxyArguments(config, applicationPort: applicationPort).map { .string($0) }),
+      "args": .array(proxyArguments(config).map { .string($0) }),
       "env": [fieldEnv(Self.namespaceVariable, "metadata.namespace"), fieldEnv(Self.serviceAccountVariable, "spec.serviceAccountName")],
       "ports": [
         ["name": "swiftmesh-proxy", "containerPort": .int(Int64(configuration.inboundPort))],

@@ -103,7 +103,7 @@ public struct PodInjector: Sendable {
     addEntries("labels", [(InjectAnnotations.controlPlaneNamespaceLabel, configuration.controlPlaneNamespace)])
 
     let spec = template["spec"]
-    let containers = [initContainer(config), proxyContainer(config, applicationPort: Self.firstContainerPort(spec))]
+    let containers = [initContainer(config), proxyContainer(config)]
     if spec?["initContainers"]?.arrayValue == nil {
       ops.append(.add("\(base)/spec/initContainers", .array(containers)))
     } else {
@@ -116,16 +116,6 @@ public struct PodInjector: Sendable {
       for volume in volumes { ops.append(.add("\(base)/spec/volumes/-", volume)) }
     }
     return ops
-  }
-
-  /// The first port the application's first container declares, which the proxy's inbound side forwards to.
-  static func firstContainerPort(_ spec: JSONValue?) -> Int64? {
-    for container in spec?["containers"]?.arrayValue ?? [] {
-      for port in container["ports"]?.arrayValue ?? [] where (port["protocol"]?.stringValue ?? "TCP") == "TCP" {
-        if let number = port["containerPort"]?.intValue { return number }
-      }
-    }
-    return nil
   }
 
   // MARK: - Helpers

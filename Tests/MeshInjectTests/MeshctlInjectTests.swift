@@ -148,6 +148,7 @@ struct InjectedSpecTests {
   func flagsExist() async throws {
     let pod = try injected(workload("Pod", annotations: [
       "swiftmesh.io/inject": "enabled", "config.swiftmesh.io/skip-outbound-ports": "3306", "config.swiftmesh.io/skip-subnets": "10.0.0.0/8",
+      "config.swiftmesh.io/opaque-ports": "4222",
     ]))
     for (name, executable) in [("swiftmesh-proxy", "mesh-proxy"), ("swiftmesh-init", "mesh-proxy-init")] {
       let c = try #require(container(pod, "initContainers", name))

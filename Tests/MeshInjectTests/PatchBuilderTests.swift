@@ -91,7 +91,8 @@ struct PatchBuilderTests {
       "--identity=$(SWIFTMESH_POD_SERVICE_ACCOUNT).$(SWIFTMESH_POD_NAMESPACE).serviceaccount.identity.swiftmesh.cluster.local"))
     #expect(args(proxy).contains("--identity-server=swiftmesh-identity.swiftmesh.svc.cluster.local:8080"))
     #expect(args(proxy).contains("--destination=swiftmesh-destination.swiftmesh.svc.cluster.local:8086"))
-    #expect(args(proxy).contains("--app=127.0.0.1:8080"))
+    #expect(args(proxy).first == "--transparent")
+    #expect(!args(proxy).contains { $0.hasPrefix("--app") }, "transparent: the application is reached on its own port")
     let env = proxy["env"]?.arrayValue ?? []
     #expect(env.map { $0["valueFrom"]?["fieldRef"]?["fieldPath"] } == ["metadata.namespace", "spec.serviceAccountName"])
     // The application's containers are as they were.
@@ -206,15 +207,12 @@ struct PatchBuilderTests {
     }
   }
 
-  @Test("opaque ports reach the proxy only when it takes --opaque-ports")
+  @Test("the opaque-ports annotation reaches the proxy as --opaque-ports; without it the proxy keeps its default list")
   func opaquePorts() throws {
     let object = workload("Pod", annotations: ["swiftmesh.io/inject": "enabled", "config.swiftmesh.io/opaque-ports": "4222,5432"])
-    #expect(!args(container(try injected(object), "initContainers", "swiftmesh-proxy")).contains { $0.hasPrefix("--opaque-ports") })
-    let opaque = PodInjector(configuration: .defaults {
-      $0.trustRootsPEM = testTrustRoots
-      $0.proxySupportsOpaquePorts = true
-    })
-    #expect(args(container(try injected(object, injector: opaque), "initContainers", "swiftmesh-proxy")).contains("--opaque-ports=4222,5432"))
+    #expect(args(container(try injected(object), "initContainers", "swiftmesh-proxy")).contains("--opaque-ports=4222,5432"))
+    let plain = workload("Pod", annotations: ["swiftmesh.io/inject": "enabled"])
+    #expect(!args(container(try injected(plain), "initContainers", "swiftmesh-proxy")).contains { $0.hasPrefix("--opaque-ports") })
   }
 
   @Test("an object whose kind promises a pod template but has none is an error")

@@ -40,6 +40,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   private let router: any RequestRouter
   private let metrics: ProxyMetrics
   private let peerIdentity: IdentityName?
+  /// Where the connection was going before iptables redirected it (transparent mode).
+  private let originalDestination: Authority?
   private var state: State = .idle
   private var started: NIODeadline = .now()
   private var downstreamIsHTTP2: Bool
@@ -86,8 +88,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   init(
     router: any RequestRouter, metrics: ProxyMetrics, peerIdentity: IdentityName?, isHTTP2: Bool,
-    inFlight: InFlightRequests, tap: TapHub, logger: Logger
+    inFlight: InFlightRequests, tap: TapHub, logger: Logger, originalDestination: Authority? = nil
   ) {
+    self.originalDestination = originalDestination
     self.inFlight = inFlight
     self.tap = tap
     self.logger = logger
@@ -190,6 +193,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     var request = RoutedRequest(
       head: head, authority: authority, arrivedOverHTTP2: downstreamIsHTTP2, peerIdentity: peerIdentity)
     request.upgrade = upgrade
+    request.originalDestination = originalDestination
     self.request = request
     replay = upgrade == nil ? [.head(head)] : nil
     replayBytes = 0
