@@ -71,7 +71,12 @@ public struct PodInjector: Sendable {
     if spec["hostNetwork"] == .bool(true) { return .skip(.hostNetwork) }
     if Self.isInjected(spec) { return .skip(.alreadyInjected) }
     let config = try ProxyConfigAnnotations(namespace: namespaceAnnotations, pod: annotations)
-    return .inject(JSONPatch(patchOperations(base: base, template: template, config: config)))
+    // The destination service reads a pod's opaque ports from the pod itself: one inherited from the
+    // namespace is written on the pod.
+    var inherited: [(String, String)] = []
+    let opaque = InjectAnnotations.configPrefix + "opaque-ports"
+    if annotations[opaque] == nil, let value = namespaceAnnotations[opaque] { inherited.append((opaque, value)) }
+    return .inject(JSONPatch(patchOperations(base: base, template: template, config: config, inherited: inherited)))
   }
 
   /// Whether a pod spec already has the proxy (as a container or a native sidecar).
@@ -85,7 +90,8 @@ public struct PodInjector: Sendable {
   }
 
   /// The operations, against the template at `base`. Maps and lists the pod lacks are added whole.
-  func patchOperations(base: String, template: JSONValue, config: ProxyConfigAnnotations) -> [JSONPatch.Operation] {
+  func patchOperations(base: String, template: JSONValue, config: ProxyConfigAnnotations,
+                       inherited: [(String, String)]) -> [JSONPatch.Operation] {
     var ops: [JSONPatch.Operation] = []
     let metadata = template["metadata"]
     if metadata == nil { ops.append(.add("\(base)/metadata", [:])) }
@@ -99,7 +105,7 @@ public struct PodInjector: Sendable {
       (InjectAnnotations.proxyVersion, configuration.proxyVersion),
       (InjectAnnotations.trustRootSHA256, configuration.trustRootSHA256),
       (InjectAnnotations.identityTrustRoots, configuration.trustRootsPEM),
-    ])
+    ] + inherited)
     addEntries("labels", [(InjectAnnotations.controlPlaneNamespaceLabel, configuration.controlPlaneNamespace)])
 
     let spec = template["spec"]

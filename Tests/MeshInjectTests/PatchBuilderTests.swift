@@ -213,6 +213,11 @@ struct PatchBuilderTests {
     #expect(args(container(try injected(object), "initContainers", "swiftmesh-proxy")).contains("--opaque-ports=4222,5432"))
     let plain = workload("Pod", annotations: ["swiftmesh.io/inject": "enabled"])
     #expect(!args(container(try injected(plain), "initContainers", "swiftmesh-proxy")).contains { $0.hasPrefix("--opaque-ports") })
+    // Inherited from the namespace, it is also written on the pod, where the destination service reads it.
+    let pod = try injected(plain, namespace: ["config.swiftmesh.io/opaque-ports": "6379"])
+    #expect(args(container(pod, "initContainers", "swiftmesh-proxy")).contains("--opaque-ports=6379"))
+    #expect(pod["metadata"]?["annotations"]?["config.swiftmesh.io/opaque-ports"] == "6379")
+    #expect(try injected(object, namespace: ["config.swiftmesh.io/opaque-ports": "6379"])["metadata"]?["annotations"]?["config.swiftmesh.io/opaque-ports"] == "4222,5432")
   }
 
   @Test("an object whose kind promises a pod template but has none is an error")
