@@ -6,6 +6,7 @@ import NIOFoundationCompat
 import NIOHTTP1
 public import NIOSSL
 public import ServiceLifecycle
+import Synchronization
 
 /// The injection webhook: HTTPS, `POST /inject` with an AdmissionReview, answered by an
 /// `AdmissionReviewHandler`. Anything else is a 404 (another path) or 405 (another method); a body over
@@ -82,35 +83,49 @@ public final class InjectorServer: ServiceLifecycle.Service, Sendable {
     }
   }
 
+  /// Serves one connection's requests in order. On graceful shutdown an idle connection is closed at once
+  /// and a request in flight is answered first, with `Connection: close` (the API server keeps connections
+  /// alive, so waiting for it to close them would hold shutdown up).
   func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+    let phase = ConnectionPhase()
     do {
-      try await connection.executeThenClose { inbound, outbound in
-        var head: HTTPRequestHead?
-        var body = ByteBuffer()
-        var tooLarge = false
-        for try await part in inbound {
-          switch part {
-          case .head(let h):
-            head = h
-            body.clear()
-            tooLarge = false
-          case .body(var chunk):
-            if body.readableBytes + chunk.readableBytes > configuration.maxBodyBytes { tooLarge = true } else { body.writeBuffer(&chunk) }
-          case .end:
-            guard let request = head else { continue }
-            head = nil
-            let answer = await self.answer(request, body: Data(buffer: body), tooLarge: tooLarge)
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: answer.contentType)
-            headers.add(name: "Content-Length", value: String(answer.body.count))
-            let keepAlive = request.isKeepAlive && answer.status != 413
-            if !keepAlive { headers.add(name: "Connection", value: "close") }
-            try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .init(statusCode: answer.status), headers: headers)))
-            try await outbound.write(.body(.byteBuffer(ByteBuffer(data: answer.body))))
-            try await outbound.write(.end(nil))
-            if !keepAlive { return }
+      try await withGracefulShutdownHandler {
+        try await connection.executeThenClose { inbound, outbound in
+          var head: HTTPRequestHead?
+          var body = ByteBuffer()
+          var tooLarge = false
+          for try await part in inbound {
+            switch part {
+            case .head(let h):
+              phase.state.withLock { $0.busy = true }
+              head = h
+              body.clear()
+              tooLarge = false
+            case .body(var chunk):
+              if body.readableBytes + chunk.readableBytes > configuration.maxBodyBytes { tooLarge = true } else { body.writeBuffer(&chunk) }
+            case .end:
+              guard let request = head else { continue }
+              head = nil
+              let answer = await self.answer(request, body: Data(buffer: body), tooLarge: tooLarge)
+              var headers = HTTPHeaders()
+              headers.add(name: "Content-Type", value: answer.contentType)
+              headers.add(name: "Content-Length", value: String(answer.body.count))
+              let keepAlive = request.isKeepAlive && answer.status != 413 && !phase.state.withLock { $0.stopping }
+              if !keepAlive { headers.add(name: "Connection", value: "close") }
+              try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .init(statusCode: answer.status), headers: headers)))
+              try await outbound.write(.body(.byteBuffer(ByteBuffer(data: answer.body))))
+              try await outbound.write(.end(nil))
+              if !keepAlive { return }
+              phase.state.withLock { $0.busy = false }
+            }
           }
         }
+      } onGracefulShutdown: {
+        let idle = phase.state.withLock { s -> Bool in
+          s.stopping = true
+          return !s.busy
+        }
+        if idle { connection.channel.close(promise: nil) }
       }
     } catch {
       logger.debug("connection ended", metadata: ["error": "\(error)"])
@@ -124,4 +139,9 @@ public final class InjectorServer: ServiceLifecycle.Service, Sendable {
     guard !tooLarge else { return AdmissionReviewHandler.text(413, "the review is larger than \(configuration.maxBodyBytes) bytes") }
     return await handler.answer(body)
   }
+}
+
+/// Whether a connection is answering a request, and whether graceful shutdown has begun.
+final class ConnectionPhase: Sendable {
+  let state = Mutex<(busy: Bool, stopping: Bool)>((false, false))
 }

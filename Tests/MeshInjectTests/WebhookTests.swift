@@ -235,7 +235,14 @@ struct WebhookTests {
       #expect(containerNames(pod).initContainers == ["swiftmesh-init", "swiftmesh-proxy"])
       #expect(pod["metadata"]?["annotations"]?["swiftmesh.io/identity-trust-roots"] == .string(pem))
       try await injector.waitForOutput(containing: "injected")
-      #expect(try await injector.stop() == 0, "\(injector.printed)")
+      // A client holding a connection open (as the API server keeps them alive) does not hold up SIGTERM.
+      let idle = try BackgroundProcess("openssl", ["s_client", "-connect", "127.0.0.1:\(port)", "-ign_eof"])
+      defer { idle.terminate() }
+      try await idle.waitForOutput(containing: "Verify return code")
+      #expect(idle.isRunning, "\(idle.printed)")
+      let started = ContinuousClock.now
+      #expect(try await injector.stop(timeout: .seconds(10)) == 0, "\(injector.printed)")
+      #expect(ContinuousClock.now - started < .seconds(5))
     }
   }
 
