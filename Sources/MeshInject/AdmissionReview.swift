@@ -1,6 +1,6 @@
 public import Foundation
 public import Logging
-public import MeshKube
+import MeshKube
 
 /// The `admission.k8s.io/v1` AdmissionReview exchange of the injection webhook: read the request, decide
 /// with the patch builder, answer with the request's `uid`, `allowed: true` and the JSON patch (base64) or

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Crypto
 
 /// What the mesh puts into every pod it injects: images, where the control plane is, the trust anchors and

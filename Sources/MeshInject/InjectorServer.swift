@@ -1,10 +1,10 @@
-public import Foundation
+import Foundation
 public import Logging
 import MeshCore
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
-public import NIOSSL
+import NIOSSL
 public import ServiceLifecycle
 import Synchronization
 

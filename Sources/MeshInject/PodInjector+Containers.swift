@@ -1,4 +1,4 @@
-public import MeshKube
+import MeshKube
 
 /// The containers and volumes injection adds. Each executable's arguments are built in one place
 /// (`initArguments`, `proxyArguments`), from flags `mesh-proxy-init --help` and `mesh-proxy --help` list.

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// An RFC 6902 JSON Patch: what an admission webhook answers, what `kubectl patch --type=json` sends, and
 /// what the injector builds. Operations apply in order to a copy; the first that fails fails the whole patch.

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Yams
 
 /// Manifests as `kubectl apply -f` reads them: multi-document YAML, or JSON (one value or several in a row),
