@@ -38,6 +38,9 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
   /// For a meshed pod: the port of its proxy's inbound listener, where opaque (non-HTTP) connections go
   /// (inside mutual TLS, naming `address`'s port in their header); nil: to `address`.
   public var opaqueInboundPort: Int?
+  /// Of a federated service: a linked cluster's gateway, used only while no other endpoint can take a
+  /// request (local affinity).
+  public var isFallback: Bool = false
 
   /// Where an opaque connection to this endpoint connects.
   public var opaqueAddress: Authority {
@@ -65,6 +68,7 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
     if protocolHint != .unknown { parts.append("protocol=\(protocolHint)") }
     if let authorityOverride { parts.append("authority-override=\(authorityOverride)") }
     if let opaqueInboundPort { parts.append("opaque-inbound-port=\(opaqueInboundPort)") }
+    if isFallback { parts.append("fallback") }
     return parts.joined(separator: " ")
   }
 }

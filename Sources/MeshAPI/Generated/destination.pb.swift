@@ -195,6 +195,11 @@ public nonisolated struct Swiftmesh_Destination_WeightedAddr: Sendable {
   /// Clears the value of `opaqueTransport`. Subsequent reads from it will return its default value.
   public mutating func clearOpaqueTransport() {self._opaqueTransport = nil}
 
+  /// Of a federated service: a linked cluster's gateway. A proxy sends requests to the endpoints without this
+  /// flag while any of them can take one (present and not ejected by failure accrual), and to these only
+  /// then: local affinity that fails over at once and comes home when a local endpoint answers again.
+  public var fallback: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -744,7 +749,7 @@ nonisolated extension Swiftmesh_Destination_WeightedAddrSet: SwiftProtobuf.Messa
 
 nonisolated extension Swiftmesh_Destination_WeightedAddr: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WeightedAddr"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}addr\0\u{1}weight\0\u{3}metric_labels\0\u{3}tls_identity\0\u{3}protocol_hint\0\u{3}authority_override\0\u{3}opaque_transport\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}addr\0\u{1}weight\0\u{3}metric_labels\0\u{3}tls_identity\0\u{3}protocol_hint\0\u{3}authority_override\0\u{3}opaque_transport\0\u{1}fallback\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -759,6 +764,7 @@ nonisolated extension Swiftmesh_Destination_WeightedAddr: SwiftProtobuf.Message,
       case 5: try { try decoder.decodeSingularEnumField(value: &self.protocolHint) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.authorityOverride) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._opaqueTransport) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.fallback) }()
       default: break
       }
     }
@@ -790,6 +796,9 @@ nonisolated extension Swiftmesh_Destination_WeightedAddr: SwiftProtobuf.Message,
     try { if let v = self._opaqueTransport {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     } }()
+    if self.fallback != false {
+      try visitor.visitSingularBoolField(value: self.fallback, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -801,6 +810,7 @@ nonisolated extension Swiftmesh_Destination_WeightedAddr: SwiftProtobuf.Message,
     if lhs.protocolHint != rhs.protocolHint {return false}
     if lhs.authorityOverride != rhs.authorityOverride {return false}
     if lhs._opaqueTransport != rhs._opaqueTransport {return false}
+    if lhs.fallback != rhs.fallback {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -81,6 +81,7 @@ extension Endpoint {
     addr.protocolHint = protocolHint == .http2 ? .h2 : .unknown
     addr.authorityOverride = authorityOverride?.description ?? ""
     if let opaqueInboundPort { addr.opaqueTransport.inboundPort = UInt32(opaqueInboundPort) }
+    addr.fallback = isFallback
     return addr
   }
 
@@ -103,6 +104,7 @@ extension Endpoint {
       address: address, weight: addr.weight, tlsIdentity: identity,
       protocolHint: addr.protocolHint == .h2 ? .http2 : .unknown, authorityOverride: override,
       metricLabels: addr.metricLabels)
+    isFallback = addr.fallback
     if addr.hasOpaqueTransport {
       let port = Int(addr.opaqueTransport.inboundPort)
       if (1...65_535).contains(port) {

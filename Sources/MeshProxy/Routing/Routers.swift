@@ -185,10 +185,10 @@ public final class OutboundRouter: RequestRouter, Sendable {
   private func target(
     for authority: Authority, original: Authority?, on eventLoop: any EventLoop, deadline: NIODeadline
   ) -> EventLoopFuture<Target> {
-    destination(for: authority).target(on: eventLoop, deadline: deadline).flatMap { target in
-      guard case .passthrough = target, let original, original != authority else {
-        return eventLoop.makeSucceededFuture(target)
-      }
+    let target = destination(for: authority).target(on: eventLoop, deadline: deadline)
+    guard let original, original != authority else { return target }
+    return target.flatMap { target in
+      guard case .passthrough = target else { return eventLoop.makeSucceededFuture(target) }
       return self.destination(for: original).target(on: eventLoop, deadline: deadline)
     }
   }
