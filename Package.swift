@@ -9,6 +9,16 @@ let swiftSettings: [SwiftSetting] = [
   .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+/// What an HTTPS server of ours (the embedded API server, the injection webhook) is built from.
+let httpsServerDependencies: [Target.Dependency] = [
+  .product(name: "NIOCore", package: "swift-nio"),
+  .product(name: "NIOHTTP1", package: "swift-nio"),
+  .product(name: "NIOFoundationCompat", package: "swift-nio"),
+  .product(name: "NIOSSL", package: "swift-nio-ssl"),
+  .product(name: "Logging", package: "swift-log"),
+  .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+]
+
 let package = Package(
   name: "SwiftMesh",
   platforms: [.macOS(.v15)],
@@ -30,6 +40,7 @@ let package = Package(
     .executable(name: "mesh-mirror", targets: ["mesh-mirror"]),
     .executable(name: "mesh-proxy-init", targets: ["mesh-proxy-init"]),
     .library(name: "MeshProxyInit", targets: ["MeshProxyInit"]),
+    .library(name: "MeshInject", targets: ["MeshInject"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -162,20 +173,24 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(
+      name: "MeshInject",
+      dependencies: [
+        "MeshCore",
+        "MeshKube",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Crypto", package: "swift-crypto"),
+      ] + httpsServerDependencies,
+      swiftSettings: swiftSettings
+    ),
+    .target(
       name: "MeshKubeLocal",
       dependencies: [
         "MeshCore",
         "MeshKube",
         "MeshIdentity",
         .product(name: "X509", package: "swift-certificates"),
-        .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
-        .product(name: "NIOHTTP1", package: "swift-nio"),
-        .product(name: "NIOFoundationCompat", package: "swift-nio"),
-        .product(name: "NIOSSL", package: "swift-nio-ssl"),
-        .product(name: "Logging", package: "swift-log"),
-        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-      ],
+      ] + httpsServerDependencies,
       swiftSettings: swiftSettings
     ),
     .target(
@@ -220,6 +235,7 @@ let package = Package(
         "MeshMulticluster",
         "MeshProxy",
         "MeshAPI",
+        "MeshInject",
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -239,6 +255,7 @@ let package = Package(
         "MeshDiscovery",
         "MeshKube",
         "MeshKubeLocal",
+        "MeshInject",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -322,6 +339,15 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "MeshInjectTests",
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshInject", "MeshKube", "MeshKubeLocal", "_MeshTestSupport",
+        .product(name: "AsyncHTTPClient", package: "async-http-client"),
+      ] + httpsServerDependencies,
+      exclude: ["Golden"],
       swiftSettings: swiftSettings
     ),
     .testTarget(
