@@ -367,7 +367,7 @@ let package = Package(
     .testTarget(
       name: "MeshProxyTests",
       dependencies: [
-        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "MeshDiscovery", "MeshKube", "MeshKubeLocal", "MeshAPI", "_MeshTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "MeshDiscovery", "MeshKube", "MeshKubeLocal", "MeshAPI", "MeshInject", "_MeshTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),
         .product(name: "NIOHTTP2", package: "swift-nio-http2"),
         .product(name: "NIOHPACK", package: "swift-nio-http2"),

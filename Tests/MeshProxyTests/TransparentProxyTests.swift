@@ -3,6 +3,7 @@ import Logging
 import MeshCore
 import MeshDiscovery
 import MeshIdentity
+import MeshInject
 import MeshKube
 import MeshKubeLocal
 import Testing
@@ -15,6 +16,11 @@ import _MeshTestSupport
 /// 198.18.1.10). The gateway stands for a linked cluster's: `backend-west` (198.18.1.11) is the mirror the
 /// service mirror would write for a `backend` exported from "west", and west's gateway routes to this
 /// cluster's `backend`; the path is the one two clusters take (mirror -> gateway by mutual TLS -> service).
+///
+/// The `web` and `backend` pods are what injection makes of them: their specs go through `PodInjector` (the
+/// webhook's and `meshctl inject`'s patch builder) and are stored so in the API; each pod namespace runs the
+/// injected init container's `mesh-proxy-init` arguments and the sidecar's `mesh-proxy` arguments, as its user,
+/// with only what the kubelet fills in (the downward-API variables and the mounted token and trust anchors).
 ///
 /// `backend` runs `Peers/tcp_peer.py serve`: HTTP on 8080 (Service port 80), a server-speaks-first protocol on
 /// 7000 (opaque by the Service's annotation) and 7002 (not opaque: detection waits), an echo on 7001 (the
@@ -84,7 +90,6 @@ struct TransparentMesh: Sendable {
       _ = try await Subprocess.run("chmod", ["-R", "a+rX", files.path])
 
       let state = LocalKubeState(configuration: .defaults { $0.serviceCIDR = "198.18.1.0/24" })
-      try publish(in: state)
       let api = LocalKubeAPIServer(state: state, logger: logger)
       try await withThrowingTaskGroup { group in
         group.addTask { try await api.run() }
@@ -109,6 +114,14 @@ struct TransparentMesh: Sendable {
         group.addTask { try await identity.run() }
         let identityPort = try await identity.listeningPort
         let destinationPort = try await destination.listeningPort
+        let anchorPEM = try PEMFiles.pem([pki.anchor.certificate])
+        let injector = PodInjector(
+          configuration: .defaults {
+            $0.trustRootsPEM = anchorPEM
+            $0.identityServer = "\(host):\(identityPort)"
+            $0.destination = "\(host):\(destinationPort)"
+          })
+        let sidecars = try publish(in: state, injector: injector)
         let outside = try await StablePorts.free()
 
         var processes: [BackgroundProcess] = []
@@ -132,24 +145,35 @@ struct TransparentMesh: Sendable {
             (gateway, "swiftmesh-gateway", gatewayIP, gatewayIdentity),
           ]
           for (namespace, account, ip, identity) in pods {
-            // A gateway is not redirected: it is called on its port, and forwards by what callers name.
-            let isGateway = namespace == gateway
-            if !isGateway {
+            let arguments: [String]
+            var uid = 2102
+            if let sidecar = sidecars[account] {
+              // An injected pod: its init container's rules, then its sidecar, as the kubelet runs them.
               let rules = try await Subprocess.run(
-                "timeout", ["30", "ip", "netns", "exec", namespace, BuiltProduct.path("mesh-proxy-init")])
+                "timeout", ["30", "ip", "netns", "exec", namespace, BuiltProduct.path("mesh-proxy-init")] + sidecar.initArguments)
               guard rules.status == 0 else { throw TestFailure("mesh-proxy-init in \(namespace): \(rules)") }
+              arguments = sidecar.proxyArguments.map {
+                $0.replacingOccurrences(of: "$(SWIFTMESH_POD_SERVICE_ACCOUNT)", with: account)
+                  .replacingOccurrences(of: "$(SWIFTMESH_POD_NAMESPACE)", with: "default")
+                  .replacingOccurrences(of: "/var/run/swiftmesh/identity/ca.crt", with: files.file("ca.crt"))
+                  .replacingOccurrences(of: "/var/run/swiftmesh/token/token", with: files.file("\(account).token"))
+              }
+              uid = sidecar.uid
+            } else {
+              // The gateway is installed, not injected: called on its port, it forwards by what callers name.
+              arguments = [
+                "--gateway", "--identity", identity.description,
+                "--identity-server", "\(host):\(identityPort)", "--destination", "\(host):\(destinationPort)",
+                "--ca", files.file("ca.crt"), "--token", files.file("\(account).token"),
+                "--inbound", "0.0.0.0:4143", "--admin", "0.0.0.0:4191",
+              ]
             }
             let proxy = try BackgroundProcess(
               "ip",
               [
-                "netns", "exec", namespace, "setpriv", "--reuid=2102", "--regid=2102", "--clear-groups",
-                BuiltProduct.path("mesh-proxy"), isGateway ? "--gateway" : "--transparent",
-                "--identity", identity.description,
-                "--identity-server", "\(host):\(identityPort)", "--destination", "\(host):\(destinationPort)",
-                "--ca", files.file("ca.crt"), "--token", files.file("\(account).token"),
-                "--outbound", "127.0.0.1:4140", "--inbound", "0.0.0.0:4143", "--admin", "0.0.0.0:4191",
-                "--detect-timeout", "2", "--log-level", logger.logLevel == .warning ? "notice" : "\(logger.logLevel)",
-              ])
+                "netns", "exec", namespace, "setpriv", "--reuid=\(uid)", "--regid=\(uid)", "--clear-groups",
+                BuiltProduct.path("mesh-proxy"),
+              ] + arguments)
             processes.append(proxy)
             try await waitForReady(ip, proxy: proxy)
           }
@@ -185,9 +209,17 @@ struct TransparentMesh: Sendable {
     throw TestFailure("mesh-proxy at \(ip) not ready within 60 s: \(proxy.printed)")
   }
 
+  /// What a pod's injected containers run.
+  struct Sidecar {
+    var initArguments: [String]
+    var proxyArguments: [String]
+    var uid: Int
+  }
+
   /// The `backend` Service (ClusterIP 198.18.1.10), its pod and Endpoints, and the `web` pod, as a cluster's
-  /// controllers would have written them.
-  private static func publish(in state: LocalKubeState) throws {
+  /// controllers would have written them, the pods as injection made them. Returns each injected pod's
+  /// sidecar, by service account.
+  private static func publish(in state: LocalKubeState, injector: PodInjector) throws -> [String: Sidecar] {
     let ports: [(String, Int, Int)] = [
       ("http", 80, 8080), ("greet", 7000, 7000), ("echo", 7001, 7001), ("greet-detect", 7002, 7002),
       ("redis", 6379, 6379),
@@ -199,10 +231,30 @@ struct TransparentMesh: Sendable {
         spec: .init(
           selector: ["app": "backend"],
           ports: ports.map { .init(name: $0.0, port: $0.1, targetPort: .int($0.2)) }, clusterIP: clusterIP)))
+    var sidecars: [String: Sidecar] = [:]
     for (name, ip) in [("backend", backendIP), ("web", webIP)] {
-      var pod = Pod(
-        metadata: ObjectMeta(name: "\(name)-0", namespace: "default", labels: ["app": name, "swiftmesh.io/proxy": "mesh-proxy"]),
-        spec: .init(serviceAccountName: name))
+      let manifest: JSONValue = [
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": [
+          "name": .string("\(name)-0"), "namespace": "default", "labels": ["app": .string(name)],
+          "annotations": ["swiftmesh.io/inject": "enabled"],
+        ],
+        "spec": [
+          "serviceAccountName": .string(name),
+          "containers": [["name": "app", "image": "tcp-peer"]],
+        ],
+      ]
+      guard case .inject(let patch) = try injector.decide(manifest) else { throw TestFailure("\(name)-0 was not injected") }
+      let injected = try patch.applied(to: manifest)
+      func container(_ name: String) -> JSONValue? {
+        injected["spec"]?["initContainers"]?.arrayValue?.first { $0["name"]?.stringValue == name }
+      }
+      func arguments(_ container: JSONValue?) -> [String] { container?["args"]?.arrayValue?.compactMap(\.stringValue) ?? [] }
+      let proxy = container("swiftmesh-proxy")
+      sidecars[name] = Sidecar(
+        initArguments: arguments(container("swiftmesh-init")), proxyArguments: arguments(proxy),
+        uid: Int(proxy?["securityContext"]?["runAsUser"]?.intValue ?? -1))
+      var pod = try JSONDecoder().decode(Pod.self, from: try JSONEncoder().encode(injected))
       pod.status = .init(phase: "Running", podIP: ip)
       _ = try state.create(pod)
     }
@@ -231,6 +283,7 @@ struct TransparentMesh: Sendable {
             addresses: [.init(ip: backendIP, targetRef: ObjectReference(kind: "Pod", namespace: "default", name: "backend-0"))],
             ports: ports.map { .init(name: $0.0, port: $0.2) })
         ]))
+    return sidecars
   }
 }
 
@@ -275,7 +328,7 @@ struct TransparentProxyTests {
       #expect(echo["echo_ok"] as? Bool == true, "\(echo)")
       #expect(clock.now - start < .seconds(2), "no detect timeout for bytes that are not HTTP")
 
-      // Server speaks first on a port that is not opaque: after the detect timeout (2 s here), opaque.
+      // Server speaks first on a port that is not opaque: after the detect timeout (10 s), opaque.
       let late = try await mesh.tcpClient(TransparentMesh.clusterIP, 7002, bytes: 4096, greet: true)
       #expect(late["greeting"] as? String == "HELLO", "\(late)")
       #expect(late["echo_ok"] as? Bool == true, "\(late)")
