@@ -9,6 +9,16 @@ let swiftSettings: [SwiftSetting] = [
   .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+/// What an HTTPS server of ours (the embedded API server, the injection webhook) is built from.
+let httpsServerDependencies: [Target.Dependency] = [
+  .product(name: "NIOCore", package: "swift-nio"),
+  .product(name: "NIOHTTP1", package: "swift-nio"),
+  .product(name: "NIOFoundationCompat", package: "swift-nio"),
+  .product(name: "NIOSSL", package: "swift-nio-ssl"),
+  .product(name: "Logging", package: "swift-log"),
+  .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+]
+
 let package = Package(
   name: "SwiftMesh",
   platforms: [.macOS(.v15)],
@@ -31,6 +41,7 @@ let package = Package(
     .executable(name: "mesh-proxy-init", targets: ["mesh-proxy-init"]),
     .library(name: "MeshProxyInit", targets: ["MeshProxyInit"]),
     .library(name: "MeshInstall", targets: ["MeshInstall"]),
+    .library(name: "MeshInject", targets: ["MeshInject"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -163,20 +174,24 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .target(
+      name: "MeshInject",
+      dependencies: [
+        "MeshCore",
+        "MeshKube",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Crypto", package: "swift-crypto"),
+      ] + httpsServerDependencies,
+      swiftSettings: swiftSettings
+    ),
+    .target(
       name: "MeshKubeLocal",
       dependencies: [
         "MeshCore",
         "MeshKube",
         "MeshIdentity",
         .product(name: "X509", package: "swift-certificates"),
-        .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
-        .product(name: "NIOHTTP1", package: "swift-nio"),
-        .product(name: "NIOFoundationCompat", package: "swift-nio"),
-        .product(name: "NIOSSL", package: "swift-nio-ssl"),
-        .product(name: "Logging", package: "swift-log"),
-        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-      ],
+      ] + httpsServerDependencies,
       swiftSettings: swiftSettings
     ),
     .target(
@@ -222,6 +237,7 @@ let package = Package(
         "MeshProxy",
         "MeshAPI",
         "MeshInstall",
+        "MeshInject",
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -241,6 +257,7 @@ let package = Package(
         "MeshDiscovery",
         "MeshKube",
         "MeshKubeLocal",
+        "MeshInject",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -337,6 +354,15 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .testTarget(
+      name: "MeshInjectTests",
+      dependencies: [
+        "MeshCore", "MeshIdentity", "MeshInject", "MeshKube", "MeshKubeLocal", "_MeshTestSupport",
+        .product(name: "AsyncHTTPClient", package: "async-http-client"),
+      ] + httpsServerDependencies,
+      exclude: ["Golden"],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
       name: "MeshBalancerTests",
       dependencies: ["MeshBalancer"],
       swiftSettings: swiftSettings
@@ -353,7 +379,7 @@ let package = Package(
     .testTarget(
       name: "MeshProxyTests",
       dependencies: [
-        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "MeshDiscovery", "MeshKube", "MeshKubeLocal", "MeshAPI", "_MeshTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "MeshDiscovery", "MeshKube", "MeshKubeLocal", "MeshAPI", "MeshInject", "_MeshTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),
         .product(name: "NIOHTTP2", package: "swift-nio-http2"),
         .product(name: "NIOHPACK", package: "swift-nio-http2"),

@@ -9,9 +9,12 @@ swift build --product protoc-gen-grpc-swift-2
 bin=$(cd "$(swift build --show-bin-path)" && pwd)
 out=Sources/MeshAPI/Generated
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+# The well-known types (google/protobuf/duration.proto): Debian's libprotobuf-dev, else swift-protobuf's copy.
+wkt=/usr/include
+[ -f "$wkt/google/protobuf/duration.proto" ] || wkt=.build/checkouts/swift-protobuf/Sources/protobuf/include
 protoc --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
   --plugin=protoc-gen-grpc-swift-2="$bin/protoc-gen-grpc-swift-2" \
-  -I Protos \
+  -I Protos -I "$wkt" \
   --swift_out=Visibility=Public,UseAccessLevelOnImports=true:"$tmp" \
   --grpc-swift-2_out=Visibility=Public,UseAccessLevelOnImports=true:"$tmp" \
   Protos/*.proto

@@ -36,7 +36,7 @@ public final class ConnectionListener<Context: Sendable, Inbound: Sendable, Outb
     let channel = try await ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: backlog)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-      .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+      .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
       .childChannelInitializer { child in
         child.eventLoop.makeCompletedFuture {
           guard queue.isAccepting else { throw ChannelError.ioOnClosedChannel }

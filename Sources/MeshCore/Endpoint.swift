@@ -35,11 +35,25 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
   public var authorityOverride: Authority?
   /// Labels for this endpoint's metrics (`pod`, `serviceaccount`, `target_cluster`, ...).
   public var metricLabels: [String: String]
+  /// For a meshed pod: the port of its proxy's inbound listener, where opaque (non-HTTP) connections go
+  /// (inside mutual TLS, naming `address`'s port in their header); nil: to `address`.
+  public var opaqueInboundPort: Int?
+  /// Of a federated service: a linked cluster's gateway, used only while no other endpoint can take a
+  /// request (local affinity).
+  public var isFallback: Bool = false
+
+  /// Where an opaque connection to this endpoint connects.
+  public var opaqueAddress: Authority {
+    guard let port = opaqueInboundPort, let proxy = try? Authority(host: address.host, port: port) else { return address }
+    return proxy
+  }
 
   public init(
     address: Authority, weight: UInt32 = Endpoint.defaultWeight, tlsIdentity: IdentityName? = nil,
-    protocolHint: ProtocolHint = .unknown, authorityOverride: Authority? = nil, metricLabels: [String: String] = [:]
+    protocolHint: ProtocolHint = .unknown, authorityOverride: Authority? = nil, metricLabels: [String: String] = [:],
+    opaqueInboundPort: Int? = nil
   ) {
+    self.opaqueInboundPort = opaqueInboundPort
     self.address = address
     self.weight = weight
     self.tlsIdentity = tlsIdentity
@@ -53,6 +67,8 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
     if let tlsIdentity { parts.append("identity=\(tlsIdentity)") }
     if protocolHint != .unknown { parts.append("protocol=\(protocolHint)") }
     if let authorityOverride { parts.append("authority-override=\(authorityOverride)") }
+    if let opaqueInboundPort { parts.append("opaque-inbound-port=\(opaqueInboundPort)") }
+    if isFallback { parts.append("fallback") }
     return parts.joined(separator: " ")
   }
 }

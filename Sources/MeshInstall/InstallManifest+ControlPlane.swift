@@ -63,8 +63,14 @@ extension Values {
         ])
       + clusterRole(
         "swiftmesh-injector", boundTo: ns,
-        comment: ["injector: reads the namespace of each pod it is asked about (its swiftmesh.io/inject annotation)."],
-        rules: [Rule(group: "", ["namespaces"], verbs: Rule.read)])
+        comment: [
+          "injector: reads the namespace of each pod it is asked about (its swiftmesh.io/inject annotation), and",
+          "the trust anchors it writes into injected pods.",
+        ],
+        rules: [
+          Rule(group: "", ["namespaces"], verbs: Rule.read),
+          Rule(group: "", ["configmaps"], names: ["swiftmesh-identity-trust-roots"], verbs: ["get"]),
+        ])
       + clusterRole(
         "swiftmesh-mirror", boundTo: mc,
         comment: [

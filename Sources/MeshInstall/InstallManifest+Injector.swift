@@ -1,4 +1,5 @@
 import Foundation
+import MeshCore
 
 /// The proxy injector: `mesh-controller injector` behind a Service, called by the API server through a
 /// MutatingWebhookConfiguration for every pod created outside the control plane.
@@ -16,9 +17,13 @@ extension Values {
       scales: true,
       container: Container(
         name: "injector", image: options.image("mesh-controller"), command: "mesh-controller",
+        // The mesh-proxy image carries mesh-proxy-init: it is the init container's image too.
         args: [
           "injector", "--listen", "0.0.0.0:8443", "--tls-cert", "\(Self.injectorTLSDirectory)/tls.crt",
-          "--tls-key", "\(Self.injectorTLSDirectory)/tls.key",
+          "--tls-key", "\(Self.injectorTLSDirectory)/tls.key", "--trust-domain=\(trustDomain.name)",
+          "--cluster-domain=\(options.clusterDomain)", "--proxy-version=\(options.version)",
+          "--proxy-image=\(options.image("mesh-proxy"))", "--proxy-init-image=\(options.image("mesh-proxy"))",
+          "--log-level=info",
         ],
         ports: [("webhook", 8443)], probe: .tcp(port: "webhook"), cpuRequest: "50m", memoryLimit: "256Mi",
         volumeMounts: [("tls", Self.injectorTLSDirectory)]),

@@ -87,7 +87,7 @@ extension LocalKubeAPIServer {
     let verb: String
     switch method {
     case .GET, .HEAD:
-      if bool(query["watch"]) { verb = "watch" } else { verb = p.name == nil ? "list" : "get" }
+      if bool(query["watch"]) || p.watchPath { verb = "watch" } else { verb = p.name == nil ? "list" : "get" }
     case .POST: verb = "create"
     case .PUT: verb = "update"
     case .PATCH: verb = "patch"

@@ -7,7 +7,8 @@ import NIOHTTP1
 
 /// What the router decided to answer.
 enum Reply: Sendable {
-  case json(HTTPResponseStatus, JSONValue)
+  /// A JSON body; `warnings` become `Warning` headers (kubectl prints them), as admission webhooks' do.
+  case json(HTTPResponseStatus, JSONValue, warnings: [String] = [])
   /// Plain text, as the real server answers health checks.
   case text(HTTPResponseStatus, String)
   case watch(WatchRegistration, timeout: Duration, bookmarks: Bool)
@@ -29,10 +30,11 @@ extension LocalKubeAPIServer {
           case .end:
             guard let request = head else { continue }
             head = nil
-            let reply = self.route(request, body: Data(buffer: body))
+            let reply = await self.route(request, body: Data(buffer: body))
             switch reply {
-            case .json(let status, let json):
-              try await Self.write(status: status, body: json.serialized(), keepAlive: request.isKeepAlive, to: outbound)
+            case .json(let status, let json, let warnings):
+              try await Self.write(
+                status: status, body: json.serialized(), warnings: warnings, keepAlive: request.isKeepAlive, to: outbound)
               if !request.isKeepAlive { return }
             case .text(let status, let text):
               try await Self.write(
@@ -51,10 +53,16 @@ extension LocalKubeAPIServer {
     }
   }
 
-  static func write(status: HTTPResponseStatus, body: Data, contentType: String = "application/json", keepAlive: Bool,
-                    to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
+  static func write(status: HTTPResponseStatus, body: Data, contentType: String = "application/json", warnings: [String] = [],
+                    keepAlive: Bool, to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
     var headers = HTTPHeaders()
     headers.add(name: "Content-Type", value: contentType)
+    for warning in warnings {
+      // RFC 7234 warn-code 299 (miscellaneous persistent warning), as the API server sends admission warnings.
+      let text = warning.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        .replacingOccurrences(of: "\n", with: " ")
+      headers.add(name: "Warning", value: "299 - \"\(text)\"")
+    }
     headers.add(name: "Content-Length", value: String(body.count))
     if !keepAlive { headers.add(name: "Connection", value: "close") }
     try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)))

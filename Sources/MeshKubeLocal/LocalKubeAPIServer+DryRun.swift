@@ -41,14 +41,24 @@ extension LocalKubeAPIServer {
       return .json(.ok, stamped(try Self.body(head, body), name: name))
     case (.PATCH, let name?):
       let existing = try current(name)
-      let patch = try Self.body(head, body)
-      guard case .object = patch else { throw APIStatusError.badRequest("the patch must be a JSON object") }
-      let patched = try Self.isStrategicPatch(head) ? StrategicMerge.apply(existing, patch) : existing.mergePatched(with: patch)
-      return .json(.ok, stamped(patched, name: name))
+      return .json(.ok, stamped(try Self.patched(existing, with: try Self.body(head, body), kind: try Self.patchKind(head)), name: name))
     case (.DELETE, let name?):
       return .json(.ok, try current(name))
     default:
       throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "method \(head.method) is not supported with dryRun")
+    }
+  }
+
+  /// `object` with `patch` of `kind` applied, as a PATCH would store it.
+  static func patched(_ object: JSONValue, with patch: JSONValue, kind: LocalKubeState.PatchKind) throws(APIStatusError) -> JSONValue {
+    switch kind {
+    case .json:
+      do { return try JSONPatch(json: patch).applied(to: object) } catch {
+        throw APIStatusError(code: 422, reason: "Invalid", message: "\(error)")
+      }
+    case .merge, .strategicMerge:
+      guard case .object = patch else { throw APIStatusError.badRequest("the patch must be a JSON object") }
+      return kind == .merge ? object.mergePatched(with: patch) : StrategicMerge.apply(object, patch)
     }
   }
 }

@@ -13,10 +13,12 @@ struct ResourcePath {
   var plural: String
   var name: String?
   var subresource: String?
+  /// Reached by a deprecated `/watch/` path: a watch of the collection, or of the one object `name` names.
+  var watchPath = false
 }
 
 extension LocalKubeAPIServer {
-  func route(_ head: HTTPRequestHead, body: Data) -> Reply {
+  func route(_ head: HTTPRequestHead, body: Data) async -> Reply {
     let (path, query) = Self.split(uri: head.uri)
     logger.trace("request", metadata: ["method": "\(head.method)", "uri": "\(head.uri)"])
     let parts = path.split(separator: "/").map { String($0).removingPercentEncoding ?? String($0) }
@@ -53,12 +55,12 @@ extension LocalKubeAPIServer {
         if parts.count == 1 { return .json(.ok, apiVersions(head)) }
         guard parts[1] == "v1" else { throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource") }
         if parts.count == 2 { return .json(.ok, try resourceList(group: "", version: "v1")) }
-        return try resource(head, query: query, body: body, path: try Self.resourcePath(group: "", version: "v1", Array(parts[2...])), user: user)
+        return try await resource(head, query: query, body: body, path: try Self.resourcePath(group: "", version: "v1", Array(parts[2...])), user: user)
       case "apis":
         if parts.count == 1 { return .json(.ok, groupList()) }
         if parts.count == 2 { return .json(.ok, try apiGroup(parts[1])) }
         if parts.count == 3 { return .json(.ok, try resourceList(group: parts[1], version: parts[2])) }
-        return try resource(head, query: query, body: body, path: try Self.resourcePath(group: parts[1], version: parts[2], Array(parts[3...])), user: user)
+        return try await resource(head, query: query, body: body, path: try Self.resourcePath(group: parts[1], version: parts[2], Array(parts[3...])), user: user)
       case "openapi" where parts.count >= 2 && parts[1] == "v3":
         if parts.count == 2 { return .json(.ok, openAPIRoot()) }
         if parts.count == 4, parts[2] == "api" { return .json(.ok, try openAPIDocument(group: "", version: parts[3])) }
@@ -77,6 +79,13 @@ extension LocalKubeAPIServer {
   }
 
   static func resourcePath(group: String, version: String, _ rest: [String]) throws(APIStatusError) -> ResourcePath {
+    // The deprecated watch paths: /api/v1/watch/namespaces/NS/pods[/NAME], /apis/G/V/watch/PLURAL[/NAME].
+    if rest.first == "watch" {
+      var path = try resourcePath(group: group, version: version, Array(rest.dropFirst()))
+      guard path.subresource == nil else { throw APIStatusError.badRequest("a watch path names no subresource") }
+      path.watchPath = true
+      return path
+    }
     if rest.count >= 3, rest[0] == "namespaces" {
       return ResourcePath(group: group, version: version, namespace: rest[1], plural: rest[2],
                           name: rest.count > 3 ? rest[3] : nil, subresource: rest.count > 4 ? rest[4] : nil)
@@ -88,7 +97,7 @@ extension LocalKubeAPIServer {
 
   static let unauthorized = Reply.json(.unauthorized, APIStatusError(code: 401, reason: "Unauthorized", message: "Unauthorized").json)
 
-  func resource(_ head: HTTPRequestHead, query: [String: String], body: Data, path p: ResourcePath, user: UserInfo) throws -> Reply {
+  func resource(_ head: HTTPRequestHead, query: [String: String], body: Data, path p: ResourcePath, user: UserInfo) async throws -> Reply {
     let t = try state.type(group: p.group, plural: p.plural)
     guard t.versions.contains(p.version) else {
       throw APIStatusError(code: 404, reason: "NotFound", message: "the server could not find the requested resource (\(p.group)/\(p.version) \(p.plural))")
@@ -109,16 +118,24 @@ extension LocalKubeAPIServer {
       return object
     }
     func parseBody() throws -> JSONValue { try Self.body(head, body) }
+    if p.watchPath, head.method != .GET {
+      throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "a /watch/ path takes GET")
+    }
     if Self.isDryRun(query), head.method != .GET {
       return try dryRun(head, body: body, path: p, type: t, namespace: namespace)
     }
     switch head.method {
     case .GET:
-      if let name = p.name { return .json(.ok, versioned(try state.get(group: p.group, resource: p.plural, namespace: namespace, name: name))) }
-      if Self.bool(query["watch"]) {
+      if let name = p.name, !p.watchPath {
+        return .json(.ok, versioned(try state.get(group: p.group, resource: p.plural, namespace: namespace, name: name)))
+      }
+      if p.watchPath || Self.bool(query["watch"]) {
+        // A watch path with a name watches that object alone, as `fieldSelector=metadata.name=NAME` does.
+        let fieldSelector = [query["fieldSelector"], p.name.map { "metadata.name=\($0)" }]
+          .compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: ",")
         let registration = try state.watch(
           group: p.group, plural: p.plural, version: p.version, namespace: namespace,
-          resourceVersion: query["resourceVersion"], labelSelector: query["labelSelector"], fieldSelector: query["fieldSelector"])
+          resourceVersion: query["resourceVersion"], labelSelector: query["labelSelector"], fieldSelector: fieldSelector)
         var timeout = configuration.maxWatchDuration
         if let seconds = query["timeoutSeconds"].flatMap(Int.init), seconds > 0 { timeout = .seconds(seconds) }
         return .watch(registration, timeout: timeout, bookmarks: Self.bool(query["allowWatchBookmarks"]))
@@ -151,14 +168,16 @@ extension LocalKubeAPIServer {
       if t.group == "authorization.k8s.io", t.plural == "selfsubjectaccessreviews" || t.plural == "subjectaccessreviews" {
         return .json(.created, try accessReview(object, kind: t.kind, user: user))
       }
-      return .json(.created, versioned(try state.create(group: p.group, resource: p.plural, namespace: namespace, object: object)))
+      let (admitted, warnings) = try await admit(object, type: t, version: p.version, namespace: namespace, user: user)
+      return .json(.created, versioned(try state.create(group: p.group, resource: p.plural, namespace: namespace, object: admitted)),
+                   warnings: warnings)
     case .PUT:
       guard let name = p.name else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "PUT needs an object name") }
       return .json(.ok, versioned(try state.update(group: p.group, resource: p.plural, namespace: namespace, name: name, object: try parseBody())))
     case .PATCH:
       guard let name = p.name else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "PATCH needs an object name") }
       return .json(.ok, versioned(try state.patch(group: p.group, resource: p.plural, namespace: namespace, name: name,
-                                                  patch: try parseBody(), strategic: try Self.isStrategicPatch(head))))
+                                                  patch: try parseBody(), kind: try Self.patchKind(head))))
     case .DELETE:
       guard let name = p.name else { throw APIStatusError(code: 405, reason: "MethodNotAllowed", message: "collection delete is not supported") }
       return .json(.ok, versioned(try state.delete(group: p.group, resource: p.plural, namespace: namespace, name: name)))
@@ -167,15 +186,16 @@ extension LocalKubeAPIServer {
     }
   }
 
-  /// Whether a PATCH is a strategic merge patch (else a JSON merge patch); 415 for other patch types.
-  static func isStrategicPatch(_ head: HTTPRequestHead) throws(APIStatusError) -> Bool {
+  /// The kind of a PATCH, from its content type; 415 for any other.
+  static func patchKind(_ head: HTTPRequestHead) throws(APIStatusError) -> LocalKubeState.PatchKind {
     let contentType = head.headers["Content-Type"].first?.split(separator: ";").first.map(String.init) ?? ""
     switch contentType {
-    case "application/merge-patch+json": return false
-    case "application/strategic-merge-patch+json": return true
+    case "application/merge-patch+json": return .merge
+    case "application/strategic-merge-patch+json": return .strategicMerge
+    case "application/json-patch+json": return .json
     default:
       throw APIStatusError(code: 415, reason: "UnsupportedMediaType",
-                           message: "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got '\(contentType)')")
+                           message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got '\(contentType)')")
     }
   }
 

@@ -299,12 +299,28 @@ public final class LocalKubeState: Sendable {
     }
   }
 
-  /// Applies a JSON merge patch (or, with `strategic`, a strategic merge patch).
+  /// The patch formats the server takes (`kubectl patch --type=merge|strategic|json`).
+  public enum PatchKind: Sendable {
+    /// RFC 7386 JSON merge patch.
+    case merge
+    /// Strategic merge patch (lists merged by key).
+    case strategicMerge
+    /// RFC 6902 JSON patch: a failed `test`, or a path that is not there, is a 422.
+    case json
+  }
+
+  /// Applies a patch of `kind` (default a JSON merge patch).
   @discardableResult
-  public func patch(group: String = "", resource plural: String, namespace: String? = nil, name: String, patch: JSONValue, strategic: Bool = false) throws(APIStatusError) -> JSONValue {
+  public func patch(group: String = "", resource plural: String, namespace: String? = nil, name: String, patch: JSONValue,
+                    kind: PatchKind = .merge) throws(APIStatusError) -> JSONValue {
     let t = try type(group: group, plural: plural)
     let namespace = t.namespaced ? (namespace ?? "default") : nil
-    guard case .object = patch else { throw APIStatusError.badRequest("the patch must be a JSON object") }
+    var operations: JSONPatch?
+    if kind == .json {
+      do { operations = try JSONPatch(json: patch) } catch { throw APIStatusError.badRequest(error.description) }
+    } else {
+      guard case .object = patch else { throw APIStatusError.badRequest("the patch must be a JSON object") }
+    }
     return try state.withLock { (s: inout State) throws(APIStatusError) -> JSONValue in
       try replace(&s, t, namespace: namespace, name: name) { current throws(APIStatusError) in
         if let want = patch["metadata"]?["resourceVersion"]?.stringValue,
@@ -314,7 +330,15 @@ public final class LocalKubeState: Sendable {
                                message: "Operation cannot be fulfilled on \(plural) \"\(name)\": the object has been modified",
                                name: name, kind: plural)
         }
-        return strategic ? StrategicMerge.apply(current, patch) : current.mergePatched(with: patch)
+        switch kind {
+        case .merge: return current.mergePatched(with: patch)
+        case .strategicMerge: return StrategicMerge.apply(current, patch)
+        case .json:
+          do { return try operations!.applied(to: current) } catch {
+            // As the real server answers it: a generic 422 without details, so clients show the message.
+            throw APIStatusError(code: 422, reason: "Invalid", message: "\(error)")
+          }
+        }
       }
     }
   }

@@ -239,17 +239,41 @@ public final class MeshProxy: Service, Sendable {
     setup.headerReadTimeout = configuration.headerReadTimeout
     setup.idleTimeout = configuration.downstreamIdleTimeout
     setup.direction = direction
+    setup.detectTimeout = configuration.detectTimeout
     let tlsOffered = setup.tls != nil
+    let transparent = configuration.transparent
+    let logger = self.logger
     return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .serverChannelOption(.backlog, value: 1024)
-      .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+      .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
       .childChannelInitializer { channel in
         self.track(channel)
-        return channel.eventLoop.makeCompletedFuture {
+        // Transparent mode: where the connection was going decides where it goes.
+        let original =
+          transparent
+          ? OriginalDestination.lookup(channel) : channel.eventLoop.makeSucceededFuture(OriginalDestination.Lookup.direct)
+        return original.flatMapThrowing { lookup in
+          var destination: Authority?
+          switch lookup {
+          case .redirected(let address): destination = address
+          case .direct: destination = nil
+          case .unreadable(let reason):
+            logger.warning(
+              "connection closed: its original destination cannot be read",
+              metadata: [
+                "direction": "\(direction)", "client": "\(channel.remoteAddress?.description ?? "-")", "reason": "\(reason)",
+              ])
+            metrics.opaqueRefused(direction: direction, reason: .badAuthority)
+            throw ProxyError(.badAuthority, "original destination unreadable: \(reason)")
+          }
           try channel.pipeline.syncOperations.addHandler(
             ConnectionMetricsHandler(metrics: metrics.tcp(direction: direction, peer: "src", tls: tlsOffered)))
-          try channel.pipeline.syncOperations.addHandler(ProtocolDetector(setup: setup))
+          try channel.pipeline.syncOperations.addHandler(
+            ProtocolDetector(setup: setup, originalDestination: destination))
+        }.flatMapErrorThrowing { error in
+          logger.notice("connection closed: it could not be set up", metadata: ["direction": "\(direction)", "error": "\(error)"])
+          throw error
         }
       }
       .bind(host: address.host, port: address.port).get()

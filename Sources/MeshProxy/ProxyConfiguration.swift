@@ -55,6 +55,22 @@ public struct ProxyConfiguration: Sendable {
   public var gatewayMode: Bool = false
   /// The cluster's DNS domain, for service FQDNs. Default `cluster.local`.
   public var clusterDomain: String = "cluster.local"
+  /// Transparent proxying (`mesh-proxy --transparent`, set in pods that `mesh-proxy-init` redirects): each
+  /// accepted connection's original destination (`SO_ORIGINAL_DST`) says where it was going. Outbound, an
+  /// address the mesh does not know is forwarded there as is, and opaque connections are resolved by it;
+  /// inbound, the application is reached on the original destination's port on the pod's loopback (rather
+  /// than `applicationAddress`). A connection whose original destination cannot be read is closed. Default
+  /// off: applications name the proxy (`127.0.0.1:4140`) and the inbound side forwards to
+  /// `applicationAddress`.
+  public var transparent: Bool = false
+  /// Ports whose connections are opaque TCP, with no protocol detection: server-speaks-first protocols, which
+  /// would otherwise wait out the detect timeout. Outbound, a destination's profile can make more opaque
+  /// (the `config.swiftmesh.io/opaque-ports` annotation, an `appProtocol`). Default: the ports Linkerd treats
+  /// so (SMTP, MySQL, Galera, PostgreSQL, Redis, Elasticsearch, memcached).
+  public var opaquePorts: PortSet = .defaultOpaquePorts
+  /// How long protocol detection waits for a connection's first bytes: a client that has sent nothing that
+  /// tells (HTTP/2's preface, an HTTP/1 request line) by then is carried as opaque TCP. Default 10 s.
+  public var detectTimeout: Duration = .seconds(10)
 
   public init() {}
 

@@ -10,8 +10,8 @@ import UnixSignals
 struct MeshController: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "mesh-controller",
-    abstract: "The SwiftMesh control plane: the identity service and the destination service.",
-    subcommands: [IdentityController.self, DestinationController.self]
+    abstract: "The SwiftMesh control plane: the identity service, the destination service and the proxy injector.",
+    subcommands: [IdentityController.self, DestinationController.self, InjectorController.self]
   )
 }
 

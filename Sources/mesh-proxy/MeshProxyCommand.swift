@@ -63,10 +63,30 @@ struct MeshProxyCommand: AsyncParsableCommand {
       discussion: "Sent to the destination service in each request's context token, so it honours EndpointSlice "
         + "topology hints (hints.forZones); without it hints are ignored."))
   var zone: String?
+  @Flag(
+    help: ArgumentHelp(
+      "Transparent proxying, behind mesh-proxy-init's iptables rules: each connection goes where it was going "
+        + "(SO_ORIGINAL_DST).",
+      discussion: "Outbound, a Service's ClusterIP or a pod IP is resolved through the destination service and "
+        + "anything the mesh does not know is forwarded as is; inbound, the application is reached on the "
+        + "original port on 127.0.0.1 (--app is not used). Non-HTTP connections are carried as opaque TCP, over "
+        + "mutual TLS between proxies."))
+  var transparent = false
+  @Option(
+    help: ArgumentHelp(
+      "Ports whose connections are opaque TCP without protocol detection (server-speaks-first protocols), "
+        + "e.g. 25,3306,4000-4100.",
+      discussion: "Inbound, the pod's opaque ports (the injector passes config.swiftmesh.io/opaque-ports); "
+        + "outbound, for destinations the destination service does not know (it says so for Services)."))
+  var opaquePorts: String = PortSet.defaultOpaquePorts.description
+  @Option(help: "Seconds protocol detection waits for a connection's first bytes before it carries it as opaque TCP.")
+  var detectTimeout: Double = 10
   @Option(help: "Log level (trace, debug, info, notice, warning, error).")
   var logLevel: String = "info"
 
   func validate() throws {
+    do { _ = try PortSet(parsing: opaquePorts) } catch { throw ValidationError("--opaque-ports: \(error.message)") }
+    guard detectTimeout > 0 else { throw ValidationError("--detect-timeout must be positive, got \(detectTimeout)") }
     if let tap {
       do { _ = try Authority(tap) } catch { throw ValidationError("--tap: \(error.message)") }
     }
@@ -98,6 +118,9 @@ struct MeshProxyCommand: AsyncParsableCommand {
       $0.requireIdentityOnInbound = requireIdentity
       $0.gatewayMode = gateway
       $0.clusterDomain = clusterDomain
+      $0.transparent = transparent
+      $0.opaquePorts = (try? PortSet(parsing: opaquePorts)) ?? .defaultOpaquePorts
+      $0.detectTimeout = .milliseconds(Int64(detectTimeout * 1000))
     }
     let tapAddress = try tap.map { try Authority($0) }
 

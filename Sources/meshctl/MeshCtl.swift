@@ -7,7 +7,7 @@ struct MeshCtl: AsyncParsableCommand {
     abstract: "Operate a SwiftMesh service mesh.",
     subcommands: [
       DemoCommand.self, StatCommand.self, TapCommand.self, IdentityCommand.self, DiagnosticsCommand.self,
-      MulticlusterCommand.self, InstallCommand.self, UninstallCommand.self,
+      MulticlusterCommand.self, InstallCommand.self, UninstallCommand.self, InjectCommand.self, UninjectCommand.self,
       DevCommand.self,
     ]
   )

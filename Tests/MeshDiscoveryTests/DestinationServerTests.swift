@@ -41,7 +41,8 @@ struct DestinationServerTests {
           #expect(log.items[1] == .add(try ips(2...5).map { ip in
             Endpoint(
               address: try Authority(host: ip, port: 8080), tlsIdentity: identity, protocolHint: .http2,
-              metricLabels: ["namespace": "app", "service": "web", "pod": podName("web", ip), "serviceaccount": "web"])
+              metricLabels: ["namespace": "app", "service": "web", "pod": podName("web", ip), "serviceaccount": "web"],
+              opaqueInboundPort: 4143)
           }))
 
           try publish("web", "app", ips: ips(1...2), api: api, in: state)

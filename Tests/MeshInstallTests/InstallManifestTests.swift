@@ -130,7 +130,9 @@ struct InstallManifestTests {
     let container = try #require(injector["spec"]?["template"]?["spec"]?["containers"]?[0])
     #expect(container["args"]?.array().compactMap(\.string) == [
       "injector", "--listen", "0.0.0.0:8443", "--tls-cert", "/var/run/swiftmesh/injector/tls.crt",
-      "--tls-key", "/var/run/swiftmesh/injector/tls.key",
+      "--tls-key", "/var/run/swiftmesh/injector/tls.key", "--trust-domain=cluster.local",
+      "--cluster-domain=cluster.local", "--proxy-version=0.1.0", "--proxy-image=ghcr.io/swiftmesh/mesh-proxy:0.1.0",
+      "--proxy-init-image=ghcr.io/swiftmesh/mesh-proxy:0.1.0", "--log-level=info",
     ])
     let service = try node("v1 Service swiftmesh swiftmesh-injector")
     #expect(service["spec"]?["ports"]?[0]?["port"]?.int == 443)

@@ -35,12 +35,21 @@ struct FederatedServiceTests {
       #expect(federated.spec?.ports?.map(\.port) == [8080])
       #expect(try east.mirrorNames(of: "west").isEmpty, "a member that is not exported is not mirrored")
       let translator = EndpointTranslator(trustDomain: .clusterLocal, controlPlaneNamespace: "swiftmesh")
-      func served() throws -> [Endpoint] {
+      func all() throws -> [Endpoint] {
         let service = try #require(east.service("backend-federated"))
         return translator.endpointSet(service: service, slices: east.slices(of: "backend-federated"), port: 8080) { _, _ in nil }
           .endpoints.sorted { $0.address.description < $1.address.description }
       }
+      /// Where a proxy sends requests while no endpoint is ejected: the endpoints not flagged as fallbacks,
+      /// else the fallbacks.
+      func served() throws -> [Endpoint] {
+        let endpoints = try all()
+        let primary = endpoints.filter { !$0.isFallback }
+        return primary.isEmpty ? endpoints : primary
+      }
       #expect(try served().map(\.address.description) == ["\(local):8080"], "local affinity: only east's endpoint")
+      // The gateways go along as fallbacks, for the proxy to fail over to before readiness changes.
+      #expect(try all().filter(\.isFallback).map(\.address.description) == ["192.0.2.10:4143", "192.0.2.20:4143"])
 
       // East's backend is not ready: the gateways of west and north, with the remote authority.
       try east.setSliceReady("backend", false)

@@ -7,17 +7,8 @@ import _MeshTestSupport
 /// idempotence, cleanup, and where connections really go. Needs root, `ip` and iptables.
 @Suite("mesh-proxy-init in network namespaces", .serialized, .enabled(if: Namespaces.available))
 struct ProxyInitNamespaceTests {
-  /// The built `mesh-proxy-init`, found from the test binary's path (the products sit together).
-  static let binary: String = {
-    let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-    var directory = executable.deletingLastPathComponent()
-    for _ in 0..<4 {
-      let candidate = directory.appendingPathComponent("mesh-proxy-init").path
-      if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-      directory = directory.deletingLastPathComponent()
-    }
-    return "mesh-proxy-init"
-  }()
+  /// The built `mesh-proxy-init`.
+  static let binary = BuiltProduct.path("mesh-proxy-init")
 
   func initCommand(_ namespace: String, _ arguments: [String]) async throws -> Subprocess.Output {
     try await Subprocess.run("timeout", ["30", "ip", "netns", "exec", namespace, Self.binary] + arguments)
@@ -107,61 +98,6 @@ struct ProxyInitNamespaceTests {
         #expect(out.stderr.contains("Error:"), "\(arguments): \(out)")
       }
       #expect(try await save(ns, "nft") == before)
-    }
-  }
-}
-
-/// Network namespaces a test makes and always removes (with the processes it started in them).
-enum Namespaces {
-  static var available: Bool {
-    guard getuid() == 0, Subprocess.which("ip") != nil, Subprocess.which("iptables-nft-save") != nil,
-      Subprocess.which("curl") != nil, Subprocess.which("setpriv") != nil
-    else { return false }
-    let probe = "smi-probe-\(getpid())"
-    guard (try? Subprocess.runBlocking("ip", ["netns", "add", probe]).status) == 0 else { return false }
-    _ = try? Subprocess.runBlocking("ip", ["netns", "del", probe])
-    return true
-  }
-
-  static func with(_ names: [String], _ body: ([String]) async throws -> Void) async throws {
-    let unique = names.map { "\($0)-\(getpid())" }
-    for name in unique {
-      _ = try? await Subprocess.run("ip", ["netns", "del", name])
-      let added = try await Subprocess.run("ip", ["netns", "add", name])
-      guard added.status == 0 else { throw TestFailure("ip netns add \(name): \(added)") }
-      _ = try await Subprocess.run("ip", ["netns", "exec", name, "ip", "link", "set", "lo", "up"])
-    }
-    do {
-      try await body(unique)
-    } catch {
-      await remove(unique)
-      throw error
-    }
-    await remove(unique)
-  }
-
-  private static func remove(_ names: [String]) async {
-    for name in names {
-      // Anything still running in it goes first; then the namespace (and its veth ends) goes.
-      if let pids = try? await Subprocess.run("ip", ["netns", "pids", name]).stdout {
-        for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
-      }
-      _ = try? await Subprocess.run("ip", ["netns", "del", name])
-    }
-  }
-
-  /// A veth pair between two namespaces, `a` and `b` on a /30.
-  static func link(_ nsA: String, _ a: String, _ nsB: String, _ b: String) async throws {
-    let veth = "v\(getpid() % 100000)"
-    for command in [
-      ["link", "add", "\(veth)a", "netns", nsA, "type", "veth", "peer", "name", "\(veth)b", "netns", nsB],
-      ["-n", nsA, "addr", "add", "\(a)/30", "dev", "\(veth)a"],
-      ["-n", nsB, "addr", "add", "\(b)/30", "dev", "\(veth)b"],
-      ["-n", nsA, "link", "set", "\(veth)a", "up"],
-      ["-n", nsB, "link", "set", "\(veth)b", "up"],
-    ] {
-      let out = try await Subprocess.run("ip", command)
-      guard out.status == 0 else { throw TestFailure("ip \(command.joined(separator: " ")): \(out)") }
     }
   }
 }

@@ -184,11 +184,43 @@ public nonisolated struct Swiftmesh_Destination_WeightedAddr: Sendable {
   /// When set, the `host:port` authority to send instead of the original (e.g. across a gateway).
   public var authorityOverride: String = String()
 
+  /// For a meshed endpoint (a pod with a proxy): how opaque (non-HTTP) connections reach it. Absent: to the
+  /// endpoint's own address.
+  public var opaqueTransport: Swiftmesh_Destination_OpaqueTransport {
+    get {_opaqueTransport ?? Swiftmesh_Destination_OpaqueTransport()}
+    set {_opaqueTransport = newValue}
+  }
+  /// Returns true if `opaqueTransport` has been explicitly set.
+  public var hasOpaqueTransport: Bool {self._opaqueTransport != nil}
+  /// Clears the value of `opaqueTransport`. Subsequent reads from it will return its default value.
+  public mutating func clearOpaqueTransport() {self._opaqueTransport = nil}
+
+  /// Of a federated service: a linked cluster's gateway. A proxy sends requests to the endpoints without this
+  /// flag while any of them can take one (present and not ejected by failure accrual), and to these only
+  /// then: local affinity that fails over at once and comes home when a local endpoint answers again.
+  public var fallback: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _addr: Swiftmesh_Destination_TcpAddress? = nil
+  fileprivate var _opaqueTransport: Swiftmesh_Destination_OpaqueTransport? = nil
+}
+
+/// Opaque connections to a meshed pod go to its proxy's inbound port on the pod's address, inside mutual
+/// TLS, and name the endpoint's port in the header they start with (so the proxy, not the kernel's
+/// redirection, says where they go, and a plaintext client of an opaque port is told from a mesh peer).
+public nonisolated struct Swiftmesh_Destination_OpaqueTransport: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var inboundPort: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Swiftmesh_Destination_TcpAddress: Sendable {
@@ -717,7 +749,7 @@ nonisolated extension Swiftmesh_Destination_WeightedAddrSet: SwiftProtobuf.Messa
 
 nonisolated extension Swiftmesh_Destination_WeightedAddr: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WeightedAddr"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}addr\0\u{1}weight\0\u{3}metric_labels\0\u{3}tls_identity\0\u{3}protocol_hint\0\u{3}authority_override\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}addr\0\u{1}weight\0\u{3}metric_labels\0\u{3}tls_identity\0\u{3}protocol_hint\0\u{3}authority_override\0\u{3}opaque_transport\0\u{1}fallback\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -731,6 +763,8 @@ nonisolated extension Swiftmesh_Destination_WeightedAddr: SwiftProtobuf.Message,
       case 4: try { try decoder.decodeSingularStringField(value: &self.tlsIdentity) }()
       case 5: try { try decoder.decodeSingularEnumField(value: &self.protocolHint) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.authorityOverride) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._opaqueTransport) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.fallback) }()
       default: break
       }
     }
@@ -759,6 +793,12 @@ nonisolated extension Swiftmesh_Destination_WeightedAddr: SwiftProtobuf.Message,
     if !self.authorityOverride.isEmpty {
       try visitor.visitSingularStringField(value: self.authorityOverride, fieldNumber: 6)
     }
+    try { if let v = self._opaqueTransport {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    if self.fallback != false {
+      try visitor.visitSingularBoolField(value: self.fallback, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -769,6 +809,38 @@ nonisolated extension Swiftmesh_Destination_WeightedAddr: SwiftProtobuf.Message,
     if lhs.tlsIdentity != rhs.tlsIdentity {return false}
     if lhs.protocolHint != rhs.protocolHint {return false}
     if lhs.authorityOverride != rhs.authorityOverride {return false}
+    if lhs._opaqueTransport != rhs._opaqueTransport {return false}
+    if lhs.fallback != rhs.fallback {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Swiftmesh_Destination_OpaqueTransport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OpaqueTransport"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}inbound_port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.inboundPort) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.inboundPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.inboundPort, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Swiftmesh_Destination_OpaqueTransport, rhs: Swiftmesh_Destination_OpaqueTransport) -> Bool {
+    if lhs.inboundPort != rhs.inboundPort {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

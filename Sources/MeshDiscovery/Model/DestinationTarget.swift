@@ -1,13 +1,17 @@
 public import MeshCore
 
-/// What a destination path names: a service of the cluster (which may or may not exist), or a name
-/// outside the cluster domain that discovery does not know.
+/// What a destination path names: a service of the cluster (which may or may not exist), an IP address
+/// (a Service's ClusterIP or a pod's IP, as a transparent proxy asks by a connection's original
+/// destination), or a name outside the cluster domain that discovery does not know.
 public enum DestinationTarget: Hashable, Sendable, CustomStringConvertible {
   /// `<name>.<namespace>.svc.<cluster-domain>:<port>`.
   case service(namespace: String, name: String, port: Int)
   /// `<hostname>.<name>.<namespace>.svc.<cluster-domain>:<port>`: the endpoint of headless service `name`
   /// whose `hostname` is that (a StatefulSet's pod, `db-0.db.default.svc...`).
   case endpoint(namespace: String, service: String, hostname: String, port: Int)
+  /// `<ip>:<port>`: a Service whose ClusterIP it is (that service's endpoints), else a pod whose IP it is
+  /// (that pod alone), else nothing.
+  case address(Authority)
   /// Anything else that is a well-formed `host:port`.
   case unknown(Authority)
 
@@ -22,6 +26,7 @@ public enum DestinationTarget: Hashable, Sendable, CustomStringConvertible {
       throw .invalidPath("invalid destination path '\(path)': \(error.message)")
     }
     guard authority.port > 0 else { throw .invalidPath("invalid destination path '\(path)': port 0") }
+    if authority.isIPAddress { return .address(authority) }
     if let (name, namespace) = authority.kubernetesService(clusterDomain: clusterDomain) {
       return .service(namespace: namespace, name: name, port: authority.port)
     }
@@ -42,21 +47,21 @@ public enum DestinationTarget: Hashable, Sendable, CustomStringConvertible {
     switch self {
     case .service(let namespace, let name, _): "\(namespace)/\(name)"
     case .endpoint(let namespace, let service, _, _): "\(namespace)/\(service)"
-    case .unknown: nil
+    case .address, .unknown: nil
     }
   }
 
   public var namespace: String? {
     switch self {
     case .service(let namespace, _, _), .endpoint(let namespace, _, _, _): namespace
-    case .unknown: nil
+    case .address, .unknown: nil
     }
   }
 
   public var port: Int {
     switch self {
     case .service(_, _, let port), .endpoint(_, _, _, let port): port
-    case .unknown(let authority): authority.port
+    case .address(let authority), .unknown(let authority): authority.port
     }
   }
 
@@ -65,6 +70,7 @@ public enum DestinationTarget: Hashable, Sendable, CustomStringConvertible {
     case .service(let namespace, let name, let port): "service \(namespace)/\(name) port \(port)"
     case .endpoint(let namespace, let service, let hostname, let port):
       "endpoint \(hostname) of service \(namespace)/\(service) port \(port)"
+    case .address(let authority): "address \(authority)"
     case .unknown(let authority): "unknown \(authority)"
     }
   }

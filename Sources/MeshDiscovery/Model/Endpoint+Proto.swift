@@ -80,6 +80,8 @@ extension Endpoint {
     addr.tlsIdentity = tlsIdentity?.description ?? ""
     addr.protocolHint = protocolHint == .http2 ? .h2 : .unknown
     addr.authorityOverride = authorityOverride?.description ?? ""
+    if let opaqueInboundPort { addr.opaqueTransport.inboundPort = UInt32(opaqueInboundPort) }
+    addr.fallback = isFallback
     return addr
   }
 
@@ -102,5 +104,14 @@ extension Endpoint {
       address: address, weight: addr.weight, tlsIdentity: identity,
       protocolHint: addr.protocolHint == .h2 ? .http2 : .unknown, authorityOverride: override,
       metricLabels: addr.metricLabels)
+    isFallback = addr.fallback
+    if addr.hasOpaqueTransport {
+      let port = Int(addr.opaqueTransport.inboundPort)
+      if (1...65_535).contains(port) {
+        opaqueInboundPort = port
+      } else {
+        problem("endpoint \(address): ignoring opaque transport port \(port)")
+      }
+    }
   }
 }

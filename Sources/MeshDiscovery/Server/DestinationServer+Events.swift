@@ -83,6 +83,19 @@ extension DestinationServer {
     switch target {
     case .service(let n, let s, let p): (namespace, name, port) = (n, s, p)
     case .endpoint(let n, let s, let h, let p): (namespace, name, port, hostname) = (n, s, p, h)
+    case .address(let address):
+      switch Self.owner(of: address, informers: informers) {
+      case .service(let service):
+        return endpointSet(
+          .service(namespace: service.namespace ?? "default", name: service.name, port: address.port), zone: zone,
+          informers: informers, translator: translator, logger: logger)
+      case .pod(let pod):
+        return translator.endpointSet(pod: pod, address: address, defaultNamespace: "default") {
+          logger.warning("endpoint skipped", metadata: ["problem": "\($0)"])
+        }
+      case nil:
+        return .doesNotExist
+      }
     case .unknown: return .doesNotExist
     }
     // `<hostname>.<name>-<cluster>...` of a headless mirror: the endpoint mirror `<hostname>-<cluster>`, which
@@ -137,6 +150,21 @@ extension DestinationServer {
     let port: Int
     switch target {
     case .service(let n, let s, let p), .endpoint(let n, let s, _, let p): (namespace, name, port) = (n, s, p)
+    case .address(let address):
+      switch Self.owner(of: address, informers: informers) {
+      case .service(let service):
+        return profile(
+          .service(namespace: service.namespace ?? "default", name: service.name, port: address.port),
+          informers: informers, translator: translator, problems: problems)
+      case .pod(let pod):
+        // No profile for a pod; only whether its port is opaque.
+        var profile = Profile()
+        profile.opaqueProtocol = OpaquePorts.isOpaque(
+          port: address.port, servicePort: nil, annotations: pod.metadata.annotations)
+        return profile
+      case nil:
+        return Profile()
+      }
     case .unknown: return Profile()
     }
     let profileName = translator.profileName(service: name, namespace: namespace)
@@ -144,9 +172,37 @@ extension DestinationServer {
     let split = informers.trafficSplits.store.list(namespace: namespace).first {
       ($0.spec.service.split(separator: ".").first.map(String.init) ?? $0.spec.service) == name
     }
-    let (profile, found) = translator.profile(
+    var (profile, found) = translator.profile(
       namespace: namespace, service: name, port: port, serviceProfile: serviceProfile, split: split)
+    let service = informers.services.store.get(namespace: namespace, name: name)
+    profile.opaqueProtocol = OpaquePorts.isOpaque(
+      port: port, servicePort: service?.spec?.ports?.first { $0.port == port },
+      annotations: service?.metadata.annotations)
     problems.set(found, for: "\(namespace)/\(profileName)")
     return profile
+  }
+
+  /// What an IP address belongs to.
+  enum AddressOwner {
+    case service(MeshKube.Service)
+    case pod(Pod)
+  }
+
+  /// The Service whose ClusterIP `address` is, else the running pod whose IP it is.
+  static func owner(of address: Authority, informers: DiscoveryInformers) -> AddressOwner? {
+    let ip = address.host
+    if let service = informers.services.store.items.first(where: {
+      $0.spec?.clusterIP == ip || ($0.spec?.clusterIPs ?? []).contains(ip)
+    }) {
+      return .service(service)
+    }
+    // A finished pod's IP may already be another's.
+    if let pod = informers.pods.store.items.first(where: {
+      ($0.status?.podIP == ip || ($0.status?.podIPs ?? []).contains { $0.ip == ip })
+        && $0.status?.phase != "Succeeded" && $0.status?.phase != "Failed"
+    }) {
+      return .pod(pod)
+    }
+    return nil
   }
 }

@@ -34,6 +34,8 @@ public final class DestinationServer: ServiceLifecycle.Service, Sendable {
     /// `kubernetes.io/service-name` label), falling back to `.endpoints` when the API server does not
     /// serve `discovery.k8s.io/v1` EndpointSlices; `.endpoints` reads `v1` Endpoints only.
     public var endpointsAPI: EndpointsAPI = .endpointSlices
+    /// The inbound port of meshed pods' proxies, where other proxies send opaque connections. Default 4143.
+    public var proxyInboundPort: Int = 4143
 
     public init() {}
 
@@ -75,7 +77,7 @@ public final class DestinationServer: ServiceLifecycle.Service, Sendable {
     self.problemLog = problemLog
     let endpointTranslator = EndpointTranslator(
       trustDomain: configuration.trustDomain, controlPlaneNamespace: configuration.controlPlaneNamespace,
-      defaultWeight: configuration.defaultWeight)
+      defaultWeight: configuration.defaultWeight, proxyInboundPort: configuration.proxyInboundPort)
     let profileTranslator = ProfileTranslator(clusterDomain: configuration.clusterDomain)
     self.endpointRegistry = PublisherRegistry { target, zone in
       { Self.endpointSet(target, zone: zone, informers: informers, translator: endpointTranslator, logger: logger) }

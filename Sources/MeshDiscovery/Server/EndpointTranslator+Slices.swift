@@ -102,14 +102,21 @@ extension EndpointTranslator {
       }
     }
     var chosen = Array((ready.isEmpty ? terminating : ready).values)
-    // A federated service prefers its local members: the linked clusters' gateways only when no local
-    // endpoint is ready (local affinity; traffic comes home when one is).
+    // A federated service prefers its local members: while one is ready, the linked clusters' gateways go
+    // along flagged as fallbacks, which proxies use only when no local endpoint can take a request (local
+    // affinity decided per request, failing over on failure accrual before readiness changes; traffic comes
+    // home when a local endpoint answers again). Without a ready local member, the gateways are the set.
     if isFederated {
       let local = ready.values.filter(\.local)
-      chosen = local.isEmpty ? Array(ready.values) : local
-      if chosen.isEmpty {
+      if local.isEmpty {
         let draining = terminating.values.filter(\.local)
-        chosen = draining.isEmpty ? Array(terminating.values) : draining
+        chosen = ready.isEmpty ? (draining.isEmpty ? Array(terminating.values) : draining) : Array(ready.values)
+      } else {
+        chosen = local + ready.values.filter { !$0.local }.map { remote in
+          var fallback = remote
+          fallback.endpoint.isFallback = true
+          return fallback
+        }
       }
     }
     var served = chosen

@@ -35,11 +35,18 @@ public struct EndpointTranslator: Sendable {
   public var trustDomain: TrustDomain
   public var controlPlaneNamespace: String
   public var defaultWeight: UInt32
+  /// The inbound port of meshed pods' proxies (`mesh-proxy --inbound`, 4143 as injected), where opaque
+  /// connections go.
+  public var proxyInboundPort: Int
 
-  public init(trustDomain: TrustDomain, controlPlaneNamespace: String, defaultWeight: UInt32 = Endpoint.defaultWeight) {
+  public init(
+    trustDomain: TrustDomain, controlPlaneNamespace: String, defaultWeight: UInt32 = Endpoint.defaultWeight,
+    proxyInboundPort: Int = 4143
+  ) {
     self.trustDomain = trustDomain
     self.controlPlaneNamespace = controlPlaneNamespace
     self.defaultWeight = defaultWeight
+    self.proxyInboundPort = proxyInboundPort
   }
 
   /// The endpoint set of `service` port `port`; `problem` hears about data that had to be skipped.
@@ -82,6 +89,20 @@ public struct EndpointTranslator: Sendable {
     return EndpointSet(exists: true, endpoints: Array(result.values))
   }
 
+  /// The endpoint set of one pod reached by its IP (`address`, the pod IP and the port asked for): that pod
+  /// alone, with its identity when it is meshed.
+  public func endpointSet(
+    pod: Pod, address: Authority, defaultNamespace: String, problem: (String) -> Void = { _ in }
+  ) -> EndpointSet {
+    let namespace = pod.namespace ?? defaultNamespace
+    var endpoint = Endpoint(address: address, weight: defaultWeight)
+    local(
+      &endpoint, targetRef: ObjectReference(kind: "Pod", namespace: namespace, name: pod.name), namespace: namespace,
+      pod: { _, _ in pod }, problem: problem)
+    endpoint.metricLabels["namespace"] = namespace
+    return EndpointSet(exists: true, endpoints: [endpoint])
+  }
+
   func local(
     _ endpoint: inout Endpoint, targetRef: ObjectReference?, namespace: String,
     pod lookup: (String, String) -> Pod?, problem: (String) -> Void
@@ -98,6 +119,7 @@ public struct EndpointTranslator: Sendable {
         serviceAccount: serviceAccount, namespace: pod.namespace ?? namespace,
         controlPlaneNamespace: controlPlaneNamespace, trustDomain: trustDomain)
       endpoint.protocolHint = .http2
+      endpoint.opaqueInboundPort = proxyInboundPort
     } catch {
       problem("pod \(pod.metadata.key): no identity: \(error.message)")
     }

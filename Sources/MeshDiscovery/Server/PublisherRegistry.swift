@@ -16,6 +16,13 @@ final class PublisherRegistry<Value: Sendable & Equatable>: Sendable {
     var byService: [String: Set<Key>] = [:]
     var closed = false
     var created = 0
+
+    var addressPublishers: [SnapshotPublisher<Value>] {
+      publishers.compactMap { key, publisher in
+        if case .address = key.target { return publisher }
+        return nil
+      }
+    }
   }
 
   private let state = Mutex(State())
@@ -62,15 +69,20 @@ final class PublisherRegistry<Value: Sendable & Equatable>: Sendable {
     }
   }
 
-  /// Recomputes the publishers of one service (`namespace/name`).
+  /// Recomputes the publishers of one service (`namespace/name`), and those of IP addresses (any service or
+  /// pod may be the one an address names; an unchanged value sends nothing).
   func refresh(service: String) {
-    let publishers = state.withLock { s in (s.byService[service] ?? []).compactMap { s.publishers[$0] } }
+    let publishers = state.withLock { s in
+      (s.byService[service] ?? []).compactMap { s.publishers[$0] } + s.addressPublishers
+    }
     for publisher in publishers { publisher.refresh() }
   }
 
-  /// Recomputes the publishers of every service in `namespace`.
+  /// Recomputes the publishers of every service in `namespace`, and those of IP addresses.
   func refresh(namespace: String) {
-    let publishers = state.withLock { s in s.publishers.filter { $0.key.target.namespace == namespace }.map(\.value) }
+    let publishers = state.withLock { s in
+      s.publishers.filter { $0.key.target.namespace == namespace }.map(\.value) + s.addressPublishers
+    }
     for publisher in publishers { publisher.refresh() }
   }
 

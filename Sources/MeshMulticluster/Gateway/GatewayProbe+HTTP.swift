@@ -20,7 +20,7 @@ extension GatewayProbe {
       let milliseconds = max(1, Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
       (session, channel) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .connectTimeout(.milliseconds(milliseconds))
-        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .channelOption(.tcpOption(.tcp_nodelay), value: 1)
         .connect(host: host, port: port) { channel in
           channel.eventLoop.makeCompletedFuture {
             let session = try tls.addClientHandlers(to: channel.pipeline.syncOperations, expected: identity)

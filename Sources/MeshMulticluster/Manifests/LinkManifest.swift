@@ -1,6 +1,5 @@
 import Foundation
 public import MeshKube
-import Yams
 
 /// What `meshctl multicluster link` learns about a target cluster's gateway, from flags or from the
 /// gateway Service `swiftmesh-gateway` in the target's `swiftmesh-multicluster` namespace:
@@ -112,7 +111,7 @@ public struct LinkManifest: Sendable {
 
   /// The YAML: the Secret, `---`, the Link.
   public func yaml() throws -> String {
-    try Self.yaml([try KubeCodec.encode(secret), try KubeCodec.encode(link)])
+    try KubeManifest.yaml([try KubeCodec.encode(secret), try KubeCodec.encode(link)])
   }
 
   /// The YAML of what `unlink` removes (the Link first: its mirrors go with it; then its Secret).
@@ -127,25 +126,6 @@ public struct LinkManifest: Sendable {
         "name": .string(MirrorMetadata.credentialsSecretName(cluster: clusterName)), "namespace": .string(namespace),
       ],
     ]
-    return try yaml([link, secret])
-  }
-
-  /// Documents as YAML (keys sorted, `apiVersion` and `kind` first), separated by `---`.
-  static func yaml(_ documents: [JSONValue]) throws -> String {
-    let encoder = YAMLEncoder()
-    encoder.options.sortKeys = true
-    var parts: [String] = []
-    for document in documents {
-      var body = document
-      var head = ""
-      for key in ["apiVersion", "kind"] {
-        if let value = body[key]?.stringValue {
-          head += "\(key): \(value)\n"
-          body[key] = nil
-        }
-      }
-      parts.append(head + (try encoder.encode(body)))
-    }
-    return parts.joined(separator: "---\n")
+    return try KubeManifest.yaml([link, secret])
   }
 }

@@ -235,6 +235,22 @@ public final class ProxyMetrics: Sendable {
     ).increment()
   }
 
+  /// A connection whose protocol detection timed out (it was then carried as opaque TCP, or closed).
+  func detectTimeout(direction: String) {
+    registry.makeCounter(
+      name: "protocol_detect_timeout_total", labels: [("direction", direction)],
+      help: "Connections whose first bytes did not tell their protocol within the detect timeout."
+    ).increment()
+  }
+
+  /// An opaque (non-HTTP) connection the proxy could not carry and closed, by reason.
+  func opaqueRefused(direction: String, reason: ProxyError.Reason) {
+    registry.makeCounter(
+      name: "tcp_refused_total", labels: [("direction", direction), ("reason", reason.rawValue)],
+      help: "Opaque connections closed because they could not be carried, by reason."
+    ).increment()
+  }
+
   /// A request shed because every connection to its upstream was busy (`reason`: `queue full` or
   /// `queue timeout`).
   func shed(reason: String) {
@@ -245,8 +261,10 @@ public final class ProxyMetrics: Sendable {
   }
 
   /// The counters for connections of one direction, peer side and TLS state.
-  public func tcp(direction: String, peer: String, tls: Bool) -> TCP {
-    let labels = [("direction", direction), ("peer", peer), ("tls", tls ? "true" : "false")]
+  /// The TCP series of one kind of connection; `extra` labels name its far end (`dst_service`,
+  /// `server_id`, `client_id`...) where it is known, as for opaque connections.
+  public func tcp(direction: String, peer: String, tls: Bool, extra: [(String, String)] = []) -> TCP {
+    let labels = [("direction", direction), ("peer", peer), ("tls", tls ? "true" : "false")] + extra
     return TCP(
       open: registry.makeGauge(name: "tcp_open_connections", labels: labels, help: "Connections open now."),
       opened: registry.makeCounter(name: "tcp_open_total", labels: labels, help: "Connections opened."),

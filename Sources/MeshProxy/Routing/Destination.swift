@@ -35,6 +35,9 @@ public enum Target: Sendable {
 final class Destination: Sendable {
   let authority: Authority
   let balancer: P2CBalancer<Endpoint>
+  /// A federated service's linked clusters' gateways (endpoints flagged `isFallback`): picked from only while
+  /// `balancer` has no endpoint that can take a request.
+  let fallback: P2CBalancer<Endpoint>
 
   private struct State {
     var resolved = false
@@ -46,6 +49,7 @@ final class Destination: Sendable {
   init(authority: Authority) {
     self.authority = authority
     self.balancer = P2CBalancer<Endpoint>()
+    self.fallback = P2CBalancer<Endpoint>()
   }
 
   private struct ProfileState {
@@ -175,8 +179,16 @@ final class Destination: Sendable {
 
   func apply(_ snapshot: EndpointSet) {
     var weights: [Endpoint: UInt32] = [:]
-    for endpoint in snapshot.endpoints { weights[endpoint] = max(endpoint.weight, 1) }
+    var fallbackWeights: [Endpoint: UInt32] = [:]
+    for endpoint in snapshot.endpoints {
+      if endpoint.isFallback {
+        fallbackWeights[endpoint] = max(endpoint.weight, 1)
+      } else {
+        weights[endpoint] = max(endpoint.weight, 1)
+      }
+    }
     balancer.replaceEndpoints(with: weights)
+    fallback.replaceEndpoints(with: fallbackWeights)
     let waiters = state.withLock { state in
       state.resolved = true
       state.exists = snapshot.exists
@@ -194,7 +206,15 @@ final class Destination: Sendable {
   var canServe: Bool {
     let (resolved, exists) = state.withLock { ($0.resolved, $0.exists) }
     guard resolved, exists else { return true }
-    return balancer.availableEndpointCount > 0
+    return balancer.availableEndpointCount > 0 || fallback.availableEndpointCount > 0
+  }
+
+  /// A balanced endpoint: the primary endpoints' first; a fallback (a linked cluster's gateway) only when
+  /// none of them can take the request.
+  private func pick() -> TicketBox? {
+    // (One `try?` binding of a ticket per function: see `P2CBalancer.pick()`.)
+    do { return TicketBox(try balancer.pick()) } catch {}
+    do { return TicketBox(try fallback.pick()) } catch { return nil }
   }
 
   /// Picks a target for one request, waiting for endpoints until `deadline`.
@@ -202,8 +222,8 @@ final class Destination: Sendable {
     let (resolved, exists) = state.withLock { ($0.resolved, $0.exists) }
     if resolved {
       if !exists { return eventLoop.makeSucceededFuture(.passthrough(authority)) }
-      if let ticket = try? balancer.pick() {
-        return eventLoop.makeSucceededFuture(.endpoint(TicketBox(ticket)))
+      if let ticket = pick() {
+        return eventLoop.makeSucceededFuture(.endpoint(ticket))
       }
     }
     if NIODeadline.now() >= deadline {

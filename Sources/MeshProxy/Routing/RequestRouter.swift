@@ -18,6 +18,9 @@ public struct RoutedRequest: Sendable {
   /// e.g. `websocket`. Such a request travels on HTTP/1.1 to the end (inside mutual TLS between proxies),
   /// and on `101 Switching Protocols` the connection becomes a byte relay.
   public var upgrade: String?
+  /// Where the connection was going before iptables redirected it to the proxy (transparent mode); nil
+  /// when the client named the proxy itself.
+  public var originalDestination: Authority?
   /// Set when the request's client goes away (or the proxy has answered it) while it still waits for an
   /// upstream: its place in a queue is given to the next request instead of opening a stream nobody reads.
   let abandonment = RequestAbandonment()
@@ -53,6 +56,22 @@ public final class Upstream: @unchecked Sendable {
   }
 }
 
+/// One opaque (non-HTTP) connection as the router sees it.
+public struct OpaqueConnection: Sendable {
+  /// Where the client was going (transparent mode); nil when it came straight to the listener.
+  public var originalDestination: Authority?
+  /// The header a peer proxy sent first, inside mutual TLS.
+  public var header: OpaqueHeader?
+  /// The caller's verified mesh identity (inbound), if any.
+  public var peerIdentity: IdentityName?
+
+  public init(originalDestination: Authority?, header: OpaqueHeader? = nil, peerIdentity: IdentityName? = nil) {
+    self.originalDestination = originalDestination
+    self.header = header
+    self.peerIdentity = peerIdentity
+  }
+}
+
 /// Decides where each request goes and opens the upstream for it, on the request's event loop.
 public protocol RequestRouter: Sendable {
   /// The `direction` label of this side.
@@ -66,6 +85,12 @@ public protocol RequestRouter: Sendable {
   /// knows it (a destination discovery knows; a caller with a mesh identity), else empty, so that no client
   /// mints series by choosing Host headers.
   func metricAuthority(for request: RoutedRequest) -> String
+  /// Whether connections to `original` (a redirected connection's original destination) are opaque TCP,
+  /// skipping protocol detection.
+  func isOpaque(_ original: Authority, on eventLoop: any EventLoop) -> EventLoopFuture<Bool>
+  /// Opens the upstream of an opaque connection: connected (mutual TLS set up and the `OpaqueHeader`
+  /// written, toward a peer proxy), on `eventLoop`; fails with `ProxyError`.
+  func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel>
 }
 
 extension RequestRouter {
@@ -73,6 +98,14 @@ extension RequestRouter {
 
   public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
     eventLoop.makeSucceededFuture(.none)
+  }
+
+  public func isOpaque(_ original: Authority, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
+    eventLoop.makeSucceededFuture(false)
+  }
+
+  public func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+    eventLoop.makeFailedFuture(ProxyError(.unknownRoute, "the \(direction) side carries no opaque connections"))
   }
 }
 

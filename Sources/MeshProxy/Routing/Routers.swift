@@ -1,5 +1,6 @@
 import Logging
 import MeshBalancer
+import MeshDiscovery
 public import MeshCore
 import MeshTLS
 public import NIOCore
@@ -179,6 +180,112 @@ public final class OutboundRouter: RequestRouter, Sendable {
     return profile.pickLeaf { leaf in self.destination(for: leaf).canServe } ?? apex
   }
 
+  /// The target of `authority`; in transparent mode, a name discovery does not know is looked up by where
+  /// the connection was going (a ClusterIP or a pod IP), and else forwarded there rather than to the name.
+  private func target(
+    for authority: Authority, original: Authority?, on eventLoop: any EventLoop, deadline: NIODeadline
+  ) -> EventLoopFuture<Target> {
+    let target = destination(for: authority).target(on: eventLoop, deadline: deadline)
+    guard let original, original != authority else { return target }
+    return target.flatMap { target in
+      guard case .passthrough = target else { return eventLoop.makeSucceededFuture(target) }
+      return self.destination(for: original).target(on: eventLoop, deadline: deadline)
+    }
+  }
+
+  public func isOpaque(_ original: Authority, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
+    // A service discovery knows: its profile decides (the opaque-ports annotation replaces the default list);
+    // anything else: the configured ports.
+    let configured = configuration.opaquePorts.contains(original.port)
+    let deadline = NIODeadline.now() + TimeAmount(configuration.failfastTimeout)
+    return destination(for: original).profile(on: eventLoop, deadline: deadline).map { compiled in
+      guard let profile = compiled?.profile else { return configured }
+      return profile.fullyQualifiedName.isEmpty ? configured || profile.opaqueProtocol : profile.opaqueProtocol
+    }
+  }
+
+  /// Opaque connections to `original` (outbound), or to the service a gateway caller's header names: a
+  /// balanced endpoint of what discovery knows there (mutual TLS with the opaque header to a meshed one,
+  /// plain TCP to others); an address it does not know is connected to as is (not from a gateway).
+  public func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+    openOpaque(connection, allowPassthrough: true, on: eventLoop)
+  }
+
+  func openOpaque(
+    _ connection: OpaqueConnection, allowPassthrough: Bool, on eventLoop: any EventLoop
+  ) -> EventLoopFuture<any Channel> {
+    guard let original = connection.header?.authority ?? connection.originalDestination else {
+      return eventLoop.makeFailedFuture(
+        ProxyError(
+          .badAuthority,
+          "an opaque connection needs its original destination (run the proxy with --transparent behind mesh-proxy-init)"))
+    }
+    let deadline = NIODeadline.now() + TimeAmount(configuration.failfastTimeout)
+    return openOpaque(
+      to: original, allowPassthrough: allowPassthrough, peer: connection.peerIdentity, deadline: deadline,
+      attemptsLeft: Self.connectAttempts, on: eventLoop)
+  }
+
+  private func openOpaque(
+    to original: Authority, allowPassthrough: Bool, peer: IdentityName?, deadline: NIODeadline, attemptsLeft: Int,
+    on eventLoop: any EventLoop
+  ) -> EventLoopFuture<any Channel> {
+    let pool = pools.pool(for: eventLoop)
+    let clientID = [("client_id", peer?.description ?? "")]
+    let opened = destination(for: original).target(on: eventLoop, deadline: deadline).flatMap {
+      target -> EventLoopFuture<any Channel> in
+      switch target {
+      case .passthrough(let address):
+        guard allowPassthrough else {
+          return eventLoop.makeFailedFuture(
+            ProxyError(.unknownAuthority, "\(original) is not a service this cluster knows"))
+        }
+        if self.pools.loopGuard.isSelf(address) { return eventLoop.makeFailedFuture(UpstreamPools.loop(to: address)) }
+        return pool.openOpaqueConnection(
+          to: address, identity: nil, header: OpaqueHeader(targetPort: address.port), direction: self.direction,
+          labels: clientID)
+      case .endpoint(let ticket):
+        let endpoint = ticket.endpoint
+        if self.pools.loopGuard.isSelf(endpoint.address) {
+          ticket.complete(.cancelled)
+          return eventLoop.makeFailedFuture(UpstreamPools.loop(to: endpoint.address))
+        }
+        let labels = [
+          ("dst_service", endpoint.metricLabels["service"] ?? ""),
+          ("dst_namespace", endpoint.metricLabels["namespace"] ?? ""),
+          ("server_id", endpoint.tlsIdentity?.description ?? ""),
+        ] + clientID
+        // A meshed pod's proxy is reached on its inbound port and delivers to the endpoint's port; a gateway
+        // delivers to the service the header names.
+        let header = OpaqueHeader(targetPort: endpoint.address.port, authority: endpoint.authorityOverride)
+        let address = endpoint.tlsIdentity == nil ? endpoint.address : endpoint.opaqueAddress
+        if self.pools.loopGuard.isSelf(address) {
+          ticket.complete(.cancelled)
+          return eventLoop.makeFailedFuture(UpstreamPools.loop(to: address))
+        }
+        return pool.openOpaqueConnection(
+          to: address, identity: endpoint.tlsIdentity, header: header, direction: self.direction,
+          labels: labels
+        ).map { channel in
+          // A connection is balanced as one request: its load ends once it is established.
+          ticket.complete(.success)
+          return channel
+        }.flatMapErrorThrowing { error in
+          ticket.complete((error as? ProxyError)?.reason == .connectFailed ? .connectionFailure : .failure)
+          throw error
+        }
+      }
+    }
+    return opened.flatMapError { error in
+      guard attemptsLeft > 1, (error as? ProxyError)?.reason == .connectFailed, NIODeadline.now() < deadline else {
+        return eventLoop.makeFailedFuture(error)
+      }
+      return self.openOpaque(
+        to: original, allowPassthrough: allowPassthrough, peer: peer, deadline: deadline,
+        attemptsLeft: attemptsLeft - 1, on: eventLoop)
+    }
+  }
+
   /// Connection attempts per request. A request whose connection failed never reached the upstream, so it
   /// is safe to send it to another endpoint (the failed one accrues the failure).
   static let connectAttempts = 3
@@ -195,7 +302,8 @@ public final class OutboundRouter: RequestRouter, Sendable {
     } catch {
       return eventLoop.makeFailedFuture(error)
     }
-    let opened = destination(for: authority).target(on: eventLoop, deadline: deadline).flatMap { target in
+    let opened = target(for: authority, original: request.originalDestination, on: eventLoop, deadline: deadline)
+      .flatMap { target in
       var labels = ProxyMetrics.RequestLabels(direction: self.direction, authority: apex.description, tls: false)
       labels.clientID = request.peerIdentity?.description ?? ""
       switch target {
@@ -287,6 +395,33 @@ public final class InboundRouter: RequestRouter, Sendable {
     request.peerIdentity == nil ? "" : request.authority?.description ?? ""
   }
 
+  /// The application: in transparent mode, `port` (where the caller was going) on the pod's loopback;
+  /// else the configured application address.
+  private func application(port: Int?) -> Authority {
+    guard configuration.transparent, let port, let local = try? Authority(host: "127.0.0.1", port: port) else {
+      return application
+    }
+    return local
+  }
+
+  public func isOpaque(_ original: Authority, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
+    eventLoop.makeSucceededFuture(configuration.opaquePorts.contains(original.port))
+  }
+
+  /// An opaque connection goes to the application, on the port a peer proxy's header names (else the port
+  /// the caller was going to); plain TCP.
+  public func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+    if requireIdentity, connection.peerIdentity == nil {
+      return eventLoop.makeFailedFuture(
+        ProxyError(.identityRequired, "this port requires a mesh identity (mutual TLS); the connection came in plaintext"))
+    }
+    let target = application(port: connection.header?.targetPort ?? connection.originalDestination?.port)
+    if pools.loopGuard.isSelf(target) { return eventLoop.makeFailedFuture(UpstreamPools.loop(to: target)) }
+    return pools.pool(for: eventLoop).openOpaqueConnection(
+      to: target, identity: nil, header: OpaqueHeader(targetPort: target.port), direction: direction,
+      labels: [("client_id", connection.peerIdentity?.description ?? "")])
+  }
+
   public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
     if requireIdentity, request.peerIdentity == nil {
       return eventLoop.makeFailedFuture(
@@ -302,7 +437,7 @@ public final class InboundRouter: RequestRouter, Sendable {
       direction: direction, authority: metricAuthority(for: request), tls: request.peerIdentity != nil)
     labels.clientID = request.peerIdentity?.description ?? ""
     return pools.plaintext(
-      to: application, http2: request.arrivedOverHTTP2 && !restoreHTTP1, head: head, ticket: nil, labels: labels,
+      to: application(port: request.originalDestination?.port), http2: request.arrivedOverHTTP2 && !restoreHTTP1, head: head, ticket: nil, labels: labels,
       limit: configuration.maxApplicationConnections,
       deadline: request.receivedAt + TimeAmount(configuration.failfastTimeout), abandonment: request.abandonment,
       on: eventLoop)
@@ -337,17 +472,23 @@ public final class GatewayRouter: RequestRouter, Sendable {
     guard let authority = request.authority else {
       return ProxyError(.badAuthority, "request has no valid Host/:authority")
     }
-    let host = authority.host.lowercased()
-    guard host.hasSuffix(".svc.\(clusterDomain)"), host.split(separator: ".").count >= 4 else {
-      return ProxyError(
-        .unknownRoute,
-        "\(authority) is not a service of this cluster (<service>.<namespace>.svc.\(clusterDomain)); caller \(peer)")
-    }
+    if let refusal = checkService(authority, caller: peer) { return refusal }
     let forwarded = request.head.headers["forwarded"].joined(separator: ",").lowercased()
     if forwarded.split(whereSeparator: { $0 == ";" || $0 == "," }).contains(where: {
       $0.drop(while: { $0 == " " }) == byToken.lowercased()
     }) {
       return ProxyError(.loopDetected, "the request already passed this gateway (forwarded: \(forwarded))")
+    }
+    return nil
+  }
+
+  /// Refuses an authority outside the local cluster domain.
+  private func checkService(_ authority: Authority, caller peer: IdentityName) -> ProxyError? {
+    let host = authority.host.lowercased()
+    guard host.hasSuffix(".svc.\(clusterDomain)"), host.split(separator: ".").count >= 4 else {
+      return ProxyError(
+        .unknownRoute,
+        "\(authority) is not a service of this cluster (<service>.<namespace>.svc.\(clusterDomain)); caller \(peer)")
     }
     return nil
   }
@@ -371,6 +512,22 @@ public final class GatewayRouter: RequestRouter, Sendable {
 
   public func metricAuthority(for request: RoutedRequest) -> String {
     check(request) == nil ? local.metricAuthority(for: request) : ""
+  }
+
+  /// An opaque connection from another cluster: its header names the local service (mutual TLS only).
+  public func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+    guard let peer = connection.peerIdentity else {
+      return eventLoop.makeFailedFuture(
+        ProxyError(.identityRequired, "the gateway accepts only mesh callers with a certificate (mutual TLS)"))
+    }
+    guard let authority = connection.header?.authority else {
+      return eventLoop.makeFailedFuture(
+        ProxyError(.badAuthority, "an opaque connection through the gateway must name its service; caller \(peer)"))
+    }
+    if let refusal = checkService(authority, caller: peer) { return eventLoop.makeFailedFuture(refusal) }
+    return local.openOpaque(
+      OpaqueConnection(originalDestination: authority, header: nil, peerIdentity: peer), allowPassthrough: false,
+      on: eventLoop)
   }
 
   public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {

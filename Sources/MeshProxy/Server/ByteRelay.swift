@@ -109,18 +109,26 @@ final class ByteRelay: ChannelDuplexHandler, RemovableChannelHandler {
   private func partnerEndOutput() {
     guard let context, !outputEnded else { return }
     outputEnded = true
-    context.flush()
-    context.close(mode: .output).whenFailure { [weak self] _ in
-      // Output half-closure unsupported (TLS without it, say): end the connection instead.
-      self?.context?.close(promise: nil)
+    afterWrites(context) { context in
+      context.close(mode: .output).whenFailure { _ in
+        // Output half-closure unsupported (TLS without it, say): end the connection instead.
+        context.close(promise: nil)
+      }
     }
     closeIfBothEnded()
   }
 
   private func partnerClose() {
     guard let context else { return }
-    context.flush()
-    context.close(promise: nil)
+    afterWrites(context) { $0.close(promise: nil) }
+  }
+
+  /// Runs `body` once every byte written so far has gone out: a close fails the writes still queued (the
+  /// partner's last bytes, held back while this side was not writable), so closing waits for them.
+  private func afterWrites(_ context: ChannelHandlerContext, _ body: @escaping (ChannelHandlerContext) -> Void) {
+    let written = context.eventLoop.makePromise(of: Void.self)
+    context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: written)
+    written.futureResult.whenComplete { _ in body(context) }
   }
 
   private func partnerBecameWritable() {
@@ -131,6 +139,6 @@ final class ByteRelay: ChannelDuplexHandler, RemovableChannelHandler {
 
   private func closeIfBothEnded() {
     guard inputEnded, outputEnded, let context else { return }
-    context.close(promise: nil)
+    afterWrites(context) { $0.close(promise: nil) }
   }
 }

@@ -6,7 +6,10 @@ import NIOHTTP1
 import NIOHTTP2
 
 /// Looks at a connection's first bytes and builds the rest of its pipeline: mesh TLS when they are a TLS
-/// handshake (and TLS is offered here), then HTTP/2 when they are the HTTP/2 preface, else HTTP/1.1.
+/// handshake (and TLS is offered here), then HTTP/2 when they are the HTTP/2 preface, HTTP/1.1 when they are
+/// an HTTP/1 request line, and otherwise (or when nothing tells within the detect timeout) opaque TCP, relayed
+/// byte for byte to where the router sends it. After mutual TLS, an `OpaqueHeader` from a peer proxy makes the
+/// connection opaque at once; so does an opaque port (no detection: the server may speak first).
 final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = ByteBuffer
   typealias InboundOut = ByteBuffer
@@ -23,20 +26,86 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     var headerReadTimeout: Duration = .seconds(10)
     /// HTTP/1.1: how long a connection may sit with no request before it is closed.
     var idleTimeout: Duration = .seconds(300)
+    /// How long detection waits for bytes that tell the protocol.
+    var detectTimeout: Duration = .seconds(10)
     var direction: String = ""
   }
 
+  private enum State {
+    /// Asking the router whether the original destination is an opaque port (bytes are held meanwhile).
+    case askingOpaque
+    case detecting
+    /// Opaque: waiting for the upstream connection (bytes are held, reading paused).
+    case connectingOpaque
+    case done
+  }
+
   private static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+  /// Bytes detection looks at before it calls a connection that is still a plausible HTTP/1 request line HTTP.
+  private static let maximumDetectBytes = 16 * 1024
   private let setup: Setup
   /// Set after TLS: the verified peer.
   private let peerIdentity: IdentityName?
   private let afterTLS: Bool
+  /// Where a redirected connection was going (transparent mode).
+  private let originalDestination: Authority?
   private var buffered: ByteBuffer?
+  private var state: State = .detecting
+  private var inputClosed = false
+  private var detectTimer: Scheduled<Void>?
+  private var context: ChannelHandlerContext?
 
-  init(setup: Setup, afterTLS: Bool = false, peerIdentity: IdentityName? = nil) {
+  init(setup: Setup, afterTLS: Bool = false, peerIdentity: IdentityName? = nil, originalDestination: Authority? = nil) {
     self.setup = setup
     self.afterTLS = afterTLS
     self.peerIdentity = peerIdentity
+    self.originalDestination = originalDestination
+  }
+
+  /// Whether this connection may turn out opaque: it has somewhere to go without HTTP's authority.
+  private var mayBeOpaque: Bool { originalDestination != nil || (afterTLS && peerIdentity != nil) }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+    if context.channel.isActive { start(context: context) }
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    detectTimer?.cancel()
+    detectTimer = nil
+    self.context = nil
+  }
+
+  func channelActive(context: ChannelHandlerContext) {
+    start(context: context)
+    context.fireChannelActive()
+  }
+
+  private var started = false
+
+  private func start(context: ChannelHandlerContext) {
+    guard !started else { return }
+    started = true
+    if mayBeOpaque {
+      // An opaque connection's client may send its last bytes and half-close at once; its FIN must not end
+      // the connection before they are relayed. HTTP turns this off again.
+      try? context.channel.syncOptions?.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+    }
+    let timeout = setup.detectTimeout
+    detectTimer = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) { [weak self] in
+      self?.detectTimedOut()
+    }
+    guard let original = originalDestination, !afterTLS else { return }
+    state = .askingOpaque
+    setup.router.isOpaque(original, on: context.eventLoop).whenComplete { [weak self] result in
+      guard let self, let context = self.context, case .askingOpaque = self.state else { return }
+      if case .success(true) = result {
+        self.startOpaque(context: context, header: nil)
+      } else {
+        self.state = .detecting
+        self.detect(context: context)
+      }
+    }
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -46,25 +115,92 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     } else {
       buffered!.writeBuffer(&incoming)
     }
-    guard let bytes = buffered, bytes.readableBytes > 0 else { return }
-    let first = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self)
+    if case .detecting = state { detect(context: context) }
+  }
 
+  private func detect(context: ChannelHandlerContext) {
+    guard let bytes = buffered, bytes.readableBytes > 0 else {
+      if inputClosed { inputEndedBeforeProtocol(context: context) }
+      return
+    }
+    let first = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self)
     do {
       if !afterTLS, first == 0x16, let tls = setup.tls {
         try startTLS(tls, context: context)
         return
       }
+      if afterTLS, peerIdentity != nil {
+        switch OpaqueHeader.parse(bytes) {
+        case .header(let header, let length):
+          buffered!.moveReaderIndex(forwardBy: length)
+          startOpaque(context: context, header: header)
+          return
+        case .incomplete:
+          if inputClosed { inputEndedBeforeProtocol(context: context) }
+          return
+        case .invalid(let reason):
+          refuseOpaque(context: context, error: ProxyError(.badAuthority, reason))
+          return
+        case .notHeader:
+          break
+        }
+      }
       let count = min(bytes.readableBytes, Self.preface.count)
       let prefix = bytes.getBytes(at: bytes.readerIndex, length: count) ?? []
-      if prefix != Array(Self.preface.prefix(count)) {
-        try configureHTTP1(context: context)
-      } else if count == Self.preface.count {
-        try configureHTTP2(context: context)
+      if prefix == Array(Self.preface.prefix(count)) {
+        if count == Self.preface.count {
+          try configureHTTP2(context: context)
+        } else if inputClosed {
+          inputEndedBeforeProtocol(context: context)
+        }
+        // Otherwise: a prefix of the preface so far; wait for more bytes.
+        return
       }
-      // Otherwise: a prefix of the preface so far; wait for more bytes.
+      switch Self.http1RequestLine(bytes, limit: Self.maximumDetectBytes) {
+      case .yes:
+        try configureHTTP1(context: context)
+      case .maybe:
+        if inputClosed { inputEndedBeforeProtocol(context: context) }
+      case .no:
+        if mayBeOpaque {
+          startOpaque(context: context, header: nil)
+        } else {
+          // Nowhere to send bytes that are not HTTP: the HTTP/1.1 parser answers them with 400.
+          try configureHTTP1(context: context)
+        }
+      }
     } catch {
       context.fireErrorCaught(error)
       context.close(promise: nil)
+    }
+  }
+
+  /// The client stopped sending before its bytes told the protocol: what it sent is opaque, if it can go
+  /// somewhere; else the connection ends.
+  private func inputEndedBeforeProtocol(context: ChannelHandlerContext) {
+    if mayBeOpaque {
+      startOpaque(context: context, header: nil)
+    } else {
+      context.close(promise: nil)
+    }
+  }
+
+  private func detectTimedOut() {
+    detectTimer = nil
+    guard let context else { return }
+    switch state {
+    case .detecting, .askingOpaque:
+      setup.metrics.detectTimeout(direction: setup.direction)
+      if mayBeOpaque {
+        setup.logger.debug(
+          "protocol detection timed out: opaque TCP",
+          metadata: ["original_destination": "\(originalDestination?.description ?? "-")"])
+        startOpaque(context: context, header: nil)
+      } else {
+        context.close(promise: nil)
+      }
+    case .connectingOpaque, .done:
+      break
     }
   }
 
@@ -74,7 +210,127 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
       context.close(promise: nil)
       return
     }
+    if case ChannelEvent.inputClosed = event {
+      inputClosed = true
+      if case .detecting = state { detect(context: context) }
+      return
+    }
     context.fireUserInboundEventTriggered(event)
+  }
+
+  // MARK: Opaque TCP
+
+  private func startOpaque(context: ChannelHandlerContext, header: OpaqueHeader?) {
+    state = .connectingOpaque
+    detectTimer?.cancel()
+    detectTimer = nil
+    try? context.channel.syncOptions?.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+    try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
+    let connection = OpaqueConnection(
+      originalDestination: originalDestination, header: header, peerIdentity: peerIdentity)
+    setup.router.openOpaque(connection, on: context.eventLoop).whenComplete { [weak self] result in
+      guard let self, let context = self.context else {
+        if case .success(let upstream) = result { upstream.close(promise: nil) }
+        return
+      }
+      switch result {
+      case .success(let upstream):
+        self.relay(context: context, to: upstream)
+      case .failure(let error):
+        self.refuseOpaque(context: context, error: error)
+      }
+    }
+  }
+
+  private func relay(context: ChannelHandlerContext, to upstream: any Channel) {
+    guard context.channel.isActive else {
+      upstream.close(promise: nil)
+      return
+    }
+    state = .done
+    let (downstream, upstreamEnd) = ByteRelay.pair()
+    do {
+      try upstream.pipeline.syncOperations.addHandler(upstreamEnd)
+      try context.pipeline.syncOperations.addHandler(downstream, position: .after(self))
+    } catch {
+      upstream.close(promise: nil)
+      context.close(promise: nil)
+      return
+    }
+    if let bytes = buffered.take(), bytes.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(bytes)) }
+    context.fireChannelReadComplete()
+    if inputClosed { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
+    try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
+    context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+  }
+
+  private func refuseOpaque(context: ChannelHandlerContext, error: any Error) {
+    state = .done
+    let reason = (error as? ProxyError)?.reason ?? .connectFailed
+    setup.metrics.opaqueRefused(direction: setup.direction, reason: reason)
+    setup.logger.warning(
+      "opaque connection closed: it cannot be carried",
+      metadata: [
+        "direction": "\(setup.direction)", "original_destination": "\(originalDestination?.description ?? "-")",
+        "client": "\(peerIdentity?.description ?? "-")", "error": "\(error)",
+      ])
+    context.close(promise: nil)
+  }
+
+  // MARK: HTTP/1 request line
+
+  enum Verdict: Equatable { case yes, maybe, no }
+
+  /// Whether `buffer` starts with an HTTP/1 request line (`METHOD SP target SP HTTP/1.x CRLF`): `maybe`
+  /// while every byte so far could still begin one. A line still plausible after `limit` bytes is HTTP (a
+  /// very long URL).
+  static func http1RequestLine(_ buffer: ByteBuffer, limit: Int) -> Verdict {
+    let view = buffer.readableBytesView
+    var index = view.startIndex
+    func atEnd() -> Verdict { view.count >= limit ? .yes : .maybe }
+    // Method: one or more token characters.
+    var methodLength = 0
+    while index < view.endIndex, isTokenCharacter(view[index]) {
+      index += 1
+      methodLength += 1
+      if methodLength > 32 { return .no }
+    }
+    if index == view.endIndex { return .maybe }
+    guard methodLength > 0, view[index] == UInt8(ascii: " ") else { return .no }
+    index += 1
+    // Target: visible characters.
+    var targetLength = 0
+    while index < view.endIndex, view[index] > 0x20, view[index] < 0x7F {
+      index += 1
+      targetLength += 1
+    }
+    if index == view.endIndex { return atEnd() }
+    guard targetLength > 0, view[index] == UInt8(ascii: " ") else { return .no }
+    index += 1
+    let version = Array("HTTP/1.".utf8)
+    for expected in version {
+      if index == view.endIndex { return .maybe }
+      guard view[index] == expected else { return .no }
+      index += 1
+    }
+    if index == view.endIndex { return .maybe }
+    guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(view[index]) else { return .no }
+    index += 1
+    if index == view.endIndex { return .maybe }
+    if view[index] == UInt8(ascii: "\n") { return .yes }
+    guard view[index] == UInt8(ascii: "\r") else { return .no }
+    index += 1
+    if index == view.endIndex { return .maybe }
+    return view[index] == UInt8(ascii: "\n") ? .yes : .no
+  }
+
+  private static func isTokenCharacter(_ byte: UInt8) -> Bool {
+    switch byte {
+    case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+      true
+    default:
+      Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
+    }
   }
 
   private func startTLS(_ tls: MeshTLS, context: ChannelHandlerContext) throws {
@@ -82,13 +338,16 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
       to: context.pipeline.syncOperations, requireClientCertificate: setup.requireClientCertificate)
     // The TLS handlers went in at the end: move this detector behind them by replacing it.
     let setup = self.setup
+    let original = originalDestination
     let channel = context.channel
+    state = .done
     session.whenComplete { result in
       switch result {
       case .success(let session):
         // Decrypted bytes start flowing after the handshake; the second detector sees them.
         try? channel.pipeline.syncOperations.addHandler(
-          ProtocolDetector(setup: setup, afterTLS: true, peerIdentity: session.peerIdentity))
+          ProtocolDetector(
+            setup: setup, afterTLS: true, peerIdentity: session.peerIdentity, originalDestination: original))
       case .failure:
         channel.close(promise: nil)
       }
@@ -97,7 +356,18 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     forwardBufferedAndRemove(context: context)
   }
 
+  /// Leaves detection for an HTTP pipeline: HTTP connections close on FIN.
+  private func becomeHTTP(context: ChannelHandlerContext) {
+    state = .done
+    detectTimer?.cancel()
+    detectTimer = nil
+    if mayBeOpaque {
+      try? context.channel.syncOptions?.setOption(ChannelOptions.allowRemoteHalfClosure, value: false)
+    }
+  }
+
   private func configureHTTP1(context: ChannelHandlerContext) throws {
+    becomeHTTP(context: context)
     let sync = context.pipeline.syncOperations
     let metrics = setup.metrics
     let direction = setup.direction
@@ -110,12 +380,14 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     try sync.addHandler(
       ProxyRequestHandler(
         router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: false,
-        inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger))
+        inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: originalDestination))
     forwardBufferedAndRemove(context: context)
   }
 
   private func configureHTTP2(context: ChannelHandlerContext) throws {
+    becomeHTTP(context: context)
     let setup = self.setup
+    let original = originalDestination
     let peerIdentity = self.peerIdentity
     let streams = HTTP2StreamTracker(eventLoop: context.eventLoop)
     _ = try context.pipeline.syncOperations.configureHTTP2Pipeline(
@@ -131,7 +403,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
         try stream.pipeline.syncOperations.addHandler(
           ProxyRequestHandler(
             router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: true,
-            inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger))
+            inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: original))
       }
     }
     try context.pipeline.syncOperations.addHandler(GracefulHTTP2Shutdown(streams: streams), position: .last)

@@ -40,6 +40,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   private let router: any RequestRouter
   private let metrics: ProxyMetrics
   private let peerIdentity: IdentityName?
+  /// Where the connection was going before iptables redirected it (transparent mode).
+  private let originalDestination: Authority?
   private var state: State = .idle
   private var started: NIODeadline = .now()
   private var downstreamIsHTTP2: Bool
@@ -84,10 +86,22 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   /// after it.
   private var closeAfterResponse = false
 
+  /// Turns `autoRead` on or off, then runs `then`: at once on the channel's event loop (no future, no
+  /// allocation per request), else through the channel's option future.
+  static func setAutoRead(_ channel: any Channel, _ value: Bool, then: (@Sendable () -> Void)? = nil) {
+    if channel.eventLoop.inEventLoop, let options = channel.syncOptions {
+      try? options.setOption(ChannelOptions.autoRead, value: value)
+      then?()
+    } else {
+      channel.setOption(ChannelOptions.autoRead, value: value).whenComplete { _ in then?() }
+    }
+  }
+
   init(
     router: any RequestRouter, metrics: ProxyMetrics, peerIdentity: IdentityName?, isHTTP2: Bool,
-    inFlight: InFlightRequests, tap: TapHub, logger: Logger
+    inFlight: InFlightRequests, tap: TapHub, logger: Logger, originalDestination: Authority? = nil
   ) {
+    self.originalDestination = originalDestination
     self.inFlight = inFlight
     self.tap = tap
     self.logger = logger
@@ -137,7 +151,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     // The client reads slowly: stop reading the upstream until it catches up.
     if case .forwarding(let forwarding) = state {
       let writable = context.channel.isWritable
-      forwarding.upstream.channel.setOption(ChannelOptions.autoRead, value: writable).whenSuccess {
+      Self.setAutoRead(forwarding.upstream.channel, writable) {
         if writable { forwarding.upstream.channel.read() }
       }
     }
@@ -190,6 +204,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     var request = RoutedRequest(
       head: head, authority: authority, arrivedOverHTTP2: downstreamIsHTTP2, peerIdentity: peerIdentity)
     request.upgrade = upgrade
+    request.originalDestination = originalDestination
     self.request = request
     replay = upgrade == nil ? [.head(head)] : nil
     replayBytes = 0
@@ -216,7 +231,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       return
     }
     // Hold further reads until the upstream is ready; parts already read are buffered.
-    context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+    Self.setAutoRead(context.channel, false)
     let id = requestID
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     router.policy(for: request, on: context.eventLoop).hop(to: context.eventLoop).whenSuccess { policy in
@@ -264,7 +279,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   private func route(_ request: RoutedRequest, context: ChannelHandlerContext) {
     // Hold further reads until the upstream is ready; parts already read are buffered.
-    context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+    Self.setAutoRead(context.channel, false)
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     router.open(request, on: context.eventLoop).hop(to: context.eventLoop).whenComplete { result in
       bound.value.opened(result)
@@ -313,7 +328,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       }
       upstream.channel.flush()
       state = .forwarding(forwarding)
-      context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+      Self.setAutoRead(context.channel, true)
       context.read()
     }
   }
@@ -371,7 +386,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       context.close(promise: nil)
       return
     }
-    context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+    Self.setAutoRead(context.channel, true)
     context.read()
     if requestEnded { resetAfterAnswer(context: context) }
   }
@@ -538,8 +553,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       }
       // Reading resumes on both sides (the HTTP handlers may have held a read back: the pipelining handler
       // does while a response is outstanding).
-      upstream.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in upstream.read() }
-      downstream.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in downstream.read() }
+      Self.setAutoRead(upstream, true) { upstream.read() }
+      Self.setAutoRead(downstream, true) { downstream.read() }
       down.removeHandler(context: context, promise: nil)
     } catch {
       logger.debug("upgrade failed", metadata: ["authority": "\(currentAuthority)", "error": "\(error)"])
@@ -610,7 +625,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   func upstreamWritabilityChanged(_ writable: Bool, attempt: Int) {
     guard attempt == attemptID, let context else { return }
-    context.channel.setOption(ChannelOptions.autoRead, value: writable).whenComplete { _ in }
+    Self.setAutoRead(context.channel, writable)
     if writable { context.read() }
   }
 

@@ -265,6 +265,33 @@ final class UpstreamPool: @unchecked Sendable {
       }
   }
 
+  /// A connection of its own for an opaque (non-HTTP) stream of bytes to `address`. With `identity`, mutual
+  /// TLS that verifies it, then `header` written first so the peer proxy knows where the bytes go; without,
+  /// plain TCP. `labels` name the far end in the TCP metrics.
+  func openOpaqueConnection(
+    to address: Authority, identity: IdentityName?, header: OpaqueHeader, direction: String,
+    labels: [(String, String)]
+  ) -> EventLoopFuture<any Channel> {
+    eventLoop.preconditionInEventLoop()
+    guard let identity else {
+      return openConnection(to: address, tls: false, http1: false, direction: direction, extraLabels: labels)
+    }
+    guard let tls else {
+      return eventLoop.makeFailedFuture(ProxyError(.connectFailed, "no TLS identity to reach \(identity)"))
+    }
+    return openConnection(to: address, tls: true, http1: false, direction: direction, extraLabels: labels)
+      .flatMap { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try tls.addClientHandlers(to: channel.pipeline.syncOperations, expected: identity)
+        }.flatMap { $0 }.flatMap { _ in
+          channel.writeAndFlush(header.encoded(allocator: channel.allocator))
+        }.map { channel }.flatMapErrorThrowing { error in
+          channel.close(promise: nil)
+          throw ProxyError(.connectFailed, "mutual TLS with \(address) failed: \(error)")
+        }
+      }
+  }
+
   /// An HTTP/1.1 connection to `address`: an idle one if there is one, else a new one while fewer than
   /// `limit` are open to it from this event loop; past that the request waits in a bounded queue for a
   /// connection to come free, until `deadline`, and what cannot be served in time fails fast with
@@ -309,15 +336,17 @@ final class UpstreamPool: @unchecked Sendable {
   /// A TCP connection to `address`, counted in the TCP metrics, within this loop's share of connection
   /// attempts; with `http1`, HTTP/1.1 client handlers on it. A name that resolved to one of this proxy's own
   /// listeners is refused as a loop. Fails with a `ProxyError`.
-  private func openConnection(to address: Authority, tls: Bool, http1: Bool) -> EventLoopFuture<any Channel> {
-    let metrics = self.metrics
+  private func openConnection(
+    to address: Authority, tls: Bool, http1: Bool, direction: String = "outbound", extraLabels: [(String, String)] = []
+  ) -> EventLoopFuture<any Channel> {
+    let tcpMetrics = metrics.tcp(direction: direction, peer: "dst", tls: tls, extra: extraLabels)
     let bootstrap = ClientBootstrap(group: eventLoop)
       .connectTimeout(TimeAmount(configuration.connectTimeout))
-      .channelOption(.socketOption(.tcp_nodelay), value: 1)
+      .channelOption(.tcpOption(.tcp_nodelay), value: 1)
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
           try channel.pipeline.syncOperations.addHandler(
-            ConnectionMetricsHandler(metrics: metrics.tcp(direction: "outbound", peer: "dst", tls: tls)))
+            ConnectionMetricsHandler(metrics: tcpMetrics))
           if http1 {
             // Bytes that follow a `101 Switching Protocols` in the same read belong to the upgraded protocol:
             // handed on when the decoder is removed, not dropped.
