@@ -77,6 +77,9 @@ public enum InjectAnnotations {
   public static let proxyContainerName = "swiftmesh-proxy"
   static let identityVolume = "swiftmesh-identity"
   static let tokenVolume = "swiftmesh-token"
+  /// An emptyDir on the init container's `/run`: `iptables-legacy` takes its lock there, and the init
+  /// container's root filesystem is read-only (Linkerd mounts `linkerd-proxy-init-xtables-lock` so).
+  static let xtablesLockVolume = "swiftmesh-init-xtables-lock"
   /// The audience of the projected token the proxy shows the identity service.
   public static let tokenAudience = "identity.swiftmesh.io"
 }

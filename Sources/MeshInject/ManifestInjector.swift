@@ -90,7 +90,9 @@ public struct ManifestInjector: Sendable {
   static func uninjected(_ template: JSONValue) -> JSONValue {
     var template = template
     let containers: Set = [InjectAnnotations.initContainerName, InjectAnnotations.proxyContainerName]
-    let volumes: Set = [InjectAnnotations.identityVolume, InjectAnnotations.tokenVolume]
+    let volumes: Set = [
+      InjectAnnotations.identityVolume, InjectAnnotations.tokenVolume, InjectAnnotations.xtablesLockVolume,
+    ]
     func filter(_ object: inout JSONValue, _ field: String, dropping names: Set<String>) {
       guard let items = object[field]?.arrayValue else { return }
       let kept = items.filter { !names.contains($0["name"]?.stringValue ?? "") }

@@ -60,6 +60,7 @@ extension PodInjector {
         "readOnlyRootFilesystem": true,
         "capabilities": ["add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]],
       ],
+      "volumeMounts": [["name": .string(InjectAnnotations.xtablesLockVolume), "mountPath": "/run"]],
       "terminationMessagePolicy": "FallbackToLogsOnError",
     ]
   }
@@ -131,6 +132,7 @@ extension PodInjector {
           ]
         ]]],
       ],
+      ["name": .string(InjectAnnotations.xtablesLockVolume), "emptyDir": [:]],
     ]
   }
 }

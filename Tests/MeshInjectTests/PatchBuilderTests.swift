@@ -102,6 +102,7 @@ struct PatchBuilderTests {
     let token = try #require(volumes.first { $0["name"] == "swiftmesh-token" })
     #expect(token["projected"]?["sources"]?.arrayValue?.first?["serviceAccountToken"]?["audience"] == "identity.swiftmesh.io")
     let identity = try #require(volumes.first { $0["name"] == "swiftmesh-identity" })
+    #expect(volumes.contains { $0["name"] == "swiftmesh-init-xtables-lock" && $0["emptyDir"] != nil })
     #expect(identity["downwardAPI"]?["items"]?.arrayValue?.first?["fieldRef"]?["fieldPath"]
       == "metadata.annotations['swiftmesh.io/identity-trust-roots']")
 
@@ -119,7 +120,7 @@ struct PatchBuilderTests {
     spec["volumes"] = [["name": "config", "emptyDir": [:]]]
     let pod = try injected(workload("Pod", annotations: ["swiftmesh.io/inject": "enabled"], spec: spec))
     #expect(pod["spec"]?["initContainers"]?.arrayValue?.map { $0["name"]?.stringValue } == ["swiftmesh-init", "swiftmesh-proxy", "migrate"])
-    #expect(pod["spec"]?["volumes"]?.arrayValue?.map { $0["name"]?.stringValue } == ["config", "swiftmesh-identity", "swiftmesh-token"])
+    #expect(pod["spec"]?["volumes"]?.arrayValue?.map { $0["name"]?.stringValue } == ["config", "swiftmesh-identity", "swiftmesh-token", "swiftmesh-init-xtables-lock"])
   }
 
   @Test("a pod template without metadata gets it")
