@@ -16,8 +16,10 @@ for tool in umoci skopeo jq chroot ip mount; do
 done
 work=$(mktemp -d)
 mounted=()
+netns="swiftmesh-images-$$"
 cleanup() {
   for mountpoint in "${mounted[@]}"; do umount "$mountpoint" 2>/dev/null || true; done
+  ip netns del "$netns" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -44,7 +46,7 @@ runs_help() {
 # mesh-proxy-init, run from ROOT as root in a fresh network namespace with each iptables backend, installs
 # its chains (as the image's iptables-save shows them) and removes them again.
 proxy_init_applies() {
-  local root=$1 mode netns="swiftmesh-images-$$" output
+  local root=$1 mode output
   for mode in nft legacy; do
     ip netns add "$netns"
     if output=$(ip netns exec "$netns" chroot "$root" /usr/local/bin/mesh-proxy-init --iptables-mode "$mode" 2>&1) \

@@ -51,17 +51,18 @@ struct EmbeddedCluster: Sendable {
           $0.initialBackoff = .milliseconds(20)
         }, logger: logger)
       group.addTask { try await resolver.run() }
-      do {
-        try await body(ResolverDiscovery(resolver: resolver, logger: logger))
-      } catch {
+      func stop() async {
         group.cancelAll()
         api.stop()
         try? await client.shutdown()
+      }
+      do {
+        try await body(ResolverDiscovery(resolver: resolver, logger: logger))
+      } catch {
+        await stop()
         throw error
       }
-      group.cancelAll()
-      api.stop()
-      try? await client.shutdown()
+      await stop()
     }
   }
 }

@@ -124,6 +124,11 @@ struct TransparentMesh: Sendable {
         let sidecars = try publish(in: state, injector: injector)
         let outside = try await StablePorts.free()
 
+        func stop() async {
+          group.cancelAll()
+          api.stop()
+          try? await client.shutdown()
+        }
         var processes: [BackgroundProcess] = []
         defer { for process in processes { process.terminate() } }
         do {
@@ -185,14 +190,10 @@ struct TransparentMesh: Sendable {
           try await body(TransparentMesh(web: web, backend: backend, outsidePort: outside))
         } catch {
           for process in processes { print("--- \(process.command)\n\(process.printed.suffix(4000))") }
-          group.cancelAll()
-          api.stop()
-          try? await client.shutdown()
+          await stop()
           throw error
         }
-        group.cancelAll()
-        api.stop()
-        try? await client.shutdown()
+        await stop()
       }
     }
   }

@@ -191,13 +191,13 @@ extension DestinationServer {
   /// The Service whose ClusterIP `address` is, else the running pod whose IP it is.
   static func owner(of address: Authority, informers: DiscoveryInformers) -> AddressOwner? {
     let ip = address.host
-    if let service = informers.services.store.items.first(where: {
+    if let service = informers.services.store.first(where: {
       $0.spec?.clusterIP == ip || ($0.spec?.clusterIPs ?? []).contains(ip)
     }) {
       return .service(service)
     }
     // A finished pod's IP may already be another's.
-    if let pod = informers.pods.store.items.first(where: {
+    if let pod = informers.pods.store.first(where: {
       ($0.status?.podIP == ip || ($0.status?.podIPs ?? []).contains { $0.ip == ip })
         && $0.status?.phase != "Succeeded" && $0.status?.phase != "Failed"
     }) {

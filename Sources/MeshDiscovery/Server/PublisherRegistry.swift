@@ -14,15 +14,12 @@ final class PublisherRegistry<Value: Sendable & Equatable>: Sendable {
     var publishers: [Key: SnapshotPublisher<Value>] = [:]
     /// `namespace/name` -> keys of that service (all ports and zones).
     var byService: [String: Set<Key>] = [:]
+    /// Keys whose target is an IP address.
+    var addressKeys: Set<Key> = []
     var closed = false
     var created = 0
 
-    var addressPublishers: [SnapshotPublisher<Value>] {
-      publishers.compactMap { key, publisher in
-        if case .address = key.target { return publisher }
-        return nil
-      }
-    }
+    var addressPublishers: [SnapshotPublisher<Value>] { addressKeys.compactMap { publishers[$0] } }
   }
 
   private let state = Mutex(State())
@@ -48,6 +45,7 @@ final class PublisherRegistry<Value: Sendable & Equatable>: Sendable {
         s.publishers[key] = publisher
         s.created += 1
         if let service = target.serviceKey { s.byService[service, default: []].insert(key) }
+        if case .address = target { s.addressKeys.insert(key) }
       }
       guard let (id, signals) = publisher.subscribe() else { return nil }
       return (publisher, id, signals)
@@ -61,6 +59,7 @@ final class PublisherRegistry<Value: Sendable & Equatable>: Sendable {
       guard let publisher = s.publishers[key] else { return }
       if publisher.unsubscribe(id) == 0 {
         s.publishers[key] = nil
+        s.addressKeys.remove(key)
         if let service = target.serviceKey {
           s.byService[service]?.remove(key)
           if s.byService[service]?.isEmpty == true { s.byService[service] = nil }

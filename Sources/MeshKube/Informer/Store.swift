@@ -44,6 +44,12 @@ public final class Store<R: KubeResource>: Sendable {
   }
   public func get(key: String) -> R? { state.withLock { $0.objects[key] } }
 
+  /// An object that satisfies `predicate`, if any (which one, when several do, is unspecified): a lookup
+  /// without copying or sorting the store.
+  public func first(where predicate: (R) -> Bool) -> R? {
+    state.withLock { s in s.objects.values.first(where: predicate) }
+  }
+
   /// Objects in one namespace, sorted by key.
   public func list(namespace: String) -> [R] {
     state.withLock { s in (s.byNamespace[namespace] ?? []).sorted().compactMap { s.objects[$0] } }

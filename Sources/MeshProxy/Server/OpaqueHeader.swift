@@ -50,7 +50,7 @@ public struct OpaqueHeader: Sendable, Hashable, CustomStringConvertible {
   public static func parse(_ buffer: ByteBuffer) -> Parse {
     let available = buffer.readableBytes
     let compared = min(available, prefix.count)
-    guard buffer.getBytes(at: buffer.readerIndex, length: compared) == Array(prefix.prefix(compared)) else {
+    guard buffer.readableBytesView.prefix(compared).elementsEqual(prefix.prefix(compared)) else {
       return .notHeader
     }
     let view = buffer.readableBytesView

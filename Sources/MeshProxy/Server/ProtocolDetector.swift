@@ -97,12 +97,15 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     }
     guard let original = originalDestination, !afterTLS else { return }
     state = .askingOpaque
+    // Nothing is read while the answer is pending (bytes held here must stay bounded).
+    try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
     setup.router.isOpaque(original, on: context.eventLoop).whenComplete { [weak self] result in
       guard let self, let context = self.context, case .askingOpaque = self.state else { return }
       if case .success(true) = result {
         self.startOpaque(context: context, header: nil)
       } else {
         self.state = .detecting
+        try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
         self.detect(context: context)
       }
     }
@@ -146,8 +149,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
         }
       }
       let count = min(bytes.readableBytes, Self.preface.count)
-      let prefix = bytes.getBytes(at: bytes.readerIndex, length: count) ?? []
-      if prefix == Array(Self.preface.prefix(count)) {
+      if bytes.readableBytesView.prefix(count).elementsEqual(Self.preface.prefix(count)) {
         if count == Self.preface.count {
           try configureHTTP2(context: context)
         } else if inputClosed {
@@ -307,8 +309,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     if index == view.endIndex { return atEnd() }
     guard targetLength > 0, view[index] == UInt8(ascii: " ") else { return .no }
     index += 1
-    let version = Array("HTTP/1.".utf8)
-    for expected in version {
+    for expected in Self.http1Version {
       if index == view.endIndex { return .maybe }
       guard view[index] == expected else { return .no }
       index += 1
@@ -324,12 +325,16 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     return view[index] == UInt8(ascii: "\n") ? .yes : .no
   }
 
+  private static let http1Version: [UInt8] = Array("HTTP/1.".utf8)
+  /// The characters besides letters and digits a method (an RFC 9110 token) may hold.
+  private static let tokenSymbols: [UInt8] = Array("!#$%&'*+-.^_`|~".utf8)
+
   private static func isTokenCharacter(_ byte: UInt8) -> Bool {
     switch byte {
     case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
       true
     default:
-      Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
+      tokenSymbols.contains(byte)
     }
   }
 
