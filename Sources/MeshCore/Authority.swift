@@ -3,9 +3,14 @@
 public struct Authority: Hashable, Sendable, CustomStringConvertible, Codable {
   public let host: String
   public let port: Int
+  /// `host:port` (`[host]:port` for IPv6), built once: the proxy names an authority in metric labels,
+  /// profiles and logs on every request.
+  public let description: String
 
   public init(host: String, port: Int) throws(MeshError) {
-    var value = host.lowercased()
+    // Lowercased only when something is not lowercase ASCII already (every request's Host is parsed).
+    var value = host.utf8.contains(where: { $0 >= UInt8(ascii: "A") && ($0 <= UInt8(ascii: "Z") || $0 >= 0x80) })
+      ? host.lowercased() : host
     if value.hasSuffix(".") { value.removeLast() }
     guard (0...65535).contains(port) else {
       throw .invalidAuthority("invalid authority '\(host):\(port)': port \(port) is outside 0-65535")
@@ -18,6 +23,14 @@ public struct Authority: Hashable, Sendable, CustomStringConvertible, Codable {
     }
     self.host = value
     self.port = port
+    self.description = Self.isIPv6Literal(value) ? "[\(value)]:\(port)" : "\(value):\(port)"
+  }
+
+  public static func == (lhs: Self, rhs: Self) -> Bool { lhs.port == rhs.port && lhs.host == rhs.host }
+
+  public func hash(into hasher: inout Hasher) {
+    hasher.combine(host)
+    hasher.combine(port)
   }
 
   /// Parses `host:port`, `[v6]:port`, or a bare host with `defaultPort`.
@@ -59,10 +72,6 @@ public struct Authority: Hashable, Sendable, CustomStringConvertible, Codable {
 
   public var isIPAddress: Bool { Self.isIPv4Literal(host) || Self.isIPv6Literal(host) }
 
-  public var description: String {
-    Self.isIPv6Literal(host) ? "[\(host)]:\(port)" : "\(host):\(port)"
-  }
-
   /// For a cluster-local service FQDN `<svc>.<ns>.svc.<clusterDomain>`, its service and namespace.
   public func kubernetesService(clusterDomain: String = "cluster.local") -> (name: String, namespace: String)? {
     let suffix = ".svc." + clusterDomain
@@ -72,22 +81,36 @@ public struct Authority: Hashable, Sendable, CustomStringConvertible, Codable {
     return (String(parts[0]), String(parts[1]))
   }
 
+  /// Four dot-separated decimal numbers of at most three digits, each at most 255 (no copies: every
+  /// request's Host is checked).
   static func isIPv4Literal(_ text: String) -> Bool {
-    let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-    guard parts.count == 4 else { return false }
-    return parts.allSatisfy { part in
-      !part.isEmpty && part.count <= 3 && part.allSatisfy(\.isASCII) && part.allSatisfy(\.isNumber)
-        && (Int(part) ?? 256) <= 255
+    var parts = 0
+    var digits = 0
+    var value = 0
+    for byte in text.utf8 {
+      if byte == UInt8(ascii: ".") {
+        guard digits > 0, value <= 255 else { return false }
+        parts += 1
+        digits = 0
+        value = 0
+      } else if byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") {
+        digits += 1
+        guard digits <= 3 else { return false }
+        value = value * 10 + Int(byte - UInt8(ascii: "0"))
+      } else {
+        return false
+      }
     }
+    return parts == 3 && digits > 0 && value <= 255
   }
 
   static func isIPv6Literal(_ text: String) -> Bool {
-    text.contains(":") && text.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" }
+    text.utf8.contains(UInt8(ascii: ":")) && text.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" }
   }
 
   static func hostProblem(_ host: String) -> String? {
     // Hosts may carry underscores in the wild (SRV-style names); otherwise RFC 1123.
-    DNSName.nameProblem(String(host.map { $0 == "_" ? "x" : $0 }))
+    DNSName.nameProblem(host, allowingUnderscores: true)
   }
 
   public init(from decoder: any Decoder) throws {

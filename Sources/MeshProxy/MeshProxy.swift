@@ -138,6 +138,16 @@ public final class MeshProxy: Service, Sendable {
       admin = try await AdminListener.bind(configuration.adminAddress, metrics: metrics, readiness: readiness)
     }
     admin.serve(tls: tls)
+    // The listeners' event loops: the process-wide group, or a group of the configured size, this proxy's own.
+    let eventLoops: MultiThreadedEventLoopGroup
+    if let count = configuration.eventLoops {
+      eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: max(count, 1))
+    } else {
+      eventLoops = .singleton
+    }
+    defer {
+      if configuration.eventLoops != nil { eventLoops.shutdownGracefully { _ in } }
+    }
     let outbound: (any Channel)?
     let inbound: any Channel
     do {
@@ -146,12 +156,12 @@ public final class MeshProxy: Service, Sendable {
         configuration.gatewayMode
         ? nil
         : try await bind(
-          configuration.outboundAddress, direction: "outbound",
+          configuration.outboundAddress, direction: "outbound", on: eventLoops,
           setup: .init(
             router: outboundRouter, metrics: metrics, tls: nil, requireClientCertificate: false, inFlight: inFlight,
             tap: tap, logger: logger))
       inbound = try await bind(
-        configuration.inboundAddress, direction: configuration.gatewayMode ? "gateway" : "inbound",
+        configuration.inboundAddress, direction: configuration.gatewayMode ? "gateway" : "inbound", on: eventLoops,
         setup: .init(
           router: configuration.gatewayMode ? gatewayRouter : inboundRouter, metrics: metrics, tls: tls,
           requireClientCertificate: configuration.gatewayMode || configuration.requireIdentityOnInbound,
@@ -233,17 +243,22 @@ public final class MeshProxy: Service, Sendable {
     logger.notice("proxy stopped")
   }
 
-  private func bind(_ address: Authority, direction: String, setup: ProtocolDetector.Setup) async throws -> any Channel {
+  private func bind(
+    _ address: Authority, direction: String, on eventLoops: MultiThreadedEventLoopGroup, setup: ProtocolDetector.Setup
+  ) async throws -> any Channel {
     let metrics = self.metrics
-    var setup = setup
-    setup.headerReadTimeout = configuration.headerReadTimeout
-    setup.idleTimeout = configuration.downstreamIdleTimeout
-    setup.direction = direction
-    setup.detectTimeout = configuration.detectTimeout
+    let setup = {
+      var setup = setup
+      setup.headerReadTimeout = configuration.headerReadTimeout
+      setup.idleTimeout = configuration.downstreamIdleTimeout
+      setup.direction = direction
+      setup.detectTimeout = configuration.detectTimeout
+      return setup
+    }()
     let tlsOffered = setup.tls != nil
     let transparent = configuration.transparent
     let logger = self.logger
-    return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+    return try await ServerBootstrap(group: eventLoops)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .serverChannelOption(.backlog, value: 1024)
       .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)

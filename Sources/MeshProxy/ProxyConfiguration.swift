@@ -1,3 +1,4 @@
+import NIOCore
 public import MeshCore
 
 /// How a proxy runs. Defaults follow Linkerd's where it has one.
@@ -71,6 +72,13 @@ public struct ProxyConfiguration: Sendable {
   /// How long protocol detection waits for a connection's first bytes: a client that has sent nothing that
   /// tells (HTTP/2's preface, an HTTP/1 request line) by then is carried as opaque TCP. Default 10 s.
   public var detectTimeout: Duration = .seconds(10)
+  /// Event loops (threads) serving the listeners and their upstream connections; nil: one per core, shared
+  /// with the rest of the process (`MultiThreadedEventLoopGroup.singleton`). A sidecar next to a small
+  /// workload may want 1: fewer threads, less memory, no work handed between cores.
+  public var eventLoops: Int?
+
+  /// The number of event loops requests are served on.
+  var eventLoopCount: Int { max(eventLoops ?? System.coreCount, 1) }
 
   public init() {}
 

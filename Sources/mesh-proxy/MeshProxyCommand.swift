@@ -81,12 +81,20 @@ struct MeshProxyCommand: AsyncParsableCommand {
   var opaquePorts: String = PortSet.defaultOpaquePorts.description
   @Option(help: "Seconds protocol detection waits for a connection's first bytes before it carries it as opaque TCP.")
   var detectTimeout: Double = 10
+  @Option(
+    help: ArgumentHelp(
+      "Event loops (threads) serving requests; default: one per core.",
+      discussion: "A sidecar beside a small workload may run with 1: fewer threads and less memory."))
+  var eventLoops: Int?
   @Option(help: "Log level (trace, debug, info, notice, warning, error).")
   var logLevel: String = "info"
 
   func validate() throws {
     do { _ = try PortSet(parsing: opaquePorts) } catch { throw ValidationError("--opaque-ports: \(error.message)") }
     guard detectTimeout > 0 else { throw ValidationError("--detect-timeout must be positive, got \(detectTimeout)") }
+    if let eventLoops, !(1...256).contains(eventLoops) {
+      throw ValidationError("--event-loops must be between 1 and 256, got \(eventLoops)")
+    }
     if let tap {
       do { _ = try Authority(tap) } catch { throw ValidationError("--tap: \(error.message)") }
     }
@@ -121,6 +129,7 @@ struct MeshProxyCommand: AsyncParsableCommand {
       $0.transparent = transparent
       $0.opaquePorts = (try? PortSet(parsing: opaquePorts)) ?? .defaultOpaquePorts
       $0.detectTimeout = .milliseconds(Int64(detectTimeout * 1000))
+      $0.eventLoops = eventLoops
     }
     let tapAddress = try tap.map { try Authority($0) }
 

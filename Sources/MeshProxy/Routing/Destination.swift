@@ -63,6 +63,11 @@ final class Destination: Sendable {
   /// The destination's latest profile (routes, retry budget, traffic split), if it has one.
   var profile: CompiledProfile? { profileState.withLock { $0.profile } }
 
+  /// The profile once discovery has answered (`.some(nil)`: there is none), nil while it has not.
+  var knownProfile: CompiledProfile?? {
+    profileState.withLock { state in state.known ? .some(state.profile) : .none }
+  }
+
   /// When a request last named this destination (seconds of uptime).
   private let lastUsedSeconds = Atomic<Int64>(Destination.uptimeSeconds)
   var lastUsed: Int64 { lastUsedSeconds.load(ordering: .relaxed) }
@@ -218,6 +223,15 @@ final class Destination: Sendable {
   }
 
   /// Picks a target for one request, waiting for endpoints until `deadline`.
+  /// The target when one is at hand without waiting: resolved, and either unknown to discovery or with an
+  /// endpoint available now (its ticket taken); else nil.
+  func readyTarget() -> Target? {
+    let (resolved, exists) = state.withLock { ($0.resolved, $0.exists) }
+    guard resolved else { return nil }
+    guard exists else { return .passthrough(authority) }
+    return pick().map { .endpoint($0) }
+  }
+
   func target(on eventLoop: any EventLoop, deadline: NIODeadline) -> EventLoopFuture<Target> {
     let (resolved, exists) = state.withLock { ($0.resolved, $0.exists) }
     if resolved {

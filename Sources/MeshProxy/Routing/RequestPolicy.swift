@@ -81,7 +81,8 @@ final class CompiledProfile: @unchecked Sendable {
 
   /// The policy for a request with `method` and `path` to `authority`.
   func policy(method: String, path: String, authority: String) -> RequestPolicy {
-    let pathOnly = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
+    guard !routes.isEmpty else { return RequestPolicy(authority: authority, budget: budget) }
+    let pathOnly = path.firstIndex(of: "?").map { String(path[..<$0]) } ?? path
     for (route, matcher) in routes where matcher.matches(method: method, path: pathOnly) {
       return RequestPolicy(
         routeName: route.name.isEmpty ? "\(method) \(pathOnly)" : route.name, authority: authority,
@@ -97,8 +98,9 @@ final class CompiledProfile: @unchecked Sendable {
   func pickLeaf(
     random: Double = Double.random(in: 0..<1), isAvailable: (Authority) -> Bool = { _ in true }
   ) -> Authority? {
+    // Most destinations have no split: nothing is built for them.
+    guard profile.destinationOverrides.contains(where: { $0.weight > 0 }) else { return nil }
     let weighted = profile.destinationOverrides.filter { $0.weight > 0 }
-    guard !weighted.isEmpty else { return nil }
     let available = weighted.filter { isAvailable($0.authority) }
     let leaves = available.isEmpty ? weighted : available
     let total = leaves.reduce(0.0) { $0 + Double($1.weight) }

@@ -81,6 +81,9 @@ public protocol RequestRouter: Sendable {
   /// The route policy for `request` (timeout, retries, classification), once the destination's profile is
   /// known. Asked once per request.
   func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy>
+  /// The route policy for `request` when it is known without waiting (the destination's profile is at hand),
+  /// else nil, and ``policy(for:on:)`` is asked. Spares every request but a destination's first a future.
+  func knownPolicy(for request: RoutedRequest) -> RequestPolicy?
   /// The `authority` metric label of a request this side answered itself: the authority when the proxy
   /// knows it (a destination discovery knows; a caller with a mesh identity), else empty, so that no client
   /// mints series by choosing Host headers.
@@ -99,6 +102,8 @@ extension RequestRouter {
   public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
     eventLoop.makeSucceededFuture(.none)
   }
+
+  public func knownPolicy(for request: RoutedRequest) -> RequestPolicy? { nil }
 
   public func isOpaque(_ original: Authority, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
     eventLoop.makeSucceededFuture(false)
@@ -119,6 +124,9 @@ enum HTTPHeaderRules {
   /// Removes hop-by-hop headers, keeping `te: trailers` (gRPC needs it); with `upgrade`, the next hop is
   /// asked for the same upgrade (`Connection: upgrade`, `Upgrade: <upgrade>`).
   static func stripHopByHop(_ headers: inout HTTPHeaders, upgrade: String? = nil) {
+    // Most requests carry none of them: the headers are changed (and their shared storage copied) only
+    // when there is something to change.
+    guard upgrade != nil || hopByHop.contains(where: { headers.contains(name: $0) }) else { return }
     let keepTrailers = headers["te"].contains { $0.lowercased().contains("trailers") }
     for name in hopByHop { headers.remove(name: name) }
     if keepTrailers { headers.add(name: "te", value: "trailers") }

@@ -38,34 +38,51 @@ final class UpstreamPools: Sendable {
 
   /// Event loops serving requests (MultiThreadedEventLoopGroup.singleton has one per core): a limit for the
   /// whole proxy is shared out among their pools.
-  private let loopCount = max(System.coreCount, 1)
+  private var loopCount: Int { configuration.eventLoopCount }
+
+  /// How an upstream comes: at once (an idle pooled connection), or later.
+  enum Opening {
+    case ready(Upstream)
+    case pending(EventLoopFuture<Upstream>)
+
+    func future(on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
+      switch self {
+      case .ready(let upstream): eventLoop.makeSucceededFuture(upstream)
+      case .pending(let future): future
+      }
+    }
+  }
 
   /// Opens a plaintext upstream to `address` in the request's own protocol. HTTP/1.1 opens at most `limit`
-  /// connections to it across the proxy; past that requests wait for one until `deadline`.
+  /// connections to it across the proxy; past that requests wait for one until `deadline`. An idle pooled
+  /// HTTP/1.1 connection is ready at once.
   func plaintext(
     to address: Authority, http2: Bool, head: HTTPRequestHead, ticket: TicketBox?,
     labels: ProxyMetrics.RequestLabels, limit: Int, deadline: NIODeadline, abandonment: RequestAbandonment,
     on eventLoop: any EventLoop
-  ) -> EventLoopFuture<Upstream> {
+  ) -> Opening {
     if loopGuard.isSelf(address) {
-      return eventLoop.makeFailedFuture(Self.loop(to: address))
+      return .pending(eventLoop.makeFailedFuture(Self.loop(to: address)))
     }
     let pool = pool(for: eventLoop)
     var head = head
     if http2 {
-      return pool.openHTTP2Stream(to: address, identity: nil, deadline: deadline, abandonment: abandonment).map {
-        stream in
-        Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
-      }
+      return .pending(
+        pool.openHTTP2Stream(to: address, identity: nil, deadline: deadline, abandonment: abandonment).map {
+          stream in
+          Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
+        })
     }
-    head.version = .http1_1
+    if head.version != .http1_1 { head.version = .http1_1 }
+    if let idle = pool.idleHTTP1Connection(to: address) {
+      return .ready(Upstream(channel: idle.channel, head: head, ticket: ticket, labels: labels, release: idle.release))
+    }
     let perLoop = (limit + loopCount - 1) / loopCount
-    return pool.http1Connection(to: address, limit: perLoop, deadline: deadline, abandonment: abandonment).map {
-      channel in
-      Upstream(channel: channel, head: head, ticket: ticket, labels: labels) { channel in
-        pool.releaseHTTP1(channel, to: address)
-      }
-    }
+    return .pending(
+      pool.http1Connection(to: address, limit: perLoop, deadline: deadline, abandonment: abandonment).map {
+        [head] channel in
+        Upstream(channel: channel, head: head, ticket: ticket, labels: labels, release: pool.releaser(for: address))
+      })
   }
 }
 
@@ -156,6 +173,13 @@ public final class OutboundRouter: RequestRouter, Sendable {
       profile?.policy(method: request.head.method.rawValue, path: request.head.uri, authority: authority.description)
         ?? .none
     }
+  }
+
+  public func knownPolicy(for request: RoutedRequest) -> RequestPolicy? {
+    guard let authority = request.authority else { return RequestPolicy.none }
+    guard let known = destination(for: authority).knownProfile else { return nil }
+    return known?.policy(method: request.head.method.rawValue, path: request.head.uri, authority: authority.description)
+      ?? .none
   }
 
   public func metricAuthority(for request: RoutedRequest) -> String {
@@ -302,58 +326,100 @@ public final class OutboundRouter: RequestRouter, Sendable {
     } catch {
       return eventLoop.makeFailedFuture(error)
     }
-    let opened = target(for: authority, original: request.originalDestination, on: eventLoop, deadline: deadline)
-      .flatMap { target in
-      var labels = ProxyMetrics.RequestLabels(direction: self.direction, authority: apex.description, tls: false)
-      labels.clientID = request.peerIdentity?.description ?? ""
-      switch target {
-      case .passthrough(let address):
-        // A name discovery does not know: the application (or a peer) chose it, so it is not a label value.
-        labels.authority = ""
-        return self.pools.plaintext(
-          to: address, http2: request.arrivedOverHTTP2, head: head, ticket: nil, labels: labels,
-          limit: self.configuration.maxConnectionsPerEndpoint, deadline: deadline,
-          abandonment: request.abandonment, on: eventLoop)
-      case .endpoint(let ticket):
-        let endpoint = ticket.endpoint
-        labels.dstService = endpoint.metricLabels["service"] ?? ""
-        labels.dstNamespace = endpoint.metricLabels["namespace"] ?? ""
-        labels.targetCluster = endpoint.metricLabels["target_cluster"] ?? ""
-        if let override = endpoint.authorityOverride {
-          head.headers.replaceOrAdd(name: "host", value: override.description)
-        }
-        let opened: EventLoopFuture<Upstream>
-        if let identity = endpoint.tlsIdentity, request.upgrade != nil {
-          // An upgrade cannot ride an HTTP/2 stream: HTTP/1.1 inside mutual TLS, on a connection of its own.
-          labels.tls = true
-          labels.serverID = identity.description
-          if self.pools.loopGuard.isSelf(endpoint.address) {
-            return eventLoop.makeFailedFuture(UpstreamPools.loop(to: endpoint.address))
+    let opened: EventLoopFuture<Upstream>
+    if let target = readyTarget(for: authority, original: request.originalDestination) {
+      // The usual case: the destination is resolved, and often an idle connection waits. Then no future is
+      // made until the one the caller gets.
+      switch open(target, request: request, apex: apex, head: head, deadline: deadline, on: eventLoop) {
+      case .ready(let upstream): return eventLoop.makeSucceededFuture(upstream)
+      case .pending(let future): opened = future
+      }
+    } else {
+      opened = target(for: authority, original: request.originalDestination, on: eventLoop, deadline: deadline)
+        .flatMap { target in
+          switch self.open(target, request: request, apex: apex, head: head, deadline: deadline, on: eventLoop) {
+          case .ready(let upstream): eventLoop.makeSucceededFuture(upstream)
+          case .pending(let future): future
           }
-          opened = self.pools.pool(for: eventLoop).openUpgradeConnection(to: endpoint.address, identity: identity).map {
+        }
+    }
+    return opened.flatMapError { error in
+      guard attemptsLeft > 1, let proxyError = error as? ProxyError, proxyError.reason == .connectFailed,
+        NIODeadline.now() < deadline
+      else { return eventLoop.makeFailedFuture(error) }
+      return self.attempt(request, apex: apex, deadline: deadline, attemptsLeft: attemptsLeft - 1, on: eventLoop)
+    }
+  }
+
+  /// The target of `authority` when it is known without waiting; nil when it must be waited for (not yet
+  /// resolved, no endpoint available now) or looked up by the original destination (a name discovery does
+  /// not know, in transparent mode).
+  private func readyTarget(for authority: Authority, original: Authority?) -> Target? {
+    guard let target = destination(for: authority).readyTarget() else { return nil }
+    if case .passthrough = target, let original, original != authority { return nil }
+    return target
+  }
+
+  /// Opens the upstream of one attempt at `target`: at once when a pooled connection is idle, else later.
+  /// A ticket's outcome is reported when opening fails.
+  private func open(
+    _ target: Target, request: RoutedRequest, apex: Authority, head: HTTPRequestHead, deadline: NIODeadline,
+    on eventLoop: any EventLoop
+  ) -> UpstreamPools.Opening {
+    var head = head
+    var labels = ProxyMetrics.RequestLabels(direction: direction, authority: apex.description, tls: false)
+    labels.clientID = request.peerIdentity?.description ?? ""
+    switch target {
+    case .passthrough(let address):
+      // A name discovery does not know: the application (or a peer) chose it, so it is not a label value.
+      labels.authority = ""
+      return pools.plaintext(
+        to: address, http2: request.arrivedOverHTTP2, head: head, ticket: nil, labels: labels,
+        limit: configuration.maxConnectionsPerEndpoint, deadline: deadline, abandonment: request.abandonment,
+        on: eventLoop)
+    case .endpoint(let ticket):
+      let endpoint = ticket.endpoint
+      labels.dstService = endpoint.metricLabels["service"] ?? ""
+      labels.dstNamespace = endpoint.metricLabels["namespace"] ?? ""
+      labels.targetCluster = endpoint.metricLabels["target_cluster"] ?? ""
+      if let override = endpoint.authorityOverride {
+        head.headers.replaceOrAdd(name: "host", value: override.description)
+      }
+      let opened: EventLoopFuture<Upstream>
+      if let identity = endpoint.tlsIdentity {
+        labels.tls = true
+        labels.serverID = identity.description
+        if pools.loopGuard.isSelf(endpoint.address) {
+          ticket.complete(.cancelled)
+          return .pending(eventLoop.makeFailedFuture(UpstreamPools.loop(to: endpoint.address)))
+        }
+        if request.upgrade != nil {
+          // An upgrade cannot ride an HTTP/2 stream: HTTP/1.1 inside mutual TLS, on a connection of its own.
+          opened = pools.pool(for: eventLoop).openUpgradeConnection(to: endpoint.address, identity: identity).map {
             [head, labels] channel in
             Upstream(channel: channel, head: head, ticket: ticket, labels: labels, release: nil, stream: nil)
           }
-        } else if let identity = endpoint.tlsIdentity {
-          labels.tls = true
-          labels.serverID = identity.description
+        } else {
           if !request.arrivedOverHTTP2 { head.headers.replaceOrAdd(name: MeshHeaders.origProto, value: "HTTP/1.1") }
-          if self.pools.loopGuard.isSelf(endpoint.address) {
-            return eventLoop.makeFailedFuture(UpstreamPools.loop(to: endpoint.address))
-          }
-          opened = self.pools.pool(for: eventLoop).openHTTP2Stream(
+          opened = pools.pool(for: eventLoop).openHTTP2Stream(
             to: endpoint.address, identity: identity, deadline: deadline, abandonment: request.abandonment
           ).map {
             [head, labels] stream in
             Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
           }
-        } else {
-          opened = self.pools.plaintext(
-            to: endpoint.address, http2: request.arrivedOverHTTP2, head: head, ticket: ticket, labels: labels,
-            limit: self.configuration.maxConnectionsPerEndpoint, deadline: deadline,
-          abandonment: request.abandonment, on: eventLoop)
         }
-        return opened.flatMapErrorThrowing { error in
+      } else {
+        switch pools.plaintext(
+          to: endpoint.address, http2: request.arrivedOverHTTP2, head: head, ticket: ticket, labels: labels,
+          limit: configuration.maxConnectionsPerEndpoint, deadline: deadline, abandonment: request.abandonment,
+          on: eventLoop)
+        {
+        case .ready(let upstream): return .ready(upstream)
+        case .pending(let future): opened = future
+        }
+      }
+      return .pending(
+        opened.flatMapErrorThrowing { error in
           switch (error as? ProxyError)?.reason {
           case .connectFailed: ticket.complete(.connectionFailure)
           // Shed (busy) or refused as a loop: says nothing about the endpoint's health.
@@ -361,14 +427,7 @@ public final class OutboundRouter: RequestRouter, Sendable {
           default: ticket.complete(.failure)
           }
           throw error
-        }
-      }
-    }
-    return opened.flatMapError { error in
-      guard attemptsLeft > 1, let proxyError = error as? ProxyError, proxyError.reason == .connectFailed,
-        NIODeadline.now() < deadline
-      else { return eventLoop.makeFailedFuture(error) }
-      return self.attempt(request, apex: apex, deadline: deadline, attemptsLeft: attemptsLeft - 1, on: eventLoop)
+        })
     }
   }
 }
@@ -394,6 +453,9 @@ public final class InboundRouter: RequestRouter, Sendable {
   public func metricAuthority(for request: RoutedRequest) -> String {
     request.peerIdentity == nil ? "" : request.authority?.description ?? ""
   }
+
+  /// The inbound side has no routes: the caller's proxy applied them.
+  public func knownPolicy(for request: RoutedRequest) -> RequestPolicy? { RequestPolicy.none }
 
   /// The application: in transparent mode, `port` (where the caller was going) on the pod's loopback;
   /// else the configured application address.
@@ -437,10 +499,11 @@ public final class InboundRouter: RequestRouter, Sendable {
       direction: direction, authority: metricAuthority(for: request), tls: request.peerIdentity != nil)
     labels.clientID = request.peerIdentity?.description ?? ""
     return pools.plaintext(
-      to: application(port: request.originalDestination?.port), http2: request.arrivedOverHTTP2 && !restoreHTTP1, head: head, ticket: nil, labels: labels,
-      limit: configuration.maxApplicationConnections,
+      to: application(port: request.originalDestination?.port), http2: request.arrivedOverHTTP2 && !restoreHTTP1,
+      head: head, ticket: nil, labels: labels, limit: configuration.maxApplicationConnections,
       deadline: request.receivedAt + TimeAmount(configuration.failfastTimeout), abandonment: request.abandonment,
-      on: eventLoop)
+      on: eventLoop
+    ).future(on: eventLoop)
   }
 }
 
@@ -508,6 +571,10 @@ public final class GatewayRouter: RequestRouter, Sendable {
   public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
     if check(request) != nil { return eventLoop.makeSucceededFuture(.none) }
     return local.policy(for: request, on: eventLoop)
+  }
+
+  public func knownPolicy(for request: RoutedRequest) -> RequestPolicy? {
+    check(request) == nil ? local.knownPolicy(for: request) : RequestPolicy.none
   }
 
   public func metricAuthority(for request: RoutedRequest) -> String {

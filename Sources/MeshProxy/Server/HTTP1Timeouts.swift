@@ -24,8 +24,15 @@ final class HTTP1TimeoutBytesHandler: ChannelDuplexHandler, RemovableChannelHand
   fileprivate var awaitingHead = true
   /// A response is being written (from the head read until its end is written).
   fileprivate var responding = false
-  private var headerTimer: Scheduled<Void>?
-  private var idleTimer: Scheduled<Void>?
+  /// When the first byte of the request head being read arrived.
+  private var headStartedAt: NIODeadline?
+  /// Since when the connection has had nothing in progress.
+  private var idleSince: NIODeadline?
+  /// One timer per connection, not one per request: requests only note the time, and the timer, when it
+  /// fires, checks the clocks and sets itself for the next moment one of them could run out (as Netty's
+  /// `IdleStateHandler`). Scheduling and cancelling two timers per request cost six allocations.
+  private var timer: Scheduled<Void>?
+  private var timerDeadline: NIODeadline = .distantFuture
   private var context: ChannelHandlerContext?
 
   init(headerTimeout: TimeAmount, idleTimeout: TimeAmount, onTimeout: @escaping @Sendable (ProxyError.Reason) -> Void) {
@@ -36,25 +43,28 @@ final class HTTP1TimeoutBytesHandler: ChannelDuplexHandler, RemovableChannelHand
 
   func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
-    armIdle()
+    let now = context.eventLoop.now
+    idleSince = now
+    schedule(at: now + idleTimeout)
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
-    cancelTimers()
+    cancelTimer()
     self.context = nil
   }
 
   func channelInactive(context: ChannelHandlerContext) {
-    cancelTimers()
+    cancelTimer()
     context.fireChannelInactive()
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    idleTimer?.cancel()
-    idleTimer = nil
-    if awaitingHead, headerTimer == nil, unwrapInboundIn(data).readableBytes > 0 {
-      let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-      headerTimer = context.eventLoop.scheduleTask(in: headerTimeout) { loopBound.value.headerTimedOut() }
+    idleSince = nil
+    if awaitingHead, headStartedAt == nil, unwrapInboundIn(data).readableBytes > 0 {
+      let now = context.eventLoop.now
+      headStartedAt = now
+      // The timer may be set for the idle clock, later than this head may take.
+      if timerDeadline > now + headerTimeout { schedule(at: now + headerTimeout) }
     }
     context.fireChannelRead(data)
   }
@@ -63,8 +73,7 @@ final class HTTP1TimeoutBytesHandler: ChannelDuplexHandler, RemovableChannelHand
   fileprivate func headReceived() {
     awaitingHead = false
     responding = true
-    headerTimer?.cancel()
-    headerTimer = nil
+    headStartedAt = nil
   }
 
   /// The request was read to its end: bytes after it start the next request.
@@ -73,25 +82,47 @@ final class HTTP1TimeoutBytesHandler: ChannelDuplexHandler, RemovableChannelHand
   /// The response was written to its end.
   fileprivate func responseEnded() {
     responding = false
-    armIdle()
+    if idleSince == nil, let context { idleSince = context.eventLoop.now }
   }
 
-  private func armIdle() {
-    guard let context, idleTimer == nil, !responding else { return }
+  /// Sets the timer for `deadline`, unless it is set already for then or earlier.
+  private func schedule(at deadline: NIODeadline) {
+    guard let context else { return }
+    if timer != nil {
+      guard deadline < timerDeadline else { return }
+      timer?.cancel()
+    }
+    timerDeadline = deadline
     let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-    idleTimer = context.eventLoop.scheduleTask(in: idleTimeout) { loopBound.value.idleTimedOut() }
+    timer = context.eventLoop.scheduleTask(deadline: deadline) { loopBound.value.timerFired() }
   }
 
-  private func cancelTimers() {
-    headerTimer?.cancel()
-    headerTimer = nil
-    idleTimer?.cancel()
-    idleTimer = nil
+  private func cancelTimer() {
+    timer?.cancel()
+    timer = nil
+    timerDeadline = .distantFuture
+  }
+
+  /// Checks both clocks; sets the timer again for the first moment one of them could run out.
+  private func timerFired() {
+    timer = nil
+    timerDeadline = .distantFuture
+    guard let context, context.channel.isActive else { return }
+    let now = context.eventLoop.now
+    // Whatever happens next, the timer is never off for longer than the shorter timeout.
+    var next = now + min(headerTimeout, idleTimeout)
+    if awaitingHead, let started = headStartedAt {
+      if now >= started + headerTimeout { return headerTimedOut() }
+      next = min(next, started + headerTimeout)
+    } else if awaitingHead, !responding, let since = idleSince {
+      if now >= since + idleTimeout { return idleTimedOut() }
+      next = min(next, since + idleTimeout)
+    }
+    schedule(at: next)
   }
 
   private func headerTimedOut() {
-    headerTimer = nil
-    guard let context, awaitingHead, context.channel.isActive else { return }
+    guard let context else { return }
     onTimeout(.headerTimeout)
     // Written below the HTTP encoder: no request was parsed, so there is no HTTP-level response to answer.
     let seconds = headerTimeout.nanoseconds / 1_000_000_000
@@ -106,9 +137,7 @@ final class HTTP1TimeoutBytesHandler: ChannelDuplexHandler, RemovableChannelHand
   }
 
   private func idleTimedOut() {
-    idleTimer = nil
-    guard let context, awaitingHead, !responding, headerTimer == nil else { return }
-    context.close(promise: nil)
+    context?.close(promise: nil)
   }
 }
 

@@ -17,8 +17,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   private enum State {
     case idle
-    /// Waiting for the router; request parts that arrive meanwhile are kept.
-    case opening(buffered: [HTTPServerRequestPart])
+    /// Waiting for the router; request parts that arrive meanwhile are kept in ``buffered``.
+    case opening
     case forwarding(ForwardingState)
     /// The proxy answered itself; the rest of the request is dropped.
     case answered
@@ -29,6 +29,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   private struct ForwardingState {
     var upstream: Upstream
+    /// Reports the upstream's response here; stays on a pooled HTTP/1.1 connection between requests.
+    var responseHandler: UpstreamResponseHandler
     var requestEnded: Bool
     var responseStarted: Bool
     var status: Int = 0
@@ -61,8 +63,16 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   /// The current request as routed, kept to route it again when an upstream refuses it unprocessed.
   private var request: RoutedRequest?
-  /// The request's parts so far, while they fit ``replayLimit``: what a refused request is sent again with.
-  private var replay: [HTTPServerRequestPart]? = []
+  /// The current request's parts so far, while they fit ``replayLimit`` (``replayable``): what a refused
+  /// request is sent again with. Both arrays keep their storage from request to request.
+  private var replay: [HTTPServerRequestPart] = []
+  private var replayable = true
+  /// Parts read while the request waits for its upstream (``State/opening``).
+  private var buffered: [HTTPServerRequestPart] = []
+  /// The last request's `Host` and the authority parsed from it: the requests of one connection name the
+  /// same authority, parsed once.
+  private var lastHost: String?
+  private var lastAuthority: Authority?
   private var replayBytes = 0
   /// Times the current request was refused unprocessed (GOAWAY, REFUSED_STREAM) and sent again.
   private var refusals = 0
@@ -122,10 +132,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     case .idle:
       guard case .head(let head) = part else { return }
       begin(head, context: context)
-    case .opening(var buffered):
+    case .opening:
       record(part)
       buffered.append(part)
-      state = .opening(buffered: buffered)
     case .forwarding(var forwarding):
       record(part)
       forwarding.upstream.channel.write(Self.clientPart(part, head: forwarding.upstream.head), promise: nil)
@@ -151,8 +160,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     // The client reads slowly: stop reading the upstream until it catches up.
     if case .forwarding(let forwarding) = state {
       let writable = context.channel.isWritable
-      Self.setAutoRead(forwarding.upstream.channel, writable) {
-        if writable { forwarding.upstream.channel.read() }
+      let upstream = forwarding.upstream.channel
+      Self.setAutoRead(upstream, writable) {
+        if writable { upstream.read() }
       }
     }
     context.fireChannelWritabilityChanged()
@@ -184,9 +194,17 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       counted = true
       inFlight.begin()
     }
-    state = .opening(buffered: [.head(head)])
-    let authority = Self.authority(of: head)
-    currentAuthority = authority?.description ?? head.headers.first(name: "host") ?? ""
+    state = .opening
+    let host = head.headers.first(name: "host")
+    let authority: Authority?
+    if let host, host == lastHost {
+      authority = lastAuthority
+    } else {
+      authority = host.flatMap { try? Authority($0, defaultPort: 80) }
+      lastHost = host
+      lastAuthority = authority
+    }
+    currentAuthority = authority?.description ?? host ?? ""
     isGRPC = head.headers.first(name: "content-type").map(Self.isGRPCContentType) ?? false
     var head = head
     var upgrade = downstreamIsHTTP2 ? nil : HTTPHeaderRules.requestedUpgrade(head.headers)
@@ -206,7 +224,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     request.upgrade = upgrade
     request.originalDestination = originalDestination
     self.request = request
-    replay = upgrade == nil ? [.head(head)] : nil
+    buffered.removeAll(keepingCapacity: true)
+    buffered.append(.head(head))
+    replay.removeAll(keepingCapacity: true)
+    replayable = upgrade == nil
+    if replayable { replay.append(.head(head)) }
     replayBytes = 0
     refusals = 0
     retries = 0
@@ -233,6 +255,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     // Hold further reads until the upstream is ready; parts already read are buffered.
     Self.setAutoRead(context.channel, false)
     let id = requestID
+    if let policy = router.knownPolicy(for: request) {
+      // The destination's profile is known already (every request but a destination's first): no future.
+      apply(policy, to: request, id: id)
+      return
+    }
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     router.policy(for: request, on: context.eventLoop).hop(to: context.eventLoop).whenSuccess { policy in
       bound.value.apply(policy, to: request, id: id)
@@ -258,10 +285,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     timeoutTask = nil
     let detail = "no response within the route timeout of \(policy.timeout.map { "\($0)" } ?? "?")"
     switch state {
-    case .opening(let buffered):
-      answer(
-        ProxyError(.timeout, detail), context: context,
-        requestEnded: buffered.contains { if case .end = $0 { true } else { false } })
+    case .opening:
+      answer(ProxyError(.timeout, detail), context: context, requestEnded: bufferedRequestEnded)
     case .forwarding(let forwarding) where !forwarding.responseStarted:
       attemptID &+= 1
       forwarding.upstream.ticket?.complete(.cancelled)
@@ -294,7 +319,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       }
       return
     }
-    guard case .opening(let buffered) = state else {
+    guard case .opening = state else {
       // The client went away meanwhile.
       if case .success(let upstream) = result {
         upstream.ticket?.complete(.cancelled)
@@ -305,7 +330,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     switch result {
     case .failure(let error):
       let proxyError = error as? ProxyError ?? ProxyError(.connectFailed, "\(error)")
-      answer(proxyError, context: context, requestEnded: buffered.contains { if case .end = $0 { true } else { false } })
+      answer(proxyError, context: context, requestEnded: bufferedRequestEnded)
     case .success(let upstream):
       metrics.requestStarted(upstream.labels)
       if tapped != nil {
@@ -313,19 +338,30 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
         tapServerID = upstream.labels.serverID
       }
       attemptID &+= 1
-      do {
-        try upstream.channel.pipeline.syncOperations.addHandler(
-          UpstreamResponseHandler(downstream: NIOLoopBound(self, eventLoop: context.eventLoop), attempt: attemptID))
-      } catch {
-        upstream.channel.close(promise: nil)
-        answer(ProxyError(.connectFailed, "upstream pipeline: \(error)"), context: context, requestEnded: false)
-        return
+      let downstream = NIOLoopBound(self, eventLoop: context.eventLoop)
+      let responseHandler: UpstreamResponseHandler
+      let pipeline = upstream.channel.pipeline.syncOperations
+      if upstream.release != nil, let pooled = try? pipeline.handler(type: UpstreamResponseHandler.self) {
+        // A pooled HTTP/1.1 connection keeps its handler from request to request.
+        responseHandler = pooled
+        pooled.bind(downstream, attempt: attemptID)
+      } else {
+        responseHandler = UpstreamResponseHandler(downstream: downstream, attempt: attemptID)
+        do {
+          try pipeline.addHandler(responseHandler)
+        } catch {
+          upstream.channel.close(promise: nil)
+          answer(ProxyError(.connectFailed, "upstream pipeline: \(error)"), context: context, requestEnded: false)
+          return
+        }
       }
-      var forwarding = ForwardingState(upstream: upstream, requestEnded: false, responseStarted: false)
+      var forwarding = ForwardingState(
+        upstream: upstream, responseHandler: responseHandler, requestEnded: false, responseStarted: false)
       for part in buffered {
         upstream.channel.write(Self.clientPart(part, head: upstream.head), promise: nil)
         if case .end = part { forwarding.requestEnded = true }
       }
+      buffered.removeAll(keepingCapacity: true)
       upstream.channel.flush()
       state = .forwarding(forwarding)
       Self.setAutoRead(context.channel, true)
@@ -442,7 +478,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       forwarding.upstream.ticket?.complete(outcome)
       HTTPHeaderRules.stripHopByHop(&head.headers)
       if closeAfterResponse { head.headers.add(name: "connection", value: "close") }
-      head.version = .http1_1
+      // Set only when it differs: the head's storage is shared, and a write copies it.
+      if head.version != .http1_1 { head.version = .http1_1 }
       let latency = elapsedMilliseconds()
       state = .forwarding(forwarding)
       responseLatency = latency
@@ -576,7 +613,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   ) -> Bool {
     let failed = policy.isFailure(status: status) || (isGRPC && grpcStatus == 14)
     guard policy.isRetryable, failed, forwarding.requestEnded, retries < Self.maxRetries,
-      let replay, let request, let budget = policy.budget, budget.withdraw()
+      replayable, let request, let budget = policy.budget, budget.withdraw()
     else { return false }
     retries += 1
     metrics.routeRetry(policy, direction: router.direction)
@@ -591,7 +628,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     attemptID &+= 1
     forwarding.upstream.ticket?.complete(.failure)
     forwarding.upstream.channel.close(promise: nil)
-    state = .opening(buffered: replay)
+    state = .opening
+    buffered = replay
     route(request, context: context)
     return true
   }
@@ -599,7 +637,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   /// The upstream failed before any response (reset, closed: a crashed peer) on a retryable route: sent again
   /// under the same rules as a failed response (whole request kept, retries left, budget).
   private func retryAfterFailure(_ forwarding: ForwardingState, error: (any Error)?, context: ChannelHandlerContext) -> Bool {
-    guard policy.isRetryable, forwarding.requestEnded, retries < Self.maxRetries, let replay, let request,
+    guard policy.isRetryable, forwarding.requestEnded, retries < Self.maxRetries, replayable, let request,
       let budget = policy.budget, budget.withdraw()
     else { return false }
     retries += 1
@@ -613,7 +651,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     attemptID &+= 1
     forwarding.upstream.ticket?.complete(.failure)
     forwarding.upstream.channel.close(promise: nil)
-    state = .opening(buffered: replay)
+    state = .opening
+    buffered = replay
     route(request, context: context)
     return true
   }
@@ -634,7 +673,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     guard attempt == attemptID, let context, case .forwarding(let forwarding) = state else { return }
     if responseEnded { return }
     if !forwarding.responseStarted, let stream = forwarding.upstream.stream, stream.wasRefused(by: error),
-      refusals < Self.maxRefusals, let replay, let request
+      refusals < Self.maxRefusals, replayable, let request
     {
       // The peer never processed it (GOAWAY, REFUSED_STREAM): send it again, on a fresh connection.
       refusals += 1
@@ -646,7 +685,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
         ])
       forwarding.upstream.ticket?.complete(.cancelled)
       forwarding.upstream.channel.close(promise: nil)
-      state = .opening(buffered: replay)
+      state = .opening
+      buffered = replay
       route(request, context: context)
       return
     }
@@ -682,7 +722,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       context.close(promise: nil)
     } else {
       let detail = error.map { "\($0)" } ?? "connection closed before the response"
-      state = .opening(buffered: [])
+      state = .opening
+      buffered.removeAll(keepingCapacity: true)
       answer(ProxyError(.upstreamReset, detail), context: context, requestEnded: forwarding.requestEnded)
     }
   }
@@ -692,8 +733,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     guard case .forwarding(let forwarding) = state, forwarding.requestEnded, responseEnded else { return }
     responseEnded = false
     if let release = forwarding.upstream.release {
-      _ = try? forwarding.upstream.channel.pipeline.syncOperations.removeHandler(
-        forwarding.upstream.channel.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self))
+      // The handler stays on the connection, unbound until the connection's next request.
+      forwarding.responseHandler.unbind()
       release(forwarding.upstream.channel)
     }
     state = .idle
@@ -731,15 +772,21 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   /// Keeps a request part for a possible resend, until the body outgrows ``replayLimit``.
   private func record(_ part: HTTPServerRequestPart) {
-    guard replay != nil else { return }
+    guard replayable else { return }
     if case .body(let buffer) = part {
       replayBytes += buffer.readableBytes
       if replayBytes > Self.replayLimit {
-        replay = nil
+        replayable = false
+        replay.removeAll(keepingCapacity: true)
         return
       }
     }
-    replay!.append(part)
+    replay.append(part)
+  }
+
+  /// Whether the parts buffered while opening include the request's end.
+  private var bufferedRequestEnded: Bool {
+    buffered.contains { if case .end = $0 { true } else { false } }
   }
 
   private func elapsedMilliseconds() -> Double {
@@ -771,49 +818,77 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 }
 
 /// Hands an upstream's response parts and state changes to the downstream's handler (same event loop).
+///
+/// On a pooled HTTP/1.1 connection it stays in the pipeline between requests, unbound (events of an idle
+/// connection go nowhere), and is bound to the next request's handler: no handler is added and removed per
+/// request.
 final class UpstreamResponseHandler: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = HTTPClientResponsePart
 
-  private let downstream: NIOLoopBound<ProxyRequestHandler>
-  private let attempt: Int
+  private var downstream: NIOLoopBound<ProxyRequestHandler>?
+  private var attempt: Int
   private var done = false
+  private var context: ChannelHandlerContext?
 
   init(downstream: NIOLoopBound<ProxyRequestHandler>, attempt: Int) {
     self.downstream = downstream
     self.attempt = attempt
   }
 
+  /// Reports to `downstream` from now on (a pooled connection's next request).
+  func bind(_ downstream: NIOLoopBound<ProxyRequestHandler>, attempt: Int) {
+    self.downstream = downstream
+    self.attempt = attempt
+    done = false
+    if let context { reportIfInactive(context: context) }
+  }
+
+  /// The request ended: nothing is reported until the next ``bind(_:attempt:)``.
+  func unbind() {
+    downstream = nil
+    done = true
+  }
+
   /// An upstream that closed before this handler was in place (its connection went away between opening
   /// the stream and forwarding on it) would never report it: report it now, once the request is forwarding.
   func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+    reportIfInactive(context: context)
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+  private func reportIfInactive(context: ChannelHandlerContext) {
     guard !context.channel.isActive else { return }
-    let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+    let attempt = self.attempt
     context.eventLoop.execute {
-      let (handler, _) = bound.value
-      guard !handler.done else { return }
+      let handler = bound.value
+      guard !handler.done, handler.attempt == attempt, let downstream = handler.downstream else { return }
       handler.done = true
-      handler.downstream.value.upstreamFailed(nil, attempt: handler.attempt)
+      downstream.value.upstreamFailed(nil, attempt: attempt)
     }
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    guard let downstream else { return }
     let part = unwrapInboundIn(data)
     if case .end = part { done = true }
     downstream.value.upstreamResponse(part, attempt: attempt)
   }
 
   func channelReadComplete(context: ChannelHandlerContext) {
-    downstream.value.upstreamReadComplete(attempt: attempt)
+    downstream?.value.upstreamReadComplete(attempt: attempt)
     context.fireChannelReadComplete()
   }
 
   func channelWritabilityChanged(context: ChannelHandlerContext) {
-    downstream.value.upstreamWritabilityChanged(context.channel.isWritable, attempt: attempt)
+    downstream?.value.upstreamWritabilityChanged(context.channel.isWritable, attempt: attempt)
     context.fireChannelWritabilityChanged()
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
-    if !done {
+    if !done, let downstream {
       done = true
       downstream.value.upstreamFailed(error, attempt: attempt)
     }
@@ -821,7 +896,7 @@ final class UpstreamResponseHandler: ChannelInboundHandler, RemovableChannelHand
   }
 
   func channelInactive(context: ChannelHandlerContext) {
-    if !done {
+    if !done, let downstream {
       done = true
       downstream.value.upstreamFailed(nil, attempt: attempt)
     }

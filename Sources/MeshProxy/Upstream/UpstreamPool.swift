@@ -45,7 +45,7 @@ final class UpstreamPool: @unchecked Sendable {
   ) {
     self.logger = logger
     self.loopGuard = loopGuard
-    let loops = max(System.coreCount, 1)
+    let loops = configuration.eventLoopCount
     self.maxConnecting = max((configuration.maxConnectsInProgress + loops - 1) / loops, 1)
     self.eventLoop = eventLoop
     self.tls = tls
@@ -300,13 +300,8 @@ final class UpstreamPool: @unchecked Sendable {
     to address: Authority, limit: Int, deadline: NIODeadline, abandonment: RequestAbandonment
   ) -> EventLoopFuture<any Channel> {
     eventLoop.preconditionInEventLoop()
+    if let idle = idleHTTP1Connection(to: address) { return eventLoop.makeSucceededFuture(idle.channel) }
     var endpoint = http1.removeValue(forKey: address) ?? HTTP1Endpoint()  // changed in place, never copied
-    while let channel = endpoint.idle.popLast() {
-      if channel.isActive {
-        http1[address] = endpoint
-        return eventLoop.makeSucceededFuture(channel)
-      }
-    }
     if endpoint.open < max(limit, 1) {
       endpoint.open += 1
       // Stored before connecting: a connection that fails at once gives its slot back in its callback.
@@ -331,6 +326,27 @@ final class UpstreamPool: @unchecked Sendable {
     }
     endpoint.waiters.append(waiter)
     return waiter.promise.futureResult
+  }
+
+  /// An idle HTTP/1.1 connection to `address`, taken out of the pool, if there is one, with the closure that
+  /// returns it (made once per pooled address, not per request).
+  func idleHTTP1Connection(to address: Authority) -> (channel: any Channel, release: @Sendable (any Channel) -> Void)? {
+    eventLoop.preconditionInEventLoop()
+    guard var endpoint = http1.removeValue(forKey: address) else { return nil }  // changed in place, never copied
+    defer { http1[address] = endpoint }
+    while let channel = endpoint.idle.popLast() {
+      guard channel.isActive else { continue }
+      if let release = endpoint.release { return (channel, release) }
+      let release = releaser(for: address)
+      endpoint.release = release
+      return (channel, release)
+    }
+    return nil
+  }
+
+  /// Returns a finished HTTP/1.1 connection to `address` to this pool.
+  func releaser(for address: Authority) -> @Sendable (any Channel) -> Void {
+    { [self] channel in releaseHTTP1(channel, to: address) }
   }
 
   /// A TCP connection to `address`, counted in the TCP metrics, within this loop's share of connection
@@ -478,6 +494,8 @@ private struct HTTP1Endpoint {
   /// Connections open or being opened, idle or busy.
   var open = 0
   var waiters = PendingRequests<any Channel>()
+  /// Returns a connection here; made when a connection is first taken from the idle list.
+  var release: (@Sendable (any Channel) -> Void)?
 }
 
 extension TimeAmount {
