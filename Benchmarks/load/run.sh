@@ -9,6 +9,8 @@
 #   BUILD=debug DURATION=5 bash Benchmarks/load/run.sh
 #   PROFILE=1 bash Benchmarks/load/run.sh  # also perf-profile the plaintext proxy (needs perf)
 #   ONLY=overload bash Benchmarks/load/run.sh  # only the overload rows
+#   EVENT_LOOPS=1 bash Benchmarks/load/run.sh  # the mesh proxies with --event-loops 1 (default: one per core)
+# Also prints each mesh-proxy's memory by kind (/proc/PID/smaps_rollup) idle, and again after all the load.
 # Needs: nginx haproxy wrk hey nghttp2-client kubectl curl (Debian packages). Every load is bounded by time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -138,7 +140,7 @@ proxy() { # name identity outbound inbound admin app
   start "$BIN/mesh-proxy" --identity "$2.default.serviceaccount.identity.swiftmesh.cluster.local" \
     --identity-server 127.0.0.1:18180 --ca "$W/ca/ca.crt" --token "$W/$2.token" --destination 127.0.0.1:18186 \
     --outbound "127.0.0.1:$3" --inbound "127.0.0.1:$4" --admin "127.0.0.1:$5" --app "127.0.0.1:$6" \
-    --log-level warning 2>"$W/$1.log"
+    ${EVENT_LOOPS:+--event-loops "$EVENT_LOOPS"} --log-level warning 2>"$W/$1.log"
 }
 proxy client web 14140 14141 14190 1
 CLIENT_PID=${PIDS[-1]}
@@ -158,6 +160,9 @@ if ! curl -sf -o /dev/null -H 'Host: backend.default.svc.cluster.local' http://1
   tail -n 5 "$W"/*.log; exit 1
 fi
 
+# RSS of a process by kind, MB: total, anonymous (heap, stacks), file-backed (binary, libraries).
+memory() { awk '/^Rss:/ {r=$2} /^Anonymous:/ {a=$2} END {printf "RSS %.1f MB (anonymous %.1f, file-backed %.1f)", r/1024, a/1024, (r-a)/1024}' "/proc/$1/smaps_rollup"; }
+echo "mesh-proxy memory, idle: client $(memory "$CLIENT_PID"); server $(memory "$SERVER_PID")"
 family() { echo "$1"; pgrep -P "$1" || true; }                    # a server and its workers (nginx, haproxy)
 cpu_ms() { local t=0; for p in $(family "$1"); do t=$((t + $(awk '{print ($14+$15)*10}' "/proc/$p/stat"))); done; echo $t; }
 peak_rss_mb() { local t=0; for p in $(family "$1"); do t=$((t + $(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$p/status"))); done; echo $t; }
@@ -266,6 +271,7 @@ overload_row "HTTP/2, 5,000 streams (50 x 100)" http://127.0.0.1:14140/ backend-
   -c 16 -m 10 -- -c 50 -m 100
 overload_row "HTTP/1.1, 2,000 connections" http://127.0.0.1:14140/ backend.default.svc.cluster.local \
   --h1 -c 16 -- --h1 -c 2000
+echo "mesh-proxy memory after the load: client $(memory "$CLIENT_PID"); server $(memory "$SERVER_PID")"
 for admin in 14190:client 14191:server 14192:server-h2; do
   echo "${admin#*:} proxy answered itself: $(curl -s "http://127.0.0.1:${admin%%:*}/metrics" | awk '/^proxy_(errors|shed_requests)_total/ {printf "%s ", $0}')"
 done
