@@ -1,6 +1,6 @@
 // KubeInformer benchmark: list+watch of many Services through the embedded API server.
 //
-//   swift run -c release KubeInformerBenchmark [services] [updates]
+//   swift run --package-path Benchmarks -c release KubeInformerBenchmark [services] [updates]
 //
 // Prints time to sync, resident memory (VmRSS from /proc/self/status) before and after, and
 // events per second through an informer. Bounded: fixed counts, and every wait has a deadline.

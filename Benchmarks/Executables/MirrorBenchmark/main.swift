@@ -1,6 +1,6 @@
 // Mirror benchmark: time for exported services to be mirrored, and the mirror controller's memory.
 //
-//   swift run -c release MirrorBenchmark [services=1000]
+//   swift run --package-path Benchmarks -c release MirrorBenchmark [services=1000]
 //
 // Two embedded clusters (east, west) in this process. West exports `services` Services, each with a
 // ready Endpoints. Measured:
