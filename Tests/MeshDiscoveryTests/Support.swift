@@ -11,26 +11,6 @@ import Synchronization
 import Testing
 import _MeshTestSupport
 
-struct TimedOut: Error, CustomStringConvertible {
-  var what: String
-  var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` every 5 ms until it holds or `timeout` passes (then records and throws).
-func eventually(
-  _ what: @autoclosure () -> String, timeout: Duration = .seconds(10),
-  sourceLocation: SourceLocation = #_sourceLocation, _ condition: () async throws -> Bool
-) async throws {
-  let deadline = ContinuousClock.now + timeout
-  while ContinuousClock.now < deadline {
-    if try await condition() { return }
-    try await Task.sleep(for: .milliseconds(5))
-  }
-  let description = what()
-  Issue.record("timed out after \(timeout) waiting for \(description)", sourceLocation: sourceLocation)
-  throw TimedOut(what: description)
-}
-
 /// Collects what a stream produces, for polling.
 final class Recorder<T: Sendable>: Sendable {
   private let state = Mutex<(items: [T], error: (any Error)?, finished: Bool)>(([], nil, false))

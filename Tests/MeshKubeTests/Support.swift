@@ -7,22 +7,6 @@ import Synchronization
 import Testing
 import _MeshTestSupport
 
-struct TimedOut: Error, CustomStringConvertible {
-  var what: String
-  var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` every 20 ms until it holds or `timeout` passes (then records and throws).
-func eventually(_ what: String, timeout: Duration = .seconds(15), _ condition: () async throws -> Bool) async throws {
-  let deadline = ContinuousClock.now + timeout
-  while ContinuousClock.now < deadline {
-    if try await condition() { return }
-    try await Task.sleep(for: .milliseconds(20))
-  }
-  Issue.record("timed out waiting for \(what)")
-  throw TimedOut(what: what)
-}
-
 /// Runs a server on 127.0.0.1:0 and a client for it around `body`.
 func withServer<T: Sendable>(
   state: LocalKubeState = LocalKubeState(),

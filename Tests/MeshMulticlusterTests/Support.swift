@@ -15,26 +15,6 @@ import Synchronization
 import Testing
 import _MeshTestSupport
 
-struct TimedOut: Error, CustomStringConvertible {
-  var what: String
-  var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` every 20 ms until it holds or `timeout` passes (then records and throws).
-func eventually(
-  _ what: @autoclosure () -> String, timeout: Duration = .seconds(10),
-  sourceLocation: SourceLocation = #_sourceLocation, _ condition: () async throws -> Bool
-) async throws {
-  let deadline = ContinuousClock.now + timeout
-  while ContinuousClock.now < deadline {
-    if try await condition() { return }
-    try await Task.sleep(for: .milliseconds(20))
-  }
-  let description = what()
-  Issue.record("timed out after \(timeout) waiting for \(description)", sourceLocation: sourceLocation)
-  throw TimedOut(what: description)
-}
-
 var testLogger: Logger {
   var logger = Logger(label: "test.multicluster")
   logger.logLevel = ProcessInfo.processInfo.environment["MESH_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
