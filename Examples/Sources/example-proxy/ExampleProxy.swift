@@ -27,19 +27,23 @@ struct Meshed: AsyncParsableCommand {
 
   func run() async throws {
     let logger = Logger(label: "example-proxy")
+    // Certify the workload with the identity service (retrying while it is away).
     let workload = try await WorkloadCertifier(
       identity: identity, identityServer: identityServer, caFile: ca, tokenFile: token
     ).certify(logger: logger)
+    // Resolve through the destination service: the proxy runs its resolver itself.
     let destination = try Authority(destination)
     let resolver = try Resolver(
       configuration: .defaults { $0.host = destination.host; $0.port = destination.port }, logger: logger)
-    // The proxy runs its resolver; the workload's services renew and install its certificate.
     let proxy = MeshProxy(configuration: try listeners.configuration(), tls: workload.tls, resolver: resolver, logger: logger)
-    try await serve(workload.services + [proxy], listening: proxy, logger: logger)
+    // Serve, with the certificate's renewal beside the proxy, until SIGTERM or SIGINT.
+    try await ServiceGroup(
+      services: workload.services + [proxy], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+    ).run()
   }
 }
 
-/// No control plane: plaintext, routes from `--route AUTHORITY=ADDRESS` (repeatable), in memory.
+/// No control plane: plaintext, routes from `--route AUTHORITY=ADDRESS` (repeatable), held in memory.
 struct Static: AsyncParsableCommand {
   @Option(help: "A route, e.g. backend.default.svc.cluster.local:80=127.0.0.1:8000.") var route: [String] = []
   @OptionGroup var listeners: Listeners
@@ -54,20 +58,13 @@ struct Static: AsyncParsableCommand {
       discovery.set(EndpointSet(exists: true, endpoints: [endpoint]), for: try Authority(parts[0], defaultPort: 80))
     }
     let proxy = MeshProxy(configuration: try listeners.configuration(), tls: nil, discovery: discovery, logger: logger)
-    try await serve([proxy], listening: proxy, logger: logger)
-  }
-}
-
-/// Runs `services` until SIGTERM or SIGINT, and says where the proxy listens once it does.
-func serve(_ services: [any Service], listening proxy: MeshProxy, logger: Logger) async throws {
-  try await withThrowingDiscardingTaskGroup { group in
-    group.addTask {
-      let ports = try await proxy.listening
-      print("listening: outbound \(ports.outbound), inbound \(ports.inbound), admin \(ports.admin)")
-    }
-    group.addTask {
-      try await ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
-    }
+    async let serving: Void = ServiceGroup(
+      services: [proxy], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+    ).run()
+    // `listening` returns once the listeners are bound: with port 0, this is where to learn the ports.
+    let ports = try await proxy.listening
+    logger.notice("bound", metadata: ["outbound": "\(ports.outbound)", "inbound": "\(ports.inbound)", "admin": "\(ports.admin)"])
+    try await serving
   }
 }
 
