@@ -8,8 +8,16 @@ public struct TimedOut: Error, CustomStringConvertible {
   /// What the caller added to explain the failure (logs, state), or empty.
   public var context: String
 
+  public init(what: String, timeout: Duration, location: String = "", context: String = "") {
+    self.what = what
+    self.timeout = timeout
+    self.location = location
+    self.context = context
+  }
+
   public var description: String {
-    "timed out after \(timeout) waiting for \(what) (\(location))" + (context.isEmpty ? "" : "\n\(context)")
+    "timed out after \(timeout) waiting for \(what)" + (location.isEmpty ? "" : " (\(location))")
+      + (context.isEmpty ? "" : "\n\(context)")
   }
 }
 

@@ -3,6 +3,7 @@ import MeshCore
 import MeshKube
 import MeshKubeLocal
 import Testing
+import _MeshTestSupport
 
 /// kubectl and python3-kubernetes judge the embedded server.
 @Suite("Real clients against the embedded server")

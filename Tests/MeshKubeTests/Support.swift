@@ -128,7 +128,7 @@ final class Subprocess: Sendable {
     while process.isRunning {
       if ContinuousClock.now > deadline {
         terminate()
-        throw TimedOut(what: "\(process.executableURL?.path ?? "") \(process.arguments ?? []) to exit; stderr: \(stderr)")
+        throw TimedOut(what: "\(process.executableURL?.path ?? "") \(process.arguments ?? []) to exit; stderr: \(stderr)", timeout: timeout)
       }
       try await Task.sleep(for: .milliseconds(20))
     }
