@@ -21,6 +21,9 @@ let swiftSettings: [SwiftSetting] = [
 
 let benchmark = Target.PluginUsage.plugin(name: "BenchmarkPlugin", package: "benchmark")
 
+/// SwiftMesh's products, by name.
+func mesh(_ names: String...) -> [Target.Dependency] { names.map { .product(name: $0, package: "SwiftMesh") } }
+
 let package = Package(
   name: "SwiftMeshBenchmarks",
   platforms: [.macOS(.v15)],
@@ -40,9 +43,7 @@ let package = Package(
     // package-benchmark suites: `swift package --package-path Benchmarks benchmark --target <name>`.
     .executableTarget(
       name: "IdentityBenchmarks",
-      dependencies: [
-        .product(name: "MeshCore", package: "SwiftMesh"),
-        .product(name: "MeshIdentity", package: "SwiftMesh"),
+      dependencies: mesh("MeshCore", "MeshIdentity") + [
         .product(name: "Benchmark", package: "benchmark"),
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -54,8 +55,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "BalancerBenchmarks",
-      dependencies: [
-        .product(name: "MeshBalancer", package: "SwiftMesh"),
+      dependencies: mesh("MeshBalancer") + [
         .product(name: "Benchmark", package: "benchmark"),
       ],
       path: "Balancer",
@@ -64,12 +64,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "ProxyBenchmarks",
-      dependencies: [
-        .product(name: "MeshCore", package: "SwiftMesh"),
-        .product(name: "MeshIdentity", package: "SwiftMesh"),
-        .product(name: "MeshTLS", package: "SwiftMesh"),
-        .product(name: "MeshProxy", package: "SwiftMesh"),
-        .product(name: "_MeshTestSupport", package: "SwiftMesh"),
+      dependencies: mesh("MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "_MeshTestSupport") + [
         .product(name: "Benchmark", package: "benchmark"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
@@ -85,11 +80,7 @@ let package = Package(
     // `swift run --package-path Benchmarks -c release <name>`.
     .executableTarget(
       name: "TLSBenchmark",
-      dependencies: [
-        .product(name: "MeshCore", package: "SwiftMesh"),
-        .product(name: "MeshIdentity", package: "SwiftMesh"),
-        .product(name: "MeshTLS", package: "SwiftMesh"),
-        .product(name: "_MeshTestSupport", package: "SwiftMesh"),
+      dependencies: mesh("MeshCore", "MeshIdentity", "MeshTLS", "_MeshTestSupport") + [
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
       ],
@@ -98,12 +89,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "DiscoveryBenchmark",
-      dependencies: [
-        .product(name: "MeshCore", package: "SwiftMesh"),
-        .product(name: "MeshAPI", package: "SwiftMesh"),
-        .product(name: "MeshDiscovery", package: "SwiftMesh"),
-        .product(name: "MeshKube", package: "SwiftMesh"),
-        .product(name: "MeshKubeLocal", package: "SwiftMesh"),
+      dependencies: mesh("MeshCore", "MeshAPI", "MeshDiscovery", "MeshKube", "MeshKubeLocal") + [
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "Logging", package: "swift-log"),
@@ -113,10 +99,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "MirrorBenchmark",
-      dependencies: [
-        .product(name: "MeshKube", package: "SwiftMesh"),
-        .product(name: "MeshKubeLocal", package: "SwiftMesh"),
-        .product(name: "MeshMulticluster", package: "SwiftMesh"),
+      dependencies: mesh("MeshKube", "MeshKubeLocal", "MeshMulticluster") + [
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
@@ -125,9 +108,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "KubeInformerBenchmark",
-      dependencies: [
-        .product(name: "MeshKube", package: "SwiftMesh"),
-        .product(name: "MeshKubeLocal", package: "SwiftMesh"),
+      dependencies: mesh("MeshKube", "MeshKubeLocal") + [
         .product(name: "Logging", package: "swift-log"),
       ],
       path: "Executables/KubeInformer",

@@ -14,6 +14,17 @@ let swiftSettings: [SwiftSetting] = [
   .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+/// SwiftMesh's products, by name.
+func mesh(_ names: String...) -> [Target.Dependency] { names.map { .product(name: $0, package: "SwiftMesh") } }
+
+/// What both executables are built on: argument parsing, logging, services and signals.
+let commandLine: [Target.Dependency] = [
+  .product(name: "ArgumentParser", package: "swift-argument-parser"),
+  .product(name: "Logging", package: "swift-log"),
+  .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+  .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+]
+
 let package = Package(
   name: "SwiftMeshExamples",
   platforms: [.macOS(.v15)],
@@ -26,28 +37,12 @@ let package = Package(
   targets: [
     .executableTarget(
       name: "example-proxy",
-      dependencies: [
-        .product(name: "MeshCore", package: "SwiftMesh"),
-        .product(name: "MeshDiscovery", package: "SwiftMesh"),
-        .product(name: "MeshProxy", package: "SwiftMesh"),
-        .product(name: "MeshTLS", package: "SwiftMesh"),
-        .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        .product(name: "Logging", package: "swift-log"),
-        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-      ],
+      dependencies: mesh("MeshCore", "MeshDiscovery", "MeshProxy", "MeshTLS") + commandLine,
       swiftSettings: swiftSettings
     ),
     .executableTarget(
       name: "example-mirror",
-      dependencies: [
-        .product(name: "MeshKube", package: "SwiftMesh"),
-        .product(name: "MeshMulticluster", package: "SwiftMesh"),
-        .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        .product(name: "Logging", package: "swift-log"),
-        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-      ],
+      dependencies: mesh("MeshKube", "MeshMulticluster") + commandLine,
       swiftSettings: swiftSettings
     ),
   ]
