@@ -171,12 +171,12 @@ func recordUpdates(
 func service(
   _ name: String, _ namespace: String, ports: [(name: String?, port: Int, target: Int?)] = [("http", 8080, 8080)],
   labels: [String: String]? = nil, annotations: [String: String]? = nil
-) -> MeshKube.Service {
-  MeshKube.Service(
+) -> KubeService {
+  KubeService(
     metadata: ObjectMeta(name: name, namespace: namespace, labels: labels, annotations: annotations),
     spec: .init(
       selector: ["app": name],
-      ports: ports.map { MeshKube.Service.Port(name: $0.name, port: $0.port, targetPort: $0.target.map { .int($0) }) }))
+      ports: ports.map { KubeService.Port(name: $0.name, port: $0.port, targetPort: $0.target.map { .int($0) }) }))
 }
 
 /// Endpoints with the given IPs (each backed by a pod `<name>-<i>` when `pods`).

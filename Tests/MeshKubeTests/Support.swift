@@ -79,8 +79,8 @@ func storeMatches<R: KubeResource>(_ store: Store<R>, _ state: LocalKubeState, n
   return truth == cached
 }
 
-func service(_ name: String, _ namespace: String, labels: [String: String]? = nil, port: Int = 80) -> Service {
-  Service(metadata: ObjectMeta(name: name, namespace: namespace, labels: labels),
+func service(_ name: String, _ namespace: String, labels: [String: String]? = nil, port: Int = 80) -> KubeService {
+  KubeService(metadata: ObjectMeta(name: name, namespace: namespace, labels: labels),
           spec: .init(selector: ["app": name], ports: [.init(name: "http", port: port)]))
 }
 

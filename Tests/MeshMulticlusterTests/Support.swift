@@ -94,10 +94,10 @@ final class Cluster: Sendable {
     allLabels["app"] = name
     if exported { allLabels[MirrorMetadata.exportedLabel] = "true" }
     let servicePorts = ports.enumerated().map { i, port in
-      MeshKube.Service.Port(name: i == 0 ? "http" : "port-\(i)", port: port, targetPort: .int(port), protocol: "TCP")
+      KubeService.Port(name: i == 0 ? "http" : "port-\(i)", port: port, targetPort: .int(port), protocol: "TCP")
     }
     try state.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(name: name, namespace: namespace, labels: allLabels, annotations: annotations),
         spec: .init(selector: ["app": name], ports: servicePorts)))
     let address = Endpoints.Address(ip: "10.1.0.\(Int.random(in: 2...250))")
@@ -131,12 +131,12 @@ final class Cluster: Sendable {
   func setExported(_ name: String, _ exported: Bool, namespace: String = "default") throws {
     let value: JSONValue = exported ? "true" : .null
     try state.mergePatch(
-      MeshKube.Service.self, name: name, namespace: namespace,
+      KubeService.self, name: name, namespace: namespace,
       patch: ["metadata": ["labels": [MirrorMetadata.exportedLabel: value]]])
   }
 
   func deleteService(_ name: String, namespace: String = "default") throws {
-    try state.delete(MeshKube.Service.self, name: name, namespace: namespace)
+    try state.delete(KubeService.self, name: name, namespace: namespace)
     if state.get(Endpoints.self, name: name, namespace: namespace) != nil {
       try state.delete(Endpoints.self, name: name, namespace: namespace)
     }
@@ -146,8 +146,8 @@ final class Cluster: Sendable {
   }
 
   /// The mirror Services of `cluster` here, by `namespace/name`.
-  func mirrors(of cluster: String) throws -> [String: MeshKube.Service] {
-    let services = try state.list(MeshKube.Service.self).filter {
+  func mirrors(of cluster: String) throws -> [String: KubeService] {
+    let services = try state.list(KubeService.self).filter {
       $0.metadata.labels?[MirrorMetadata.clusterNameLabel] == cluster
         && $0.metadata.labels?[MirrorMetadata.mirroredServiceLabel] == "true"
     }

@@ -86,7 +86,7 @@ struct GatewayTests {
   /// A meshed Service `name` on port 80 whose one endpoint is a proxy's inbound port on loopback.
   static func publish(_ name: String, inboundPort: Int, serviceAccount: String, in state: LocalKubeState) throws {
     _ = try state.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(name: name, namespace: "default"),
         spec: .init(selector: ["app": name], ports: [.init(name: "http", port: 80, targetPort: .string("http"))])))
     _ = try state.create(
@@ -106,7 +106,7 @@ struct GatewayTests {
   /// What the service mirror writes for a remote service: `<name>-<cluster>` pointing at the gateway.
   static func mirror(_ name: String, cluster: String, gatewayPort: Int, in state: LocalKubeState) throws {
     _ = try state.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(
           name: "\(name)-\(cluster)", namespace: "default",
           labels: ["mirror.swiftmesh.io/mirrored-service": "true", "mirror.swiftmesh.io/cluster-name": cluster],

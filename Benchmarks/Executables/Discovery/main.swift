@@ -75,7 +75,7 @@ let state = LocalKubeState()
 print("populating \(serviceCount) services x \(endpointsPerService) endpoints ...")
 for s in 0..<serviceCount {
   try state.create(
-    MeshKube.Service(
+    KubeService(
       metadata: ObjectMeta(name: "svc-\(s)", namespace: "bench"),
       spec: .init(ports: [.init(name: "http", port: 8080, targetPort: .int(8080))])))
   try state.create(makeEndpoints(s, count: endpointsPerService))

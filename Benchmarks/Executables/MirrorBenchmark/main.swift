@@ -62,7 +62,7 @@ func export(_ state: LocalKubeState, from: Int, count: Int) throws {
   for i in from..<(from + count) {
     let name = "svc-\(i)"
     _ = try state.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(name: name, namespace: "default", labels: ["app": name, MirrorMetadata.exportedLabel: "true"]),
         spec: .init(selector: ["app": name], ports: [.init(name: "http", port: 8080)])))
     _ = try state.create(
