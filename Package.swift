@@ -33,7 +33,6 @@ let package = Package(
     .library(name: "MeshKube", targets: ["MeshKube"]),
     .library(name: "MeshKubeLocal", targets: ["MeshKubeLocal"]),
     .library(name: "MeshMulticluster", targets: ["MeshMulticluster"]),
-    .library(name: "MeshDemo", targets: ["MeshDemo"]),
     .executable(name: "meshctl", targets: ["meshctl"]),
     .executable(name: "mesh-controller", targets: ["mesh-controller"]),
     .executable(name: "mesh-proxy", targets: ["mesh-proxy"]),

@@ -1,8 +1,8 @@
-public import GRPCCore
-public import GRPCNIOTransportHTTP2
-public import Logging
+package import GRPCCore
+package import GRPCNIOTransportHTTP2
+package import Logging
 import MeshCore
-public import ServiceLifecycle
+import ServiceLifecycle
 
 /// A gRPC server over HTTP/2 as a ServiceLifecycle `Service`, shared by the identity, destination and tap
 /// servers: `run()` serves until graceful shutdown, which begins the server's own graceful shutdown (no new
