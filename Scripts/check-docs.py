@@ -78,7 +78,7 @@ def check_page(page, problems):
         if stripped.startswith("```") or stripped.startswith("~~~"):
             fence = stripped[:3]
             continue
-        match = SNIPPET.search(line)
+        match = SNIPPET.search(re.sub(r"`[^`]*`", "", line))
         if match:
             snippet = (number, match.group(1))
             continue
