@@ -92,35 +92,6 @@ struct ProxyLifecycleTests {
   }
 }
 
-extension EmbeddedCluster {
-  /// Runs the API server and a destination server around `body`, which gets the destination port.
-  func runDestination(_ body: @Sendable (_ port: Int) async throws -> Void) async throws {
-    try await withThrowingTaskGroup { group in
-      group.addTask { try await api.run() }
-      let client = try KubeClient(config: try await api.clientConfig())
-      let destination = DestinationServer(
-        configuration: .defaults {
-          $0.host = "127.0.0.1"
-          $0.port = 0
-          $0.endpointsAPI = .endpoints
-        }, client: client, logger: logger)
-      group.addTask { try await destination.run() }
-      let port = try await destination.listeningPort
-      do {
-        try await body(port)
-      } catch {
-        group.cancelAll()
-        api.stop()
-        try? await client.shutdown()
-        throw error
-      }
-      group.cancelAll()
-      api.stop()
-      try? await client.shutdown()
-    }
-  }
-}
-
 extension GatewayTests {
   /// An unmeshed Service `name` on port 80 whose one endpoint is `127.0.0.1:port`.
   static func publishPlain(_ name: String, port: Int, in state: LocalKubeState) throws {
