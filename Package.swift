@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-/// One set of Swift settings for every target (see CONVENTIONS.md).
+/// One set of Swift settings for every target: Swift 6 language mode and the upcoming features below.
 let swiftSettings: [SwiftSetting] = [
   .swiftLanguageMode(.v6),
   .enableUpcomingFeature("ExistentialAny"),
@@ -33,7 +33,6 @@ let package = Package(
     .library(name: "MeshKube", targets: ["MeshKube"]),
     .library(name: "MeshKubeLocal", targets: ["MeshKubeLocal"]),
     .library(name: "MeshMulticluster", targets: ["MeshMulticluster"]),
-    .library(name: "MeshDemo", targets: ["MeshDemo"]),
     .executable(name: "meshctl", targets: ["meshctl"]),
     .executable(name: "mesh-controller", targets: ["mesh-controller"]),
     .executable(name: "mesh-proxy", targets: ["mesh-proxy"]),
@@ -42,6 +41,8 @@ let package = Package(
     .library(name: "MeshProxyInit", targets: ["MeshProxyInit"]),
     .library(name: "MeshInstall", targets: ["MeshInstall"]),
     .library(name: "MeshInject", targets: ["MeshInject"]),
+    // Helpers for this package's tests, Benchmarks/ and Examples/' checks; not API (hence the underscore).
+    .library(name: "_MeshTestSupport", targets: ["_MeshTestSupport"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -61,7 +62,7 @@ let package = Package(
     .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
     .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.35.0"),
     .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
-    .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
+    .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.4.0"),
   ],
   targets: [
     .target(
@@ -76,7 +77,11 @@ let package = Package(
     .target(
       name: "MeshAPI",
       dependencies: [
+        "MeshCore",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ],
@@ -336,6 +341,7 @@ let package = Package(
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
       ],
       swiftSettings: swiftSettings
     ),
@@ -434,80 +440,6 @@ let package = Package(
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
       ],
-      swiftSettings: swiftSettings
-    ),
-
-    // Benchmarks (see Benchmarks/): package-benchmark suites and plain executables that compare against
-    // independent implementations in the same run.
-    .executableTarget(
-      name: "IdentityBenchmarks",
-      dependencies: [
-        "MeshCore", "MeshIdentity",
-        .product(name: "Benchmark", package: "benchmark"),
-        .product(name: "Crypto", package: "swift-crypto"),
-        .product(name: "SwiftASN1", package: "swift-asn1"),
-        .product(name: "X509", package: "swift-certificates"),
-      ],
-      path: "Benchmarks/Identity",
-      swiftSettings: swiftSettings,
-      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-    ),
-    .executableTarget(
-      name: "BalancerBenchmarks",
-      dependencies: ["MeshBalancer", .product(name: "Benchmark", package: "benchmark")],
-      path: "Benchmarks/Balancer",
-      swiftSettings: swiftSettings,
-      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-    ),
-    .executableTarget(
-      name: "ProxyBenchmarks",
-      dependencies: [
-        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "_MeshTestSupport",
-        .product(name: "Benchmark", package: "benchmark"),
-        .product(name: "NIOCore", package: "swift-nio"),
-        .product(name: "NIOPosix", package: "swift-nio"),
-        .product(name: "NIOHTTP1", package: "swift-nio"),
-        .product(name: "Logging", package: "swift-log"),
-      ],
-      path: "Benchmarks/Proxy",
-      swiftSettings: swiftSettings,
-      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-    ),
-    .executableTarget(
-      name: "TLSBenchmark",
-      dependencies: [
-        "MeshCore", "MeshIdentity", "MeshTLS", "_MeshTestSupport",
-        .product(name: "NIOCore", package: "swift-nio"),
-        .product(name: "NIOPosix", package: "swift-nio"),
-      ],
-      path: "Benchmarks/TLS",
-      swiftSettings: swiftSettings
-    ),
-    .executableTarget(
-      name: "DiscoveryBenchmark",
-      dependencies: [
-        "MeshCore", "MeshAPI", "MeshDiscovery", "MeshKube", "MeshKubeLocal",
-        .product(name: "GRPCCore", package: "grpc-swift-2"),
-        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
-        .product(name: "Logging", package: "swift-log"),
-      ],
-      path: "Benchmarks/Discovery",
-      swiftSettings: swiftSettings
-    ),
-    .executableTarget(
-      name: "MirrorBenchmark",
-      dependencies: [
-        "MeshKube", "MeshKubeLocal", "MeshMulticluster",
-        .product(name: "Logging", package: "swift-log"),
-        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-      ],
-      path: "Benchmarks/MirrorBenchmark",
-      swiftSettings: swiftSettings
-    ),
-    .executableTarget(
-      name: "KubeInformerBenchmark",
-      dependencies: ["MeshKube", "MeshKubeLocal", .product(name: "Logging", package: "swift-log")],
-      path: "Benchmarks/KubeInformer",
       swiftSettings: swiftSettings
     ),
   ]

@@ -1,4 +1,4 @@
-// MeshBalancer benchmarks (package-benchmark): `swift package benchmark --target Balancer`.
+// MeshBalancer benchmarks (package-benchmark): `swift package --package-path Benchmarks benchmark --target BalancerBenchmarks`.
 //
 // - pick+complete with 2, 10, 100 and 1000 endpoints: wall clock, throughput and mallocs per
 //   request (the pick path must not allocate: expect 0).

@@ -1,6 +1,6 @@
 // Identity benchmarks: what a CA pays per workload certificate, and what a proxy pays to ask for one.
 //
-//   swift package benchmark --target IdentityBenchmarks
+//   swift package --package-path Benchmarks benchmark --target IdentityBenchmarks
 import Benchmark
 import Crypto
 import Foundation

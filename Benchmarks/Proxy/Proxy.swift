@@ -1,4 +1,4 @@
-// The proxy's cost per request (package-benchmark): `swift package benchmark --target ProxyBenchmarks`.
+// The proxy's cost per request (package-benchmark): `swift package --package-path Benchmarks benchmark --target ProxyBenchmarks`.
 //
 // One process holds a small HTTP/1.1 backend, a keep-alive HTTP/1.1 client and, for the proxied rows, a
 // `MeshProxy` (plaintext outbound; and the mTLS pair: client proxy -> mutual TLS over HTTP/2 -> server

@@ -19,21 +19,10 @@ DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 H2_REQUESTS=${H2_REQUESTS:-5000}
 RATE=${RATE:-500}
-for tool in nginx haproxy wrk hey h2load kubectl curl; do
-  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "missing $tool (apt-get install it)" >&2; exit 1; }
-done
-# SCRATCH: a build directory of its own (--scratch-path), so a release build can run beside `swift test`.
-SCRATCH_ARGS=(); [ -n "${SCRATCH:-}" ] && SCRATCH_ARGS=(--scratch-path "$SCRATCH")
-for product in meshctl mesh-controller mesh-proxy; do
-  swift build -c "$BUILD" "${SCRATCH_ARGS[@]}" --product "$product" >/dev/null
-done
-BIN=$(cd "$(swift build -c "$BUILD" "${SCRATCH_ARGS[@]}" --show-bin-path)" && pwd)
-W=$(mktemp -d); chmod 755 "$W"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
-start() { "$@" & PIDS+=($!); }
-wait_http() { for _ in $(seq 1 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "not up: $1" >&2; exit 1; }
+# shellcheck source=Benchmarks/common.sh
+source Benchmarks/common.sh
+require_tools nginx haproxy wrk hey h2load kubectl curl
+build_mesh
 
 # Backend nginx (HTTP/1.1 on 18081, h2c on 18084), nginx reverse proxy (18082), haproxy (18083).
 mkdir -p "$W/www" "$W/ngx" "$W/ngxp"; chmod 777 "$W/www" "$W/ngx" "$W/ngxp"
@@ -136,12 +125,7 @@ metadata: {name: backend-h2, namespace: default}
 subsets: [{addresses: [{ip: 127.0.0.1, targetRef: {kind: Pod, name: backend-0, namespace: default}}], ports: [{name: http, port: 14145}]}]
 YAML
 sleep 1
-proxy() { # name identity outbound inbound admin app
-  start "$BIN/mesh-proxy" --identity "$2.default.serviceaccount.identity.swiftmesh.cluster.local" \
-    --identity-server 127.0.0.1:18180 --ca "$W/ca/ca.crt" --token "$W/$2.token" --destination 127.0.0.1:18186 \
-    --outbound "127.0.0.1:$3" --inbound "127.0.0.1:$4" --admin "127.0.0.1:$5" --app "127.0.0.1:$6" \
-    ${EVENT_LOOPS:+--event-loops "$EVENT_LOOPS"} --log-level warning 2>"$W/$1.log"
-}
+IDENTITY_SERVER=127.0.0.1:18180 DESTINATION=127.0.0.1:18186
 proxy client web 14140 14141 14190 1
 CLIENT_PID=${PIDS[-1]}
 proxy server backend 14142 14143 14191 18081

@@ -18,21 +18,10 @@ RATE=${RATE:-500}
 LIFETIME=${LIFETIME:-60}   # workload certificate lifetime, seconds (renewed at 70 %)
 CONCURRENCY=${CONCURRENCY:-10}
 [ "$MINUTES" -ge 3 ] || { echo "MINUTES must be at least 3 (the verdict compares the second and the last minute)" >&2; exit 2; }
-for tool in nginx hey kubectl curl; do
-  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "missing $tool (apt-get install it)" >&2; exit 1; }
-done
-# SCRATCH: a build directory of its own (--scratch-path), so a release build can run beside `swift test`.
-SCRATCH_ARGS=(); [ -n "${SCRATCH:-}" ] && SCRATCH_ARGS=(--scratch-path "$SCRATCH")
-for product in meshctl mesh-controller mesh-proxy; do
-  swift build -c "$BUILD" "${SCRATCH_ARGS[@]}" --product "$product" >/dev/null
-done
-BIN=$(cd "$(swift build -c "$BUILD" "${SCRATCH_ARGS[@]}" --show-bin-path)" && pwd)
-W=$(mktemp -d); chmod 755 "$W"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
-start() { "$@" & PIDS+=($!); }
-wait_http() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "not up: $1" >&2; exit 1; }
+# shellcheck source=Benchmarks/common.sh
+source Benchmarks/common.sh
+require_tools nginx hey kubectl curl
+build_mesh
 
 mkdir -p "$W/www" "$W/ngx"; chmod 777 "$W/www" "$W/ngx"
 head -c 1024 /dev/zero | tr '\0' 'x' > "$W/www/index.html"
@@ -78,17 +67,12 @@ addressType: IPv4
 endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}, targetRef: {kind: Pod, name: backend-0, namespace: default}}]
 ports: [{name: http, port: 24143}]
 YAML
-proxy() { # name identity outbound inbound admin app
-  start "$BIN/mesh-proxy" --identity "$2.default.serviceaccount.identity.swiftmesh.cluster.local" \
-    --identity-server 127.0.0.1:28180 --ca "$W/ca/ca.crt" --token "$W/$2.token" --destination 127.0.0.1:28186 \
-    --outbound "127.0.0.1:$3" --inbound "127.0.0.1:$4" --admin "127.0.0.1:$5" --app "127.0.0.1:$6" \
-    --log-level warning 2>"$W/$1.log"
-}
+IDENTITY_SERVER=127.0.0.1:28180 DESTINATION=127.0.0.1:28186
 proxy client web 24140 24141 24190 1
 CLIENT_PID=${PIDS[-1]}
 proxy server backend 24142 24143 24191 28081
 SERVER_PID=${PIDS[-1]}
-wait_http http://127.0.0.1:28081/; wait_http http://127.0.0.1:24190/ready; wait_http http://127.0.0.1:24191/ready
+wait_http http://127.0.0.1:28081/ 300; wait_http http://127.0.0.1:24190/ready 300; wait_http http://127.0.0.1:24191/ready 300
 curl -sf -o /dev/null -H 'Host: backend.default.svc.cluster.local' http://127.0.0.1:24140/ || {
   echo "mesh path not working"; tail -n 5 "$W"/*.log; exit 1; }
 

@@ -140,7 +140,9 @@ public final class P2CBalancer<Endpoint: Hashable & Sendable>: Sendable {
   /// Adds `endpoint` (or sets its weight if present). A removed endpoint that is still draining
   /// comes back with its RTT estimate and in-flight requests.
   ///
-  /// - Parameter weight: relative weight from discovery; default 1.
+  /// - Parameters:
+  ///   - endpoint: the endpoint to add.
+  ///   - weight: relative weight from discovery; default 1.
   public func insert(_ endpoint: Endpoint, weight: UInt32 = 1) {
     let now = self.clock.nanoseconds
     self.state.withLock { state in

@@ -1,4 +1,4 @@
-public import Foundation
+package import Foundation
 import Synchronization
 
 /// One spawn at a time: Foundation's `Process.run()` on Linux was seen to crash (a bad pointer in a copy
@@ -11,7 +11,7 @@ extension Process {
   /// runners) block nearly every signal: a child started from them ignores SIGTERM, so `terminate()` does
   /// nothing. The calling thread's mask is cleared only for the moment of the spawn, then restored. Spawns
   /// from this method run one at a time.
-  public func runWithDefaultSignalMask() throws {
+  package func runWithDefaultSignalMask() throws {
     var empty = sigset_t()
     var previous = sigset_t()
     sigemptyset(&empty)

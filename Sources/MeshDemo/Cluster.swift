@@ -355,7 +355,7 @@ final class Cluster: Sendable {
 
   private func publishBackend(inboundPort: Int) async throws {
     _ = try await client.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(
           name: "backend", namespace: "default",
           labels: ["app": "backend", MirrorMetadata.exportedLabel: "true"]),
@@ -399,7 +399,7 @@ final class Cluster: Sendable {
   /// The gateway's Service, where `meshctl multicluster link` reads the gateway's address, ports and identity.
   private func publishGateway(_ ports: ProxyPorts) async throws {
     _ = try await client.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(
           name: MirrorMetadata.gatewayServiceName, namespace: MirrorMetadata.multiclusterNamespace,
           annotations: [

@@ -1,4 +1,4 @@
-public import MeshKube
+package import MeshKube
 import MeshKubeLocal
 import MeshMulticluster
 import NIOHTTP1
@@ -6,7 +6,7 @@ import NIOHTTP1
 /// The service accounts and ClusterRoles of `Examples/kubernetes/02-rbac.yaml` that the demo's components use
 /// the Kubernetes API with, so a permission the manifests forget fails the demo as it would fail on a real
 /// cluster. (A test checks that these rules are the manifests' rules.)
-public enum ComponentAccess: String, CaseIterable, Sendable {
+package enum ComponentAccess: String, CaseIterable, Sendable {
   /// Reviews workloads' tokens (TokenReview).
   case identity = "swiftmesh-identity"
   /// Watches what it answers Get and GetProfile from.
@@ -17,9 +17,9 @@ public enum ComponentAccess: String, CaseIterable, Sendable {
   case remoteMirror = "swiftmesh-remote-mirror"
 
   /// The service account's name, also the ClusterRole's and the ClusterRoleBinding's.
-  public var name: String { rawValue }
+  package var name: String { rawValue }
 
-  public var namespace: String {
+  package var namespace: String {
     switch self {
     case .identity, .destination: "swiftmesh"
     case .mirror, .remoteMirror: MirrorMetadata.multiclusterNamespace
@@ -27,7 +27,7 @@ public enum ComponentAccess: String, CaseIterable, Sendable {
   }
 
   /// The ClusterRole's rules.
-  public var rules: [JSONValue] {
+  package var rules: [JSONValue] {
     func rule(_ groups: [String], _ resources: [String], _ verbs: [String]) -> JSONValue {
       [
         "apiGroups": .array(groups.map { .string($0) }), "resources": .array(resources.map { .string($0) }),
@@ -66,7 +66,7 @@ public enum ComponentAccess: String, CaseIterable, Sendable {
 
   /// Creates (or keeps) the namespace, the ServiceAccount, its ClusterRole and ClusterRoleBinding through an
   /// admin `client`, and returns an API token for the account (TokenRequest, the API server's audience).
-  public func grant(through client: KubeClient, expirationSeconds: Int = 48 * 3600) async throws -> String {
+  package func grant(through client: KubeClient, expirationSeconds: Int = 48 * 3600) async throws -> String {
     func ignoringExisting(_ create: () async throws -> Void) async throws {
       do { try await create() } catch let error as KubeError where error.isAlreadyExists {}
     }

@@ -28,7 +28,7 @@ extension Demo {
     var results = FederatedResults()
     for cluster in [east, west] {
       _ = try await cluster.client.mergePatch(
-        MeshKube.Service.self, name: "backend", namespace: namespace,
+        KubeService.self, name: "backend", namespace: namespace,
         patch: ["metadata": ["labels": [MirrorMetadata.federatedLabel: "member"]]])
     }
     try await east.waitForFederated(clusters: ["local", west.name])

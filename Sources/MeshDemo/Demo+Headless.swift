@@ -64,7 +64,7 @@ extension Cluster {
       throw MeshError.invalidArgument("the headless demo runs with the in-process runtime only (not --processes)")
     }
     _ = try await client.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(name: "db", namespace: "default", labels: ["app": "db", MirrorMetadata.exportedLabel: "true"]),
         spec: .init(
           selector: ["app": "db"], ports: [.init(name: "http", port: 80, targetPort: .string("http"))], clusterIP: "None")))
@@ -100,7 +100,7 @@ extension Cluster {
     let client = self.client
     let names = pods.map { "\($0)-\(target.name)" }
     try await poll("\(name): the headless mirror of \(service) and its endpoint mirrors \(names.joined(separator: ", "))", timeout: timeout) {
-      guard (try? await client.get(MeshKube.Service.self, name: "\(service)-\(target.name)", namespace: "default")) != nil
+      guard (try? await client.get(KubeService.self, name: "\(service)-\(target.name)", namespace: "default")) != nil
       else { return false }
       for mirror in names {
         guard

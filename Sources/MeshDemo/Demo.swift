@@ -1,12 +1,12 @@
 import AsyncHTTPClient
 import Foundation
-public import Logging
+package import Logging
 import MeshCore
 import MeshDiscovery
 import MeshIdentity
 import MeshKube
 import MeshKubeLocal
-public import MeshMulticluster
+package import MeshMulticluster
 import MeshAPI
 import MeshProxy
 import MeshTLS
@@ -16,80 +16,80 @@ import ServiceLifecycle
 import Synchronization
 
 /// What `meshctl demo` does, and how.
-public struct DemoOptions: Sendable {
+package struct DemoOptions: Sendable {
   /// Requests sent through east's client proxy. Default 1,000.
-  public var requests = 1000
+  package var requests = 1000
   /// Percent of `backend` traffic split to `backend-west`. Default 50.
-  public var split = 50
+  package var split = 50
   /// Requests in flight at once. Default 8.
-  public var concurrency = 8
+  package var concurrency = 8
   /// Stop west's gateway half-way, and shift the split to the live leaf once the probe finds it dead.
-  public var failover = false
+  package var failover = false
   /// Stop west's gateway half-way and do nothing about it (to see how the mesh copes on its own).
-  public var stopGateway = false
+  package var stopGateway = false
   /// After the load: make backend a federated service in east and west and show local affinity and failover
   /// of a steady stream to `backend-federated` (not with `failover` or `stopGateway`).
-  public var federated = false
+  package var federated = false
   /// After the load: a headless `db` (db-0, db-1) in west, reached from east by each pod's name
   /// (`db-0.db-west...`). In-process runtime only.
-  public var headless = false
+  package var headless = false
   /// Keep everything running after the report, until interrupted.
-  public var keepRunning = false
+  package var keepRunning = false
   /// Where the kubeconfigs and trust anchor go (for `--keep-running`). Default: a temporary directory.
-  public var directory: String?
+  package var directory: String?
   /// Run each component as its own executable (`meshctl dev kube-api`, `mesh-controller`, `mesh-proxy`,
   /// `mesh-mirror`, `meshctl dev backend`), as in a real deployment, instead of tasks in this process.
-  public var processes = false
+  package var processes = false
   /// Where those executables are (default: next to the running executable).
-  public var binDirectory: String?
+  package var binDirectory: String?
   /// The log level passed to those executables (their logs are `<directory>/<component>.log`).
-  public var componentLogLevel = "info"
-  public init() {}
+  package var componentLogLevel = "info"
+  package init() {}
 }
 
 /// The demo's result, printed as text or JSON.
-public struct DemoSummary: Codable, Sendable {
-  public var requests: Int
-  public var succeeded: Int
-  public var failed: Int
+package struct DemoSummary: Codable, Sendable {
+  package var requests: Int
+  package var succeeded: Int
+  package var failed: Int
   /// Successful responses by the cluster that served them.
-  public var byCluster: [String: Int]
+  package var byCluster: [String: Int]
   /// Responses on the client proxy that went over mutual TLS, of all responses.
-  public var mutualTLSResponses: Int
-  public var leaves: [StatRow]
-  public var gateways: [GatewayReport]
-  public var elapsedSeconds: Double
+  package var mutualTLSResponses: Int
+  package var leaves: [StatRow]
+  package var gateways: [GatewayReport]
+  package var elapsedSeconds: Double
   /// What happened when west's gateway was stopped (with `--failover` or `--stop-gateway`).
-  public var failover: [String]
+  package var failover: [String]
   /// `meshctl tap` of east's client proxy during the first requests: req, rsp and end lines.
-  public var tap: [String]
+  package var tap: [String]
   /// Every request succeeded, and over mutual TLS.
-  public var ok: Bool
+  package var ok: Bool
   /// How the components ran: `tasks` (in one process) or `processes` (each its own executable).
-  public var mode: String
+  package var mode: String
   /// The demo's directory: kubeconfigs, the trust anchor, and with `processes` each component's log.
-  public var directory: String
+  package var directory: String
   /// Endpoint objects in both clusters at the end, by kind (`Endpoints`, `EndpointSlice`): the demo writes
   /// EndpointSlices only, as the mirror does, so discovery and mirroring run without any v1 Endpoints.
-  public var endpointObjects: [String: Int]
+  package var endpointObjects: [String: Int]
   /// `meshctl multicluster check` of east and of west once linked (before the load): one line per check.
-  public var multiclusterCheck: [String]
+  package var multiclusterCheck: [String]
   /// With `--federated`: what the stream to backend-federated did (empty otherwise).
-  public var federated: [String]
+  package var federated: [String]
   /// With `--headless`: what each pod's name answered (empty otherwise).
-  public var headless: [String]
+  package var headless: [String]
 }
 
 /// `meshctl demo`: two clusters (east, west) on this machine, each with an embedded Kubernetes API, its
 /// identity and destination services, a gateway, a service mirror linked to the other cluster, and a
 /// `backend` behind its inbound proxy; a client in east calls `backend`, split between east and west.
-public enum Demo {
+package enum Demo {
   static let namespace = "default"
   static let apex = try! Authority("backend.default.svc.cluster.local:80")
 
   /// Runs the demo and returns its summary; `report` gets the summary as soon as the load is done (before
   /// `keepRunning` waits for cancellation).
-  public static func run(
+  package static func run(
     _ options: DemoOptions, logger: Logger, say: @escaping @Sendable (String) -> Void,
     report: @escaping @Sendable (DemoSummary) -> Void = { _ in }
   ) async throws -> DemoSummary {

@@ -4,14 +4,14 @@ import NIOPosix
 
 /// The demo's application: an HTTP/1.1 server on loopback that answers every request with
 /// `cluster=<cluster> pod=<pod>` (after `delay`, to stand for real work), so a caller sees who served it.
-public final class DemoBackend: Sendable {
-  public let cluster: String
-  public let pod: String
-  public let port: Int
+package final class DemoBackend: Sendable {
+  package let cluster: String
+  package let pod: String
+  package let port: Int
   private let channel: any Channel
 
   /// Listens on `host`:`port` (port 0: a free one, see `port`).
-  public init(
+  package init(
     cluster: String, pod: String, host: String = "127.0.0.1", port: Int = 0, delay: Duration = .zero
   ) async throws {
     let amount = TimeAmount.nanoseconds(
@@ -31,7 +31,7 @@ public final class DemoBackend: Sendable {
     self.port = channel.localAddress?.port ?? 0
   }
 
-  public func stop() async { try? await channel.close() }
+  package func stop() async { try? await channel.close() }
 
   private final class Responder: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart

@@ -1,14 +1,14 @@
 /// Samples read from a Prometheus text exposition (what a proxy's /metrics serves).
-public struct PrometheusSample: Sendable, Hashable {
-  public var name: String
-  public var labels: [String: String]
-  public var value: Double
+package struct PrometheusSample: Sendable, Hashable {
+  package var name: String
+  package var labels: [String: String]
+  package var value: Double
 }
 
-public enum PrometheusText {
+package enum PrometheusText {
   /// Parses the sample lines of `text` (comments and malformed lines are skipped). A sample line is
   /// `name[{labels}] value [timestamp]`; the timestamp, when there is one, is ignored.
-  public static func parse(_ text: String) -> [PrometheusSample] {
+  package static func parse(_ text: String) -> [PrometheusSample] {
     var samples: [PrometheusSample] = []
     for line in text.split(separator: "\n") {
       let trimmed = line.drop(while: { $0 == " " || $0 == "\t" })
@@ -89,7 +89,7 @@ public enum PrometheusText {
 
   /// The `q` quantile (0...1) of a Prometheus histogram given as (upper bound, cumulative count) pairs,
   /// interpolated linearly inside the bucket as `histogram_quantile` does. Nil without observations.
-  public static func quantile(_ q: Double, buckets: [(upperBound: Double, count: Double)]) -> Double? {
+  package static func quantile(_ q: Double, buckets: [(upperBound: Double, count: Double)]) -> Double? {
     let sorted = buckets.sorted { $0.upperBound < $1.upperBound }
     guard let total = sorted.last?.count, total > 0 else { return nil }
     let rank = q * total

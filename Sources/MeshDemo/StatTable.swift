@@ -1,24 +1,24 @@
 import Foundation
 
 /// One row of `meshctl stat`: the golden signals of one group of traffic, from proxies' metrics.
-public struct StatRow: Codable, Sendable, Hashable {
-  public var name: String
-  public var requests: Int
-  public var successRate: Double?
-  public var rps: Double?
-  public var latencyP50: Double?
-  public var latencyP95: Double?
-  public var latencyP99: Double?
+package struct StatRow: Codable, Sendable, Hashable {
+  package var name: String
+  package var requests: Int
+  package var successRate: Double?
+  package var rps: Double?
+  package var latencyP50: Double?
+  package var latencyP95: Double?
+  package var latencyP99: Double?
   /// Requests that went over mutual TLS.
-  public var tlsRequests: Int
+  package var tlsRequests: Int
 }
 
 /// Golden signals grouped by a label, as `meshctl stat` and the demo print them.
-public enum StatTable {
+package enum StatTable {
   /// Rows from `samples` of `direction` traffic (optionally only to `authority`), grouped by `label`
   /// (`dst_service` for services and split leaves, `authority`, `client_id`, ...). `window`: the seconds the
   /// counts cover, for RPS.
-  public static func rows(
+  package static func rows(
     _ samples: [PrometheusSample], direction: String = "outbound", authority: String? = nil,
     groupBy label: String = "dst_service", window: Double? = nil
   ) -> [StatRow] {
@@ -59,7 +59,7 @@ public enum StatTable {
   }
 
   /// `NAME MESHED SUCCESS RPS LATENCY_P50 LATENCY_P95 LATENCY_P99 TLS`, aligned as Linkerd's `stat`.
-  public static func render(_ rows: [StatRow], nameHeader: String = "NAME") -> String {
+  package static func render(_ rows: [StatRow], nameHeader: String = "NAME") -> String {
     func ms(_ value: Double?) -> String { value.map { String(format: "%.0fms", $0) } ?? "-" }
     var table = [[nameHeader, "REQUESTS", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TLS"]]
     for row in rows {
@@ -75,7 +75,7 @@ public enum StatTable {
   }
 
   /// Columns padded to their widest cell, two spaces apart.
-  public static func align(_ rows: [[String]]) -> String {
+  package static func align(_ rows: [[String]]) -> String {
     var widths: [Int] = []
     for row in rows {
       for (index, cell) in row.enumerated() {

@@ -1,6 +1,7 @@
 public import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import MeshAPI
 public import Logging
 public import MeshCore
 import NIOSSL
@@ -38,8 +39,7 @@ public final class IdentityServer: Service, Sendable {
 
   public let configuration: Configuration
   public let service: IdentityService
-  private let transport: HTTP2ServerTransport.Posix
-  private let server: GRPCServer<HTTP2ServerTransport.Posix>
+  private let server: GRPCServerService
   private let credentials: RotatingCredentials
   private let rotator: CertificateRotator
   private let updates: AsyncStream<WorkloadCertificate>
@@ -67,26 +67,20 @@ public final class IdentityServer: Service, Sendable {
     let initial = try mint()
     do {
       self.credentials = try RotatingCredentials(initial)
-      self.transport = HTTP2ServerTransport.Posix(
-        address: .ipv4(host: configuration.host, port: configuration.port),
-        transportSecurity: try .tls(certificateReloader: credentials)
-      )
+      self.server = GRPCServerService(
+        name: "identity service", host: configuration.host, port: configuration.port,
+        transportSecurity: try .tls(certificateReloader: credentials), services: [service],
+        metadata: ["trust_domain": "\(configuration.trustDomain)"], logger: logger)
     } catch {
       throw .invalidConfiguration("identity server TLS setup failed", cause: error)
     }
-    self.server = GRPCServer(transport: transport, services: [service])
     self.rotator = CertificateRotator(initial: initial, logger: logger) { try mint() }
     self.updates = rotator.updates()
   }
 
   /// The bound address, once listening (useful with port 0).
   public var listeningPort: Int {
-    get async throws {
-      let address = try await transport.listeningAddress
-      if let ipv4 = address.ipv4 { return ipv4.port }
-      if let ipv6 = address.ipv6 { return ipv6.port }
-      throw MeshError.internalError("identity server is not listening on an IP address: \(address)")
-    }
+    get async throws { try await server.listeningPort }
   }
 
   public func run() async throws {
@@ -99,17 +93,7 @@ public final class IdentityServer: Service, Sendable {
           }
         }
       }
-      group.addTask {
-        let port = try await self.listeningPort
-        self.logger.notice(
-          "identity service listening",
-          metadata: ["address": "\(self.configuration.host):\(port)", "trust_domain": "\(self.configuration.trustDomain)"])
-      }
-      try await withGracefulShutdownHandler {
-        try await server.serve()
-      } onGracefulShutdown: {
-        self.server.beginGracefulShutdown()
-      }
+      try await server.run()
       group.cancelAll()
     }
   }

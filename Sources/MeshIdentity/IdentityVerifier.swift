@@ -5,23 +5,57 @@ public import X509
 /// Verifies a peer's certificate chain against the current trust bundle and checks the identity in its
 /// leaf: the check every mesh TLS handshake makes, on both sides.
 public struct IdentityVerifier: Sendable {
-  /// Why a peer was refused. Equal by kind.
+  /// Why a peer was refused: a code, and a message naming the bad value. Equal by code.
   public struct Failure: Error, Hashable, Sendable, CustomStringConvertible {
-    public enum Kind: String, Sendable, Hashable {
-      case noCertificate = "no_certificate"
-      case untrusted = "untrusted"
-      case expired = "expired"
-      case identityMismatch = "identity_mismatch"
-      case noIdentity = "no_identity"
+    /// What kind of refusal; `rawValue` is its label (`identity_mismatch`, ...).
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+      private enum Wrapped: String, Hashable, Sendable {
+        case noCertificate = "no_certificate"
+        case untrusted = "untrusted"
+        case expired = "expired"
+        case identityMismatch = "identity_mismatch"
+        case noIdentity = "no_identity"
+      }
+      private let wrapped: Wrapped
+      private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+      /// The peer presented no certificate.
+      public static let noCertificate = Code(.noCertificate)
+      /// The chain does not lead to a trust anchor.
+      public static let untrusted = Code(.untrusted)
+      /// A certificate of the chain is expired or not yet valid.
+      public static let expired = Code(.expired)
+      /// The leaf names another identity than the one expected.
+      public static let identityMismatch = Code(.identityMismatch)
+      /// The leaf carries no mesh identity.
+      public static let noIdentity = Code(.noIdentity)
+
+      public var rawValue: String { wrapped.rawValue }
+      public var description: String { rawValue }
     }
-    public var kind: Kind
+
+    /// The earlier name of ``Code``.
+    public typealias Kind = Code
+
+    public var code: Code
     public var message: String
-    public init(_ kind: Kind, _ message: String) {
-      self.kind = kind
+    public var cause: (any Error & Sendable)?
+
+    public init(code: Code, message: String, cause: (any Error & Sendable)? = nil) {
+      self.code = code
       self.message = message
+      self.cause = cause
     }
-    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.kind == rhs.kind }
-    public func hash(into hasher: inout Hasher) { hasher.combine(kind) }
+    public init(_ code: Code, _ message: String) { self.init(code: code, message: message) }
+
+    /// The earlier name of ``code``.
+    public var kind: Code {
+      get { code }
+      set { code = newValue }
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
+    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
     public var description: String { message }
   }
 

@@ -31,11 +31,46 @@ public struct KubeStatus: Codable, Sendable, Hashable {
 /// Every failure MeshKube reports: a code to branch on (`.conflict` means re-read and retry), a
 /// message naming the bad value, the decoded `Status` when the server sent one, and the HTTP status.
 public struct KubeError: Error, Sendable, Hashable, CustomStringConvertible {
-  private enum Code: Hashable, Sendable {
-    case notFound, alreadyExists, conflict, gone, unauthorized, forbidden, invalid, badRequest
-    case httpStatus, transport, decoding, invalidKubeconfig, watch
+  /// What went wrong, to branch on (`isNotFound` and its siblings ask the same).
+  public struct Code: Hashable, Sendable, CustomStringConvertible {
+    private enum Wrapped: String, Hashable, Sendable {
+      case notFound, alreadyExists, conflict, gone, unauthorized, forbidden, invalid, badRequest
+      case httpStatus, transport, decoding, invalidKubeconfig, watch
+    }
+    private let wrapped: Wrapped
+    private init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+    /// 404 / `NotFound`.
+    public static let notFound = Code(.notFound)
+    /// 409 `AlreadyExists` for a create.
+    public static let alreadyExists = Code(.alreadyExists)
+    /// 409 `Conflict`: the object changed since it was read; re-read and retry.
+    public static let conflict = Code(.conflict)
+    /// 410 Gone / `Expired`: the resourceVersion is too old; re-list.
+    public static let gone = Code(.gone)
+    /// 401: the credentials are missing, invalid or expired.
+    public static let unauthorized = Code(.unauthorized)
+    /// 403: authenticated, but refused.
+    public static let forbidden = Code(.forbidden)
+    /// 422 `Invalid`: the object does not validate.
+    public static let invalid = Code(.invalid)
+    /// 400 `BadRequest`.
+    public static let badRequest = Code(.badRequest)
+    /// Another failed HTTP status (see `httpStatus`).
+    public static let httpStatus = Code(.httpStatus)
+    /// The connection failed (refused, reset, TLS).
+    public static let transport = Code(.transport)
+    /// A body (object, list or watch event) could not be decoded.
+    public static let decoding = Code(.decoding)
+    /// A kubeconfig or in-cluster configuration problem.
+    public static let invalidKubeconfig = Code(.invalidKubeconfig)
+    /// A watch failed.
+    public static let watch = Code(.watch)
+
+    public var description: String { wrapped.rawValue }
   }
-  private let code: Code
+  /// What went wrong, to branch on.
+  public let code: Code
   /// What went wrong, naming the bad value.
   public let message: String
   /// The HTTP status code, when the error came from a response.

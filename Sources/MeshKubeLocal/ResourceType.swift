@@ -40,7 +40,7 @@ public struct ResourceType: Sendable, Hashable {
 
   static let builtIn: [ResourceType] = [
     ResourceType(MeshKube.Namespace.self, shortNames: ["ns"]),
-    ResourceType(MeshKube.Service.self, shortNames: ["svc"]),
+    ResourceType(KubeService.self, shortNames: ["svc"]),
     ResourceType(Endpoints.self, shortNames: ["ep"]),
     ResourceType(Pod.self, shortNames: ["po"]),
     ResourceType(Secret.self),

@@ -80,7 +80,7 @@ public struct LinkSettings: Sendable, Hashable {
 
   /// Whether `service` (in the target cluster) is mirrored: the selector matches, and it is not itself a
   /// mirror (links both ways never mirror mirrors).
-  public func exports(_ service: MeshKube.Service) -> Bool {
+  public func exports(_ service: KubeService) -> Bool {
     guard selectsAnything, let selector else { return false }
     let labels = service.metadata.labels ?? [:]
     if labels[MirrorMetadata.mirroredServiceLabel] == "true" { return false }

@@ -1,5 +1,6 @@
 public import Logging
 public import MeshCore
+public import MeshDiscovery
 public import MeshTLS
 import NIOCore
 import NIOHTTP1
@@ -11,8 +12,10 @@ import Synchronization
 /// for peers (mutual TLS, plaintext from unmeshed clients unless identity is required), and the admin
 /// server. A ServiceLifecycle `Service`: graceful shutdown stops accepting, then waits for in-flight
 /// requests up to the grace period.
+///
+/// Given a `Resolver` (`init(configuration:tls:resolver:logger:)`), the proxy runs it itself, for as long as
+/// it runs: add only the proxy to your `ServiceGroup`. `listening` tells when the listeners are bound.
 public final class MeshProxy: Service, Sendable {
-  /// The ports the listeners are bound to (useful with port 0).
   /// How the last graceful shutdown ended.
   public struct ShutdownReport: Sendable, Hashable {
     /// Every request in flight finished within the grace period.
@@ -32,6 +35,7 @@ public final class MeshProxy: Service, Sendable {
   public var lastShutdown: ShutdownReport? { shutdownReport.withLock { $0 } }
   private let shutdownReport = Mutex<ShutdownReport?>(nil)
 
+  /// The ports the listeners are bound to (useful with port 0).
   public struct BoundPorts: Sendable, Hashable {
     public var outbound: Int
     public var inbound: Int
@@ -51,7 +55,9 @@ public final class MeshProxy: Service, Sendable {
   private let inboundRouter: InboundRouter
   private let gatewayRouter: GatewayRouter
   private let logger: Logger
-  private let ports = Mutex<BoundPorts?>(nil)
+  private let ports = OneShot<BoundPorts>()
+  /// The resolver this proxy runs beside its listeners (see `init(configuration:tls:resolver:logger:)`).
+  private let resolver: MeshDiscovery.Resolver?
   private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
   private let loopGuard = LoopGuard()
 
@@ -64,7 +70,35 @@ public final class MeshProxy: Service, Sendable {
   ) {
     self.init(
       configuration: configuration, tls: tls, discovery: discovery, metrics: metrics, readiness: Readiness(),
-      admin: nil, logger: logger)
+      admin: nil, resolver: nil, logger: logger)
+  }
+
+  /// A proxy that learns endpoints and profiles from the destination service through `resolver`, and runs
+  /// the resolver itself while it runs (do not add the resolver to a `ServiceGroup` as well).
+  public convenience init(
+    configuration: ProxyConfiguration,
+    tls: MeshTLS?,
+    resolver: MeshDiscovery.Resolver,
+    metrics: ProxyMetrics = ProxyMetrics(),
+    logger: Logger
+  ) {
+    self.init(
+      configuration: configuration, tls: tls, discovery: ResolverDiscovery(resolver: resolver, logger: logger),
+      metrics: metrics, readiness: Readiness(), admin: nil, resolver: resolver, logger: logger)
+  }
+
+  /// A proxy with a resolver it runs itself (see `init(configuration:tls:resolver:metrics:logger:)`) that
+  /// adopts an admin listener bound earlier (see `init(configuration:tls:discovery:admin:logger:)`).
+  public convenience init(
+    configuration: ProxyConfiguration,
+    tls: MeshTLS?,
+    resolver: MeshDiscovery.Resolver,
+    admin: AdminListener,
+    logger: Logger
+  ) {
+    self.init(
+      configuration: configuration, tls: tls, discovery: ResolverDiscovery(resolver: resolver, logger: logger),
+      metrics: admin.metrics, readiness: admin.readiness, admin: admin, resolver: resolver, logger: logger)
   }
 
   /// A proxy that adopts an admin listener bound earlier (see `AdminListener`): its metrics, readiness and
@@ -78,7 +112,7 @@ public final class MeshProxy: Service, Sendable {
   ) {
     self.init(
       configuration: configuration, tls: tls, discovery: discovery, metrics: admin.metrics,
-      readiness: admin.readiness, admin: admin, logger: logger)
+      readiness: admin.readiness, admin: admin, resolver: nil, logger: logger)
   }
 
   private init(
@@ -88,9 +122,11 @@ public final class MeshProxy: Service, Sendable {
     metrics: ProxyMetrics,
     readiness: Readiness,
     admin: AdminListener?,
+    resolver: MeshDiscovery.Resolver?,
     logger: Logger
   ) {
     self.configuration = configuration
+    self.resolver = resolver
     self.tls = tls
     self.metrics = metrics
     self.readiness = readiness
@@ -107,14 +143,27 @@ public final class MeshProxy: Service, Sendable {
       local: outboundRouter, identity: tls?.localIdentity, clusterDomain: configuration.clusterDomain)
   }
 
-  /// Waits until the listeners are bound (up to `timeout`) and returns their ports.
+  /// The listeners' ports, once `run()` has bound them (at once after that). Throws what stopped `run()`
+  /// from binding them, or `CancellationError` when the waiting task is cancelled.
+  public var listening: BoundPorts {
+    get async throws { try await ports.value() }
+  }
+
+  /// Waits until the listeners are bound (up to `timeout`) and returns their ports (`listening` with a
+  /// deadline).
   public func boundPorts(timeout: Duration = .seconds(10)) async throws -> BoundPorts {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-      if let bound = ports.withLock({ $0 }) { return bound }
-      try await Task.sleep(for: .milliseconds(5))
+    try await withThrowingTaskGroup(of: BoundPorts?.self) { group in
+      group.addTask { try await self.listening }
+      group.addTask {
+        try await Task.sleep(for: timeout)
+        return nil
+      }
+      defer { group.cancelAll() }
+      guard let first = try await group.next(), let bound = first else {
+        throw MeshError.unavailable("proxy listeners did not bind within \(timeout)")
+      }
+      return bound
     }
-    throw MeshError.unavailable("proxy listeners did not bind within \(timeout)")
   }
 
   /// Tells the proxy about another listener of this process (the tap server, say): nothing is ever
@@ -128,14 +177,21 @@ public final class MeshProxy: Service, Sendable {
 
   public func run() async throws {
     if configuration.gatewayMode && tls == nil {
-      throw MeshError.invalidArgument("gateway mode needs a mesh identity: callers are admitted by mutual TLS only")
+      let error = MeshError.invalidArgument("gateway mode needs a mesh identity: callers are admitted by mutual TLS only")
+      ports.fail(error)
+      throw error
     }
     // The admin port first (unless it is already up): it answers /live while the rest binds.
     let admin: AdminListener
     if let adoptedAdmin {
       admin = adoptedAdmin
     } else {
-      admin = try await AdminListener.bind(configuration.adminAddress, metrics: metrics, readiness: readiness)
+      do {
+        admin = try await AdminListener.bind(configuration.adminAddress, metrics: metrics, readiness: readiness)
+      } catch {
+        ports.fail(error)
+        throw error
+      }
     }
     admin.serve(tls: tls)
     // The listeners' event loops: the process-wide group, or a group of the configured size, this proxy's own.
@@ -167,6 +223,7 @@ public final class MeshProxy: Service, Sendable {
           requireClientCertificate: configuration.gatewayMode || configuration.requireIdentityOnInbound,
           inFlight: inFlight, tap: tap, logger: logger))
     } catch {
+      ports.fail(error)
       readiness.setNotReady("cannot listen: \(error)")
       await admin.close()
       throw error
@@ -175,7 +232,7 @@ public final class MeshProxy: Service, Sendable {
     loopGuard.add(listener: admin.channel.localAddress)
     let bound = BoundPorts(
       outbound: outbound?.localAddress?.port ?? 0, inbound: inbound.localAddress?.port ?? 0, admin: admin.port)
-    ports.withLock { $0 = bound }
+    ports.succeed(bound)
     readiness.set(true)
     logger.notice(
       "proxy listening",
@@ -189,6 +246,11 @@ public final class MeshProxy: Service, Sendable {
 
     await withDiscardingTaskGroup { group in
       group.addTask { await self.outboundRouter.run() }
+      if let resolver = self.resolver {
+        group.addTask {
+          do { try await resolver.run() } catch { self.logger.error("resolver stopped", metadata: ["error": "\(error)"]) }
+        }
+      }
       group.addTask {
         // Forget what requests named and no longer use: destinations (with their discovery streams) and
         // metric label sets.

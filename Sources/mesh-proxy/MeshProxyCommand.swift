@@ -188,15 +188,13 @@ struct ProxyLauncher: Service {
         $0.port = destination.port
         if let zone, !zone.isEmpty { $0.contextToken = ContextToken(zone: zone).encoded }
       }, logger: logger)
-    let proxy = MeshProxy(
-      configuration: configuration, tls: workload.tls,
-      discovery: ResolverDiscovery(resolver: resolver, logger: logger), admin: admin, logger: logger)
+    // The proxy runs the resolver itself.
+    let proxy = MeshProxy(configuration: configuration, tls: workload.tls, resolver: resolver, admin: admin, logger: logger)
     let tapServer = tap.map { TapServer(address: $0, hub: proxy.tap, logger: logger) }
     if let tap { proxy.addLocalListener(tap) }
     let group = ServiceGroup(
       configuration: .init(
         services: workload.services.map { .init(service: $0) } + (tapServer.map { [.init(service: $0)] } ?? []) + [
-          .init(service: resolver),
           .init(service: proxy, successTerminationBehavior: .gracefullyShutdownGroup),
         ],
         logger: logger))

@@ -148,7 +148,7 @@ struct MulticlusterCommand: AsyncParsableCommand {
       let client = try KubeClient(config: config, logger: MulticlusterCommand.quietLogger)
       let patch: JSONValue = ["metadata": ["labels": [MirrorMetadata.exportedLabel: value.map { .string($0) } ?? .null]]]
       do {
-        _ = try await client.mergePatch(MeshKube.Service.self, name: name, namespace: namespace, patch: patch)
+        _ = try await client.mergePatch(KubeService.self, name: name, namespace: namespace, patch: patch)
       } catch let error as KubeError where error.isNotFound {
         try? await client.shutdown()
         throw MulticlusterCLIError("service \(namespace)/\(name) does not exist")

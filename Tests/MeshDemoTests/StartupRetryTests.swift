@@ -41,19 +41,6 @@ struct StartupRetryTests {
     return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
   }
 
-  /// Polls `condition` every 100 ms until it holds; fails with `what` and `context()` after `timeout`.
-  static func eventually(
-    _ what: String, timeout: Duration = .seconds(30), context: () -> String = { "" },
-    _ condition: () async throws -> Bool
-  ) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-      if try await condition() { return }
-      try await Task.sleep(for: .milliseconds(100))
-    }
-    throw TestFailure("timed out after \(timeout) waiting for \(what)\n\(context())")
-  }
-
   static func proxyArguments(
     _ files: ControlPlaneFiles, account: String, identityPort: Int, destinationPort: Int, ports: [Int], app: Int,
     extra: [String] = []
@@ -122,7 +109,7 @@ struct StartupRetryTests {
 
     // The identity service stays away for 5 s: each stays up, live, and not ready with the reason.
     for component in components {
-      try await Self.eventually("\(component.name) to answer /live", context: logs) {
+      try await eventually("\(component.name) to answer /live", timeout: .seconds(30), every: .milliseconds(100), context: logs) {
         try await Self.get("http://127.0.0.1:\(component.admin)/live").status == 200
       }
     }
@@ -156,7 +143,7 @@ struct StartupRetryTests {
     try await identity.waitForOutput(containing: "identity service listening", timeout: .seconds(30))
     let identityUp = ContinuousClock.now
     for component in components {
-      try await Self.eventually("\(component.name) to get ready", timeout: .seconds(30), context: logs) {
+      try await eventually("\(component.name) to get ready", timeout: .seconds(30), every: .milliseconds(100), context: logs) {
         try await Self.get("http://127.0.0.1:\(component.admin)/ready").status == 200
       }
     }

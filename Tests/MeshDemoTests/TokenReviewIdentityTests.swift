@@ -20,7 +20,7 @@ struct TokenReviewIdentityTests {
     let api = try BackgroundProcess(
       "\(Self.bin)/meshctl", ["dev", "kube-api", "--listen", "127.0.0.1:0", "--kubeconfig-out", kubeconfig])
     defer { api.terminate() }
-    try await eventually("the API server's kubeconfig") { FileManager.default.fileExists(atPath: kubeconfig) }
+    try await eventually("the API server's kubeconfig", timeout: .seconds(30)) { FileManager.default.fileExists(atPath: kubeconfig) }
 
     func kubectl(_ args: [String]) async throws -> Subprocess.Output {
       try await Subprocess.run("kubectl", ["--kubeconfig", kubeconfig, "--cache-dir", dir.file("cache")] + args)
@@ -92,14 +92,5 @@ struct TokenReviewIdentityTests {
       "\(Self.bin)/mesh-controller", ["identity", "--issuer-dir", "/nonexistent", "--tokens", "/x", "--token-review"])
     #expect(both.status == 64)
     #expect(both.stderr.contains("exclude each other"), "\(both.stderr)")
-  }
-
-  func eventually(_ what: String, timeout: Duration = .seconds(30), _ condition: () -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-      if condition() { return }
-      try await Task.sleep(for: .milliseconds(50))
-    }
-    throw TestFailure("timed out waiting for \(what)")
   }
 }

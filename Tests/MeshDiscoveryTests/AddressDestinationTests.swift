@@ -68,7 +68,7 @@ struct AddressDestinationTests {
     #expect(!OpaquePorts.isOpaque(port: 80, servicePort: nil, annotations: nil))
     #expect(!OpaquePorts.isOpaque(port: 6379, servicePort: nil, annotations: [OpaquePorts.annotation: "7000-7010"]))
     #expect(OpaquePorts.isOpaque(port: 7005, servicePort: nil, annotations: [OpaquePorts.annotation: "7000-7010"]))
-    var port = MeshKube.Service.Port(name: "x", port: 9000)
+    var port = KubeService.Port(name: "x", port: 9000)
     port.appProtocol = "tcp"
     #expect(OpaquePorts.isOpaque(port: 9000, servicePort: port, annotations: nil))
     port.appProtocol = "kubernetes.io/h2c"

@@ -68,7 +68,7 @@ struct DestinationServerTests {
           let log = recordUpdates(client, path: path, in: &group)
           try await eventually("the first message") { log.items.count >= 1 }
           #expect(log.items[0] == .noEndpoints(exists: true))
-          try kube.state.delete(MeshKube.Service.self, name: "web", namespace: "app")
+          try kube.state.delete(KubeService.self, name: "web", namespace: "app")
           try await eventually("exists: false after the delete") { log.items.count >= 2 }
           #expect(log.items[1] == .noEndpoints(exists: false))
           group.cancelAll()

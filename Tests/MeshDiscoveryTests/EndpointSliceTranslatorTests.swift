@@ -10,7 +10,7 @@ struct EndpointSliceTranslatorTests {
   let web = service("web", "app")
 
   func set(
-    _ slices: [EndpointSlice], zone: String? = nil, service: MeshKube.Service? = nil, pods: [Pod] = [],
+    _ slices: [EndpointSlice], zone: String? = nil, service: KubeService? = nil, pods: [Pod] = [],
     problems: ProblemSink = ProblemSink()
   ) -> EndpointSet {
     translator.endpointSet(

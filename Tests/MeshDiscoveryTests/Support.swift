@@ -11,26 +11,6 @@ import Synchronization
 import Testing
 import _MeshTestSupport
 
-struct TimedOut: Error, CustomStringConvertible {
-  var what: String
-  var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` every 5 ms until it holds or `timeout` passes (then records and throws).
-func eventually(
-  _ what: @autoclosure () -> String, timeout: Duration = .seconds(10),
-  sourceLocation: SourceLocation = #_sourceLocation, _ condition: () async throws -> Bool
-) async throws {
-  let deadline = ContinuousClock.now + timeout
-  while ContinuousClock.now < deadline {
-    if try await condition() { return }
-    try await Task.sleep(for: .milliseconds(5))
-  }
-  let description = what()
-  Issue.record("timed out after \(timeout) waiting for \(description)", sourceLocation: sourceLocation)
-  throw TimedOut(what: description)
-}
-
 /// Collects what a stream produces, for polling.
 final class Recorder<T: Sendable>: Sendable {
   private let state = Mutex<(items: [T], error: (any Error)?, finished: Bool)>(([], nil, false))
@@ -191,12 +171,12 @@ func recordUpdates(
 func service(
   _ name: String, _ namespace: String, ports: [(name: String?, port: Int, target: Int?)] = [("http", 8080, 8080)],
   labels: [String: String]? = nil, annotations: [String: String]? = nil
-) -> MeshKube.Service {
-  MeshKube.Service(
+) -> KubeService {
+  KubeService(
     metadata: ObjectMeta(name: name, namespace: namespace, labels: labels, annotations: annotations),
     spec: .init(
       selector: ["app": name],
-      ports: ports.map { MeshKube.Service.Port(name: $0.name, port: $0.port, targetPort: $0.target.map { .int($0) }) }))
+      ports: ports.map { KubeService.Port(name: $0.name, port: $0.port, targetPort: $0.target.map { .int($0) }) }))
 }
 
 /// Endpoints with the given IPs (each backed by a pod `<name>-<i>` when `pods`).

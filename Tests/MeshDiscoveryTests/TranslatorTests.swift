@@ -24,9 +24,9 @@ struct TranslatorTests {
 
   @Test("service port -> targetPort -> Endpoints port by name, number, or the only one")
   func ports() {
-    let named = MeshKube.Service.Port(name: "http", port: 80, targetPort: .int(8080))
-    let unnamed = MeshKube.Service.Port(name: nil, port: 80, targetPort: .int(8080))
-    let byNameTarget = MeshKube.Service.Port(name: nil, port: 80, targetPort: .string("web"))
+    let named = KubeService.Port(name: "http", port: 80, targetPort: .int(8080))
+    let unnamed = KubeService.Port(name: nil, port: 80, targetPort: .int(8080))
+    let byNameTarget = KubeService.Port(name: nil, port: 80, targetPort: .string("web"))
     let ports = [Endpoints.Port(name: "admin", port: 9990), Endpoints.Port(name: "http", port: 8080)]
     #expect(EndpointTranslator.endpointsPort(ports, servicePort: named, requested: 80) == 8080)
     #expect(EndpointTranslator.endpointsPort(ports, servicePort: unnamed, requested: 80) == 8080)

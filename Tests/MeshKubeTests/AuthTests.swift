@@ -300,7 +300,7 @@ struct AuthTests {
         #expect(try await files.curl(try await server.url() + "/readyz", token: token, header: header).status == 401, "\(what) on /readyz")
       }
       // The server goes on.
-      _ = try await admin.list(Service.self, namespace: "default")
+      _ = try await admin.list(KubeService.self, namespace: "default")
       #expect(try await files.curl(url, token: try server.state.credentials().adminToken).status == 200)
     }
   }

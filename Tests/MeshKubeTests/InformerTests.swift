@@ -12,7 +12,7 @@ import _MeshTestSupport
 /// state's CA, with `token`, default the admin's), collecting its events, around `body`.
 func withInformer(
   port: Int, state: LocalKubeState, namespace: String, token: String? = nil,
-  _ body: (Informer<Service>, EventLog<Service>) async throws -> Void
+  _ body: (Informer<KubeService>, EventLog<KubeService>) async throws -> Void
 ) async throws {
   let credentials = try state.credentials()
   let client = try KubeClient(
@@ -20,12 +20,12 @@ func withInformer(
       server: "https://127.0.0.1:\(port)", certificateAuthorityPEM: Data(credentials.certificateAuthorityPEM.utf8),
       token: token ?? credentials.adminToken),
     connectTimeout: .milliseconds(300))
-  let informer = Informer<Service>(client: client, configuration: .defaults {
+  let informer = Informer<KubeService>(client: client, configuration: .defaults {
     $0.namespace = namespace
     $0.initialBackoff = .milliseconds(20)
     $0.maxBackoff = .milliseconds(300)
   })
-  let log = EventLog<Service>()
+  let log = EventLog<KubeService>()
   let events = informer.events()
   try await withThrowingTaskGroup(of: Void.self) { group in
     group.addTask { try await informer.run() }
@@ -52,8 +52,8 @@ struct InformerTests {
     try await withServer(state: state) { server, _ in
       try await withInformer(port: try await server.port(), state: server.state, namespace: "basic") { informer, log in
         try await eventually("sync") { informer.store.hasSynced && log.count == 5 }
-        try state.mergePatch(Service.self, name: "s0", namespace: "basic", patch: ["metadata": ["labels": ["x": "1"]]])
-        try state.delete(Service.self, name: "s1", namespace: "basic")
+        try state.mergePatch(KubeService.self, name: "s0", namespace: "basic", patch: ["metadata": ["labels": ["x": "1"]]])
+        try state.delete(KubeService.self, name: "s1", namespace: "basic")
         try state.create(service("s5", "basic", labels: ["x": "1"]))
         try await eventually("three changes") { log.count == 8 }
         #expect(try storeMatches(informer.store, state, namespace: "basic"))
@@ -76,14 +76,14 @@ struct InformerTests {
     try await withServer(state: state) { server, _ in
       try await withInformer(port: try await server.port(), state: server.state, namespace: "cut") { informer, log in
         try await eventually("sync") { informer.store.hasSynced && log.count == 5 }
-        try state.mergePatch(Service.self, name: "s0", namespace: "cut", patch: ["metadata": ["labels": ["v": "1"]]])
+        try state.mergePatch(KubeService.self, name: "s0", namespace: "cut", patch: ["metadata": ["labels": ["v": "1"]]])
         try await eventually("first update") { log.count == 6 }
         try await eventually("a watch open") { state.activeWatchCount == 1 }
         state.dropWatchConnections()
         try state.create(service("s5", "cut"))
-        try state.delete(Service.self, name: "s1", namespace: "cut")
-        try state.mergePatch(Service.self, name: "s2", namespace: "cut", patch: ["metadata": ["labels": ["v": "2"]]])
-        try state.mergePatch(Service.self, name: "s2", namespace: "cut", patch: ["metadata": ["labels": ["v": "3"]]])
+        try state.delete(KubeService.self, name: "s1", namespace: "cut")
+        try state.mergePatch(KubeService.self, name: "s2", namespace: "cut", patch: ["metadata": ["labels": ["v": "2"]]])
+        try state.mergePatch(KubeService.self, name: "s2", namespace: "cut", patch: ["metadata": ["labels": ["v": "3"]]])
         try await eventually("store matches") { try storeMatches(informer.store, state, namespace: "cut") && log.count == 10 }
         #expect(informer.statistics.watches >= 2)
         #expect(informer.statistics.lists == 1, "resumed without re-listing")
@@ -106,8 +106,8 @@ struct InformerTests {
         try await eventually("sync") { informer.store.hasSynced && log.count == 4 }
         first.stop()
         // While it is down: changes, then the history is compacted past the informer's version.
-        try state.delete(Service.self, name: "s0", namespace: "gone")
-        try state.mergePatch(Service.self, name: "s1", namespace: "gone", patch: ["metadata": ["labels": ["v": "2"]]])
+        try state.delete(KubeService.self, name: "s0", namespace: "gone")
+        try state.mergePatch(KubeService.self, name: "s1", namespace: "gone", patch: ["metadata": ["labels": ["v": "2"]]])
         try state.create(service("s4", "gone"))
         state.compactHistory()
         let second = LocalKubeAPIServer(configuration: .defaults { $0.port = port }, state: state)
@@ -141,8 +141,8 @@ struct InformerTests {
         try await eventually("sync") { informer.store.hasSynced && log.count == 3 }
         first.stop()
         try state.create(service("s3", "restart"))
-        try state.delete(Service.self, name: "s2", namespace: "restart")
-        try state.mergePatch(Service.self, name: "s0", namespace: "restart", patch: ["metadata": ["labels": ["v": "2"]]])
+        try state.delete(KubeService.self, name: "s2", namespace: "restart")
+        try state.mergePatch(KubeService.self, name: "s0", namespace: "restart", patch: ["metadata": ["labels": ["v": "2"]]])
         // Some reconnects fail with "connection refused" and back off.
         try await eventually("a failed reconnect") { informer.statistics.errors >= 1 }
         let second = LocalKubeAPIServer(configuration: .defaults { $0.port = port }, state: state)
@@ -195,10 +195,10 @@ struct BadInputTests {
   @Test("401 with an invalid token names the reason")
   func unauthorized() async throws {
     try await withServer { server, good in
-      _ = try await good.list(Service.self, namespace: "default")
+      _ = try await good.list(KubeService.self, namespace: "default")
       let bad = try KubeClient(config: try await server.clientConfig(token: "expired"))
       await #expect {
-        _ = try await bad.list(Service.self, namespace: "default")
+        _ = try await bad.list(KubeService.self, namespace: "default")
       } throws: { error in
         guard let e = error as? KubeError else { return false }
         return e.isUnauthorized && e.httpStatus == 401 && e.message.contains("Unauthorized")
@@ -215,7 +215,7 @@ struct BadInputTests {
     try await channel.close()
     let client = try KubeClient(config: KubeClientConfig(server: "http://127.0.0.1:\(port)"), connectTimeout: .milliseconds(500))
     await #expect {
-      _ = try await client.get(Service.self, name: "x", namespace: "default")
+      _ = try await client.get(KubeService.self, name: "x", namespace: "default")
     } throws: { error in
       guard let e = error as? KubeError else { return false }
       return e.isTransport && e.message.contains("127.0.0.1:\(port)")
@@ -228,7 +228,7 @@ struct BadInputTests {
     try await withRawServer(response: "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: 33\r\nConnection: close\r\n\r\n<html>upstream went away</html>\r\n") { port in
       let client = try KubeClient(config: KubeClientConfig(server: "http://127.0.0.1:\(port)"))
       await #expect {
-        _ = try await client.list(Service.self, namespace: "default")
+        _ = try await client.list(KubeService.self, namespace: "default")
       } throws: { error in
         guard let e = error as? KubeError else { return false }
         return e.httpStatus == 502 && e.message.contains("<html>upstream went away</html>") && e.message.contains("HTTP 502")
@@ -243,7 +243,7 @@ struct BadInputTests {
     let response = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
     try await withRawServer(response: response) { port in
       let client = try KubeClient(config: KubeClientConfig(server: "http://127.0.0.1:\(port)"))
-      let stream = try await client.watch(Service.self, namespace: "d", options: .init(resourceVersion: "1"))
+      let stream = try await client.watch(KubeService.self, namespace: "d", options: .init(resourceVersion: "1"))
       var iterator = stream.makeAsyncIterator()
       let first = try await iterator.next()
       if case .added(let s)? = first { #expect(s.name == "a") } else { Issue.record("expected ADDED, got \(String(describing: first))") }

@@ -3,6 +3,7 @@ import MeshCore
 import MeshKube
 import MeshKubeLocal
 import Testing
+import _MeshTestSupport
 
 /// kubectl and python3-kubernetes judge the embedded server.
 @Suite("Real clients against the embedded server")
@@ -70,7 +71,7 @@ struct RealClientTests {
       #expect(apply.status == 0, "kubectl apply failed: \(apply.stderr)")
       #expect(apply.stdout.contains("service/web created"), "\(apply.stdout)")
       #expect(apply.stdout.contains("link.multicluster.swiftmesh.io/east created"), "\(apply.stdout)")
-      let svc = try #require(server.state.get(Service.self, name: "web", namespace: "default"))
+      let svc = try #require(server.state.get(KubeService.self, name: "web", namespace: "default"))
       #expect(svc.spec?.ports?.first?.port == 80)
       #expect(svc.metadata.annotations?["kubectl.kubernetes.io/last-applied-configuration"] != nil)
       #expect(server.state.get(Endpoints.self, name: "web", namespace: "default")?.subsets?.first?.addresses?.count == 2)
@@ -90,7 +91,7 @@ struct RealClientTests {
       let reapply = try await Subprocess.run(kubectlPath, kubectl(kubeconfig, dir, ["apply", "-f", manifest.path]))
       #expect(reapply.status == 0, "\(reapply.stderr)")
       #expect(reapply.stdout.contains("service/web configured"), "\(reapply.stdout)")
-      let patched = try #require(server.state.get(Service.self, name: "web", namespace: "default"))
+      let patched = try #require(server.state.get(KubeService.self, name: "web", namespace: "default"))
       #expect(patched.spec?.ports?.count == 1)
       #expect(patched.spec?.ports?.first?.port == 81)
       #expect(patched.spec?.ports?.first?.targetPort == .int(8080))
@@ -99,7 +100,7 @@ struct RealClientTests {
       let delete = try await Subprocess.run(kubectlPath, kubectl(kubeconfig, dir, ["delete", "service", "web"]))
       #expect(delete.status == 0, "\(delete.stderr)")
       #expect(delete.stdout.contains("deleted"))
-      #expect(server.state.get(Service.self, name: "web", namespace: "default") == nil)
+      #expect(server.state.get(KubeService.self, name: "web", namespace: "default") == nil)
     }
   }
 
@@ -212,7 +213,7 @@ struct RealClientTests {
       let service = try await run(["-n", "pb", "create", "service", "clusterip", "web", "--tcp=80:8080"])
       #expect(service.status != 0)
       #expect(service.stderr.contains("send JSON (kubectl apply does)"), "\(service.stderr)")
-      #expect(server.state.get(Service.self, name: "web", namespace: "pb") == nil)
+      #expect(server.state.get(KubeService.self, name: "web", namespace: "pb") == nil)
 
       // The token dies with its service account.
       let delete = try await run(["-n", "pb", "delete", "serviceaccount", "backend"])
@@ -247,8 +248,8 @@ struct RealClientTests {
       #expect(python.stdout.contains("LIST before"), "\(python.stderr)")
       try await eventually("python's initial ADDED") { python.stdout.contains("ADDED before") || !python.process.isRunning }
       try server.state.create(service("during", "py"))
-      try server.state.mergePatch(Service.self, name: "during", namespace: "py", patch: ["metadata": ["labels": ["v": "2"]]])
-      try server.state.delete(Service.self, name: "during", namespace: "py")
+      try server.state.mergePatch(KubeService.self, name: "during", namespace: "py", patch: ["metadata": ["labels": ["v": "2"]]])
+      try server.state.delete(KubeService.self, name: "during", namespace: "py")
       let status = try await python.wait(timeout: .seconds(30))
       #expect(status == 0, "\(python.stderr)")
       let lines = python.stdout.split(separator: "\n").map(String.init)

@@ -17,7 +17,7 @@ struct ServerClientTests {
       #expect(created.metadata.generation == 1)
       #expect(created.metadata.creationTimestamp != nil)
 
-      let fetched = try await client.get(Service.self, name: "web", namespace: "shop")
+      let fetched = try await client.get(KubeService.self, name: "web", namespace: "shop")
       #expect(fetched.metadata.resourceVersion == created.metadata.resourceVersion)
 
       var changed = fetched
@@ -31,13 +31,13 @@ struct ServerClientTests {
         _ = try await client.update(fetched)
       } throws: { ($0 as? KubeError)?.isConflict == true }
 
-      let retried = try await client.update(Service.self, name: "web", namespace: "shop") { svc in
+      let retried = try await client.update(KubeService.self, name: "web", namespace: "shop") { svc in
         svc.metadata.labels?["tier"] = "front"
       }
       #expect(retried.metadata.labels?["tier"] == "front")
       #expect(retried.metadata.generation == 2, "labels are not spec")
 
-      let patched = try await client.mergePatch(Service.self, name: "web", namespace: "shop",
+      let patched = try await client.mergePatch(KubeService.self, name: "web", namespace: "shop",
                                                 patch: ["metadata": ["labels": ["tier": nil, "patched": "yes"]]])
       #expect(patched.metadata.labels == ["app": "web", "patched": "yes"])
 
@@ -45,14 +45,14 @@ struct ServerClientTests {
         _ = try await client.create(service("web", "shop"))
       } throws: { ($0 as? KubeError)?.isAlreadyExists == true }
 
-      try await client.delete(Service.self, name: "web", namespace: "shop")
+      try await client.delete(KubeService.self, name: "web", namespace: "shop")
       await #expect {
-        _ = try await client.get(Service.self, name: "web", namespace: "shop")
+        _ = try await client.get(KubeService.self, name: "web", namespace: "shop")
       } throws: { error in
         guard let e = error as? KubeError else { return false }
         return e.isNotFound && e.status?.reason == "NotFound" && e.message.contains("\"web\" not found")
       }
-      #expect(server.state.get(Service.self, name: "web", namespace: "shop") == nil)
+      #expect(server.state.get(KubeService.self, name: "web", namespace: "shop") == nil)
     }
   }
 
@@ -78,7 +78,7 @@ struct ServerClientTests {
       }
       try server.state.create(service("other", "elsewhere", labels: ["app": "a0"]))
       func names(_ selector: String?, field: String? = nil, ns: String? = "sel") async throws -> [String] {
-        try await client.list(Service.self, namespace: ns, options: .init(labelSelector: selector, fieldSelector: field)).items.map(\.name)
+        try await client.list(KubeService.self, namespace: ns, options: .init(labelSelector: selector, fieldSelector: field)).items.map(\.name)
       }
       #expect(try await names("app=a0") == ["s0", "s3", "s6"])
       #expect(try await names("app==a1") == ["s1", "s4"])
@@ -97,19 +97,19 @@ struct ServerClientTests {
         _ = try await names(nil, field: "spec.clusterIP=1.2.3.4")
       } throws: { ($0 as? KubeError)?.message.contains("field label not supported: spec.clusterIP") == true }
 
-      var page = try await client.list(Service.self, namespace: "sel", options: .init(limit: 3))
+      var page = try await client.list(KubeService.self, namespace: "sel", options: .init(limit: 3))
       var seen = page.items.map(\.name)
       #expect(page.items.count == 3)
       #expect(page.metadata.remainingItemCount == 4)
       var pages = 1
       while let token = page.metadata.continue, pages < 10 {
-        page = try await client.list(Service.self, namespace: "sel", options: .init(limit: 3, continue: token))
+        page = try await client.list(KubeService.self, namespace: "sel", options: .init(limit: 3, continue: token))
         seen += page.items.map(\.name)
         pages += 1
       }
       #expect(pages == 3)
       #expect(seen == (0..<7).map { "s\($0)" })
-      let all = try await client.listAll(Service.self, namespace: "sel", options: .init(limit: 2))
+      let all = try await client.listAll(KubeService.self, namespace: "sel", options: .init(limit: 2))
       #expect(all.items.count == 7)
     }
   }
@@ -122,7 +122,7 @@ struct ServerClientTests {
         "spec": ["ports": [["port": 5432, "name": "pg"]], "sessionAffinity": "ClientIP", "externalTrafficPolicy": "Local"],
         "status": ["loadBalancer": ["ingress": [["ip": "1.2.3.4"]]]],
       ])
-      var svc = try await client.get(Service.self, name: "db", namespace: "keep")
+      var svc = try await client.get(KubeService.self, name: "db", namespace: "keep")
       svc.metadata.labels = ["app": "db", "new": "y"]
       svc.spec?.ports?[0].port = 5433
       _ = try await client.update(svc)
@@ -211,7 +211,7 @@ struct ServerClientTests {
     try await withServer(configure: { $0.bookmarkInterval = .milliseconds(100) }) { server, client in
       let first = try server.state.create(service("a", "w"))
       try server.state.create(service("b", "w"))
-      let stream = try await client.watch(Service.self, namespace: "w",
+      let stream = try await client.watch(KubeService.self, namespace: "w",
                                           options: .init(resourceVersion: first.metadata.resourceVersion, timeoutSeconds: 5))
       var sawB = false
       var sawBookmark = false
@@ -226,7 +226,7 @@ struct ServerClientTests {
       #expect(sawB && sawBookmark)
 
       server.state.compactHistory()
-      let expired = try await client.watch(Service.self, namespace: "w", options: .init(resourceVersion: first.metadata.resourceVersion))
+      let expired = try await client.watch(KubeService.self, namespace: "w", options: .init(resourceVersion: first.metadata.resourceVersion))
       var status: KubeStatus?
       for try await event in expired {
         if case .error(let s) = event { status = s }

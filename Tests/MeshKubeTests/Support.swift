@@ -7,22 +7,6 @@ import Synchronization
 import Testing
 import _MeshTestSupport
 
-struct TimedOut: Error, CustomStringConvertible {
-  var what: String
-  var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` every 20 ms until it holds or `timeout` passes (then records and throws).
-func eventually(_ what: String, timeout: Duration = .seconds(15), _ condition: () async throws -> Bool) async throws {
-  let deadline = ContinuousClock.now + timeout
-  while ContinuousClock.now < deadline {
-    if try await condition() { return }
-    try await Task.sleep(for: .milliseconds(20))
-  }
-  Issue.record("timed out waiting for \(what)")
-  throw TimedOut(what: what)
-}
-
 /// Runs a server on 127.0.0.1:0 and a client for it around `body`.
 func withServer<T: Sendable>(
   state: LocalKubeState = LocalKubeState(),
@@ -95,8 +79,8 @@ func storeMatches<R: KubeResource>(_ store: Store<R>, _ state: LocalKubeState, n
   return truth == cached
 }
 
-func service(_ name: String, _ namespace: String, labels: [String: String]? = nil, port: Int = 80) -> Service {
-  Service(metadata: ObjectMeta(name: name, namespace: namespace, labels: labels),
+func service(_ name: String, _ namespace: String, labels: [String: String]? = nil, port: Int = 80) -> KubeService {
+  KubeService(metadata: ObjectMeta(name: name, namespace: namespace, labels: labels),
           spec: .init(selector: ["app": name], ports: [.init(name: "http", port: port)]))
 }
 
@@ -144,7 +128,7 @@ final class Subprocess: Sendable {
     while process.isRunning {
       if ContinuousClock.now > deadline {
         terminate()
-        throw TimedOut(what: "\(process.executableURL?.path ?? "") \(process.arguments ?? []) to exit; stderr: \(stderr)")
+        throw TimedOut(what: "\(process.executableURL?.path ?? "") \(process.arguments ?? []) to exit; stderr: \(stderr)", timeout: timeout)
       }
       try await Task.sleep(for: .milliseconds(20))
     }

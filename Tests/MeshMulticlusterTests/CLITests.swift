@@ -12,7 +12,7 @@ struct CLITests {
   /// Publishes west's gateway Service the way a gateway install would.
   static func addGatewayService(to cluster: Cluster, probePort: Int = 4191) throws {
     try cluster.state.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(
           name: MirrorMetadata.gatewayServiceName, namespace: MirrorMetadata.multiclusterNamespace,
           annotations: [
@@ -208,7 +208,7 @@ struct CLITests {
       try west.deleteService("one")
       try west.addService("four")
       try west.state.mergePatch(
-        MeshKube.Service.self, name: "three", namespace: "default",
+        KubeService.self, name: "three", namespace: "default",
         patch: ["spec": ["ports": [["name": "http", "port": 3333, "protocol": "TCP"]]]])
       let second = try BackgroundProcess(binary, arguments)
       defer { second.terminate() }

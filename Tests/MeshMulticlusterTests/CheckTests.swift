@@ -125,7 +125,7 @@ struct CheckTests {
       // 1. Orphaned mirrors: one whose remote service is gone, one whose Link is gone.
       for (name, cluster) in [("gone-west", "west"), ("api-north", "north")] {
         try east.state.create(
-          MeshKube.Service(
+          KubeService(
             metadata: ObjectMeta(
               name: name, namespace: "default",
               labels: [MirrorMetadata.mirroredServiceLabel: "true", MirrorMetadata.clusterNameLabel: cluster]),
@@ -138,8 +138,8 @@ struct CheckTests {
       #expect(orphans.detail.contains("default/api-north (no Link to cluster 'north')"), "\(orphans.detail)")
       #expect(orphans.hint?.contains("kubectl delete service") == true)
       #expect(results.result("trust anchor", link: "west")?.ok == true, "only the orphans fail:\n\(results.text)")
-      try east.state.delete(MeshKube.Service.self, name: "gone-west", namespace: "default")
-      try east.state.delete(MeshKube.Service.self, name: "api-north", namespace: "default")
+      try east.state.delete(KubeService.self, name: "gone-west", namespace: "default")
+      try east.state.delete(KubeService.self, name: "api-north", namespace: "default")
 
       // 2. The target publishes another trust anchor.
       let other = try TestPKI()

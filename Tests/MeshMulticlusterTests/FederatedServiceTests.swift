@@ -89,7 +89,7 @@ struct FederatedServiceTests {
 
       // North's member changes its ports: north is left out, with a clear condition; west and east stay.
       try north.state.mergePatch(
-        MeshKube.Service.self, name: "backend", namespace: "default",
+        KubeService.self, name: "backend", namespace: "default",
         patch: ["spec": ["ports": [["name": "http", "port": 9090, "protocol": "TCP"]]]])
       try await eventually("north left out, FederatedReady False") {
         Set(east.slices(of: "backend-federated").map(\.name)) == ["backend-federated-local-ipv4", "backend-federated-west-ipv4"]
@@ -110,7 +110,7 @@ struct FederatedServiceTests {
 
       // The member leaves the federation in west: its slice goes.
       try west.state.mergePatch(
-        MeshKube.Service.self, name: "backend", namespace: "default",
+        KubeService.self, name: "backend", namespace: "default",
         patch: ["metadata": ["labels": [MirrorMetadata.federatedLabel: .null]]])
       try await eventually("west's slice deleted") {
         Set(east.slices(of: "backend-federated").map(\.name)) == ["backend-federated-local-ipv4"]

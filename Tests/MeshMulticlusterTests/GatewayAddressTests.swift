@@ -39,7 +39,7 @@ extension Cluster {
 
   /// Publishes the target's gateway Service (no addresses in its spec or annotations unless given).
   func addGatewayService(annotations: [String: String] = [:]) throws {
-    let service = MeshKube.Service(
+    let service = KubeService(
       metadata: ObjectMeta(
         name: MirrorMetadata.gatewayServiceName, namespace: MirrorMetadata.multiclusterNamespace,
         annotations: annotations),
@@ -224,14 +224,14 @@ struct GatewayAddressTests {
       // No load balancer: spec.externalIPs.
       changed = ContinuousClock.now
       try west.state.mergePatch(
-        MeshKube.Service.self, name: MirrorMetadata.gatewayServiceName, namespace: MirrorMetadata.multiclusterNamespace,
+        KubeService.self, name: MirrorMetadata.gatewayServiceName, namespace: MirrorMetadata.multiclusterNamespace,
         patch: ["spec": ["externalIPs": ["192.0.2.77"]], "status": ["loadBalancer": ["ingress": .null]]])
       try await eventually("mirror at the external IP", timeout: .seconds(5)) {
         east.sliceAddresses("api-west") == ["192.0.2.77"]
       }
       // Neither: the annotation.
       try west.state.mergePatch(
-        MeshKube.Service.self, name: MirrorMetadata.gatewayServiceName, namespace: MirrorMetadata.multiclusterNamespace,
+        KubeService.self, name: MirrorMetadata.gatewayServiceName, namespace: MirrorMetadata.multiclusterNamespace,
         patch: [
           "spec": ["externalIPs": .null],
           "metadata": ["annotations": [MirrorMetadata.gatewayAddressesAnnotation: "192.0.2.88, lb-2.west.example"]],

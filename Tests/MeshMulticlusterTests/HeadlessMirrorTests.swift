@@ -11,7 +11,7 @@ extension Cluster {
   /// A StatefulSet-style headless Service `name` (exported) whose slice has one endpoint per hostname.
   func addHeadlessService(_ name: String, hostnames: [String?], port: Int = 8080) throws {
     try state.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(name: name, namespace: "default", labels: ["app": name, MirrorMetadata.exportedLabel: "true"]),
         spec: .init(selector: ["app": name], ports: [.init(name: "http", port: port, protocol: "TCP")], clusterIP: "None")))
     try setHeadlessEndpoints(name, hostnames: hostnames, port: port, create: true)
@@ -38,7 +38,7 @@ extension Cluster {
     }
   }
 
-  func service(_ name: String) -> MeshKube.Service? { state.get(MeshKube.Service.self, name: name, namespace: "default") }
+  func service(_ name: String) -> KubeService? { state.get(KubeService.self, name: name, namespace: "default") }
 
   func slices(of service: String) -> [EndpointSlice] {
     ((try? state.list(EndpointSlice.self)) ?? []).filter {

@@ -141,7 +141,7 @@ struct MirrorSliceTests {
         east.state.get(Endpoints.self, name: "backend-west", namespace: "default")?.subsets?.isEmpty == false
       }
       try west.state.mergePatch(
-        MeshKube.Service.self, name: "backend", namespace: "default",
+        KubeService.self, name: "backend", namespace: "default",
         patch: ["spec": ["ports": [["name": "http", "port": 8181, "protocol": "TCP"]]]])
       try await eventually("the port change mirrored") {
         try east.mirrors(of: "west")["default/backend-west"]?.spec?.ports?.map(\.port) == [8181]

@@ -17,11 +17,11 @@ struct PlannerTests {
 
   static func remote(
     _ name: String = "api", labels: [String: String] = [MirrorMetadata.exportedLabel: "true"],
-    annotations: [String: String]? = nil, ports: [MeshKube.Service.Port] = [.init(name: "http", port: 80, protocol: "TCP")]
-  ) -> MeshKube.Service {
+    annotations: [String: String]? = nil, ports: [KubeService.Port] = [.init(name: "http", port: 80, protocol: "TCP")]
+  ) -> KubeService {
     var meta = ObjectMeta(name: name, namespace: "shop", labels: labels, annotations: annotations)
     meta.resourceVersion = "42"
-    return MeshKube.Service(metadata: meta, spec: .init(selector: ["app": name], ports: ports))
+    return KubeService(metadata: meta, spec: .init(selector: ["app": name], ports: ports))
   }
 
   @Test("Defaults: domain cluster.local, secret cluster-credentials-<cluster>, port 4143, probe /ready 4191 3s 30s x3")
@@ -84,7 +84,7 @@ struct PlannerTests {
   @Test("The mirror Service: name, copied labels and annotations minus the mesh's own, mirror metadata, ports")
   func mirrorService() throws {
     let planner = MirrorPlanner(settings: try LinkSettings(link: Self.link { $0.targetClusterDomain = "west.example" }))
-    var port = MeshKube.Service.Port(name: "grpc", port: 9090, targetPort: .string("grpc"))
+    var port = KubeService.Port(name: "grpc", port: 9090, targetPort: .string("grpc"))
     port.appProtocol = "kubernetes.io/h2c"
     let mirror = planner.service(
       for: Self.remote(

@@ -25,7 +25,7 @@ struct ServiceMirrorTests {
         try east.mirrorNames(of: "west") == ["default/alpha-west", "default/beta-west", "default/gamma-west"]
       }
       let alpha = try #require(try east.mirrors(of: "west")["default/alpha-west"])
-      let remoteAlpha = try #require(west.state.get(MeshKube.Service.self, name: "alpha", namespace: "default"))
+      let remoteAlpha = try #require(west.state.get(KubeService.self, name: "alpha", namespace: "default"))
       #expect(alpha.metadata.labels?["tier"] == "front")
       #expect(alpha.metadata.labels?["app"] == "alpha")
       #expect(alpha.metadata.labels?["mirror.swiftmesh.io/private"] == nil, "the mesh's own labels are not copied")
@@ -62,12 +62,12 @@ struct ServiceMirrorTests {
 
       // A port change is mirrored.
       try west.state.mergePatch(
-        MeshKube.Service.self, name: "gamma", namespace: "default",
+        KubeService.self, name: "gamma", namespace: "default",
         patch: ["spec": ["ports": [["name": "http", "port": 7171, "protocol": "TCP"]]]])
       try await eventually("gamma-west on port 7171") {
         try east.mirrors(of: "west")["default/gamma-west"]?.spec?.ports?.map(\.port) == [7171]
       }
-      let gammaRV = west.state.get(MeshKube.Service.self, name: "gamma", namespace: "default")?.metadata.resourceVersion
+      let gammaRV = west.state.get(KubeService.self, name: "gamma", namespace: "default")?.metadata.resourceVersion
       #expect(try east.mirrors(of: "west")["default/gamma-west"]?.metadata.annotations?[MirrorMetadata.remoteResourceVersionAnnotation] == gammaRV)
 
       // Unexport: the mirror goes (Service and Endpoints).
@@ -107,7 +107,7 @@ struct ServiceMirrorTests {
       #expect(east.state.get(Endpoints.self, name: "alpha-west", namespace: "default")?.metadata.resourceVersion == epRV)
       // A manual edit of the mirror is repaired.
       try east.state.mergePatch(
-        MeshKube.Service.self, name: "alpha-west", namespace: "default", patch: ["metadata": ["labels": ["app": "tampered"]]])
+        KubeService.self, name: "alpha-west", namespace: "default", patch: ["metadata": ["labels": ["app": "tampered"]]])
       try await eventually("tampered label repaired") {
         try east.mirrors(of: "west")["default/alpha-west"]?.metadata.labels?["app"] == "alpha"
       }
@@ -132,11 +132,11 @@ struct ServiceMirrorTests {
       try west.deleteService("one")
       try west.addService("four")
       try west.state.mergePatch(
-        MeshKube.Service.self, name: "three", namespace: "default",
+        KubeService.self, name: "three", namespace: "default",
         patch: ["spec": ["ports": [["name": "http", "port": 3333, "protocol": "TCP"]]]])
       // A stray mirror-labelled object whose remote never existed is an orphan too.
       try east.state.create(
-        MeshKube.Service(
+        KubeService(
           metadata: ObjectMeta(
             name: "ghost-west", namespace: "default",
             labels: [MirrorMetadata.mirroredServiceLabel: "true", MirrorMetadata.clusterNameLabel: "west"]),
@@ -179,7 +179,7 @@ struct ServiceMirrorTests {
       try await Task.sleep(for: .milliseconds(500))
       #expect(try east.mirrors(of: "east").isEmpty)
       #expect(try west.mirrors(of: "west").isEmpty)
-      #expect(west.state.get(MeshKube.Service.self, name: "backend-west-east", namespace: "default") == nil)
+      #expect(west.state.get(KubeService.self, name: "backend-west-east", namespace: "default") == nil)
 
       try east.state.delete(Link.self, name: "west", namespace: MirrorMetadata.multiclusterNamespace)
       try await eventually("east's mirrors of west deleted") {
@@ -187,7 +187,7 @@ struct ServiceMirrorTests {
           && east.state.list(Endpoints.self).allSatisfy { $0.metadata.labels?[MirrorMetadata.clusterNameLabel] != "west" }
       }
       #expect(try west.mirrorNames(of: "east") == ["default/frontend-east"])
-      #expect(east.state.get(MeshKube.Service.self, name: "frontend", namespace: "default") != nil)
+      #expect(east.state.get(KubeService.self, name: "frontend", namespace: "default") != nil)
       // The other direction keeps working.
       try east.addService("checkout")
       try await eventually("checkout mirrored in west") {
@@ -261,7 +261,7 @@ struct ServiceMirrorTests {
       try await Task.sleep(for: .seconds(1.5))
       #expect(try east.mirrorNames(of: "west") == ["default/alpha-west", "default/beta-west"])
 
-      try west.state.delete(MeshKube.Service.self, name: "alpha", namespace: "default")
+      try west.state.delete(KubeService.self, name: "alpha", namespace: "default")
       try west.addService("gamma")
       try await west.start(in: &group)
       try await eventually("changes made while unreachable arrive", timeout: .seconds(15)) {

@@ -15,26 +15,6 @@ import Synchronization
 import Testing
 import _MeshTestSupport
 
-struct TimedOut: Error, CustomStringConvertible {
-  var what: String
-  var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` every 20 ms until it holds or `timeout` passes (then records and throws).
-func eventually(
-  _ what: @autoclosure () -> String, timeout: Duration = .seconds(10),
-  sourceLocation: SourceLocation = #_sourceLocation, _ condition: () async throws -> Bool
-) async throws {
-  let deadline = ContinuousClock.now + timeout
-  while ContinuousClock.now < deadline {
-    if try await condition() { return }
-    try await Task.sleep(for: .milliseconds(20))
-  }
-  let description = what()
-  Issue.record("timed out after \(timeout) waiting for \(description)", sourceLocation: sourceLocation)
-  throw TimedOut(what: description)
-}
-
 var testLogger: Logger {
   var logger = Logger(label: "test.multicluster")
   logger.logLevel = ProcessInfo.processInfo.environment["MESH_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
@@ -114,10 +94,10 @@ final class Cluster: Sendable {
     allLabels["app"] = name
     if exported { allLabels[MirrorMetadata.exportedLabel] = "true" }
     let servicePorts = ports.enumerated().map { i, port in
-      MeshKube.Service.Port(name: i == 0 ? "http" : "port-\(i)", port: port, targetPort: .int(port), protocol: "TCP")
+      KubeService.Port(name: i == 0 ? "http" : "port-\(i)", port: port, targetPort: .int(port), protocol: "TCP")
     }
     try state.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(name: name, namespace: namespace, labels: allLabels, annotations: annotations),
         spec: .init(selector: ["app": name], ports: servicePorts)))
     let address = Endpoints.Address(ip: "10.1.0.\(Int.random(in: 2...250))")
@@ -151,12 +131,12 @@ final class Cluster: Sendable {
   func setExported(_ name: String, _ exported: Bool, namespace: String = "default") throws {
     let value: JSONValue = exported ? "true" : .null
     try state.mergePatch(
-      MeshKube.Service.self, name: name, namespace: namespace,
+      KubeService.self, name: name, namespace: namespace,
       patch: ["metadata": ["labels": [MirrorMetadata.exportedLabel: value]]])
   }
 
   func deleteService(_ name: String, namespace: String = "default") throws {
-    try state.delete(MeshKube.Service.self, name: name, namespace: namespace)
+    try state.delete(KubeService.self, name: name, namespace: namespace)
     if state.get(Endpoints.self, name: name, namespace: namespace) != nil {
       try state.delete(Endpoints.self, name: name, namespace: namespace)
     }
@@ -166,8 +146,8 @@ final class Cluster: Sendable {
   }
 
   /// The mirror Services of `cluster` here, by `namespace/name`.
-  func mirrors(of cluster: String) throws -> [String: MeshKube.Service] {
-    let services = try state.list(MeshKube.Service.self).filter {
+  func mirrors(of cluster: String) throws -> [String: KubeService] {
+    let services = try state.list(KubeService.self).filter {
       $0.metadata.labels?[MirrorMetadata.clusterNameLabel] == cluster
         && $0.metadata.labels?[MirrorMetadata.mirroredServiceLabel] == "true"
     }

@@ -29,6 +29,28 @@ struct EmbeddedCluster: Sendable {
 
   /// Runs the API server, a destination server and a resolver around `body`.
   func run(_ body: @Sendable (_ discovery: ResolverDiscovery) async throws -> Void) async throws {
+    try await runDestination { port in
+      let resolver = try Resolver(
+        configuration: .defaults {
+          $0.host = "127.0.0.1"
+          $0.port = port
+          $0.initialBackoff = .milliseconds(20)
+        }, logger: logger)
+      try await withThrowingTaskGroup { group in
+        group.addTask { try await resolver.run() }
+        do {
+          try await body(ResolverDiscovery(resolver: resolver, logger: logger))
+        } catch {
+          group.cancelAll()
+          throw error
+        }
+        group.cancelAll()
+      }
+    }
+  }
+
+  /// Runs the API server and a destination server around `body`, which gets the destination port.
+  func runDestination(_ body: @Sendable (_ port: Int) async throws -> Void) async throws {
     try await withThrowingTaskGroup { group in
       group.addTask { try await api.run() }
       let client = try KubeClient(config: try await api.clientConfig())
@@ -43,21 +65,13 @@ struct EmbeddedCluster: Sendable {
           $0.maxBackoff = .milliseconds(200)
         }, logger: logger)
       group.addTask { try await destination.run() }
-      let port = try await destination.listeningPort
-      let resolver = try Resolver(
-        configuration: .defaults {
-          $0.host = "127.0.0.1"
-          $0.port = port
-          $0.initialBackoff = .milliseconds(20)
-        }, logger: logger)
-      group.addTask { try await resolver.run() }
       func stop() async {
         group.cancelAll()
         api.stop()
         try? await client.shutdown()
       }
       do {
-        try await body(ResolverDiscovery(resolver: resolver, logger: logger))
+        try await body(try await destination.listeningPort)
       } catch {
         await stop()
         throw error
@@ -86,7 +100,7 @@ struct GatewayTests {
   /// A meshed Service `name` on port 80 whose one endpoint is a proxy's inbound port on loopback.
   static func publish(_ name: String, inboundPort: Int, serviceAccount: String, in state: LocalKubeState) throws {
     _ = try state.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(name: name, namespace: "default"),
         spec: .init(selector: ["app": name], ports: [.init(name: "http", port: 80, targetPort: .string("http"))])))
     _ = try state.create(
@@ -106,7 +120,7 @@ struct GatewayTests {
   /// What the service mirror writes for a remote service: `<name>-<cluster>` pointing at the gateway.
   static func mirror(_ name: String, cluster: String, gatewayPort: Int, in state: LocalKubeState) throws {
     _ = try state.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(
           name: "\(name)-\(cluster)", namespace: "default",
           labels: ["mirror.swiftmesh.io/mirrored-service": "true", "mirror.swiftmesh.io/cluster-name": cluster],

@@ -226,7 +226,7 @@ struct TransparentMesh: Sendable {
       ("redis", 6379, 6379),
     ]
     _ = try state.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(
           name: "backend", namespace: "default", annotations: [OpaquePorts.annotation: "7000,6379"]),
         spec: .init(
@@ -261,7 +261,7 @@ struct TransparentMesh: Sendable {
     }
     // As the service mirror writes an exported `backend` of cluster "west": the gateway is its endpoint.
     _ = try state.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(
           name: "backend-west", namespace: "default",
           labels: ["mirror.swiftmesh.io/mirrored-service": "true", "mirror.swiftmesh.io/cluster-name": "west"],

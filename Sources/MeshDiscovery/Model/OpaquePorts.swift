@@ -12,7 +12,7 @@ public import MeshKube
 public enum OpaquePorts {
   public static let annotation = "config.swiftmesh.io/opaque-ports"
 
-  public static func isOpaque(port: Int, servicePort: MeshKube.Service.Port?, annotations: [String: String]?) -> Bool {
+  public static func isOpaque(port: Int, servicePort: KubeService.Port?, annotations: [String: String]?) -> Bool {
     if let text = annotations?[annotation], let ports = try? PortSet(parsing: text) {
       return ports.contains(port)
     }

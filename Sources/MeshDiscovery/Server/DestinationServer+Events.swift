@@ -10,7 +10,7 @@ extension DestinationServer {
     profileRegistry.refresh(service: key)
   }
 
-  func handle(_ event: InformerEvent<MeshKube.Service>) {
+  func handle(_ event: InformerEvent<KubeService>) {
     refresh(namespace: event.object.namespace ?? "default", service: event.object.name)
     // An endpoint mirror answers for `<hostname>.<headless mirror>...`: those subscribers hang on the parent.
     if let parent = event.object.metadata.labels?[EndpointTranslator.headlessMirrorLabel], !parent.isEmpty {
@@ -184,7 +184,7 @@ extension DestinationServer {
 
   /// What an IP address belongs to.
   enum AddressOwner {
-    case service(MeshKube.Service)
+    case service(KubeService)
     case pod(Pod)
   }
 

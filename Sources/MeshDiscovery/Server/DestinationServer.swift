@@ -1,4 +1,5 @@
 import GRPCCore
+import MeshAPI
 public import GRPCNIOTransportHTTP2
 public import Logging
 public import MeshCore
@@ -65,8 +66,7 @@ public final class DestinationServer: ServiceLifecycle.Service, Sendable {
   let profileRegistry: PublisherRegistry<Profile>
   let problemLog: ProblemLog
   let logger: Logger
-  private let transport: HTTP2ServerTransport.Posix
-  private let server: GRPCServer<HTTP2ServerTransport.Posix>
+  private let server: GRPCServerService
 
   /// A server over existing informers (which `run()` runs).
   public init(configuration: Configuration, informers: DiscoveryInformers, logger: Logger) {
@@ -85,12 +85,12 @@ public final class DestinationServer: ServiceLifecycle.Service, Sendable {
     self.profileRegistry = PublisherRegistry { target, _ in
       { Self.profile(target, informers: informers, translator: profileTranslator, problems: problemLog) }
     }
-    self.transport = HTTP2ServerTransport.Posix(
-      address: .ipv4(host: configuration.host, port: configuration.port),
-      transportSecurity: configuration.transportSecurity)
     let service = DestinationService(
       clusterDomain: configuration.clusterDomain, endpoints: endpointRegistry, profiles: profileRegistry, logger: logger)
-    self.server = GRPCServer(transport: transport, services: [service])
+    self.server = GRPCServerService(
+      name: "destination service", host: configuration.host, port: configuration.port,
+      transportSecurity: configuration.transportSecurity, services: [service],
+      metadata: ["cluster_domain": "\(configuration.clusterDomain)"], logger: logger)
   }
 
   /// A server with its own informers over `client`.
@@ -106,12 +106,7 @@ public final class DestinationServer: ServiceLifecycle.Service, Sendable {
 
   /// The bound port, once listening (useful with port 0).
   public var listeningPort: Int {
-    get async throws {
-      let address = try await transport.listeningAddress
-      if let ipv4 = address.ipv4 { return ipv4.port }
-      if let ipv6 = address.ipv6 { return ipv6.port }
-      throw MeshError.internalError("destination server is not listening on an IP address: \(address)")
-    }
+    get async throws { try await server.listeningPort }
   }
 
   public var statistics: Statistics {
@@ -173,18 +168,9 @@ public final class DestinationServer: ServiceLifecycle.Service, Sendable {
         group.cancelAll()
         return
       }
-      group.addTask {
-        let port = try await self.listeningPort
-        self.logger.notice(
-          "destination service listening",
-          metadata: ["address": "\(self.configuration.host):\(port)", "cluster_domain": "\(self.configuration.clusterDomain)"])
-      }
-      try await withGracefulShutdownHandler {
-        try await self.server.serve()
-      } onGracefulShutdown: {
+      try await self.server.run {
         self.endpointRegistry.close()
         self.profileRegistry.close()
-        self.server.beginGracefulShutdown()
       }
       self.endpointRegistry.close()
       self.profileRegistry.close()

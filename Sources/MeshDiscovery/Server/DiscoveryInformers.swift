@@ -8,7 +8,7 @@ import Synchronization
 /// Both endpoint informers exist; only the one of the API in use runs (`DestinationServer.run()`
 /// chooses, see `EndpointsAPI`), and only it counts for `hasSynced`.
 public struct DiscoveryInformers: Sendable {
-  public let services: Informer<MeshKube.Service>
+  public let services: Informer<KubeService>
   public let endpoints: Informer<Endpoints>
   public let endpointSlices: Informer<EndpointSlice>
   public let pods: Informer<Pod>
@@ -17,7 +17,7 @@ public struct DiscoveryInformers: Sendable {
   let selection: EndpointsAPISelection
 
   public init(
-    services: Informer<MeshKube.Service>, endpoints: Informer<Endpoints>, endpointSlices: Informer<EndpointSlice>,
+    services: Informer<KubeService>, endpoints: Informer<Endpoints>, endpointSlices: Informer<EndpointSlice>,
     pods: Informer<Pod>, serviceProfiles: Informer<ServiceProfile>, trafficSplits: Informer<TrafficSplit>
   ) {
     self.services = services

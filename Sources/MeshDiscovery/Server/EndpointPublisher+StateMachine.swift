@@ -1,4 +1,4 @@
-public import MeshCore
+package import MeshCore
 
 /// The publisher of one service port's endpoint set.
 typealias EndpointPublisher = SnapshotPublisher<EndpointSet>
@@ -14,20 +14,20 @@ typealias EndpointPublisher = SnapshotPublisher<EndpointSet>
 ///   every address: one short message, and the receiver clears its set whatever it holds);
 /// - the service deleted: `no_endpoints{exists: false}`;
 /// - nothing changed (e.g. a coalesced wake-up): no message.
-public struct EndpointStreamStateMachine: Hashable, Sendable {
+package struct EndpointStreamStateMachine: Hashable, Sendable {
   /// What the subscriber currently holds.
-  public enum Sent: Hashable, Sendable {
+  package enum Sent: Hashable, Sendable {
     case nothing
     case noEndpoints(exists: Bool)
     case endpoints([Authority: Endpoint])
   }
 
-  public private(set) var sent: Sent = .nothing
+  package private(set) var sent: Sent = .nothing
 
-  public init() {}
+  package init() {}
 
   /// The messages that bring the subscriber to `target`; records them as sent.
-  public mutating func next(_ target: EndpointSet) -> [EndpointUpdate] {
+  package mutating func next(_ target: EndpointSet) -> [EndpointUpdate] {
     if !target.exists || target.endpoints.isEmpty {
       let wanted = Sent.noEndpoints(exists: target.exists)
       guard sent != wanted else { return [] }

@@ -28,7 +28,7 @@ extension EndpointTranslator {
   public static let ipv6AddressType = "IPv6"
 
   public func endpointSet(
-    service: MeshKube.Service?, slices: [EndpointSlice], port: Int, zone: String? = nil,
+    service: KubeService?, slices: [EndpointSlice], port: Int, zone: String? = nil,
     pod: (_ namespace: String, _ name: String) -> Pod?,
     problem: (String) -> Void = { _ in }
   ) -> EndpointSet {

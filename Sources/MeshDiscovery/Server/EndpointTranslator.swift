@@ -51,7 +51,7 @@ public struct EndpointTranslator: Sendable {
 
   /// The endpoint set of `service` port `port`; `problem` hears about data that had to be skipped.
   public func endpointSet(
-    service: MeshKube.Service?, endpoints: Endpoints?, port: Int,
+    service: KubeService?, endpoints: Endpoints?, port: Int,
     pod: (_ namespace: String, _ name: String) -> Pod?,
     problem: (String) -> Void = { _ in }
   ) -> EndpointSet {
@@ -127,7 +127,7 @@ public struct EndpointTranslator: Sendable {
 
   /// `annotations` are those of the mirror's Endpoints or EndpointSlice (`source` names it in problems).
   func mirror(
-    _ endpoint: inout Endpoint, service: MeshKube.Service, annotations: [String: String]?, source: String, port: Int,
+    _ endpoint: inout Endpoint, service: KubeService, annotations: [String: String]?, source: String, port: Int,
     problem: (String) -> Void
   ) {
     let key = service.metadata.key
@@ -164,7 +164,7 @@ public struct EndpointTranslator: Sendable {
   }
 
   /// The Endpoints port number for a Service port (see the type's documentation).
-  static func endpointsPort(_ ports: [Endpoints.Port], servicePort: MeshKube.Service.Port?, requested: Int) -> Int? {
+  static func endpointsPort(_ ports: [Endpoints.Port], servicePort: KubeService.Port?, requested: Int) -> Int? {
     guard let servicePort else { return ports.first { $0.port == requested }?.port }
     if let name = servicePort.name, !name.isEmpty, let match = ports.first(where: { $0.name == name }) {
       return match.port

@@ -11,7 +11,7 @@ public struct Namespace: KubeResource {
 }
 
 /// A Service (`v1`).
-public struct Service: KubeResource {
+public struct KubeService: KubeResource {
   public static let apiVersion = "v1"
   public static let kind = "Service"
   public static let plural = "services"

@@ -165,7 +165,7 @@ public enum MulticlusterCheck {
 
   static func credentialsCheck(_ target: KubeClient, link: String, settings: LinkSettings) async -> Result {
     do {
-      _ = try await target.list(MeshKube.Service.self, options: ListOptions(limit: 1))
+      _ = try await target.list(KubeService.self, options: ListOptions(limit: 1))
     } catch {
       return Result(
         check: "target credentials", link: link, ok: false,
@@ -437,7 +437,7 @@ public enum MulticlusterCheck {
   static func endpointsCheck(_ local: KubeClient, link: String, cluster: String) async -> Result {
     do {
       let options = ListOptions(labelSelector: MirrorMetadata.mirrorSelector(cluster: cluster))
-      let services = try await local.listAll(MeshKube.Service.self, options: options).items
+      let services = try await local.listAll(KubeService.self, options: options).items
       if services.isEmpty {
         return Result(check: "mirror endpoints", link: link, ok: true, detail: "no service mirrored yet")
       }
@@ -471,10 +471,10 @@ public enum MulticlusterCheck {
 
   /// No mirror whose Link is gone, nor whose remote service is gone or no longer exported.
   static func orphansCheck(_ local: KubeClient, links: [Link], targets: [String: KubeClient]) async -> Result {
-    let services: [MeshKube.Service]
+    let services: [KubeService]
     do {
       services = try await local.listAll(
-        MeshKube.Service.self, options: ListOptions(labelSelector: "\(MirrorMetadata.mirroredServiceLabel)=true")
+        KubeService.self, options: ListOptions(labelSelector: "\(MirrorMetadata.mirroredServiceLabel)=true")
       ).items
     } catch {
       return Result(check: "orphaned mirrors", ok: false, detail: "cannot list mirrors: \(error)", hint: "check RBAC")
@@ -504,7 +504,7 @@ public enum MulticlusterCheck {
       let remoteName = String(service.name.dropLast(suffix.count))
       let namespace = service.namespace ?? "default"
       do {
-        let remote = try await target.get(MeshKube.Service.self, name: remoteName, namespace: namespace)
+        let remote = try await target.get(KubeService.self, name: remoteName, namespace: namespace)
         if !settings.exports(remote) {
           orphans.append("\(service.metadata.key) (\(namespace)/\(remoteName) in \(cluster) is no longer exported)")
         }

@@ -31,7 +31,7 @@ public final class FederatedLocalMirror: ServiceLifecycle.Service, Sendable {
       logger.warning("this cluster serves no EndpointSlices: federated services are not written")
       return
     }
-    let services = Informer<MeshKube.Service>(client: client, logger: logger)
+    let services = Informer<KubeService>(client: client, logger: logger)
     let slices = Informer<EndpointSlice>(client: client, logger: logger)
     let serviceEvents = services.events()
     let sliceEvents = slices.events()
@@ -77,7 +77,7 @@ public final class FederatedLocalMirror: ServiceLifecycle.Service, Sendable {
     return "\(namespace ?? "default")/\(base)"
   }
 
-  func reconcile(_ key: String, services: Store<MeshKube.Service>, slices: Store<EndpointSlice>) async throws {
+  func reconcile(_ key: String, services: Store<KubeService>, slices: Store<EndpointSlice>) async throws {
     guard let slash = key.firstIndex(of: "/") else { return }
     let namespace = String(key[..<slash])
     let name = String(key[key.index(after: slash)...])
@@ -96,7 +96,7 @@ public final class FederatedLocalMirror: ServiceLifecycle.Service, Sendable {
       if let current, current.metadata.labels?[MirrorMetadata.federatedServiceLabel] == "true",
         !all.contains(where: { $0.metadata.labels?[MirrorMetadata.federatedClusterLabel] != nil })
       {
-        try await ignoringNotFound { try await self.client.delete(MeshKube.Service.self, name: federated, namespace: namespace) }
+        try await ignoringNotFound { try await self.client.delete(KubeService.self, name: federated, namespace: namespace) }
         logger.info("deleted a federated service without members", metadata: ["service": "\(namespace)/\(federated)"])
       }
       return
@@ -108,7 +108,7 @@ public final class FederatedLocalMirror: ServiceLifecycle.Service, Sendable {
           MirrorPlanner.federatedService(name: name, namespace: namespace, ports: member.spec?.ports ?? []))
         logger.info("created a federated service", metadata: ["service": "\(namespace)/\(federated)"])
       } catch let error as KubeError where error.isAlreadyExists {
-        service = try await client.get(MeshKube.Service.self, name: federated, namespace: namespace)
+        service = try await client.get(KubeService.self, name: federated, namespace: namespace)
       }
     }
     guard let service, service.metadata.labels?[MirrorMetadata.federatedServiceLabel] == "true" else {

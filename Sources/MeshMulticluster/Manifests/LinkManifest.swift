@@ -24,9 +24,9 @@ public struct GatewayValues: Sendable, Hashable {
     from client: KubeClient, namespace: String = MirrorMetadata.multiclusterNamespace,
     name: String = MirrorMetadata.gatewayServiceName
   ) async throws -> GatewayValues {
-    let service: MeshKube.Service
+    let service: KubeService
     do {
-      service = try await client.get(MeshKube.Service.self, name: name, namespace: namespace)
+      service = try await client.get(KubeService.self, name: name, namespace: namespace)
     } catch let error as KubeError where error.isNotFound {
       throw MulticlusterError.invalidLink(
         "the target cluster has no gateway Service \(namespace)/\(name); install the gateway or pass --gateway-addresses, --gateway-port and --gateway-identity")
@@ -35,7 +35,7 @@ public struct GatewayValues: Sendable, Hashable {
   }
 
   /// The values a gateway Service carries.
-  public init(service: MeshKube.Service) {
+  public init(service: KubeService) {
     let raw = service.metadata.originalObject
     let ingress = raw?["status"]?["loadBalancer"]?["ingress"]?.arrayValue ?? []
     addresses = ingress.compactMap { entry -> String? in

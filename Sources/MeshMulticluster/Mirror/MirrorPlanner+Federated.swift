@@ -6,14 +6,14 @@ public import MeshKube
 /// remote authority (written by that Link's `ServiceMirror`), labelled with the cluster. The destination
 /// service answers the local endpoints while any is ready, the gateways otherwise (local affinity).
 extension MirrorPlanner {
-  public static func isFederatedMember(_ service: MeshKube.Service) -> Bool {
+  public static func isFederatedMember(_ service: KubeService) -> Bool {
     service.metadata.labels?[MirrorMetadata.federatedLabel] == "member"
   }
 
   /// The federated Service `<name>-federated` with `ports` (name, port, protocol, appProtocol; a local member's
   /// target ports are kept so its pods' slices match).
-  public static func federatedService(name: String, namespace: String, ports: [MeshKube.Service.Port]) -> MeshKube.Service {
-    MeshKube.Service(
+  public static func federatedService(name: String, namespace: String, ports: [KubeService.Port]) -> KubeService {
+    KubeService(
       metadata: ObjectMeta(
         name: MirrorMetadata.federatedName(of: name), namespace: namespace,
         labels: [MirrorMetadata.federatedServiceLabel: "true"]),
@@ -21,12 +21,12 @@ extension MirrorPlanner {
   }
 
   /// Ports as compared across clusters: name, number and protocol.
-  public static func federationPorts(_ ports: [MeshKube.Service.Port]?) -> [String] {
+  public static func federationPorts(_ ports: [KubeService.Port]?) -> [String] {
     (ports ?? []).map { "\($0.name ?? "")/\($0.port)/\($0.protocol ?? "TCP")" }.sorted()
   }
 
   /// This Link's slices of `<name>-federated`: the gateway, for `remote` (a member in the target cluster).
-  public func federatedSlices(for remote: MeshKube.Service, remoteReady: Bool, gatewayAlive: Bool) -> [EndpointSlice] {
+  public func federatedSlices(for remote: KubeService, remoteReady: Bool, gatewayAlive: Bool) -> [EndpointSlice] {
     let federated = MirrorMetadata.federatedName(of: remote.name)
     return gatewaySlices(
       for: remote, mirrorName: federated,

@@ -31,7 +31,7 @@ extension MirrorPlanner {
     }
   }
 
-  public static func isHeadless(_ service: MeshKube.Service) -> Bool { service.spec?.clusterIP == "None" }
+  public static func isHeadless(_ service: KubeService) -> Bool { service.spec?.clusterIP == "None" }
 
   /// The hostnames of a remote service's endpoints (sorted, each once; ready when any of its endpoints is).
   public static func hostnames(slices: [EndpointSlice]) -> [HostnameEndpoint] {
@@ -63,24 +63,24 @@ extension MirrorPlanner {
   public func endpointMirrorName(hostname: String) -> String { settings.mirrorName(of: hostname) }
 
   /// `<hostname>.<name>.<namespace>.svc.<targetClusterDomain>`.
-  public func endpointRemoteFQName(of remote: MeshKube.Service, hostname: String) -> String {
+  public func endpointRemoteFQName(of remote: KubeService, hostname: String) -> String {
     "\(hostname).\(settings.remoteFQName(name: remote.name, namespace: remote.namespace ?? "default"))"
   }
 
   /// The headless mirror Service: as `service(for:)`, with `clusterIP: None`.
-  public func headlessService(for remote: MeshKube.Service) -> MeshKube.Service {
+  public func headlessService(for remote: KubeService) -> KubeService {
     var mirror = service(for: remote)
     mirror.spec?.clusterIP = "None"
     return mirror
   }
 
   /// Labels of an endpoint mirror's objects: which headless mirror it belongs to.
-  public func endpointMirrorLabels(of remote: MeshKube.Service) -> [String: String] {
+  public func endpointMirrorLabels(of remote: KubeService) -> [String: String] {
     [MirrorMetadata.headlessMirrorLabel: settings.mirrorName(of: remote.name)]
   }
 
   /// The endpoint mirror Service for `hostname`: a ClusterIP Service with the remote's ports.
-  public func endpointMirrorService(for remote: MeshKube.Service, hostname: String) -> MeshKube.Service {
+  public func endpointMirrorService(for remote: KubeService, hostname: String) -> KubeService {
     var mirror = service(for: remote)
     mirror.metadata.name = endpointMirrorName(hostname: hostname)
     mirror.metadata.labels?.merge(endpointMirrorLabels(of: remote)) { $1 }
@@ -90,7 +90,7 @@ extension MirrorPlanner {
 
   /// The endpoint mirror's slices: the gateway, ready when that pod is and the gateway is alive.
   public func endpointMirrorSlices(
-    for remote: MeshKube.Service, hostname: String, ready: Bool, gatewayAlive: Bool
+    for remote: KubeService, hostname: String, ready: Bool, gatewayAlive: Bool
   ) -> [EndpointSlice] {
     gatewaySlices(
       for: remote, mirrorName: endpointMirrorName(hostname: hostname),
@@ -100,7 +100,7 @@ extension MirrorPlanner {
 
   /// The endpoint mirror's v1 Endpoints.
   public func endpointMirrorEndpoints(
-    for remote: MeshKube.Service, hostname: String, ready: Bool, gatewayAlive: Bool
+    for remote: KubeService, hostname: String, ready: Bool, gatewayAlive: Bool
   ) -> Endpoints {
     gatewayEndpoints(
       for: remote, mirrorName: endpointMirrorName(hostname: hostname),
@@ -111,7 +111,7 @@ extension MirrorPlanner {
   /// The headless mirror's slices: per endpoint mirror with a cluster IP, that IP with the hostname, on the
   /// remote service's ports; ready when the pod is and the gateway is alive.
   public func headlessSlices(
-    for remote: MeshKube.Service, members: [EndpointMirror], gatewayAlive: Bool
+    for remote: KubeService, members: [EndpointMirror], gatewayAlive: Bool
   ) -> [EndpointSlice] {
     let namespace = remote.namespace ?? "default"
     let mirrorName = settings.mirrorName(of: remote.name)
@@ -148,7 +148,7 @@ extension MirrorPlanner {
   }
 
   /// The headless mirror's v1 Endpoints (one subset; addresses with hostnames).
-  public func headlessEndpoints(for remote: MeshKube.Service, members: [EndpointMirror], gatewayAlive: Bool) -> Endpoints {
+  public func headlessEndpoints(for remote: KubeService, members: [EndpointMirror], gatewayAlive: Bool) -> Endpoints {
     let namespace = remote.namespace ?? "default"
     let labels = [
       MirrorMetadata.mirroredServiceLabel: "true",

@@ -19,7 +19,7 @@ extension MirrorPlanner {
   /// and, for each Service port (named as the Service names it), the gateway port. No serving remote
   /// endpoint (`remoteReady` false) or no port: no endpoints. Gateway dead: the endpoints are neither
   /// ready nor serving.
-  public func endpointSlices(for remote: MeshKube.Service, remoteReady: Bool, gatewayAlive: Bool) -> [EndpointSlice] {
+  public func endpointSlices(for remote: KubeService, remoteReady: Bool, gatewayAlive: Bool) -> [EndpointSlice] {
     gatewaySlices(
       for: remote, mirrorName: settings.mirrorName(of: remote.name),
       remoteFQName: settings.remoteFQName(name: remote.name, namespace: remote.namespace ?? "default"),
@@ -28,7 +28,7 @@ extension MirrorPlanner {
 
   /// Slices pointing at the gateway for mirror `mirrorName` standing for `remoteFQName`.
   func gatewaySlices(
-    for remote: MeshKube.Service, mirrorName: String, remoteFQName: String, extraLabels: [String: String],
+    for remote: KubeService, mirrorName: String, remoteFQName: String, extraLabels: [String: String],
     remoteReady: Bool, gatewayAlive: Bool
   ) -> [EndpointSlice] {
     let namespace = remote.namespace ?? "default"

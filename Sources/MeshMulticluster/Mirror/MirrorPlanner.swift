@@ -19,7 +19,7 @@ public struct MirrorPlanner: Sendable {
 
   /// The mirror Service of `remote`: remote labels and annotations minus the mesh's own, plus the mirror
   /// labels and annotations; the remote ports (name, number, protocol, appProtocol); no selector.
-  public func service(for remote: MeshKube.Service) -> MeshKube.Service {
+  public func service(for remote: KubeService) -> KubeService {
     let namespace = remote.namespace ?? "default"
     var labels = Self.copyable(remote.metadata.labels)
     labels[MirrorMetadata.mirroredServiceLabel] = "true"
@@ -28,11 +28,11 @@ public struct MirrorPlanner: Sendable {
     annotations[MirrorMetadata.remoteFQNameAnnotation] = settings.remoteFQName(name: remote.name, namespace: namespace)
     annotations[MirrorMetadata.remoteResourceVersionAnnotation] = remote.metadata.resourceVersion ?? ""
     let ports = (remote.spec?.ports ?? []).map { port in
-      var copy = MeshKube.Service.Port(name: port.name, port: port.port, protocol: port.protocol ?? "TCP")
+      var copy = KubeService.Port(name: port.name, port: port.port, protocol: port.protocol ?? "TCP")
       copy.appProtocol = port.appProtocol
       return copy
     }
-    return MeshKube.Service(
+    return KubeService(
       metadata: ObjectMeta(
         name: settings.mirrorName(of: remote.name), namespace: namespace, labels: labels, annotations: annotations),
       spec: .init(type: "ClusterIP", ports: ports))
@@ -41,12 +41,12 @@ public struct MirrorPlanner: Sendable {
   /// The mirror's Endpoints: one subset with every gateway address and, for each Service port (named as the
   /// Service names it), the gateway port. No ready remote endpoint: no subset at all. Gateway dead: the
   /// addresses are not ready.
-  public func endpoints(for remote: MeshKube.Service, remoteEndpoints: Endpoints?, gatewayAlive: Bool) -> Endpoints {
+  public func endpoints(for remote: KubeService, remoteEndpoints: Endpoints?, gatewayAlive: Bool) -> Endpoints {
     endpoints(for: remote, remoteReady: Self.hasReadyAddress(remoteEndpoints), gatewayAlive: gatewayAlive)
   }
 
   /// The mirror's Endpoints, given whether the remote service has a ready endpoint (however it was read).
-  public func endpoints(for remote: MeshKube.Service, remoteReady: Bool, gatewayAlive: Bool) -> Endpoints {
+  public func endpoints(for remote: KubeService, remoteReady: Bool, gatewayAlive: Bool) -> Endpoints {
     gatewayEndpoints(
       for: remote, mirrorName: settings.mirrorName(of: remote.name),
       remoteFQName: settings.remoteFQName(name: remote.name, namespace: remote.namespace ?? "default"),
@@ -55,7 +55,7 @@ public struct MirrorPlanner: Sendable {
 
   /// Endpoints pointing at the gateway for mirror `mirrorName` standing for `remoteFQName`.
   func gatewayEndpoints(
-    for remote: MeshKube.Service, mirrorName: String, remoteFQName: String, extraLabels: [String: String],
+    for remote: KubeService, mirrorName: String, remoteFQName: String, extraLabels: [String: String],
     remoteReady: Bool, gatewayAlive: Bool
   ) -> Endpoints {
     let namespace = remote.namespace ?? "default"
@@ -97,7 +97,7 @@ public struct MirrorPlanner: Sendable {
   // MARK: - Comparison
 
   /// Whether the mirror Service in the cluster already says what `desired` says (labels, annotations, ports).
-  public static func matches(_ current: MeshKube.Service, _ desired: MeshKube.Service) -> Bool {
+  public static func matches(_ current: KubeService, _ desired: KubeService) -> Bool {
     (current.metadata.labels ?? [:]) == (desired.metadata.labels ?? [:])
       && (current.metadata.annotations ?? [:]) == (desired.metadata.annotations ?? [:])
       && normalized(current.spec?.ports) == normalized(desired.spec?.ports)
@@ -111,7 +111,7 @@ public struct MirrorPlanner: Sendable {
   }
 
   /// `current` with `desired`'s labels, annotations and ports (everything else, e.g. clusterIP, kept).
-  public static func applying(_ desired: MeshKube.Service, to current: MeshKube.Service) -> MeshKube.Service {
+  public static func applying(_ desired: KubeService, to current: KubeService) -> KubeService {
     var updated = current
     updated.metadata.labels = desired.metadata.labels ?? [:]
     updated.metadata.annotations = desired.metadata.annotations ?? [:]
@@ -137,7 +137,7 @@ public struct MirrorPlanner: Sendable {
     var appProtocol: String
   }
 
-  static func normalized(_ ports: [MeshKube.Service.Port]?) -> [PortKey] {
+  static func normalized(_ ports: [KubeService.Port]?) -> [PortKey] {
     (ports ?? []).map { PortKey(name: $0.name ?? "", port: $0.port, proto: $0.protocol ?? "TCP", appProtocol: $0.appProtocol ?? "") }
   }
 

@@ -8,7 +8,7 @@ extension ServiceMirror {
   /// slice is there; otherwise (not a member, gone, ports differ) this Link's slices of it are deleted and a
   /// port mismatch is reported (`FederatedReady`). Other mirrors are not affected.
   func reconcileFederated(
-    _ remoteKey: String, remote: MeshKube.Service?, _ book: inout Book, planner: MirrorPlanner, caches: Caches
+    _ remoteKey: String, remote: KubeService?, _ book: inout Book, planner: MirrorPlanner, caches: Caches
   ) async {
     guard let slash = remoteKey.firstIndex(of: "/") else { return }
     let namespace = String(remoteKey[..<slash])
@@ -34,16 +34,16 @@ extension ServiceMirror {
         return
       }
       book.federatedMembers.insert(remoteKey)
-      var service: MeshKube.Service
+      var service: KubeService
       do {
-        service = try await localClient.get(MeshKube.Service.self, name: federated, namespace: namespace)
+        service = try await localClient.get(KubeService.self, name: federated, namespace: namespace)
       } catch let error as KubeError where error.isNotFound {
         do {
           service = try await localClient.create(
             MirrorPlanner.federatedService(name: name, namespace: namespace, ports: remote.spec?.ports ?? []))
           metrics.kubeWrite(clusterName, verb: "create", success: true)
         } catch let error as KubeError where error.isAlreadyExists {
-          service = try await localClient.get(MeshKube.Service.self, name: federated, namespace: namespace)
+          service = try await localClient.get(KubeService.self, name: federated, namespace: namespace)
         }
       }
       guard service.metadata.labels?[MirrorMetadata.federatedServiceLabel] == "true" else {

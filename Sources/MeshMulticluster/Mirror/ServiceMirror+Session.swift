@@ -9,7 +9,7 @@ extension ServiceMirror {
   /// The caches a session works from: the target's Services and EndpointSlices or Endpoints (only the
   /// informer of `remoteAPI` runs), the source's Namespaces; and the API mirrors are written with.
   struct Caches: Sendable {
-    let services: Informer<MeshKube.Service>
+    let services: Informer<KubeService>
     let endpoints: Informer<Endpoints>
     let slices: Informer<EndpointSlice>
     let namespaces: Informer<Namespace>
@@ -49,7 +49,7 @@ extension ServiceMirror {
   /// The source cluster's mirrors as last read or written, and what could not be done. Owned by the
   /// reconcile loop alone.
   struct Book {
-    var services: [String: MeshKube.Service] = [:]
+    var services: [String: KubeService] = [:]
     var endpoints: [String: Endpoints] = [:]
     /// Mirror slices by their own key (`namespace/<mirror>-ipv4`).
     var slices: [String: EndpointSlice] = [:]
@@ -252,7 +252,7 @@ extension ServiceMirror {
     while !Task.isCancelled {
       var problem: String?
       do {
-        _ = try await client.list(MeshKube.Service.self, options: ListOptions(limit: 1))
+        _ = try await client.list(KubeService.self, options: ListOptions(limit: 1))
       } catch {
         if Task.isCancelled { return }
         problem = "the API server of '\(settings.targetClusterName)' at \(client.config.server) did not answer: \(error)"
@@ -372,7 +372,7 @@ extension ServiceMirror {
     let options = ListOptions(labelSelector: MirrorMetadata.mirrorSelector(cluster: clusterName))
     var federatedKeys = Set<String>()
     do {
-      let services = try await localClient.listAll(MeshKube.Service.self, options: options)
+      let services = try await localClient.listAll(KubeService.self, options: options)
       book.services = Dictionary(services.items.map { ($0.metadata.key, $0) }, uniquingKeysWith: { $1 })
       do {
         let endpoints = try await localClient.listAll(Endpoints.self, options: options)
@@ -512,7 +512,7 @@ extension ServiceMirror {
   /// A headless remote service with named endpoints: the headless mirror, an endpoint mirror per hostname
   /// (created first: the headless mirror's endpoints are their cluster IPs), and no other endpoint mirror.
   func reconcileHeadless(
-    _ remote: MeshKube.Service, hostnames: [MirrorPlanner.HostnameEndpoint], mirrorKey: String, _ book: inout Book,
+    _ remote: KubeService, hostnames: [MirrorPlanner.HostnameEndpoint], mirrorKey: String, _ book: inout Book,
     planner: MirrorPlanner, caches: Caches, alive: Bool
   ) async throws {
     let namespace = remote.namespace ?? "default"
@@ -561,7 +561,7 @@ extension ServiceMirror {
   func replaceIfHeadlessChanged(_ mirrorKey: String, headless: Bool, _ book: inout Book) async throws {
     guard let current = book.services[mirrorKey], MirrorPlanner.isHeadless(current) != headless else { return }
     do {
-      try await localClient.delete(MeshKube.Service.self, name: current.name, namespace: current.namespace)
+      try await localClient.delete(KubeService.self, name: current.name, namespace: current.namespace)
     } catch let error as KubeError where error.isNotFound {}
     book.services[mirrorKey] = nil
     metrics.kubeWrite(clusterName, verb: "delete", success: true)
@@ -684,7 +684,7 @@ extension ServiceMirror {
     let name = String(mirrorKey[mirrorKey.index(after: slash)...])
     do {
       if book.services[mirrorKey] != nil {
-        do { try await localClient.delete(MeshKube.Service.self, name: name, namespace: namespace) } catch let error as KubeError where error.isNotFound {}
+        do { try await localClient.delete(KubeService.self, name: name, namespace: namespace) } catch let error as KubeError where error.isNotFound {}
         book.services[mirrorKey] = nil
       }
       if book.endpoints[mirrorKey] != nil {
@@ -748,7 +748,7 @@ protocol MirrorObject: KubeResource {
   static func applying(_ desired: Self, to current: Self) -> Self
 }
 
-extension MeshKube.Service: MirrorObject {
+extension KubeService: MirrorObject {
   static func matches(_ current: Self, _ desired: Self) -> Bool { MirrorPlanner.matches(current, desired) }
   static func applying(_ desired: Self, to current: Self) -> Self { MirrorPlanner.applying(desired, to: current) }
 }

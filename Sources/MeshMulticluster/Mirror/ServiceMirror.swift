@@ -277,9 +277,9 @@ public final class ServiceMirror: ServiceLifecycle.Service, Sendable {
     let options = ListOptions(labelSelector: MirrorMetadata.mirrorSelector(cluster: cluster))
     for attempt in 1...3 {
       do {
-        let services = try await client.listAll(MeshKube.Service.self, options: options)
+        let services = try await client.listAll(KubeService.self, options: options)
         for service in services.items {
-          do { try await client.delete(MeshKube.Service.self, name: service.name, namespace: service.namespace) } catch let error as KubeError where error.isNotFound {}
+          do { try await client.delete(KubeService.self, name: service.name, namespace: service.namespace) } catch let error as KubeError where error.isNotFound {}
           metrics?.kubeWrite(cluster, verb: "delete", success: true)
         }
         let endpoints = try await client.listAll(Endpoints.self, options: options)

@@ -39,32 +39,20 @@ struct TapService: Swiftmesh_Tap_Tap.SimpleServiceProtocol {
 /// Serves the tap API (gRPC, plaintext) for one proxy. Bind it to loopback: whoever reaches it sees the
 /// requests' methods, authorities and paths.
 public final class TapServer: Service, Sendable {
-  private let transport: HTTP2ServerTransport.Posix
-  private let server: GRPCServer<HTTP2ServerTransport.Posix>
+  private let server: GRPCServerService
 
   public init(address: Authority, hub: TapHub, logger: Logger) {
-    let host = address.host
-    transport = HTTP2ServerTransport.Posix(
-      address: host.contains(":") ? .ipv6(host: host, port: address.port) : .ipv4(host: host, port: address.port),
-      transportSecurity: .plaintext)
-    server = GRPCServer(transport: transport, services: [TapService(hub: hub, logger: logger)])
+    server = GRPCServerService(
+      name: "tap server", host: address.host, port: address.port, transportSecurity: .plaintext,
+      services: [TapService(hub: hub, logger: logger)], logger: logger)
   }
 
   /// The bound port, once listening.
   public var listeningPort: Int {
-    get async throws {
-      let address = try await transport.listeningAddress
-      if let ipv4 = address.ipv4 { return ipv4.port }
-      if let ipv6 = address.ipv6 { return ipv6.port }
-      throw MeshError.internalError("tap server is not listening on an IP address: \(address)")
-    }
+    get async throws { try await server.listeningPort }
   }
 
   public func run() async throws {
-    try await withGracefulShutdownHandler {
-      try await server.serve()
-    } onGracefulShutdown: {
-      self.server.beginGracefulShutdown()
-    }
+    try await server.run()
   }
 }

@@ -1,6 +1,6 @@
 // KubeInformer benchmark: list+watch of many Services through the embedded API server.
 //
-//   swift run -c release KubeInformerBenchmark [services] [updates]
+//   swift run --package-path Benchmarks -c release KubeInformerBenchmark [services] [updates]
 //
 // Prints time to sync, resident memory (VmRSS from /proc/self/status) before and after, and
 // events per second through an informer. Bounded: fixed counts, and every wait has a deadline.
@@ -39,7 +39,7 @@ logger.logLevel = .warning
 let state = LocalKubeState(configuration: .defaults { $0.historyLimit = max(10_000, updateCount + serviceCount) })
 let rssStart = residentKiB()
 for i in 0..<serviceCount {
-  let svc = Service(metadata: ObjectMeta(name: "svc-\(i)", namespace: "ns-\(i % 50)", labels: ["app": "app-\(i % 100)"]),
+  let svc = KubeService(metadata: ObjectMeta(name: "svc-\(i)", namespace: "ns-\(i % 50)", labels: ["app": "app-\(i % 100)"]),
                     spec: .init(selector: ["app": "app-\(i % 100)"], ports: [.init(name: "http", port: 80)]))
   _ = try state.create(svc)
 }
@@ -49,7 +49,7 @@ let server = LocalKubeAPIServer(state: state, logger: logger)
 try await withThrowingTaskGroup(of: Void.self) { group in
   group.addTask { try await server.run() }
   let client = try KubeClient(config: try await server.clientConfig(), logger: logger)
-  let informer = Informer<MeshKube.Service>(client: client, configuration: .defaults { $0.pageSize = 500 }, logger: logger)
+  let informer = Informer<KubeService>(client: client, configuration: .defaults { $0.pageSize = 500 }, logger: logger)
   let events = informer.events()
   let clock = ContinuousClock()
   let start = clock.now

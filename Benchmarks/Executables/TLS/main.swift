@@ -2,7 +2,7 @@
 // same measured with openssl (s_server + s_time, same certificates, TLS 1.3, client certificates) in the
 // same run, printed as ratios.
 //
-//   swift run -c release TLSBenchmark [seconds-per-measurement] [bulk-megabytes]
+//   swift run --package-path Benchmarks -c release TLSBenchmark [seconds-per-measurement] [bulk-megabytes]
 //
 // Loopback only; every loop is bounded by a count and a time limit.
 import Foundation

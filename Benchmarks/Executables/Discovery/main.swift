@@ -3,7 +3,7 @@
 // subscriber has received the update (p50 / p99 over the iterations), and the process's VmRSS (the
 // destination server, the embedded API server and the subscribers share this process).
 //
-// Usage: DiscoveryBenchmark [services=1000] [endpoints=10] [subscribers=100] [iterations=200]
+// Usage: swift run --package-path Benchmarks -c release DiscoveryBenchmark [services=1000] [endpoints=10] [subscribers=100] [iterations=200]
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -75,7 +75,7 @@ let state = LocalKubeState()
 print("populating \(serviceCount) services x \(endpointsPerService) endpoints ...")
 for s in 0..<serviceCount {
   try state.create(
-    MeshKube.Service(
+    KubeService(
       metadata: ObjectMeta(name: "svc-\(s)", namespace: "bench"),
       spec: .init(ports: [.init(name: "http", port: 8080, targetPort: .int(8080))])))
   try state.create(makeEndpoints(s, count: endpointsPerService))

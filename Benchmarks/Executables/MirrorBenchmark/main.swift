@@ -1,6 +1,6 @@
 // Mirror benchmark: time for exported services to be mirrored, and the mirror controller's memory.
 //
-//   swift run -c release MirrorBenchmark [services=1000]
+//   swift run --package-path Benchmarks -c release MirrorBenchmark [services=1000]
 //
 // Two embedded clusters (east, west) in this process. West exports `services` Services, each with a
 // ready Endpoints. Measured:
@@ -62,7 +62,7 @@ func export(_ state: LocalKubeState, from: Int, count: Int) throws {
   for i in from..<(from + count) {
     let name = "svc-\(i)"
     _ = try state.create(
-      MeshKube.Service(
+      KubeService(
         metadata: ObjectMeta(name: name, namespace: "default", labels: ["app": name, MirrorMetadata.exportedLabel: "true"]),
         spec: .init(selector: ["app": name], ports: [.init(name: "http", port: 8080)])))
     _ = try state.create(
