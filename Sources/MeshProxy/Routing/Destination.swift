@@ -1,14 +1,14 @@
-public import MeshBalancer
-public import MeshCore
+package import MeshBalancer
+package import MeshCore
 import MeshDiscovery
 import NIOConcurrencyHelpers
-public import NIOCore
+package import NIOCore
 import Synchronization
 
 /// A balancer ticket in a box, so it can travel in futures and handlers; completing it twice is harmless.
-public final class TicketBox: Sendable {
+package final class TicketBox: Sendable {
   private let box: Mutex<BalancerTicket<Endpoint>?>
-  public let endpoint: Endpoint
+  package let endpoint: Endpoint
 
   init(_ ticket: consuming BalancerTicket<Endpoint>) {
     self.endpoint = ticket.endpoint
@@ -16,14 +16,14 @@ public final class TicketBox: Sendable {
   }
 
   /// Ends the request's claim on the endpoint (at the first response byte, or on failure).
-  public func complete(_ outcome: RequestOutcome) {
+  package func complete(_ outcome: RequestOutcome) {
     let ticket = box.withLock { $0.take() }
     ticket?.complete(outcome)
   }
 }
 
 /// What a request is sent to.
-public enum Target: Sendable {
+package enum Target: Sendable {
   /// A balanced endpoint of a known destination.
   case endpoint(TicketBox)
   /// A name the destination service does not know: forwarded to the authority as given.

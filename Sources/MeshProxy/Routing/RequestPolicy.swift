@@ -1,25 +1,25 @@
-public import MeshCore
-public import MeshDiscovery
+package import MeshCore
+package import MeshDiscovery
 import NIOHTTP1
 import Synchronization
 
 /// What the destination's profile says about one request: its route (for route metrics), its timeout,
 /// whether and within which budget it may be retried, and how its response is classified.
-public struct RequestPolicy: Sendable {
+package struct RequestPolicy: Sendable {
   /// The matched route's name (`rt_route`); empty when no route matched.
-  public var routeName: String
+  package var routeName: String
   /// The authority whose profile applied (`dst` of route metrics).
-  public var authority: String
+  package var authority: String
   /// From the request's headers to the response's headers, retries included; nil: none.
-  public var timeout: Duration?
+  package var timeout: Duration?
   /// Whether failed responses of this route may be sent again.
-  public var isRetryable: Bool
+  package var isRetryable: Bool
   /// The route's response classes, first match wins; none matching: 5xx is a failure.
-  public var responseClasses: [ResponseClass]
+  package var responseClasses: [ResponseClass]
   /// The destination's retry budget; nil: no retries.
-  public var budget: RetryBudgetTracker?
+  package var budget: RetryBudgetTracker?
 
-  public init(
+  package init(
     routeName: String = "", authority: String = "", timeout: Duration? = nil, isRetryable: Bool = false,
     responseClasses: [ResponseClass] = [], budget: RetryBudgetTracker? = nil
   ) {
@@ -32,10 +32,10 @@ public struct RequestPolicy: Sendable {
   }
 
   /// No profile: no route, no timeout, no retries, 5xx are failures.
-  public static let none = RequestPolicy()
+  package static let none = RequestPolicy()
 
   /// Whether a response with `status` is a failure on this route.
-  public func isFailure(status: Int) -> Bool {
+  package func isFailure(status: Int) -> Bool {
     for responseClass in responseClasses where responseClass.condition.matches(status: status) {
       return responseClass.isFailure
     }
@@ -144,7 +144,7 @@ indirect enum CompiledMatch {
 
 /// Linkerd's retry budget: retries may add `retryRatio` of the requests seen over `ttl`, plus
 /// `minRetriesPerSecond` x `ttl` in any case. Counts live in one-second buckets over the window.
-public final class RetryBudgetTracker: Sendable {
+package final class RetryBudgetTracker: Sendable {
   let budget: RetryBudget
   private let window: Int
   private let clock: @Sendable () -> Int64
@@ -156,7 +156,7 @@ public final class RetryBudgetTracker: Sendable {
   }
   private let buckets: Mutex<[Bucket]>
 
-  public init(_ budget: RetryBudget, clock: @escaping @Sendable () -> Int64 = RetryBudgetTracker.monotonicSeconds) {
+  package init(_ budget: RetryBudget, clock: @escaping @Sendable () -> Int64 = RetryBudgetTracker.monotonicSeconds) {
     self.budget = budget
     let seconds = Int((budget.ttl.components.seconds)) + (budget.ttl.components.attoseconds > 0 ? 1 : 0)
     self.window = max(1, seconds)
@@ -165,16 +165,16 @@ public final class RetryBudgetTracker: Sendable {
   }
 
   /// Whole seconds on the monotonic clock since the process started.
-  public static func monotonicSeconds() -> Int64 { ProcessClockAnchor.elapsedSeconds() }
+  package static func monotonicSeconds() -> Int64 { ProcessClockAnchor.elapsedSeconds() }
 
   /// Records a request (its first attempt).
-  public func deposit() {
+  package func deposit() {
     let now = clock()
     buckets.withLock { buckets in Self.bucket(&buckets, now: now, window: window) { $0.requests += 1 } }
   }
 
   /// Takes one retry from the budget if it has one left.
-  public func withdraw() -> Bool {
+  package func withdraw() -> Bool {
     let now = clock()
     return buckets.withLock { buckets in
       var requests = 0

@@ -1,26 +1,26 @@
-public import MeshCore
-public import NIOCore
-public import NIOHTTP1
+package import MeshCore
+package import NIOCore
+package import NIOHTTP1
 
 /// One request as the router sees it.
-public struct RoutedRequest: Sendable {
-  public var head: HTTPRequestHead
+package struct RoutedRequest: Sendable {
+  package var head: HTTPRequestHead
   /// From `Host` (HTTP/1.1) or `:authority` (HTTP/2).
-  public var authority: Authority?
+  package var authority: Authority?
   /// Whether the request arrived over HTTP/2.
-  public var arrivedOverHTTP2: Bool
+  package var arrivedOverHTTP2: Bool
   /// The caller's verified mesh identity (inbound), if any.
-  public var peerIdentity: IdentityName?
+  package var peerIdentity: IdentityName?
   /// When the request arrived: the failfast timeout counts from here, across the profile lookup and the
   /// wait for an endpoint together, so a request with no usable destination waits one failfast, not two.
-  public var receivedAt: NIODeadline = .now()
+  package var receivedAt: NIODeadline = .now()
   /// The protocol an HTTP/1.1 client asks to switch to (its `Upgrade` header with `Connection: upgrade`),
   /// e.g. `websocket`. Such a request travels on HTTP/1.1 to the end (inside mutual TLS between proxies),
   /// and on `101 Switching Protocols` the connection becomes a byte relay.
-  public var upgrade: String?
+  package var upgrade: String?
   /// Where the connection was going before iptables redirected it to the proxy (transparent mode); nil
   /// when the client named the proxy itself.
-  public var originalDestination: Authority?
+  package var originalDestination: Authority?
   /// Set when the request's client goes away (or the proxy has answered it) while it still waits for an
   /// upstream: its place in a queue is given to the next request instead of opening a stream nobody reads.
   let abandonment = RequestAbandonment()
@@ -33,7 +33,7 @@ final class RequestAbandonment: @unchecked Sendable {
 
 /// Where a request goes: an upstream channel speaking HTTP/1 parts (an HTTP/1.1 connection, or an HTTP/2
 /// stream behind a codec), the head to send there, and the metric labels of the hop.
-public final class Upstream: @unchecked Sendable {
+package final class Upstream: @unchecked Sendable {
   let channel: any Channel
   let head: HTTPRequestHead
   let ticket: TicketBox?
@@ -57,15 +57,15 @@ public final class Upstream: @unchecked Sendable {
 }
 
 /// One opaque (non-HTTP) connection as the router sees it.
-public struct OpaqueConnection: Sendable {
+package struct OpaqueConnection: Sendable {
   /// Where the client was going (transparent mode); nil when it came straight to the listener.
-  public var originalDestination: Authority?
+  package var originalDestination: Authority?
   /// The header a peer proxy sent first, inside mutual TLS.
-  public var header: OpaqueHeader?
+  package var header: OpaqueHeader?
   /// The caller's verified mesh identity (inbound), if any.
-  public var peerIdentity: IdentityName?
+  package var peerIdentity: IdentityName?
 
-  public init(originalDestination: Authority?, header: OpaqueHeader? = nil, peerIdentity: IdentityName? = nil) {
+  package init(originalDestination: Authority?, header: OpaqueHeader? = nil, peerIdentity: IdentityName? = nil) {
     self.originalDestination = originalDestination
     self.header = header
     self.peerIdentity = peerIdentity
@@ -73,7 +73,7 @@ public struct OpaqueConnection: Sendable {
 }
 
 /// Decides where each request goes and opens the upstream for it, on the request's event loop.
-public protocol RequestRouter: Sendable {
+package protocol RequestRouter: Sendable {
   /// The `direction` label of this side.
   var direction: String { get }
   /// Opens an upstream for `request`; fails with `ProxyError`.
@@ -97,19 +97,19 @@ public protocol RequestRouter: Sendable {
 }
 
 extension RequestRouter {
-  public func metricAuthority(for request: RoutedRequest) -> String { "" }
+  package func metricAuthority(for request: RoutedRequest) -> String { "" }
 
-  public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
+  package func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
     eventLoop.makeSucceededFuture(.none)
   }
 
-  public func knownPolicy(for request: RoutedRequest) -> RequestPolicy? { nil }
+  package func knownPolicy(for request: RoutedRequest) -> RequestPolicy? { nil }
 
-  public func isOpaque(_ original: Authority, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
+  package func isOpaque(_ original: Authority, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
     eventLoop.makeSucceededFuture(false)
   }
 
-  public func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+  package func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
     eventLoop.makeFailedFuture(ProxyError(.unknownRoute, "the \(direction) side carries no opaque connections"))
   }
 }

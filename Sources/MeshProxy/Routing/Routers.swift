@@ -1,9 +1,9 @@
 import Logging
 import MeshBalancer
 import MeshDiscovery
-public import MeshCore
+package import MeshCore
 import MeshTLS
-public import NIOCore
+package import NIOCore
 import NIOHTTP1
 import Synchronization
 
@@ -95,8 +95,8 @@ extension UpstreamPools {
 /// The outbound side: resolves the request's authority through discovery, balances over its endpoints
 /// (power of two choices over peak-EWMA), and opens mutual TLS (HTTP/2) to meshed endpoints or plaintext
 /// in the request's own protocol to others. Names discovery does not know go to the authority as given.
-public final class OutboundRouter: RequestRouter, Sendable {
-  public let direction: String
+package final class OutboundRouter: RequestRouter, Sendable {
+  package let direction: String
   private let discovery: any EndpointDiscovery
   private let pools: UpstreamPools
   private let configuration: ProxyConfiguration
@@ -127,7 +127,7 @@ public final class OutboundRouter: RequestRouter, Sendable {
   func finish() { newDestinationsContinuation.finish() }
 
   /// How many destinations the proxy follows.
-  public var destinationCount: Int { destinations.withLock { $0.count } }
+  package var destinationCount: Int { destinations.withLock { $0.count } }
 
   private func destination(for authority: Authority) -> Destination {
     let now = Destination.uptimeSeconds
@@ -166,7 +166,7 @@ public final class OutboundRouter: RequestRouter, Sendable {
     return idle.count
   }
 
-  public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
+  package func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
     guard let authority = request.authority else { return eventLoop.makeSucceededFuture(.none) }
     let deadline = request.receivedAt + TimeAmount(configuration.failfastTimeout)
     return destination(for: authority).profile(on: eventLoop, deadline: deadline).map { profile in
@@ -175,21 +175,21 @@ public final class OutboundRouter: RequestRouter, Sendable {
     }
   }
 
-  public func knownPolicy(for request: RoutedRequest) -> RequestPolicy? {
+  package func knownPolicy(for request: RoutedRequest) -> RequestPolicy? {
     guard let authority = request.authority else { return RequestPolicy.none }
     guard let known = destination(for: authority).knownProfile else { return nil }
     return known?.policy(method: request.head.method.rawValue, path: request.head.uri, authority: authority.description)
       ?? .none
   }
 
-  public func metricAuthority(for request: RoutedRequest) -> String {
+  package func metricAuthority(for request: RoutedRequest) -> String {
     guard let authority = request.authority,
       destinations.withLock({ $0[authority] })?.isKnown == true
     else { return "" }
     return authority.description
   }
 
-  public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
+  package func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
     guard let apex = request.authority else {
       return eventLoop.makeFailedFuture(ProxyError(.badAuthority, "request has no valid Host/:authority"))
     }
@@ -217,7 +217,7 @@ public final class OutboundRouter: RequestRouter, Sendable {
     }
   }
 
-  public func isOpaque(_ original: Authority, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
+  package func isOpaque(_ original: Authority, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
     // A service discovery knows: its profile decides (the opaque-ports annotation replaces the default list);
     // anything else: the configured ports.
     let configured = configuration.opaquePorts.contains(original.port)
@@ -231,7 +231,7 @@ public final class OutboundRouter: RequestRouter, Sendable {
   /// Opaque connections to `original` (outbound), or to the service a gateway caller's header names: a
   /// balanced endpoint of what discovery knows there (mutual TLS with the opaque header to a meshed one,
   /// plain TCP to others); an address it does not know is connected to as is (not from a gateway).
-  public func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+  package func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
     openOpaque(connection, allowPassthrough: true, on: eventLoop)
   }
 
@@ -434,8 +434,8 @@ public final class OutboundRouter: RequestRouter, Sendable {
 
 /// The inbound side: forwards to the local application, restoring HTTP/1.1 for requests a peer proxy
 /// carried over HTTP/2.
-public final class InboundRouter: RequestRouter, Sendable {
-  public let direction = "inbound"
+package final class InboundRouter: RequestRouter, Sendable {
+  package let direction = "inbound"
   private let application: Authority
   private let pools: UpstreamPools
   private let requireIdentity: Bool
@@ -450,12 +450,12 @@ public final class InboundRouter: RequestRouter, Sendable {
 
   /// A meshed caller's authority was resolved by its own proxy (a destination it knows); a plaintext
   /// caller's is whatever it wrote, so those share the empty value.
-  public func metricAuthority(for request: RoutedRequest) -> String {
+  package func metricAuthority(for request: RoutedRequest) -> String {
     request.peerIdentity == nil ? "" : request.authority?.description ?? ""
   }
 
   /// The inbound side has no routes: the caller's proxy applied them.
-  public func knownPolicy(for request: RoutedRequest) -> RequestPolicy? { RequestPolicy.none }
+  package func knownPolicy(for request: RoutedRequest) -> RequestPolicy? { RequestPolicy.none }
 
   /// The application: in transparent mode, `port` (where the caller was going) on the pod's loopback;
   /// else the configured application address.
@@ -466,13 +466,13 @@ public final class InboundRouter: RequestRouter, Sendable {
     return local
   }
 
-  public func isOpaque(_ original: Authority, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
+  package func isOpaque(_ original: Authority, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
     eventLoop.makeSucceededFuture(configuration.opaquePorts.contains(original.port))
   }
 
   /// An opaque connection goes to the application, on the port a peer proxy's header names (else the port
   /// the caller was going to); plain TCP.
-  public func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+  package func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
     if requireIdentity, connection.peerIdentity == nil {
       return eventLoop.makeFailedFuture(
         ProxyError(.identityRequired, "this port requires a mesh identity (mutual TLS); the connection came in plaintext"))
@@ -484,7 +484,7 @@ public final class InboundRouter: RequestRouter, Sendable {
       labels: [("client_id", connection.peerIdentity?.description ?? "")])
   }
 
-  public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
+  package func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
     if requireIdentity, request.peerIdentity == nil {
       return eventLoop.makeFailedFuture(
         ProxyError(.identityRequired, "this port requires a mesh identity (mutual TLS); the request came in plaintext"))
@@ -510,8 +510,8 @@ public final class InboundRouter: RequestRouter, Sendable {
 /// The gateway: traffic from other clusters, after mutual TLS, to the local service its authority names.
 /// Refuses callers without a mesh identity, authorities outside the local cluster domain, and loops (a
 /// request that already passed this gateway, as its `forwarded` header says).
-public final class GatewayRouter: RequestRouter, Sendable {
-  public var direction: String { local.direction }
+package final class GatewayRouter: RequestRouter, Sendable {
+  package var direction: String { local.direction }
   private let local: OutboundRouter
   private let identity: IdentityName?
   private let clusterDomain: String
@@ -568,21 +568,21 @@ public final class GatewayRouter: RequestRouter, Sendable {
     return request
   }
 
-  public func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
+  package func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
     if check(request) != nil { return eventLoop.makeSucceededFuture(.none) }
     return local.policy(for: request, on: eventLoop)
   }
 
-  public func knownPolicy(for request: RoutedRequest) -> RequestPolicy? {
+  package func knownPolicy(for request: RoutedRequest) -> RequestPolicy? {
     check(request) == nil ? local.knownPolicy(for: request) : RequestPolicy.none
   }
 
-  public func metricAuthority(for request: RoutedRequest) -> String {
+  package func metricAuthority(for request: RoutedRequest) -> String {
     check(request) == nil ? local.metricAuthority(for: request) : ""
   }
 
   /// An opaque connection from another cluster: its header names the local service (mutual TLS only).
-  public func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+  package func openOpaque(_ connection: OpaqueConnection, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
     guard let peer = connection.peerIdentity else {
       return eventLoop.makeFailedFuture(
         ProxyError(.identityRequired, "the gateway accepts only mesh callers with a certificate (mutual TLS)"))
@@ -597,7 +597,7 @@ public final class GatewayRouter: RequestRouter, Sendable {
       on: eventLoop)
   }
 
-  public func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
+  package func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
     if let refusal = check(request) { return eventLoop.makeFailedFuture(refusal) }
     return local.open(forwardable(request), on: eventLoop)
   }
