@@ -63,12 +63,7 @@ public struct IdentityName: Hashable, Sendable, CustomStringConvertible, Codable
     "\(serviceAccount).\(namespace).serviceaccount.identity.\(controlPlaneNamespace).\(trustDomain.name)"
   }
 
-  public init(from decoder: any Decoder) throws {
-    let raw = try decoder.singleValueContainer().decode(String.self)
-    try self.init(raw)
-  }
-  public func encode(to encoder: any Encoder) throws {
-    var container = encoder.singleValueContainer()
-    try container.encode(description)
-  }
+  /// Travels as its text (`description`), and is parsed back the same way.
+  public init(from decoder: any Decoder) throws { try self.init(try String(from: decoder)) }
+  public func encode(to encoder: any Encoder) throws { try description.encode(to: encoder) }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import MeshCore
 import Testing
 
@@ -60,6 +61,33 @@ struct AuthorityTests {
     #expect(v6.isIPAddress)
     #expect(try Authority("127.0.0.1", defaultPort: 80).description == "127.0.0.1:80")
     #expect(try Authority("web", defaultPort: 80).kubernetesService() == nil)
+  }
+
+  @Test("IPv4 literals, underscores in names, case and equality")
+  func literalsAndNames() throws {
+    #expect(try Authority("10.0.0.255:80").isIPAddress)
+    #expect(try !Authority("10.0.0.256:80", defaultPort: nil).isIPAddress, "256 is a name label, not an octet")
+    #expect(try !Authority("1.2.3:80").isIPAddress)
+    #expect(try !Authority("1.2.3.4.5:80").isIPAddress)
+    #expect(try !Authority("1234.2.3.4:80").isIPAddress)
+    #expect(try Authority("_grpc._tcp.backend:80").host == "_grpc._tcp.backend")
+    #expect(try Authority("WEB.Default:80") == Authority(host: "web.default", port: 80))
+    #expect(try Authority("web:80").hashValue == Authority(host: "web", port: 80).hashValue)
+    #expect(try Authority("web:80") != Authority("web:81"))
+    #expect(throws: MeshError.self) { try Authority("-web:80") }
+    #expect(throws: MeshError.self) { try Authority("web..default:80") }
+  }
+
+  @Test("travels as its text in JSON, and bad text fails to decode")
+  func codable() throws {
+    let authorities = [try Authority("backend.default.svc.cluster.local:8080"), try Authority("[::1]:4140")]
+    let json = try JSONEncoder().encode(authorities)
+    #expect(String(decoding: json, as: UTF8.self) == #"["backend.default.svc.cluster.local:8080","[::1]:4140"]"#)
+    #expect(try JSONDecoder().decode([Authority].self, from: json) == authorities)
+    #expect(throws: MeshError.self) { try JSONDecoder().decode([Authority].self, from: Data(#"["bad host:80"]"#.utf8)) }
+    let identity = try IdentityName("web.default.serviceaccount.identity.swiftmesh.cluster.local")
+    let encoded = try JSONEncoder().encode([identity])
+    #expect(try JSONDecoder().decode([IdentityName].self, from: encoded) == [identity])
   }
 
   @Test(
