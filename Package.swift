@@ -313,7 +313,8 @@ let package = Package(
     .target(
       name: "_MeshTestSupport",
       dependencies: [
-        "MeshCore", "MeshIdentity", "MeshTLS",
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy",
+        .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP1", package: "swift-nio"),

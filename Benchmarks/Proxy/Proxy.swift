@@ -82,29 +82,14 @@ func measure(_ benchmark: Benchmark, port: Int, authority: String) async throws 
   try await client.close()
 }
 
+/// A proxy on loopback ports chosen by the OS (`withSingleProxy`, as the tests run one), forwarding inbound
+/// requests to the local application at `application`.
 func withProxy(
   tls: MeshTLS?, discovery: InMemoryDiscovery, application: Int, _ body: (MeshProxy) async throws -> Void
 ) async throws {
-  var logger = Logger(label: "benchmark.proxy")
-  logger.logLevel = .error
-  let proxy = MeshProxy(
-    configuration: .defaults {
-      $0.outboundAddress = try! Authority("127.0.0.1:0")
-      $0.inboundAddress = try! Authority("127.0.0.1:0")
-      $0.adminAddress = try! Authority("127.0.0.1:0")
-      $0.applicationAddress = try! Authority(host: "127.0.0.1", port: application)
-    }, tls: tls, discovery: discovery, logger: logger)
-  try await withThrowingTaskGroup { group in
-    group.addTask { try await proxy.run() }
-    _ = try await proxy.boundPorts()
-    do {
-      try await body(proxy)
-    } catch {
-      group.cancelAll()
-      throw error
-    }
-    group.cancelAll()
-  }
+  try await withSingleProxy(
+    tls: tls, discovery: discovery, label: "benchmark.proxy",
+    configure: { $0.applicationAddress = try! Authority(host: "127.0.0.1", port: application) }, body)
 }
 
 /// An HTTP/1.1 client on one keep-alive connection: `get()` sends a request and waits for its response.
