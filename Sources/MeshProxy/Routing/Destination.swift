@@ -233,14 +233,9 @@ final class Destination: Sendable {
   }
 
   func target(on eventLoop: any EventLoop, deadline: NIODeadline) -> EventLoopFuture<Target> {
-    let (resolved, exists) = state.withLock { ($0.resolved, $0.exists) }
-    if resolved {
-      if !exists { return eventLoop.makeSucceededFuture(.passthrough(authority)) }
-      if let ticket = pick() {
-        return eventLoop.makeSucceededFuture(.endpoint(ticket))
-      }
-    }
+    if let ready = readyTarget() { return eventLoop.makeSucceededFuture(ready) }
     if NIODeadline.now() >= deadline {
+      let resolved = state.withLock { $0.resolved }
       return eventLoop.makeFailedFuture(
         ProxyError(
           .noEndpoints, resolved ? "\(authority) has no available endpoints" : "\(authority) was not resolved in time"))

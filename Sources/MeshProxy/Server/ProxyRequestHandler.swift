@@ -803,11 +803,6 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     return true
   }
 
-  static func authority(of head: HTTPRequestHead?) -> Authority? {
-    guard let head, let host = head.headers.first(name: "host") else { return nil }
-    return try? Authority(host, defaultPort: 80)
-  }
-
   static func clientPart(_ part: HTTPServerRequestPart, head: HTTPRequestHead) -> NIOAny {
     switch part {
     case .head: NIOAny(HTTPClientRequestPart.head(head))
