@@ -96,6 +96,7 @@ final class HandshakeOutcomeHandler: ChannelInboundHandler, RemovableChannelHand
 
   /// Maps a handshake error to a mesh TLS error, preferring what our verifier said.
   private func classify(_ error: any Error) -> MeshTLSError {
+    if let error = error as? MeshTLSError { return error }
     if case .failure(let failure) = verification.result { return MeshTLSError(failure) }
     let text = "\(error)"
     if text.contains("HTTP_REQUEST") || text.contains("WRONG_VERSION_NUMBER") || text.contains("HTTPS_PROXY_REQUEST")

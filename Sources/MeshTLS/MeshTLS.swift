@@ -29,6 +29,9 @@ public final class MeshTLS: Sendable {
     public var clientALPN: [String] = [ALPN.transport, ALPN.http2]
     /// Lowest TLS version accepted. Default TLS 1.3.
     public var minimumTLSVersion: TLSVersion = .tlsv13
+    /// How long a handshake may take from the moment the TLS handlers are added; past it the connection is
+    /// closed and the session fails with `handshakeFailed`. Default 10 s.
+    public var handshakeTimeout: Duration = .seconds(10)
 
     public init() {}
 
@@ -109,6 +112,7 @@ public final class MeshTLS: Sendable {
     let ssl = NIOSSLServerHandler(
       context: context,
       customVerificationCallbackWithMetadata: verifier.nioSSLCallback(expected: nil, onResult: outcome.record))
+    try pipeline.addHandler(HandshakeGuard(session: outcome.session, timeout: TimeAmount(configuration.handshakeTimeout)))
     try pipeline.addHandler(ssl)
     try pipeline.addHandler(outcome)
     return outcome.session
@@ -125,6 +129,7 @@ public final class MeshTLS: Sendable {
       context: context,
       serverHostname: expected.description,
       customVerificationCallbackWithMetadata: verifier.nioSSLCallback(expected: expected, onResult: outcome.record))
+    try pipeline.addHandler(HandshakeGuard(session: outcome.session, timeout: TimeAmount(configuration.handshakeTimeout)))
     try pipeline.addHandler(ssl)
     try pipeline.addHandler(outcome)
     return outcome.session
