@@ -29,6 +29,7 @@ let package = Package(
     .library(name: "MeshTLS", targets: ["MeshTLS"]),
     .library(name: "MeshBalancer", targets: ["MeshBalancer"]),
     .library(name: "MeshDiscovery", targets: ["MeshDiscovery"]),
+    .library(name: "MeshDestination", targets: ["MeshDestination"]),
     .library(name: "MeshProxy", targets: ["MeshProxy"]),
     .library(name: "MeshKube", targets: ["MeshKube"]),
     .library(name: "MeshKubeLocal", targets: ["MeshKubeLocal"]),
@@ -124,7 +125,21 @@ let package = Package(
     .target(
       name: "MeshDiscovery",
       dependencies: [
-        "MeshCore", "MeshAPI", "MeshKube",
+        "MeshCore", "MeshAPI",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    // The destination service: informers, translators and the gRPC server. Apart from MeshDiscovery (the
+    // model and the Resolver a proxy needs) so that mesh-proxy links no Kubernetes client.
+    .target(
+      name: "MeshDestination",
+      dependencies: [
+        "MeshCore", "MeshAPI", "MeshDiscovery", "MeshKube",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -218,7 +233,7 @@ let package = Package(
     .target(
       name: "MeshDemo",
       dependencies: [
-        "MeshCore", "MeshIdentity", "MeshTLS", "MeshKube", "MeshKubeLocal", "MeshDiscovery", "MeshProxy",
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshKube", "MeshKubeLocal", "MeshDiscovery", "MeshDestination", "MeshProxy",
         "MeshMulticluster", "MeshAPI",
         .product(name: "AsyncHTTPClient", package: "async-http-client"),
         .product(name: "NIOCore", package: "swift-nio"),
@@ -259,7 +274,7 @@ let package = Package(
       dependencies: [
         "MeshCore",
         "MeshIdentity",
-        "MeshDiscovery",
+        "MeshDiscovery", "MeshDestination",
         "MeshKube",
         "MeshKubeLocal",
         "MeshInject",
@@ -313,7 +328,7 @@ let package = Package(
     .target(
       name: "_MeshTestSupport",
       dependencies: [
-        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy",
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "CMeshMalloc",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
@@ -322,6 +337,8 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    // What the C library can say about the heap (glibc's mallinfo2), for memory tests and benchmarks.
+    .target(name: "CMeshMalloc"),
     .testTarget(
       name: "MeshKubeTests",
       dependencies: [
@@ -337,7 +354,7 @@ let package = Package(
     .testTarget(
       name: "MeshDiscoveryTests",
       dependencies: [
-        "MeshCore", "MeshAPI", "MeshDiscovery", "MeshKube", "MeshKubeLocal", "_MeshTestSupport",
+        "MeshCore", "MeshAPI", "MeshDiscovery", "MeshDestination", "MeshKube", "MeshKubeLocal", "_MeshTestSupport",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "Logging", package: "swift-log"),
@@ -349,7 +366,7 @@ let package = Package(
     .testTarget(
       name: "MeshMulticlusterTests",
       dependencies: [
-        "MeshCore", "MeshIdentity", "MeshTLS", "MeshKube", "MeshKubeLocal", "MeshMulticluster", "MeshDiscovery",
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshKube", "MeshKubeLocal", "MeshMulticluster", "MeshDiscovery", "MeshDestination",
         "_MeshTestSupport",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
@@ -386,7 +403,7 @@ let package = Package(
     .testTarget(
       name: "MeshProxyTests",
       dependencies: [
-        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "MeshDiscovery", "MeshKube", "MeshKubeLocal", "MeshAPI", "MeshInject", "_MeshTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
+        "MeshCore", "MeshIdentity", "MeshTLS", "MeshProxy", "MeshBalancer", "MeshDiscovery", "MeshDestination", "MeshKube", "MeshKubeLocal", "MeshAPI", "MeshInject", "_MeshTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),
         .product(name: "NIOHTTP2", package: "swift-nio-http2"),
         .product(name: "NIOHPACK", package: "swift-nio-http2"),

@@ -89,7 +89,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "DiscoveryBenchmark",
-      dependencies: mesh("MeshCore", "MeshAPI", "MeshDiscovery", "MeshKube", "MeshKubeLocal") + [
+      dependencies: mesh("MeshCore", "MeshAPI", "MeshDiscovery", "MeshDestination", "MeshKube", "MeshKubeLocal") + [
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "Logging", package: "swift-log"),

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import MeshCore
+import MeshDestination
 import MeshDiscovery
 import MeshIdentity
 import MeshKube

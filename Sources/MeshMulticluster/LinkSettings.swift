@@ -145,39 +145,7 @@ public struct ProbeSettings: Sendable, Hashable {
 
   static func duration(_ text: String, field: String) throws(MulticlusterError) -> Duration {
     do { return try GoDuration.parse(text) } catch {
-      throw .invalidLink("\(field) '\(text)': \(error.message)")
+      throw .invalidLink("\(field): \(error.message)")
     }
-  }
-}
-
-/// Go duration strings as Kubernetes resources spell them (`"3s"`, `"250ms"`, `"1m30s"`).
-enum GoDuration {
-  struct Problem: Error { var message: String }
-
-  static func parse(_ text: String) throws(Problem) -> Duration {
-    var rest = Substring(text.trimmingSpaces)
-    guard !rest.isEmpty else { throw Problem(message: "empty duration") }
-    if rest == "0" { return .zero }
-    let units: [(String, Duration)] = [
-      ("ns", .nanoseconds(1)), ("us", .microseconds(1)), ("µs", .microseconds(1)), ("ms", .milliseconds(1)),
-      ("s", .seconds(1)), ("m", .seconds(60)), ("h", .seconds(3600)),
-    ]
-    var total = Duration.zero
-    while !rest.isEmpty {
-      let number = rest.prefix { $0.isASCII && ($0.isNumber || $0 == ".") }
-      guard !number.isEmpty, let value = Double(number) else { throw Problem(message: "expected a number at '\(rest)'") }
-      rest = rest.dropFirst(number.count)
-      guard let (unit, scale) = units.first(where: { rest.hasPrefix($0.0) && !(($0.0 == "m") && rest.hasPrefix("ms")) })
-      else { throw Problem(message: "missing or unknown unit at '\(rest)' (use ns, us, ms, s, m, h)") }
-      rest = rest.dropFirst(unit.count)
-      total += scale * value
-    }
-    return total
-  }
-}
-
-extension String {
-  var trimmingSpaces: String {
-    String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
   }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import MeshCore
+import MeshDestination
 import MeshDiscovery
 import MeshKube
 import ServiceLifecycle

@@ -1,6 +1,7 @@
 import GRPCCore
 import MeshAPI
 import MeshCore
+import MeshDestination
 import MeshDiscovery
 import MeshKube
 import MeshKubeLocal

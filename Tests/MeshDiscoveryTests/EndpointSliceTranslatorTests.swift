@@ -1,5 +1,6 @@
 import MeshAPI
 import MeshCore
+import MeshDestination
 import MeshDiscovery
 import MeshKube
 import Testing

@@ -1,4 +1,5 @@
 import MeshCore
+import MeshDestination
 import MeshDiscovery
 import MeshKube
 import MeshKubeLocal

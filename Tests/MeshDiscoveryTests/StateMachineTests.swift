@@ -1,5 +1,6 @@
 import MeshCore
-@testable import MeshDiscovery
+@testable import MeshDestination
+import MeshDiscovery
 import Testing
 
 @Suite("Endpoint stream state machine")

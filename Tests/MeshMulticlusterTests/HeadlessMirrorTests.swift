@@ -1,5 +1,6 @@
 import Foundation
 import MeshCore
+import MeshDestination
 import MeshDiscovery
 import MeshKube
 import MeshKubeLocal

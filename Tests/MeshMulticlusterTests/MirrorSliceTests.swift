@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MeshCore
+import MeshDestination
 import MeshDiscovery
 import MeshKube
 import MeshKubeLocal

@@ -10,6 +10,7 @@ import GRPCNIOTransportHTTP2
 import Logging
 import MeshAPI
 import MeshCore
+import MeshDestination
 import MeshDiscovery
 import MeshKube
 import MeshKubeLocal

@@ -1,3 +1,5 @@
+import MeshKube
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

@@ -1,5 +1,6 @@
 import Logging
 import Synchronization
+public import MeshDiscovery
 
 /// The problems found in ServiceProfiles and TrafficSplits, per resource, as last computed; logged
 /// when they change. Observable through `DestinationServer.problems`.

@@ -1,4 +1,5 @@
 import Synchronization
+public import MeshDiscovery
 
 /// The publishers of one kind (endpoints or profiles), one per destination, created by the first
 /// subscriber and dropped with the last. Many subscribers to one destination share one publisher.

@@ -1,5 +1,6 @@
 public import MeshCore
 public import MeshKube
+public import MeshDiscovery
 
 /// Which ports are opaque TCP (no protocol detection), as the destination service tells proxies in each
 /// profile (`opaque_protocol`):

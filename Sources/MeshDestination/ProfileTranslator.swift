@@ -1,5 +1,6 @@
 public import MeshCore
 public import MeshKube
+public import MeshDiscovery
 
 /// Something wrong in a ServiceProfile or TrafficSplit that discovery worked around.
 public struct ProfileProblem: Hashable, Sendable, CustomStringConvertible {
@@ -52,9 +53,7 @@ public struct ProfileTranslator: Sendable {
         case .success(let condition):
           var timeout: Duration?
           if let text = route.timeout {
-            switch GoDuration.parse(text) {
-            case .success(let value): timeout = value
-            case .failure(let error):
+            do { timeout = try GoDuration.parse(text) } catch {
               problems.append(ProfileProblem(resource: resource, route: route.name, message: "timeout ignored: \(error.message)"))
             }
           }
@@ -70,11 +69,11 @@ public struct ProfileTranslator: Sendable {
         }
       }
       if let budget = serviceProfile.spec.retryBudget {
-        switch GoDuration.parse(budget.ttl) {
-        case .success(let ttl):
+        do {
+          let ttl = try GoDuration.parse(budget.ttl)
           profile.retryBudget = RetryBudget(
             retryRatio: budget.retryRatio, minRetriesPerSecond: budget.minRetriesPerSecond, ttl: ttl)
-        case .failure(let error):
+        } catch {
           problems.append(ProfileProblem(resource: resource, route: nil, message: "retry budget ignored: \(error.message)"))
         }
       }

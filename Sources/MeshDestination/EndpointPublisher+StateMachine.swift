@@ -1,4 +1,5 @@
 package import MeshCore
+public import MeshDiscovery
 
 /// The publisher of one service port's endpoint set.
 typealias EndpointPublisher = SnapshotPublisher<EndpointSet>

@@ -1,5 +1,6 @@
 public import MeshCore
 public import MeshKube
+public import MeshDiscovery
 
 /// The endpoint set of a Service from its EndpointSlices (`discovery.k8s.io/v1`).
 ///

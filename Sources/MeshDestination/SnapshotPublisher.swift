@@ -1,4 +1,5 @@
 import Synchronization
+public import MeshDiscovery
 
 /// The shared state of one destination (a service port) and its subscribers.
 ///

@@ -1,6 +1,7 @@
 import Logging
 import MeshCore
 import MeshKube
+public import MeshDiscovery
 
 extension DestinationServer {
   /// Recomputes the publishers of one service (endpoints and profile).

@@ -1,6 +1,7 @@
 import Logging
 public import MeshCore
 public import MeshKube
+public import MeshDiscovery
 
 /// Turns a Service, its Endpoints and their Pods into the `EndpointSet` of one port. Pure: the
 /// caller passes the objects (from informer stores), so it is tested without a cluster. (From

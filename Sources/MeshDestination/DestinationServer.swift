@@ -6,6 +6,7 @@ public import MeshCore
 public import MeshKube
 public import ServiceLifecycle
 import Synchronization
+public import MeshDiscovery
 
 /// The destination service as a long-running `Service`: gRPC `Get` and `GetProfile` over HTTP/2, fed
 /// by informers over the cluster's Services, EndpointSlices (or Endpoints), Pods, ServiceProfiles and

@@ -1,6 +1,7 @@
 public import Logging
 public import MeshKube
 import Synchronization
+public import MeshDiscovery
 
 /// The informers discovery reads, shared by every publisher and subscriber: Services, EndpointSlices
 /// or Endpoints, Pods, ServiceProfiles and TrafficSplits, all namespaces.

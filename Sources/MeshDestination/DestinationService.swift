@@ -2,6 +2,7 @@ import GRPCCore
 import Logging
 import MeshAPI
 import MeshCore
+public import MeshDiscovery
 
 /// The gRPC handlers of the destination API, over the publisher registries.
 struct DestinationService: Swiftmesh_Destination_Destination.SimpleServiceProtocol {

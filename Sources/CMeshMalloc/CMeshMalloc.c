@@ -1,0 +1,16 @@
+#include "CMeshMalloc.h"
+
+#if defined(__linux__)
+#include <features.h>  // defines __GLIBC__ with glibc, not with musl
+#endif
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+#include <malloc.h>
+
+size_t cmeshmalloc_live_bytes(void) {
+  struct mallinfo2 info = mallinfo2();
+  return info.uordblks + info.hblkhd;
+}
+#else
+size_t cmeshmalloc_live_bytes(void) { return 0; }
+#endif
