@@ -10,6 +10,7 @@
 #   PROFILE=1 bash Benchmarks/load/run.sh  # also perf-profile the plaintext proxy (needs perf)
 #   ONLY=overload bash Benchmarks/load/run.sh  # only the overload rows
 #   EVENT_LOOPS=1 bash Benchmarks/load/run.sh  # the mesh proxies with --event-loops 1 (default: one per core)
+#   ONLY=idle bash Benchmarks/load/run.sh      # only the proxies' memory once they are up and idle
 # Also prints each mesh-proxy's memory by kind (/proc/PID/smaps_rollup) idle, and again after all the load.
 # Needs: nginx haproxy wrk hey nghttp2-client kubectl curl (Debian packages). Every load is bounded by time.
 set -euo pipefail
@@ -147,6 +148,7 @@ fi
 # RSS of a process by kind, MB: total, anonymous (heap, stacks), file-backed (binary, libraries).
 memory() { awk '/^Rss:/ {r=$2} /^Anonymous:/ {a=$2} END {printf "RSS %.1f MB (anonymous %.1f, file-backed %.1f)", r/1024, a/1024, (r-a)/1024}' "/proc/$1/smaps_rollup"; }
 echo "mesh-proxy memory, idle: client $(memory "$CLIENT_PID"); server $(memory "$SERVER_PID")"
+[ "${ONLY:-}" = "idle" ] && exit 0
 family() { echo "$1"; pgrep -P "$1" || true; }                    # a server and its workers (nginx, haproxy)
 cpu_ms() { local t=0; for p in $(family "$1"); do t=$((t + $(awk '{print ($14+$15)*10}' "/proc/$p/stat"))); done; echo $t; }
 peak_rss_mb() { local t=0; for p in $(family "$1"); do t=$((t + $(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$p/status"))); done; echo $t; }

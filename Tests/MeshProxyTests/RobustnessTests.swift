@@ -268,14 +268,23 @@ struct RobustnessTests {
       _ = try await Self.distinctHosts(port: ports.inbound, count: 2_000, target: nginx.http1Port, prefix: "w")
       _ = try await Self.distinctHosts(port: ports.outbound, count: 20_000, target: nginx.http1Port, prefix: "o")
       let before = rssKB()
+      let heapBefore = liveHeapKB()
       let seriesBefore = proxy.metrics.labelSetCount
       let inbound = try await Self.distinctHosts(port: ports.inbound, count: 20_000, target: nginx.http1Port, prefix: "i")
       #expect(inbound == 20_000, "every inbound request answered")
       let afterInbound = rssKB()
       let outbound = try await Self.distinctHosts(port: ports.outbound, count: 20_000, target: nginx.http1Port, prefix: "p")
       #expect(outbound == 20_000, "every outbound request answered")
+      // Judged by the live heap (what is allocated and not freed), not RSS: RSS also holds what the allocator
+      // keeps of freed memory, which moved by up to 7 MB from run to run on a loaded machine and hid nothing.
+      // Memory a request kept would show here as 40,000 times its size.
+      let heapGrowth = liveHeapKB() - heapBefore
       let growth = rssKB() - before
-      #expect(growth < 5 * 1024, "RSS grew by \(growth) kB (\(afterInbound - before) kB of it with the inbound requests)")
+      print("40,000 distinct Hosts: live heap \(heapBefore) kB -> +\(heapGrowth) kB; RSS +\(growth) kB")
+      #expect(heapBefore > 0, "the live heap can be measured here")
+      #expect(
+        heapGrowth < 2 * 1024,
+        "live heap grew by \(heapGrowth) kB (RSS by \(growth) kB, \(afterInbound - before) kB of it with the inbound requests)")
       #expect(proxy.metrics.labelSetCount - seriesBefore <= proxy.metrics.limits.maxLabelSets)
       let metrics = try await curl(["http://127.0.0.1:\(ports.admin)/metrics"]).stdout
       #expect(metrics.utf8.count < 1_000_000, "/metrics is \(metrics.utf8.count) bytes")
