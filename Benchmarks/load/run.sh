@@ -3,13 +3,17 @@
 #   direct to nginx | nginx as reverse proxy | haproxy | one mesh-proxy (plaintext) | mesh-proxy pair (mTLS)
 # HTTP/1.1 with wrk (throughput and latency percentiles under saturation), hey at a fixed rate (latency when
 # not saturated: RATE requests/s), HTTP/2 with h2load (direct h2c vs the mesh pair).
-# Prints RPS, p50/p99/max, each proxy's peak RSS and CPU per 1,000 requests, and ratios to nginx and direct.
+# Prints RPS, p50/p99/max, each proxy's peak RSS and CPU per 1,000 requests (user and system apart), ratios to
+# nginx and direct, and syscalls per request (strace).
 #
 #   bash Benchmarks/load/run.sh            # release build (first build takes long on 2 cores)
 #   BUILD=debug DURATION=5 bash Benchmarks/load/run.sh
-#   PROFILE=1 bash Benchmarks/load/run.sh  # also perf-profile the plaintext proxy (needs perf)
+#   PROFILE=1 bash Benchmarks/load/run.sh  # also perf-profile the plaintext proxy (needs perf);
+#                                          # PROFILE_OUT=FILE keeps the perf data for `perf report -i FILE`
 #   ONLY=overload bash Benchmarks/load/run.sh  # only the overload rows
 #   EVENT_LOOPS=1 bash Benchmarks/load/run.sh  # the mesh proxies with --event-loops 1 (default: one per core)
+#   ONLY=profile PROFILE=1 bash Benchmarks/load/run.sh  # stop after the profile
+#   ONLY=syscalls bash Benchmarks/load/run.sh  # only the syscalls per request (strace)
 #   ONLY=idle bash Benchmarks/load/run.sh      # only the proxies' memory once they are up and idle
 # Also prints each mesh-proxy's memory by kind (/proc/PID/smaps_rollup) idle, and again after all the load.
 # Needs: nginx haproxy wrk hey nghttp2-client kubectl curl (Debian packages). Every load is bounded by time.
@@ -150,29 +154,67 @@ memory() { awk '/^Rss:/ {r=$2} /^Anonymous:/ {a=$2} END {printf "RSS %.1f MB (an
 echo "mesh-proxy memory, idle: client $(memory "$CLIENT_PID"); server $(memory "$SERVER_PID")"
 [ "${ONLY:-}" = "idle" ] && exit 0
 family() { echo "$1"; pgrep -P "$1" || true; }                    # a server and its workers (nginx, haproxy)
-cpu_ms() { local t=0; for p in $(family "$1"); do t=$((t + $(awk '{print ($14+$15)*10}' "/proc/$p/stat"))); done; echo $t; }
+# CPU time of a process family, ms: "user system" (clock ticks of 10 ms, /proc/PID/stat fields 14 and 15).
+cpu_ms() {
+  local u=0 s=0; for p in $(family "$1"); do read -r pu ps < <(awk '{print $14*10, $15*10}' "/proc/$p/stat"); u=$((u + pu)); s=$((s + ps)); done
+  echo "$u $s"
+}
 peak_rss_mb() { local t=0; for p in $(family "$1"); do t=$((t + $(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$p/status"))); done; echo $t; }
 to_ms() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.2f", n }'; }
+
+# Syscalls per request: strace -c -f follows every thread of the given processes (and their workers) while hey
+# sends SYSCALL_REQUESTS requests on 8 keep-alive connections; prints the total per request and the most
+# frequent calls. strace slows the processes down; only the counts are read.
+syscalls() { # label url host pids...
+  local label=$1 url=$2 host=$3; shift 3
+  local n=${SYSCALL_REQUESTS:-2000} args=() p t
+  for p in "$@"; do for t in $(family "$p"); do args+=(-p "$t"); done; done
+  strace -c -f -qq -o "$W/strace.out" "${args[@]}" & local tracer=$!
+  sleep 1
+  hey -n "$n" -c 8 -host "$host" "$url" > "$W/hey.out"
+  kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+  local ok; ok=$(awk '/\[200\]/ {print $2}' "$W/hey.out")
+  [ "${ok:-0}" = "$n" ] || grep -A4 "Status code\|Error distribution" "$W/hey.out" | head -8 >&2
+  awk -v n="$n" -v l="$label" -v ok="${ok:-0}" '
+    $NF == "total" { total = $4 }
+    $1 ~ /^[0-9.]+$/ && $NF != "total" { calls[$NF] = $4 }
+    END {
+      printf "%-24s %6.1f per request (%s of %d answered 200):", l, total / n, ok, n
+      k = 0; while (k < 5) { best = ""; for (c in calls) if (best == "" || calls[c] > calls[best]) best = c
+        if (best == "") break; printf " %s %.1f", best, calls[best] / n; delete calls[best]; k++ }
+      printf "\n" }' "$W/strace.out"
+}
+syscall_rows() {
+  command -v strace >/dev/null || { echo "(strace not installed: no syscall counts)"; return 0; }
+  echo
+  echo "Syscalls per request (strace -c -f, hey -n ${SYSCALL_REQUESTS:-2000} -c 8, keep-alive; both proxies for the pair)"
+  syscalls "nginx reverse proxy" http://127.0.0.1:18082/ backend "$NGINX_PROXY_PID"
+  syscalls "haproxy" http://127.0.0.1:18083/ backend "$HAPROXY_PID"
+  syscalls "mesh-proxy (plaintext)" http://127.0.0.1:14140/ plain.default.svc.cluster.local "$CLIENT_PID"
+  syscalls "mesh-proxy pair (mTLS)" http://127.0.0.1:14140/ backend.default.svc.cluster.local "$CLIENT_PID" "$SERVER_PID"
+}
+if [ "${ONLY:-}" = "syscalls" ]; then syscall_rows; exit 0; fi
 
 RESULTS=()
 if [ "${ONLY:-}" != "overload" ]; then
 run_wrk() { # label url host pids...
   local label=$1 url=$2 host=$3; shift 3
-  local before=0; for p in "$@"; do before=$((before + $(cpu_ms "$p"))); done
+  local u0=0 s0=0 u1=0 s1=0 u s
+  for p in "$@"; do read -r u s < <(cpu_ms "$p"); u0=$((u0 + u)); s0=$((s0 + s)); done
   local out; out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: $host" "$url")
-  local after=0; for p in "$@"; do after=$((after + $(cpu_ms "$p"))); done
-  local rps p50 p99 max reqs cpu rss
+  for p in "$@"; do read -r u s < <(cpu_ms "$p"); u1=$((u1 + u)); s1=$((s1 + s)); done
+  local rps p50 p99 max reqs cpu="-" user="-" sys="-" rss="-"
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
   p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
   max=$(to_ms "$(awk '$1=="Latency" {print $4}' <<<"$out")")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  cpu="-"; rss="-"
   if [ $# -gt 0 ]; then
-    cpu=$(awk -v c=$((after - before)) -v r="$reqs" 'BEGIN { printf "%.1f", c / (r / 1000) }')
+    per_1k() { awk -v c="$1" -v r="$reqs" 'BEGIN { printf "%.1f", c / (r / 1000) }'; }
+    user=$(per_1k $((u1 - u0))); sys=$(per_1k $((s1 - s0))); cpu=$(per_1k $((u1 - u0 + s1 - s0)))
     rss=0; for p in "$@"; do rss=$((rss + $(peak_rss_mb "$p"))); done
   fi
-  RESULTS+=("$label|$rps|$p50|$p99|$max|$rss|$cpu")
+  RESULTS+=("$label|$rps|$p50|$p99|$max|$rss|$cpu|$user|$sys")
 }
 
 run_wrk "direct (nginx)" http://127.0.0.1:18081/ backend
@@ -187,6 +229,8 @@ if [ -n "${PROFILE:-}" ] && command -v perf >/dev/null; then
   echo "perf: the plaintext mesh-proxy's hottest symbols under wrk (self time):"
   perf report -q -i "$W/perf.data" --no-children --sort symbol --stdio > "$W/perf.txt" 2>/dev/null || true
   awk -v n="${PROFILE_LINES:-40}" '/%/ && c < n { sub(/[ \t-]+$/, ""); print; c++ }' "$W/perf.txt"
+  if [ -n "${PROFILE_OUT:-}" ]; then cp "$W/perf.data" "$PROFILE_OUT"; echo "perf data: $PROFILE_OUT"; fi
+  [ "${ONLY:-}" = "profile" ] && exit 0
 fi
 run_wrk "mesh-proxy (plaintext)" http://127.0.0.1:14140/ plain.default.svc.cluster.local "$CLIENT_PID"
 run_wrk "mesh-proxy pair (mTLS)" http://127.0.0.1:14140/ backend.default.svc.cluster.local "$CLIENT_PID" "$SERVER_PID"
@@ -195,14 +239,15 @@ echo
 echo "HTTP/1.1, wrk -t2 -c$CONNECTIONS -d${DURATION}s, 1 KiB responses, build: $BUILD"
 direct_rps=$(cut -d'|' -f2 <<<"${RESULTS[0]}"); nginx_rps=$(cut -d'|' -f2 <<<"${RESULTS[1]}")
 direct_p99=$(cut -d'|' -f4 <<<"${RESULTS[0]}"); nginx_p99=$(cut -d'|' -f4 <<<"${RESULTS[1]}")
-printf '%-24s %10s %8s %8s %8s %9s %10s %10s %10s %10s %10s\n' target RPS p50_ms p99_ms max_ms peakRSS_MB cpu_ms/1k \
-  rps/nginx rps/direct p99/nginx p99/direct
+printf '%-24s %10s %8s %8s %8s %9s %10s %8s %8s %10s %10s %10s %10s\n' target RPS p50_ms p99_ms max_ms peakRSS_MB cpu_ms/1k \
+  user sys rps/nginx rps/direct p99/nginx p99/direct
 for row in "${RESULTS[@]}"; do
-  IFS='|' read -r label rps p50 p99 max rss cpu <<<"$row"
+  IFS='|' read -r label rps p50 p99 max rss cpu user sys <<<"$row"
   awk -v l="$label" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v max="$max" -v rss="$rss" -v cpu="$cpu" \
-    -v dr="$direct_rps" -v nr="$nginx_rps" -v dp="$direct_p99" -v np="$nginx_p99" \
-    'BEGIN { printf "%-24s %10.0f %8.2f %8.2f %8.2f %9s %10s %10.2f %10.2f %10.2f %10.2f\n", l, rps, p50, p99, max, rss, cpu, rps/nr, rps/dr, p99/np, p99/dp }'
+    -v user="$user" -v sys="$sys" -v dr="$direct_rps" -v nr="$nginx_rps" -v dp="$direct_p99" -v np="$nginx_p99" \
+    'BEGIN { printf "%-24s %10.0f %8.2f %8.2f %8.2f %9s %10s %8s %8s %10.2f %10.2f %10.2f %10.2f\n", l, rps, p50, p99, max, rss, cpu, user, sys, rps/nr, rps/dr, p99/np, p99/dp }'
 done
+syscall_rows
 
 echo
 echo "HTTP/1.1 at a fixed rate: hey -z ${DURATION}s -c 10 -q $((RATE / 10)) (${RATE} req/s offered)"

@@ -95,11 +95,14 @@ final class CompiledProfile: @unchecked Sendable {
   /// Picks a leaf of the traffic split by weight, or nil when there is no split. Leaves `isAvailable`
   /// rejects are passed over while another leaf with weight is available; with none available, all leaves
   /// with weight are candidates (the request then waits or fails on its leaf as usual).
+  /// `random` (in 0..<1) is drawn only when there is a split: a draw from the system generator is a
+  /// `getrandom` syscall, which every request paid while it was a default argument.
   func pickLeaf(
-    random: Double = Double.random(in: 0..<1), isAvailable: (Authority) -> Bool = { _ in true }
+    random: Double? = nil, isAvailable: (Authority) -> Bool = { _ in true }
   ) -> Authority? {
-    // Most destinations have no split: nothing is built for them.
+    // Most destinations have no split: nothing is built for them, and nothing drawn.
     guard profile.destinationOverrides.contains(where: { $0.weight > 0 }) else { return nil }
+    let random = random ?? Double.random(in: 0..<1)
     let weighted = profile.destinationOverrides.filter { $0.weight > 0 }
     let available = weighted.filter { isAvailable($0.authority) }
     let leaves = available.isEmpty ? weighted : available
