@@ -192,6 +192,8 @@ syscall_rows() {
   syscalls "haproxy" http://127.0.0.1:18083/ backend "$HAPROXY_PID"
   syscalls "mesh-proxy (plaintext)" http://127.0.0.1:14140/ plain.default.svc.cluster.local "$CLIENT_PID"
   syscalls "mesh-proxy pair (mTLS)" http://127.0.0.1:14140/ backend.default.svc.cluster.local "$CLIENT_PID" "$SERVER_PID"
+  syscalls "  the pair's client proxy" http://127.0.0.1:14140/ backend.default.svc.cluster.local "$CLIENT_PID"
+  syscalls "  the pair's server proxy" http://127.0.0.1:14140/ backend.default.svc.cluster.local "$SERVER_PID"
 }
 if [ "${ONLY:-}" = "syscalls" ]; then syscall_rows; exit 0; fi
 

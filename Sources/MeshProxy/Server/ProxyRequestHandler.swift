@@ -131,6 +131,12 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     switch state {
     case .idle:
       guard case .head(let head) = part else { return }
+      // Asks for the next read while the pipeline handler still lets it through (it holds reads from a
+      // request's end until its response's end): the socket stays registered for reading while the response
+      // is on its way, instead of being taken off epoll at the end of this read and put back after the
+      // response, two epoll_ctl calls a request. Bytes a client sends meanwhile (a pipelined request) are
+      // still held back by the pipeline handler.
+      context.read()
       begin(head, context: context)
     case .opening:
       record(part)
@@ -152,7 +158,18 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   }
 
   func channelReadComplete(context: ChannelHandlerContext) {
-    if case .forwarding(let forwarding) = state { forwarding.upstream.channel.flush() }
+    switch state {
+    case .forwarding(let forwarding):
+      forwarding.upstream.channel.flush()
+    case .opening where !bufferedRequestEnded:
+      // The upstream is not there yet (a new connection or stream, discovery still answering) and the request
+      // goes on: hold further reads until it is ready; parts already read are buffered. A request that has
+      // ended (every request without a body) keeps reading: nothing of it is left to hold back, the pipeline
+      // handler holds a pipelined next request, and each pause and resume would cost an epoll_ctl.
+      Self.setAutoRead(context.channel, false)
+    default:
+      break
+    }
     context.fireChannelReadComplete()
   }
 
@@ -252,14 +269,14 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
         requestEnded: false)
       return
     }
-    // Hold further reads until the upstream is ready; parts already read are buffered.
-    Self.setAutoRead(context.channel, false)
     let id = requestID
     if let policy = router.knownPolicy(for: request) {
       // The destination's profile is known already (every request but a destination's first): no future.
       apply(policy, to: request, id: id)
       return
     }
+    // Hold further reads until the upstream is ready; parts already read are buffered.
+    Self.setAutoRead(context.channel, false)
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     router.policy(for: request, on: context.eventLoop).hop(to: context.eventLoop).whenSuccess { policy in
       bound.value.apply(policy, to: request, id: id)
@@ -303,12 +320,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   }
 
   private func route(_ request: RoutedRequest, context: ChannelHandlerContext) {
-    // Hold further reads until the upstream is ready; parts already read are buffered.
-    Self.setAutoRead(context.channel, false)
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     router.open(request, on: context.eventLoop).hop(to: context.eventLoop).whenComplete { result in
       bound.value.opened(result)
     }
+    // Reads are not paused here: see `channelReadComplete`.
   }
 
   private func opened(_ result: Result<Upstream, any Error>) {
