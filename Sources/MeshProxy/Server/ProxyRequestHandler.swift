@@ -11,90 +11,45 @@ import NIOHTTP2
 /// an error response (and the `mesh-proxy-error` header) when routing or the upstream fails.
 ///
 /// Runs entirely on the downstream channel's event loop; upstream channels are opened on the same loop.
+/// What happens to a request is decided by its ``StateMachine`` (in `ProxyRequestHandler+StateMachine.swift`);
+/// this handler feeds it the events and performs its actions: the channel I/O, the router's calls, the route
+/// timeout, metrics, tap and logs.
 final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = HTTPServerRequestPart
   typealias OutboundOut = HTTPServerResponsePart
-
-  private enum State {
-    case idle
-    /// Waiting for the router; request parts that arrive meanwhile are kept in ``buffered``.
-    case opening
-    case forwarding(ForwardingState)
-    /// The proxy answered itself; the rest of the request is dropped.
-    case answered
-    /// The upstream answered `101 Switching Protocols`: the connection is a byte relay now (this handler is
-    /// on its way out of the pipeline).
-    case upgraded
-  }
-
-  private struct ForwardingState {
-    var upstream: Upstream
-    /// Reports the upstream's response here; stays on a pooled HTTP/1.1 connection between requests.
-    var responseHandler: UpstreamResponseHandler
-    var requestEnded: Bool
-    var responseStarted: Bool
-    var status: Int = 0
-    var grpcStatus: Int?
-    /// The upstream accepted the upgrade (`101`): at the end of that response, both sides become a relay.
-    var upgradeAccepted = false
-  }
 
   private let router: any RequestRouter
   private let metrics: ProxyMetrics
   private let peerIdentity: IdentityName?
   /// Where the connection was going before iptables redirected it (transparent mode).
   private let originalDestination: Authority?
-  private var state: State = .idle
-  private var started: NIODeadline = .now()
-  private var downstreamIsHTTP2: Bool
-  private var context: ChannelHandlerContext?
-  private var currentAuthority = ""
-  /// Whether the current request is a gRPC call (`content-type: application/grpc...`): the proxy's own
-  /// answers to it are gRPC statuses.
-  private var isGRPC = false
-
   private let inFlight: InFlightRequests
   private let logger: Logger
   private let tap: TapHub
-  /// The current request as tap describes it, while somebody observes.
-  private var tapped: TapRequest?
-  private var tapDestination = ""
-  private var tapServerID = ""
 
+  private var stateMachine: StateMachine
+  private var context: ChannelHandlerContext?
+  /// The upstream of the current attempt while the request is forwarded, and the handler that reports its
+  /// response here (it stays on a pooled HTTP/1.1 connection between requests).
+  private var upstream: Upstream?
+  private var responseHandler: UpstreamResponseHandler?
   /// The current request as routed, kept to route it again when an upstream refuses it unprocessed.
   private var request: RoutedRequest?
-  /// The current request's parts so far, while they fit ``replayLimit`` (``replayable``): what a refused
-  /// request is sent again with. Both arrays keep their storage from request to request.
-  private var replay: [HTTPServerRequestPart] = []
-  private var replayable = true
-  /// Parts read while the request waits for its upstream (``State/opening``).
-  private var buffered: [HTTPServerRequestPart] = []
+  private var started: NIODeadline = .now()
+  private var currentAuthority = ""
   /// The last request's `Host` and the authority parsed from it: the requests of one connection name the
   /// same authority, parsed once.
   private var lastHost: String?
   private var lastAuthority: Authority?
-  private var replayBytes = 0
-  /// Times the current request was refused unprocessed (GOAWAY, REFUSED_STREAM) and sent again.
-  private var refusals = 0
-  /// The most request body a refused request may have and still be sent again (as Linkerd's retry buffer).
-  static let replayLimit = 64 * 1024
-  static let maxRefusals = 3
-
-  /// The current request's route policy (timeout, retries, classification), from the destination's profile.
-  private var policy: RequestPolicy = .none
-  /// Retries of the current request after failed responses (within the route's retry budget).
-  private var retries = 0
-  static let maxRetries = 3
-  /// Numbers the requests of this connection/stream, so a timer of an earlier request does nothing.
-  private var requestID = 0
-  /// Numbers upstream attempts, so events of an abandoned attempt (retried, timed out) are ignored.
-  private var attemptID = 0
   private var timeoutTask: Scheduled<Void>?
+  /// Whether the current request is counted in ``inFlight``.
   private var counted = false
-  /// The HTTP/1.1 connection can carry no further request after this one (an upgrade or CONNECT request:
-  /// the request parser stops after it): the response says `connection: close`, and the connection closes
-  /// after it.
-  private var closeAfterResponse = false
+  /// From the response's head to its end (the latency metrics count to the head).
+  private var responseLatency: Double?
+  /// The current request as tap describes it, while somebody observes.
+  private var tapped: TapRequest?
+  private var tapDestination = ""
+  private var tapServerID = ""
 
   /// Turns `autoRead` on or off, then runs `then`: at once on the channel's event loop (no future, no
   /// allocation per request), else through the channel's option future.
@@ -118,7 +73,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     self.router = router
     self.metrics = metrics
     self.peerIdentity = peerIdentity
-    self.downstreamIsHTTP2 = isHTTP2
+    self.stateMachine = StateMachine(downstreamIsHTTP2: isHTTP2)
   }
 
   func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -127,41 +82,15 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   // MARK: Downstream
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    let part = unwrapInboundIn(data)
-    switch state {
-    case .idle:
-      guard case .head(let head) = part else { return }
-      // Asks for the next read while the pipeline handler still lets it through (it holds reads from a
-      // request's end until its response's end): the socket stays registered for reading while the response
-      // is on its way, instead of being taken off epoll at the end of this read and put back after the
-      // response, two epoll_ctl calls a request. Bytes a client sends meanwhile (a pipelined request) are
-      // still held back by the pipeline handler.
-      context.read()
-      begin(head, context: context)
-    case .opening:
-      record(part)
-      buffered.append(part)
-    case .forwarding(var forwarding):
-      record(part)
-      forwarding.upstream.channel.write(Self.clientPart(part, head: forwarding.upstream.head), promise: nil)
-      if case .end = part {
-        forwarding.requestEnded = true
-        forwarding.upstream.channel.flush()
-        state = .forwarding(forwarding)
-        finishIfDone()
-      }
-    case .answered:
-      if case .end = part { resetAfterAnswer(context: context) }
-    case .upgraded:
-      break
-    }
+    let action = stateMachine.requestPartReceived(unwrapInboundIn(data))
+    perform(action, context: context)
   }
 
   func channelReadComplete(context: ChannelHandlerContext) {
-    switch state {
-    case .forwarding(let forwarding):
-      forwarding.upstream.channel.flush()
-    case .opening where !bufferedRequestEnded:
+    switch stateMachine.state {
+    case .forwarding:
+      upstream?.channel.flush()
+    case .opening where !stateMachine.requestEnded:
       // The upstream is not there yet (a new connection or stream, discovery still answering) and the request
       // goes on: hold further reads until it is ready; parts already read are buffered. A request that has
       // ended (every request without a body) keeps reading: nothing of it is left to hold back, the pipeline
@@ -175,9 +104,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   func channelWritabilityChanged(context: ChannelHandlerContext) {
     // The client reads slowly: stop reading the upstream until it catches up.
-    if case .forwarding(let forwarding) = state {
+    if stateMachine.isForwarding, let upstream = upstream?.channel {
       let writable = context.channel.isWritable
-      let upstream = forwarding.upstream.channel
       Self.setAutoRead(upstream, writable) {
         if writable { upstream.read() }
       }
@@ -186,32 +114,20 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   }
 
   func channelInactive(context: ChannelHandlerContext) {
-    switch state {
-    case .opening, .forwarding:
-      // Settled first: closing the upstream reports its close back here (the downstream's cancellation is
-      // not an upstream reset).
-      let previous = state
-      state = .answered
-      request?.abandonment.isAbandoned = true
-      if case .forwarding(let forwarding) = previous {
-        forwarding.upstream.ticket?.complete(.cancelled)
-        forwarding.upstream.channel.close(promise: nil)
-      }
-    default:
-      break
-    }
+    perform(stateMachine.downstreamInactive(), context: context)
     cancelTimeout()
     endCounted()
     context.fireChannelInactive()
   }
 
+  /// A new request's head: its authority (parsed once per `Host` value), its upgrade, tap; then the state
+  /// machine starts it.
   private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
     started = .now()
     if !counted {
       counted = true
       inFlight.begin()
     }
-    state = .opening
     let host = head.headers.first(name: "host")
     let authority: Authority?
     if let host, host == lastHost {
@@ -222,11 +138,12 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       lastAuthority = authority
     }
     currentAuthority = authority?.description ?? host ?? ""
-    isGRPC = head.headers.first(name: "content-type").map(Self.isGRPCContentType) ?? false
+    let isGRPC = head.headers.first(name: "content-type").map(Self.isGRPCContentType) ?? false
+    let downstreamIsHTTP2 = stateMachine.downstreamIsHTTP2
     var head = head
     var upgrade = downstreamIsHTTP2 ? nil : HTTPHeaderRules.requestedUpgrade(head.headers)
     // The HTTP/1.1 parser reads nothing after an upgrade or CONNECT request: this connection ends with it.
-    closeAfterResponse = upgrade != nil || (!downstreamIsHTTP2 && head.method == .CONNECT)
+    let closeAfterResponse = upgrade != nil || (!downstreamIsHTTP2 && head.method == .CONNECT)
     if let requested = upgrade, requested.lowercased().split(separator: ",").contains(where: {
       HTTPHeaderRules.trimmed($0) == "h2c"
     }) {
@@ -241,16 +158,6 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     request.upgrade = upgrade
     request.originalDestination = originalDestination
     self.request = request
-    buffered.removeAll(keepingCapacity: true)
-    buffered.append(.head(head))
-    replay.removeAll(keepingCapacity: true)
-    replayable = upgrade == nil
-    if replayable { replay.append(.head(head)) }
-    replayBytes = 0
-    refusals = 0
-    retries = 0
-    requestID &+= 1
-    policy = .none
     tapDestination = ""
     tapServerID = ""
     if tap.isObserved {
@@ -263,55 +170,39 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     } else {
       tapped = nil
     }
-    if head.method == .CONNECT {
-      answer(
-        ProxyError(.connectRefused, "the proxy does not open tunnels (CONNECT \(head.uri))"), context: context,
-        requestEnded: false)
-      return
-    }
-    let id = requestID
+    let action = stateMachine.requestStarted(
+      head, isGRPC: isGRPC, upgrade: upgrade != nil, closeAfterResponse: closeAfterResponse)
+    perform(action, context: context)
+  }
+
+  /// Asks for the route policy of request `id`: at once when the destination's profile is known.
+  private func lookUpPolicy(requestID id: Int, context: ChannelHandlerContext) {
+    guard let request else { return }
     if let policy = router.knownPolicy(for: request) {
       // The destination's profile is known already (every request but a destination's first): no future.
-      apply(policy, to: request, id: id)
+      apply(policy, id: id)
       return
     }
     // Hold further reads until the upstream is ready; parts already read are buffered.
     Self.setAutoRead(context.channel, false)
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     router.policy(for: request, on: context.eventLoop).hop(to: context.eventLoop).whenSuccess { policy in
-      bound.value.apply(policy, to: request, id: id)
+      bound.value.apply(policy, id: id)
     }
   }
 
   /// The destination's profile is known: start the route's clock and route the request.
-  private func apply(_ policy: RequestPolicy, to request: RoutedRequest, id: Int) {
-    guard id == requestID, let context, case .opening = state else { return }
-    self.policy = policy
-    if policy.hasRoute { metrics.routeRequest(policy, direction: router.direction) }
-    policy.budget?.deposit()
-    if let timeout = policy.timeout {
-      let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-      timeoutTask = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) { bound.value.timedOut(id) }
-    }
-    route(request, context: context)
+  private func apply(_ policy: RequestPolicy, id: Int) {
+    guard let context else { return }
+    perform(stateMachine.policyKnown(policy, requestID: id), context: context)
   }
 
   /// The route's timeout expired before the response headers: answer 504 and abandon the upstream call.
   private func timedOut(_ id: Int) {
-    guard id == requestID, let context else { return }
-    timeoutTask = nil
-    let detail = "no response within the route timeout of \(policy.timeout.map { "\($0)" } ?? "?")"
-    switch state {
-    case .opening:
-      answer(ProxyError(.timeout, detail), context: context, requestEnded: bufferedRequestEnded)
-    case .forwarding(let forwarding) where !forwarding.responseStarted:
-      attemptID &+= 1
-      forwarding.upstream.ticket?.complete(.cancelled)
-      forwarding.upstream.channel.close(promise: nil)
-      answer(ProxyError(.timeout, detail), context: context, requestEnded: forwarding.requestEnded)
-    default:
-      break
-    }
+    guard let context else { return }
+    // Only the current request's timer is still set (an earlier one was cancelled or has fired).
+    if id == stateMachine.requestID { timeoutTask = nil }
+    perform(stateMachine.timedOut(requestID: id), context: context)
   }
 
   private func cancelTimeout() {
@@ -319,7 +210,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     timeoutTask = nil
   }
 
-  private func route(_ request: RoutedRequest, context: ChannelHandlerContext) {
+  private func route(context: ChannelHandlerContext) {
+    guard let request else { return }
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     router.open(request, on: context.eventLoop).hop(to: context.eventLoop).whenComplete { result in
       bound.value.opened(result)
@@ -335,58 +227,184 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       }
       return
     }
-    guard case .opening = state else {
-      // The client went away meanwhile.
-      if case .success(let upstream) = result {
+    switch result {
+    case .failure(let error):
+      perform(stateMachine.upstreamOpenFailed(error), context: context)
+    case .success(let upstream):
+      switch stateMachine.upstreamOpened() {
+      case .startForwarding(let attempt):
+        startForwarding(upstream, attempt: attempt, context: context)
+      default:
+        // The client went away meanwhile.
         upstream.ticket?.complete(.cancelled)
         upstream.channel.close(promise: nil)
       }
-      return
     }
-    switch result {
-    case .failure(let error):
-      let proxyError = error as? ProxyError ?? ProxyError(.connectFailed, "\(error)")
-      answer(proxyError, context: context, requestEnded: bufferedRequestEnded)
-    case .success(let upstream):
-      metrics.requestStarted(upstream.labels)
-      if tapped != nil {
-        tapDestination = Self.address(upstream.channel.remoteAddress)
-        tapServerID = upstream.labels.serverID
+  }
+
+  /// The upstream of `attempt` is ready: its response handler reports here, and the parts read so far go to it.
+  private func startForwarding(_ upstream: Upstream, attempt: Int, context: ChannelHandlerContext) {
+    metrics.requestStarted(upstream.labels)
+    if tapped != nil {
+      tapDestination = Self.address(upstream.channel.remoteAddress)
+      tapServerID = upstream.labels.serverID
+    }
+    let downstream = NIOLoopBound(self, eventLoop: context.eventLoop)
+    let responseHandler: UpstreamResponseHandler
+    let pipeline = upstream.channel.pipeline.syncOperations
+    if upstream.release != nil, let pooled = try? pipeline.handler(type: UpstreamResponseHandler.self) {
+      // A pooled HTTP/1.1 connection keeps its handler from request to request.
+      responseHandler = pooled
+      pooled.bind(downstream, attempt: attempt)
+    } else {
+      responseHandler = UpstreamResponseHandler(downstream: downstream, attempt: attempt)
+      do {
+        try pipeline.addHandler(responseHandler)
+      } catch {
+        upstream.channel.close(promise: nil)
+        perform(stateMachine.upstreamUnusable(error), context: context)
+        return
       }
-      attemptID &+= 1
-      let downstream = NIOLoopBound(self, eventLoop: context.eventLoop)
-      let responseHandler: UpstreamResponseHandler
-      let pipeline = upstream.channel.pipeline.syncOperations
-      if upstream.release != nil, let pooled = try? pipeline.handler(type: UpstreamResponseHandler.self) {
-        // A pooled HTTP/1.1 connection keeps its handler from request to request.
-        responseHandler = pooled
-        pooled.bind(downstream, attempt: attemptID)
-      } else {
-        responseHandler = UpstreamResponseHandler(downstream: downstream, attempt: attemptID)
-        do {
-          try pipeline.addHandler(responseHandler)
-        } catch {
-          upstream.channel.close(promise: nil)
-          answer(ProxyError(.connectFailed, "upstream pipeline: \(error)"), context: context, requestEnded: false)
-          return
-        }
+    }
+    for part in stateMachine.buffered {
+      upstream.channel.write(Self.clientPart(part, head: upstream.head), promise: nil)
+    }
+    upstream.channel.flush()
+    self.upstream = upstream
+    self.responseHandler = responseHandler
+    stateMachine.forwardingStarted()
+    Self.setAutoRead(context.channel, true)
+    context.read()
+  }
+
+  // MARK: Actions
+
+  private func perform(_ action: StateMachine.Action, context: ChannelHandlerContext) {
+    switch action {
+    case .none:
+      break
+    case .startRequest(let head):
+      // Asks for the next read while the pipeline handler still lets it through (it holds reads from a
+      // request's end until its response's end): the socket stays registered for reading while the response
+      // is on its way, instead of being taken off epoll at the end of this read and put back after the
+      // response, two epoll_ctl calls a request. Bytes a client sends meanwhile (a pipelined request) are
+      // still held back by the pipeline handler.
+      context.read()
+      begin(head, context: context)
+    case .lookUpPolicy(let requestID):
+      lookUpPolicy(requestID: requestID, context: context)
+    case .openUpstream(let requestID):
+      let policy = stateMachine.policy
+      if policy.hasRoute { metrics.routeRequest(policy, direction: router.direction) }
+      policy.budget?.deposit()
+      if let timeout = policy.timeout {
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timeoutTask = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) { bound.value.timedOut(requestID) }
       }
-      var forwarding = ForwardingState(
-        upstream: upstream, responseHandler: responseHandler, requestEnded: false, responseStarted: false)
-      for part in buffered {
-        upstream.channel.write(Self.clientPart(part, head: upstream.head), promise: nil)
-        if case .end = part { forwarding.requestEnded = true }
-      }
-      buffered.removeAll(keepingCapacity: true)
+      route(context: context)
+    case .discardUpstream, .startForwarding:
+      // Answers to `upstreamOpened()`, handled where it is asked.
+      break
+    case .forwardRequestPart(let part):
+      if let upstream { upstream.channel.write(Self.clientPart(part, head: upstream.head), promise: nil) }
+    case .forwardLastRequestPart(let part, let finish):
+      guard let upstream else { break }
+      upstream.channel.write(Self.clientPart(part, head: upstream.head), promise: nil)
       upstream.channel.flush()
-      state = .forwarding(forwarding)
+      if finish { self.finish() }
+    case .requestDone:
+      endCounted()
+    case .answer(let answer):
+      write(answer, context: context)
+    case .abandonUpstreamAndAnswer(let outcome, let answer):
+      if let upstream {
+        upstream.ticket?.complete(outcome)
+        upstream.channel.close(promise: nil)
+      }
+      write(answer, context: context)
+    case .failUpstreamAndAnswer(let answer):
+      upstream?.ticket?.complete(.failure)
+      write(answer, context: context)
+    case .resumeReading(let requestDone):
       Self.setAutoRead(context.channel, true)
       context.read()
+      if requestDone { endCounted() }
+    case .resend(let resend):
+      self.resend(resend, context: context)
+    case .forwardResponseHead(var head, let outcome):
+      cancelTimeout()
+      upstream?.ticket?.complete(outcome)
+      HTTPHeaderRules.stripHopByHop(&head.headers)
+      if stateMachine.closeAfterResponse { head.headers.add(name: "connection", value: "close") }
+      // Set only when it differs: the head's storage is shared, and a write copies it.
+      if head.version != .http1_1 { head.version = .http1_1 }
+      responseLatency = elapsedMilliseconds()
+      tapResponse(status: Int(head.status.code))
+      context.write(wrapOutboundOut(.head(head)), promise: nil)
+    case .forwardResponseBody(let buffer):
+      context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+    case .forwardResponseEnd(let trailers, let status, let grpcStatus, let finish):
+      forwardResponseEnd(trailers, status: status, grpcStatus: grpcStatus, finish: finish, context: context)
+    case .acceptUpgrade(let head):
+      acceptUpgrade(head, context: context)
+    case .scheduleRelay:
+      // Out of the HTTP decoder's callback first: the pipelines change under it.
+      let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+      context.eventLoop.execute {
+        let handler = bound.value
+        guard let context = handler.context else { return }
+        handler.perform(handler.stateMachine.relayReady(), context: context)
+      }
+    case .startRelay:
+      becomeRelay(context: context)
+    case .resetDownstream(let code, let status):
+      upstream?.ticket?.complete(.failure)
+      // The upstream reset the stream: the client gets the same reset (gRPC maps its code to a status, as it
+      // would directly), not a status the proxy made up.
+      logger.debug(
+        "upstream reset the stream; resetting the downstream stream",
+        metadata: ["direction": "\(router.direction)", "authority": "\(currentAuthority)", "code": "\(code)"])
+      metrics.proxyError(direction: router.direction, reason: .upstreamReset)
+      tapEnd(status: status, grpcStatus: nil, proxyError: ProxyError.Reason.upstreamReset.rawValue)
+      cancelTimeout()
+      releaseUpstream()
+      context.triggerUserOutboundEvent(StreamResetEvent(code: code), promise: nil)
+      context.close(promise: nil)
+    case .breakDownstream(let error, let status):
+      upstream?.ticket?.complete(.failure)
+      // Mid-response: the only honest signal left is to break the downstream stream too.
+      logger.debug(
+        "upstream failed mid-response; resetting the downstream",
+        metadata: [
+          "direction": "\(router.direction)", "authority": "\(currentAuthority)",
+          "error": "\(error.map { "\($0)" } ?? "closed")",
+        ])
+      metrics.proxyError(direction: router.direction, reason: .upstreamReset)
+      if let upstream {
+        metrics.responseEnded(upstream.labels, status: 502, grpcStatus: nil, latencyMilliseconds: elapsedMilliseconds())
+      }
+      tapEnd(status: status, grpcStatus: nil, proxyError: ProxyError.Reason.upstreamReset.rawValue)
+      releaseUpstream()
+      context.close(promise: nil)
+    case .cancelRequest(let closeUpstream):
+      request?.abandonment.isAbandoned = true
+      if closeUpstream, let upstream {
+        upstream.ticket?.complete(.cancelled)
+        upstream.channel.close(promise: nil)
+      }
+      releaseUpstream()
+    case .closeDownstream:
+      context.close(promise: nil)
+    case .closeUpstreamAndDownstream:
+      upstream?.channel.close(promise: nil)
+      releaseUpstream()
+      context.close(promise: nil)
     }
   }
 
   /// The proxy answers the request itself.
-  private func answer(_ error: ProxyError, context: ChannelHandlerContext, requestEnded: Bool) {
+  private func write(_ answer: StateMachine.Answer, context: ChannelHandlerContext) {
+    let error = answer.error
     request?.abandonment.isAbandoned = true
     metrics.proxyError(direction: router.direction, reason: error.reason)
     logger.debug(
@@ -397,10 +415,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       ])
     var headers = HTTPHeaders()
     headers.add(name: ProxyError.headerName, value: error.reason.rawValue)
-    if closeAfterResponse { headers.add(name: "connection", value: "close") }
+    if stateMachine.closeAfterResponse { headers.add(name: "connection", value: "close") }
     let status: HTTPResponseStatus
     let grpcStatus: Int?
-    if isGRPC {
+    if stateMachine.isGRPC {
       // A gRPC client understands a status, not an error page: a trailers-only response (HTTP 200, one
       // HEADERS frame with END_STREAM) with the proxy's reason in grpc-message, as Linkerd answers.
       status = .ok
@@ -408,7 +426,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       headers.add(name: "content-type", value: "application/grpc")
       headers.add(name: "grpc-status", value: String(error.grpcStatus))
       headers.add(name: "grpc-message", value: GRPCMessage.percentEncoded("\(error)"))
-      if !downstreamIsHTTP2 { headers.add(name: "content-length", value: "0") }
+      if !stateMachine.downstreamIsHTTP2 { headers.add(name: "content-length", value: "0") }
       context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
     } else {
       status = error.status
@@ -428,24 +446,14 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       labels, status: Int(status.code), grpcStatus: grpcStatus, latencyMilliseconds: elapsedMilliseconds())
     tapResponse(status: Int(status.code))
     tapEnd(status: Int(status.code), grpcStatus: grpcStatus, proxyError: error.reason.rawValue)
+    let policy = stateMachine.policy
     if policy.hasRoute {
       metrics.routeResponse(
         policy, direction: router.direction, status: Int(status.code), latencyMilliseconds: elapsedMilliseconds())
     }
     cancelTimeout()
-    state = .answered
-    if closeAfterResponse {
-      context.close(promise: nil)
-      return
-    }
-    Self.setAutoRead(context.channel, true)
-    context.read()
-    if requestEnded { resetAfterAnswer(context: context) }
-  }
-
-  private func resetAfterAnswer(context: ChannelHandlerContext) {
-    state = .idle
-    endCounted()
+    releaseUpstream()
+    perform(stateMachine.answerWritten(requestEnded: answer.requestEnded), context: context)
   }
 
   private func endCounted() {
@@ -458,94 +466,96 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   // MARK: Upstream (called by UpstreamResponseHandler, same event loop)
 
   func upstreamResponse(_ part: HTTPClientResponsePart, attempt: Int) {
-    guard attempt == attemptID, let context, case .forwarding(var forwarding) = state else { return }
-    switch part {
-    case .head(let head)
-    where retryAfter(
-      status: Int(head.status.code), grpcStatus: isGRPC ? head.headers.first(name: "grpc-status").flatMap { Int($0) } : nil,
-      forwarding, context: context):
-      return
-    case .head(let head) where head.status == .switchingProtocols:
-      guard request?.upgrade != nil else {
-        forwarding.upstream.ticket?.complete(.failure)
-        forwarding.upstream.channel.close(promise: nil)
-        answer(
-          ProxyError(.upstreamReset, "the upstream switched protocols without being asked to"), context: context,
-          requestEnded: forwarding.requestEnded)
-        return
-      }
-      acceptUpgrade(head, forwarding, context: context)
-    case .end where forwarding.upgradeAccepted:
-      // Out of the HTTP decoder's callback first: the pipelines change under it.
-      let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-      context.eventLoop.execute { bound.value.becomeRelay() }
-    case .head(var head):
-      cancelTimeout()
-      forwarding.responseStarted = true
-      forwarding.status = Int(head.status.code)
-      forwarding.grpcStatus = head.headers.first(name: "grpc-status").flatMap { Int($0) }
-      // A peer proxy that shed the request (`overloaded`) is alive and busy, not failing: its time only
-      // raises the endpoint's load estimate, so shedding never ejects the only endpoint of a service.
-      let outcome: RequestOutcome =
-        head.status.code < 500
-        ? .success
-        : head.headers.first(name: ProxyError.headerName) == ProxyError.Reason.overloaded.rawValue
-          ? .cancelled : .failure
-      forwarding.upstream.ticket?.complete(outcome)
-      HTTPHeaderRules.stripHopByHop(&head.headers)
-      if closeAfterResponse { head.headers.add(name: "connection", value: "close") }
-      // Set only when it differs: the head's storage is shared, and a write copies it.
-      if head.version != .http1_1 { head.version = .http1_1 }
-      let latency = elapsedMilliseconds()
-      state = .forwarding(forwarding)
-      responseLatency = latency
-      tapResponse(status: forwarding.status)
-      context.write(wrapOutboundOut(.head(head)), promise: nil)
-    case .body(let buffer):
-      context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-    case .end(let trailers):
-      if let grpc = trailers?.first(name: "grpc-status").flatMap({ Int($0) }) { forwarding.grpcStatus = grpc }
-      metrics.responseEnded(
-        forwarding.upstream.labels, status: forwarding.status, grpcStatus: forwarding.grpcStatus,
-        latencyMilliseconds: responseLatency ?? elapsedMilliseconds())
-      if policy.hasRoute {
-        metrics.routeResponse(
-          policy, direction: router.direction, status: forwarding.status,
-          latencyMilliseconds: responseLatency ?? elapsedMilliseconds())
-      }
-      responseLatency = nil
-      tapEnd(status: forwarding.status, grpcStatus: forwarding.grpcStatus, proxyError: "")
-      forwarding.responseStarted = true
-      state = .forwarding(forwarding)
-      responseEnded = true
-      // Settle the state before the last write: on an HTTP/2 downstream, writing END_STREAM closes the
-      // stream and `channelInactive` runs inside this write. Still `.forwarding` then, it would reset the
-      // upstream stream that has just completed (an RST_STREAM per request, which peers count as abuse).
-      finishIfDone()
-      context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
-      if closeAfterResponse {
-        // A refused upgrade: an ordinary response, after which this connection ends. Its upstream
-        // connection was asked for an upgrade too and is not reused.
-        if case .forwarding(let forwarding) = state { forwarding.upstream.channel.close(promise: nil) }
-        state = .answered
-        context.close(promise: nil)
-      }
+    guard let context else { return }
+    perform(stateMachine.responsePartReceived(part, attempt: attempt), context: context)
+  }
+
+  private func forwardResponseEnd(
+    _ trailers: HTTPHeaders?, status: Int, grpcStatus: Int?, finish: Bool, context: ChannelHandlerContext
+  ) {
+    let latency = responseLatency ?? elapsedMilliseconds()
+    if let upstream {
+      metrics.responseEnded(upstream.labels, status: status, grpcStatus: grpcStatus, latencyMilliseconds: latency)
     }
+    let policy = stateMachine.policy
+    if policy.hasRoute {
+      metrics.routeResponse(policy, direction: router.direction, status: status, latencyMilliseconds: latency)
+    }
+    responseLatency = nil
+    tapEnd(status: status, grpcStatus: grpcStatus, proxyError: "")
+    // The state machine has settled before this last write: on an HTTP/2 downstream, writing END_STREAM
+    // closes the stream and `channelInactive` runs inside it (see `responsePartReceived`).
+    if finish { self.finish() }
+    context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+    perform(stateMachine.responseEndWritten(), context: context)
+  }
+
+  /// Both directions are done: return an HTTP/1.1 upstream to its pool and get ready for the next request.
+  private func finish() {
+    if let upstream, let release = upstream.release {
+      // The handler stays on the connection, unbound until the connection's next request.
+      responseHandler?.unbind()
+      release(upstream.channel)
+    }
+    releaseUpstream()
+    endCounted()
+  }
+
+  /// Drops the references to an upstream the request is done with (closed, pooled or abandoned).
+  private func releaseUpstream() {
+    upstream = nil
+    responseHandler = nil
+  }
+
+  /// Sends the request again: the current upstream is abandoned, a new one is asked of the router.
+  private func resend(_ resend: StateMachine.Resend, context: ChannelHandlerContext) {
+    let policy = stateMachine.policy
+    switch resend {
+    case .refused(let attempt):
+      logger.debug(
+        "upstream refused the request unprocessed; sending it again",
+        metadata: ["direction": "\(router.direction)", "authority": "\(currentAuthority)", "attempt": "\(attempt)"])
+    case .failedResponse(let status, let grpcStatus, let retry):
+      metrics.routeRetry(policy, direction: router.direction)
+      if let upstream {
+        metrics.responseEnded(
+          upstream.labels, status: status, grpcStatus: grpcStatus, latencyMilliseconds: elapsedMilliseconds())
+      }
+      logger.debug(
+        "retrying a failed response",
+        metadata: [
+          "authority": "\(currentAuthority)", "route": "\(policy.routeName)", "status": "\(status)",
+          "retry": "\(retry)",
+        ])
+    case .failure(let error, let retry):
+      metrics.routeRetry(policy, direction: router.direction)
+      logger.debug(
+        "retrying after an upstream failure",
+        metadata: [
+          "authority": "\(currentAuthority)", "route": "\(policy.routeName)",
+          "error": "\(error.map { "\($0)" } ?? "closed")", "retry": "\(retry)",
+        ])
+    }
+    if let upstream {
+      upstream.ticket?.complete(resend.outcome)
+      upstream.channel.close(promise: nil)
+    }
+    releaseUpstream()
+    route(context: context)
   }
 
   // MARK: Upgrades
 
   /// The upstream answered `101 Switching Protocols`: the 101 goes to the client, counted as the request's
-  /// response; at the end of it (``becomeRelay``) both connections become a byte relay.
-  private func acceptUpgrade(_ head: HTTPResponseHead, _ forwarding: ForwardingState, context: ChannelHandlerContext) {
-    var forwarding = forwarding
+  /// response; at the end of it (``becomeRelay(context:)``) both connections become a byte relay.
+  private func acceptUpgrade(_ head: HTTPResponseHead, context: ChannelHandlerContext) {
     cancelTimeout()
-    forwarding.responseStarted = true
-    forwarding.upgradeAccepted = true
-    forwarding.status = 101
-    forwarding.upstream.ticket?.complete(.success)
+    upstream?.ticket?.complete(.success)
     let latency = elapsedMilliseconds()
-    metrics.responseEnded(forwarding.upstream.labels, status: 101, grpcStatus: nil, latencyMilliseconds: latency)
+    if let upstream {
+      metrics.responseEnded(upstream.labels, status: 101, grpcStatus: nil, latencyMilliseconds: latency)
+    }
+    let policy = stateMachine.policy
     if policy.hasRoute {
       metrics.routeResponse(policy, direction: router.direction, status: 101, latencyMilliseconds: latency)
     }
@@ -554,17 +564,15 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     let protocolName = head.headers.first(name: "upgrade") ?? request?.upgrade
     HTTPHeaderRules.stripHopByHop(&head.headers, upgrade: protocolName)
     head.version = .http1_1
-    state = .forwarding(forwarding)
     context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
   }
 
   /// Takes HTTP off both pipelines and joins them with a ``ByteRelay``. Bytes the upstream sent right after
   /// its 101 (already read) reach the client; from here on nothing is parsed.
-  private func becomeRelay() {
-    guard let context, case .forwarding(let forwarding) = state, forwarding.upgradeAccepted else { return }
-    state = .upgraded
+  private func becomeRelay(context: ChannelHandlerContext) {
+    guard let upstream = self.upstream?.channel else { return }
+    releaseUpstream()
     endCounted()
-    let upstream = forwarding.upstream.channel
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     let (downstreamEnd, upstreamEnd) = ByteRelay.pair(onFirstClose: {
       let handler = bound.value
@@ -616,145 +624,22 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
   }
 
-  private var responseLatency: Double?
-  private var responseEnded = false
-
-  /// A failed response on a retryable route: if the whole request is kept, retries are left and the budget
-  /// allows, the response is dropped and the request sent again (to a newly picked endpoint or leaf).
-  ///
-  /// A gRPC call is retried when the server answered UNAVAILABLE (14) in a trailers-only response: nothing of
-  /// the response has reached the client yet, and UNAVAILABLE says the call was not processed.
-  private func retryAfter(
-    status: Int, grpcStatus: Int?, _ forwarding: ForwardingState, context: ChannelHandlerContext
-  ) -> Bool {
-    let failed = policy.isFailure(status: status) || (isGRPC && grpcStatus == 14)
-    guard policy.isRetryable, failed, forwarding.requestEnded, retries < Self.maxRetries,
-      replayable, let request, let budget = policy.budget, budget.withdraw()
-    else { return false }
-    retries += 1
-    metrics.routeRetry(policy, direction: router.direction)
-    metrics.responseEnded(
-      forwarding.upstream.labels, status: status, grpcStatus: grpcStatus, latencyMilliseconds: elapsedMilliseconds())
-    logger.debug(
-      "retrying a failed response",
-      metadata: [
-        "authority": "\(currentAuthority)", "route": "\(policy.routeName)", "status": "\(status)",
-        "retry": "\(retries)",
-      ])
-    attemptID &+= 1
-    forwarding.upstream.ticket?.complete(.failure)
-    forwarding.upstream.channel.close(promise: nil)
-    state = .opening
-    buffered = replay
-    route(request, context: context)
-    return true
-  }
-
-  /// The upstream failed before any response (reset, closed: a crashed peer) on a retryable route: sent again
-  /// under the same rules as a failed response (whole request kept, retries left, budget).
-  private func retryAfterFailure(_ forwarding: ForwardingState, error: (any Error)?, context: ChannelHandlerContext) -> Bool {
-    guard policy.isRetryable, forwarding.requestEnded, retries < Self.maxRetries, replayable, let request,
-      let budget = policy.budget, budget.withdraw()
-    else { return false }
-    retries += 1
-    metrics.routeRetry(policy, direction: router.direction)
-    logger.debug(
-      "retrying after an upstream failure",
-      metadata: [
-        "authority": "\(currentAuthority)", "route": "\(policy.routeName)",
-        "error": "\(error.map { "\($0)" } ?? "closed")", "retry": "\(retries)",
-      ])
-    attemptID &+= 1
-    forwarding.upstream.ticket?.complete(.failure)
-    forwarding.upstream.channel.close(promise: nil)
-    state = .opening
-    buffered = replay
-    route(request, context: context)
-    return true
-  }
-
   func upstreamReadComplete(attempt: Int) {
-    guard attempt == attemptID else { return }
+    guard stateMachine.isCurrent(attempt: attempt) else { return }
     context?.flush()
   }
 
   func upstreamWritabilityChanged(_ writable: Bool, attempt: Int) {
-    guard attempt == attemptID, let context else { return }
+    guard stateMachine.isCurrent(attempt: attempt), let context else { return }
     Self.setAutoRead(context.channel, writable)
     if writable { context.read() }
   }
 
   /// The upstream closed or failed. Before the response ended, that is an upstream reset.
   func upstreamFailed(_ error: (any Error)?, attempt: Int) {
-    guard attempt == attemptID, let context, case .forwarding(let forwarding) = state else { return }
-    if responseEnded { return }
-    if !forwarding.responseStarted, let stream = forwarding.upstream.stream, stream.wasRefused(by: error),
-      refusals < Self.maxRefusals, replayable, let request
-    {
-      // The peer never processed it (GOAWAY, REFUSED_STREAM): send it again, on a fresh connection.
-      refusals += 1
-      attemptID &+= 1
-      logger.debug(
-        "upstream refused the request unprocessed; sending it again",
-        metadata: [
-          "direction": "\(router.direction)", "authority": "\(currentAuthority)", "attempt": "\(refusals + 1)",
-        ])
-      forwarding.upstream.ticket?.complete(.cancelled)
-      forwarding.upstream.channel.close(promise: nil)
-      state = .opening
-      buffered = replay
-      route(request, context: context)
-      return
-    }
-    if !forwarding.responseStarted, retryAfterFailure(forwarding, error: error, context: context) { return }
-    forwarding.upstream.ticket?.complete(.failure)
-    if downstreamIsHTTP2, let reset = error as? NIOHTTP2Errors.StreamClosed {
-      // The upstream reset the stream: the client gets the same reset (gRPC maps its code to a status, as it
-      // would directly), not a status the proxy made up.
-      logger.debug(
-        "upstream reset the stream; resetting the downstream stream",
-        metadata: ["direction": "\(router.direction)", "authority": "\(currentAuthority)", "code": "\(reset.errorCode)"])
-      metrics.proxyError(direction: router.direction, reason: .upstreamReset)
-      tapEnd(status: forwarding.status, grpcStatus: nil, proxyError: ProxyError.Reason.upstreamReset.rawValue)
-      state = .answered
-      cancelTimeout()
-      context.triggerUserOutboundEvent(StreamResetEvent(code: reset.errorCode), promise: nil)
-      context.close(promise: nil)
-      return
-    }
-    if forwarding.responseStarted {
-      // Mid-response: the only honest signal left is to break the downstream stream too.
-      logger.debug(
-        "upstream failed mid-response; resetting the downstream",
-        metadata: [
-          "direction": "\(router.direction)", "authority": "\(currentAuthority)",
-          "error": "\(error.map { "\($0)" } ?? "closed")",
-        ])
-      metrics.proxyError(direction: router.direction, reason: .upstreamReset)
-      metrics.responseEnded(
-        forwarding.upstream.labels, status: 502, grpcStatus: nil, latencyMilliseconds: elapsedMilliseconds())
-      tapEnd(status: forwarding.status, grpcStatus: nil, proxyError: ProxyError.Reason.upstreamReset.rawValue)
-      state = .answered
-      context.close(promise: nil)
-    } else {
-      let detail = error.map { "\($0)" } ?? "connection closed before the response"
-      state = .opening
-      buffered.removeAll(keepingCapacity: true)
-      answer(ProxyError(.upstreamReset, detail), context: context, requestEnded: forwarding.requestEnded)
-    }
-  }
-
-  /// Both directions are done: return an HTTP/1.1 upstream to its pool and get ready for the next request.
-  private func finishIfDone() {
-    guard case .forwarding(let forwarding) = state, forwarding.requestEnded, responseEnded else { return }
-    responseEnded = false
-    if let release = forwarding.upstream.release {
-      // The handler stays on the connection, unbound until the connection's next request.
-      forwarding.responseHandler.unbind()
-      release(forwarding.upstream.channel)
-    }
-    state = .idle
-    endCounted()
+    guard stateMachine.isCurrent(attempt: attempt), let context else { return }
+    let refused = upstream?.stream?.wasRefused(by: error) ?? false
+    perform(stateMachine.upstreamFailed(error, attempt: attempt, refused: refused), context: context)
   }
 
   // MARK: Tap
@@ -785,25 +670,6 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   }
 
   // MARK: Helpers
-
-  /// Keeps a request part for a possible resend, until the body outgrows ``replayLimit``.
-  private func record(_ part: HTTPServerRequestPart) {
-    guard replayable else { return }
-    if case .body(let buffer) = part {
-      replayBytes += buffer.readableBytes
-      if replayBytes > Self.replayLimit {
-        replayable = false
-        replay.removeAll(keepingCapacity: true)
-        return
-      }
-    }
-    replay.append(part)
-  }
-
-  /// Whether the parts buffered while opening include the request's end.
-  private var bufferedRequestEnded: Bool {
-    buffered.contains { if case .end = $0 { true } else { false } }
-  }
 
   private func elapsedMilliseconds() -> Double {
     Double((NIODeadline.now() - started).nanoseconds) / 1_000_000
