@@ -21,10 +21,23 @@ struct ProxyRequestHandlerTests {
     var pooled = false
     let released = Mutex<[ObjectIdentifier]>([])
     private(set) var opened = 0
+    /// Whether `open` waits (until ``failPending()``).
+    var hang = false
+    private var pending: [EventLoopPromise<Upstream>] = []
 
     init(upstreams: [EmbeddedChannel]) { self.upstreams = upstreams }
 
+    func failPending() {
+      for promise in pending { promise.fail(failure) }
+      pending = []
+    }
+
     func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
+      if hang {
+        let promise = eventLoop.makePromise(of: Upstream.self)
+        pending.append(promise)
+        return promise.futureResult
+      }
       guard !upstreams.isEmpty else { return eventLoop.makeFailedFuture(failure) }
       opened += 1
       let channel = upstreams.removeFirst()
@@ -249,5 +262,26 @@ struct ProxyRequestHandlerTests {
     f.loop.run()
     #expect(!f.downstream.isActive)
     #expect(f.inFlight.current == 0)
+  }
+
+  @Test("a request pipelined behind one the proxy answers after its end (here: the route timeout) is lost")
+  func pipelinedBehindAnswer() throws {
+    let f = try Fixture(upstreams: 0, pipelining: true)
+    f.router.hang = true
+    f.router.policy = RequestPolicy(routeName: "GET /", timeout: .seconds(1))
+    try f.send()
+    // The second request waits in the pipelining handler until the first one's response has ended.
+    try f.send()
+    f.loop.advanceTime(by: .seconds(1))
+    #expect(Self.head(of: try f.received())?.status == .gatewayTimeout)
+    f.loop.advanceTime(by: .seconds(1))
+    // The pipelining handler hands the second request over inside the write of the first answer's end, while
+    // the handler's state is still `opening`: its parts are buffered with the answered request and dropped,
+    // and the client never gets a response. Kept as it was by the state machine's introduction.
+    let second = try f.received()
+    withKnownIssue("a pipelined request delivered during the proxy's own answer is dropped") {
+      #expect(Self.head(of: second)?.status == .gatewayTimeout)
+    }
+    f.router.failPending()
   }
 }
