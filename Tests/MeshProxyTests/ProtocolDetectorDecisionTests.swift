@@ -1,9 +1,13 @@
+import Logging
 import MeshCore
+import MeshIdentity
+import MeshTLS
 import NIOCore
 import NIOEmbedded
 import NIOHTTP2
 import Synchronization
 import Testing
+import _MeshTestSupport
 
 @testable import MeshProxy
 
@@ -118,5 +122,89 @@ struct ProtocolDetectorDecisionTests {
     let long = "GET /" + String(repeating: "a", count: 100)
     #expect(ProtocolDetector.http1RequestLine(ByteBuffer(string: long), limit: 64) == .yes)
     #expect(ProtocolDetector.http1RequestLine(ByteBuffer(string: long), limit: 1024) == .maybe)
+  }
+
+  // MARK: With TLS, and after it
+
+  /// A detector on an embedded connection with `tls` offered, or one that runs after mutual TLS with `peer`.
+  struct SecureFixture {
+    let downstream: EmbeddedChannel
+    let upstream: EmbeddedChannel
+    let router: ProtocolDetectorTests.StubRouter
+    let metrics = ProxyMetrics()
+
+    init(tls: MeshTLS? = nil, afterTLSWith peer: IdentityName? = nil) throws {
+      let loop = EmbeddedEventLoop()
+      downstream = EmbeddedChannel(loop: loop)
+      upstream = EmbeddedChannel(loop: loop)
+      router = ProtocolDetectorTests.StubRouter(upstream: upstream)
+      var setup = ProtocolDetector.Setup(
+        router: router, metrics: metrics, tls: tls, requireClientCertificate: true, inFlight: InFlightRequests(),
+        tap: TapHub(), logger: Logger(label: "test.detector"))
+      setup.direction = "inbound"
+      try downstream.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 4143)).wait()
+      try upstream.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+      try downstream.pipeline.syncOperations.addHandler(
+        ProtocolDetector(setup: setup, afterTLS: peer != nil, peerIdentity: peer))
+    }
+
+    var exposition: String { String(decoding: metrics.exposition(), as: UTF8.self) }
+  }
+
+  @Test("a TLS record where TLS is offered: the TLS handlers take the bytes and the detector steps aside")
+  func tlsOffered() throws {
+    let pki = try TestPKI()
+    let tls = try MeshTLS(material: try pki.workload(.test("backend")), trustAnchors: [pki.anchor.certificate])
+    let f = try SecureFixture(tls: tls)
+    var record = ByteBuffer()
+    // A handshake record that holds no valid ClientHello.
+    record.writeBytes([0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00])
+    try? f.downstream.writeInbound(record)
+    #expect(!Self.has(ProtocolDetector.self, f.downstream))
+    #expect(f.router.asked.withLock { $0.isEmpty })
+    // The TLS server rejects the handshake: an alert record, and the connection ends.
+    f.downstream.embeddedEventLoop.run()
+    let alert = try #require(try f.downstream.readOutbound(as: ByteBuffer.self))
+    #expect(alert.getInteger(at: alert.readerIndex, as: UInt8.self) == 0x15)
+    #expect(!f.downstream.isActive)
+  }
+
+  @Test("after mutual TLS, a peer proxy's opaque header makes the connection opaque at once; what follows is relayed")
+  func opaqueHeaderAfterTLS() throws {
+    let f = try SecureFixture(afterTLSWith: .test("web"))
+    var bytes = OpaqueHeader(targetPort: 6379).encoded()
+    bytes.writeString("PING\r\n")
+    try f.downstream.writeInbound(bytes)
+    let asked = f.router.asked.withLock { $0 }
+    #expect(asked.map(\.header) == [OpaqueHeader(targetPort: 6379)])
+    #expect(asked.map(\.peerIdentity) == [.test("web")])
+    var relayed = ""
+    while var buffer = try f.upstream.readOutbound(as: ByteBuffer.self) {
+      relayed += buffer.readString(length: buffer.readableBytes) ?? ""
+    }
+    #expect(relayed == "PING\r\n")
+  }
+
+  @Test("after mutual TLS, a malformed opaque header: the connection is refused, counted (bad authority)")
+  func badOpaqueHeaderAfterTLS() throws {
+    let f = try SecureFixture(afterTLSWith: .test("web"))
+    try f.downstream.writeInbound(ByteBuffer(string: "swiftmesh-opaque/1 99999\r\n"))
+    #expect(!f.downstream.isActive)
+    #expect(f.router.asked.withLock { $0.isEmpty })
+    #expect(f.exposition.contains("tcp_refused_total{direction=\"inbound\",reason=\"bad authority\"} 1"), "\(f.exposition)")
+  }
+
+  @Test("after mutual TLS, a part of an opaque header waits; an HTTP/1 request line is HTTP")
+  func httpAfterTLS() throws {
+    let waiting = try SecureFixture(afterTLSWith: .test("web"))
+    try waiting.downstream.writeInbound(ByteBuffer(string: "swiftmesh-opa"))
+    #expect(Self.has(ProtocolDetector.self, waiting.downstream))
+    #expect(waiting.router.asked.withLock { $0.isEmpty })
+
+    let http = try SecureFixture(afterTLSWith: .test("web"))
+    try http.downstream.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\n"))
+    #expect(!Self.has(ProtocolDetector.self, http.downstream))
+    #expect(Self.has(ProxyRequestHandler.self, http.downstream))
+    #expect(http.router.asked.withLock { $0.isEmpty })
   }
 }
