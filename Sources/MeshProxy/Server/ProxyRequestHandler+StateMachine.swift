@@ -298,9 +298,9 @@ extension ProxyRequestHandler {
       return .startForwarding(attempt: attemptID)
     }
 
-    /// The handler sent ``buffered`` to the upstream opened for the current attempt.
+    /// The handler sent ``buffered`` to the upstream opened for the current attempt (reported right after
+    /// ``Action/startForwarding(attempt:)``, whatever happened during those writes, as it always was).
     mutating func forwardingStarted() {
-      precondition(isOpening, "forwarding started while not opening")
       buffered.removeAll(keepingCapacity: true)
       state = .forwarding(Forwarding())
     }
@@ -317,10 +317,6 @@ extension ProxyRequestHandler {
       guard case .opening = state else { return .none }
       let proxyError = error as? ProxyError ?? ProxyError(.connectFailed, "\(error)")
       return .answer(answer(proxyError))
-    }
-
-    private var isOpening: Bool {
-      if case .opening = state { true } else { false }
     }
 
     // MARK: Upstream
