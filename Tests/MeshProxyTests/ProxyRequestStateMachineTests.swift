@@ -500,4 +500,23 @@ struct ProxyRequestStateMachineTests {
     }
     #expect(machine.closeAfterResponse)
   }
+
+  // MARK: Reads
+
+  @Test("a completed read: flushes while forwarding; pauses reading while the upstream opens for a request that goes on")
+  func readComplete() throws {
+    var machine = Machine(downstreamIsHTTP2: false)
+    Self.expectNone(machine.readComplete())
+    machine = try Self.opening()
+    guard case .pauseReading = machine.readComplete() else { Issue.record("paused: the body is still coming"); return }
+    _ = machine.requestPartReceived(.end(nil))
+    // An ended request keeps reading: the pipeline handler holds a pipelined next request.
+    Self.expectNone(machine.readComplete())
+    try Self.open(&machine)
+    guard case .flushUpstream = machine.readComplete() else { Issue.record("flushed"); return }
+    var answered = try Self.opening()
+    _ = answered.upstreamOpenFailed(ProxyError(.noEndpoints, "none"))
+    _ = answered.answerWritten(requestEnded: false)
+    Self.expectNone(answered.readComplete())
+  }
 }

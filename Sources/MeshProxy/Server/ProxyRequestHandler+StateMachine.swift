@@ -62,6 +62,10 @@ extension ProxyRequestHandler {
       /// A request part for the upstream; `last`: flush it and, with `finish`, the request is complete
       /// (return the upstream to its pool, the request is no longer in flight).
       case forwardRequestPart(HTTPServerRequestPart)
+      /// A read from the client is complete: flush what went to the upstream.
+      case flushUpstream
+      /// Hold further reads from the client until the upstream is ready (parts read meanwhile are buffered).
+      case pauseReading
       case forwardLastRequestPart(HTTPServerRequestPart, finish: Bool)
       /// The rest of an answered request has arrived: it is no longer in flight.
       case requestDone
@@ -245,6 +249,22 @@ extension ProxyRequestHandler {
         return .answer(answer(ProxyError(.connectRefused, "the proxy does not open tunnels (CONNECT \(head.uri))")))
       }
       return .lookUpPolicy(requestID: requestID)
+    }
+
+    /// A read from the client is complete.
+    func readComplete() -> Action {
+      switch state {
+      case .forwarding:
+        return .flushUpstream
+      case .opening where !requestEnded:
+        // The upstream is not there yet (a new connection or stream, discovery still answering) and the
+        // request goes on: hold further reads until it is ready; parts already read are buffered. A request
+        // that has ended (every request without a body) keeps reading: nothing of it is left to hold back, the
+        // pipeline handler holds a pipelined next request, and each pause and resume would cost an epoll_ctl.
+        return .pauseReading
+      default:
+        return .none
+      }
     }
 
     /// The downstream channel went inactive.

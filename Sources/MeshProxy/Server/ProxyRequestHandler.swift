@@ -87,18 +87,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   }
 
   func channelReadComplete(context: ChannelHandlerContext) {
-    switch stateMachine.state {
-    case .forwarding:
-      upstream?.channel.flush()
-    case .opening where !stateMachine.requestEnded:
-      // The upstream is not there yet (a new connection or stream, discovery still answering) and the request
-      // goes on: hold further reads until it is ready; parts already read are buffered. A request that has
-      // ended (every request without a body) keeps reading: nothing of it is left to hold back, the pipeline
-      // handler holds a pipelined next request, and each pause and resume would cost an epoll_ctl.
-      Self.setAutoRead(context.channel, false)
-    default:
-      break
-    }
+    perform(stateMachine.readComplete(), context: context)
     context.fireChannelReadComplete()
   }
 
@@ -312,6 +301,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       upstream.channel.write(Self.clientPart(part, head: upstream.head), promise: nil)
       upstream.channel.flush()
       if finish { self.finish() }
+    case .flushUpstream:
+      upstream?.channel.flush()
+    case .pauseReading:
+      Self.setAutoRead(context.channel, false)
     case .requestDone:
       endCounted()
     case .answer(let answer):
