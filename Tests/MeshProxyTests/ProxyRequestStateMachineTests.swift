@@ -285,7 +285,7 @@ struct ProxyRequestStateMachineTests {
     #expect(Self.answer(in: other.upstreamOpenFailed(Refused()))?.error.reason == .connectFailed)
   }
 
-  @Test("the upstream's pipeline refuses the response handler: answered 502, the request's end not counted")
+  @Test("the upstream's pipeline refuses the response handler: answered 502; a request that had ended leaves the connection ready for the next")
   func upstreamUnusable() throws {
     var machine = try Self.opening()
     _ = machine.requestPartReceived(.end(nil))
@@ -293,12 +293,29 @@ struct ProxyRequestStateMachineTests {
     struct Full: Error {}
     let answer = try #require(Self.answer(in: machine.upstreamUnusable(Full())))
     #expect(answer.error.reason == .connectFailed)
-    // As the handler always did: the answered request waits for an end that has already arrived.
+    // The request's end had arrived: once the answer is written, the connection waits for the next request,
+    // whose head starts it (it was swallowed while the answered request waited for an end already seen).
+    #expect(answer.requestEnded)
+    _ = machine.answerWritten(requestEnded: answer.requestEnded)
+    #expect(Self.isIdle(machine))
+    guard case .startRequest = machine.requestPartReceived(.head(Self.head)) else {
+      Issue.record("the next request starts"); return
+    }
+  }
+
+  @Test("the upstream's pipeline refuses the response handler before the request's end: the rest of the request is read and dropped")
+  func upstreamUnusableMidRequest() throws {
+    var machine = try Self.opening()
+    guard case .startForwarding = machine.upstreamOpened() else { Issue.record("forwarding"); return }
+    struct Full: Error {}
+    let answer = try #require(Self.answer(in: machine.upstreamUnusable(Full())))
     #expect(!answer.requestEnded)
     guard case .resumeReading(requestDone: false) = machine.answerWritten(requestEnded: answer.requestEnded) else {
       Issue.record("reading resumes"); return
     }
-    Self.expectNone(machine.requestPartReceived(.head(Self.head)))
+    Self.expectNone(machine.requestPartReceived(.body(Self.body("dropped"))))
+    guard case .requestDone = machine.requestPartReceived(.end(nil)) else { Issue.record("done"); return }
+    #expect(Self.isIdle(machine))
   }
 
   // MARK: Timeouts

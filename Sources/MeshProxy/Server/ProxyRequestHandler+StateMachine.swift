@@ -327,9 +327,9 @@ extension ProxyRequestHandler {
 
     /// The upstream opened but cannot be used (its pipeline refused the response handler).
     func upstreamUnusable(_ error: any Error) -> Action {
-      // The request's end, when it was buffered, is not counted here: the answered request then waits for an
-      // end that has already arrived (kept as it was).
-      .answer(answer(ProxyError(.connectFailed, "upstream pipeline: \(error)"), requestEnded: false))
+      // A request whose end was buffered has ended: the connection goes on to the next request (it used to
+      // wait for an end that had already arrived, and swallowed the next request's head).
+      .answer(answer(ProxyError(.connectFailed, "upstream pipeline: \(error)")))
     }
 
     /// The router could not open an upstream.

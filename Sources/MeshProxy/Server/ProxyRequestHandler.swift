@@ -430,7 +430,6 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
       context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
     }
-    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     var labels = ProxyMetrics.RequestLabels(
       direction: router.direction, authority: request.map { router.metricAuthority(for: $0) } ?? "",
       tls: peerIdentity != nil)
@@ -446,7 +445,22 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
     cancelTimeout()
     releaseUpstream()
-    perform(stateMachine.answerWritten(requestEnded: answer.requestEnded), context: context)
+    // The answered request is settled before its end is written: writing the end lets the pipeline handler
+    // hand over a request the client pipelined behind it, at once and inside this write, and that request
+    // must find the handler ready for it (it was buffered with the answered one and lost).
+    let answered = stateMachine.requestID
+    let next = stateMachine.answerWritten(requestEnded: answer.requestEnded)
+    if case .resumeReading(requestDone: true) = next { endCounted() }
+    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    switch next {
+    case .resumeReading:
+      // Unless a pipelined request has begun meanwhile (it manages reading itself).
+      guard stateMachine.requestID == answered else { return }
+      Self.setAutoRead(context.channel, true)
+      context.read()
+    default:
+      perform(next, context: context)
+    }
   }
 
   private func endCounted() {
