@@ -1,16 +1,19 @@
 import NIOCore
 import NIOSSL
+import Synchronization
 
 /// Sits in front of the TLS handler while a handshake is under way and keeps two things from going wrong:
 ///
-/// - **A peer's end of input during the handshake is held, not lost.** With TLS 1.3 a client finishes its
-///   handshake as soon as it has the server's `Finished`; it may then send its data, `close_notify` and a FIN
-///   at once (a client that writes one request and half-closes). The server still verifies the client's
-///   certificate (asynchronously), and swift-nio-ssl treats an end of input in that window as a failed
-///   handshake and closes, although every byte it needs has arrived. This handler turns on half-closure at
-///   the socket for the handshake, holds the end of input, and hands it on once the handshake is over and
-///   the TLS handler has passed on the bytes before it: as `inputClosed` when the channel allows
-///   half-closure by then, else by closing, as NIO itself would have.
+/// - **A peer's end of input while its certificate is being verified is held, not lost.** With TLS 1.3 a
+///   client finishes its handshake as soon as it has the server's `Finished`; it may then send its data,
+///   `close_notify` and a FIN at once (a client that writes one request and half-closes). The server still
+///   verifies the client's certificate (asynchronously), and swift-nio-ssl treats an end of input in that
+///   window as a failed handshake and closes, although every byte it needs has arrived. This handler turns on
+///   half-closure at the socket for the handshake; an end of input that comes while a verification runs is
+///   held and handed on once the handshake is over and the TLS handler has passed on the bytes before it: as
+///   `inputClosed` when the channel allows half-closure by then, else by closing, as NIO itself would have.
+///   At any other moment of the handshake it goes on at once: a peer that hangs up mid-handshake fails it
+///   now, not at the timeout.
 /// - **A handshake that does not finish in `timeout` closes the connection** (a peer that connects and sends
 ///   nothing, or half a handshake, would otherwise hold it open for ever).
 ///
@@ -18,6 +21,16 @@ import NIOSSL
 final class HandshakeGuard: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = NIOAny
 
+  /// Whether the peer's certificate is being verified: set by the verification callback (see
+  /// ``tracking(_:)``), read by the handler.
+  final class Verification: Sendable {
+    private let running = Atomic<Int>(0)
+    var isRunning: Bool { running.load(ordering: .acquiring) > 0 }
+    func started() { running.add(1, ordering: .releasing) }
+    func finished() { running.subtract(1, ordering: .releasing) }
+  }
+
+  let verification = Verification()
   private let session: EventLoopFuture<MeshTLSSession>
   private let timeout: TimeAmount
   private var context: ChannelHandlerContext?
@@ -51,11 +64,23 @@ final class HandshakeGuard: ChannelInboundHandler, RemovableChannelHandler {
   }
 
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-    if !over, case ChannelEvent.inputClosed = event {
+    if !over, verification.isRunning, case ChannelEvent.inputClosed = event {
       heldInputClosed = true
       return
     }
     context.fireUserInboundEventTriggered(event)
+  }
+
+  /// `callback`, reporting to this handler while each verification runs.
+  func tracking(
+    _ callback: @escaping @Sendable ([NIOSSLCertificate], EventLoopPromise<NIOSSLVerificationResultWithMetadata>) -> Void
+  ) -> @Sendable ([NIOSSLCertificate], EventLoopPromise<NIOSSLVerificationResultWithMetadata>) -> Void {
+    let verification = self.verification
+    return { chain, promise in
+      verification.started()
+      promise.futureResult.whenComplete { _ in verification.finished() }
+      callback(chain, promise)
+    }
   }
 
   private func handshakeOver() {

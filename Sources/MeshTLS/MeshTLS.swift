@@ -109,10 +109,12 @@ public final class MeshTLS: Sendable {
     }
     let outcome = HandshakeOutcomeHandler(
       role: .server(requireClientCertificate: requireClientCertificate), eventLoop: pipeline.eventLoop)
+    let handshakeGuard = HandshakeGuard(session: outcome.session, timeout: TimeAmount(configuration.handshakeTimeout))
     let ssl = NIOSSLServerHandler(
       context: context,
-      customVerificationCallbackWithMetadata: verifier.nioSSLCallback(expected: nil, onResult: outcome.record))
-    try pipeline.addHandler(HandshakeGuard(session: outcome.session, timeout: TimeAmount(configuration.handshakeTimeout)))
+      customVerificationCallbackWithMetadata: handshakeGuard.tracking(
+        verifier.nioSSLCallback(expected: nil, onResult: outcome.record)))
+    try pipeline.addHandler(handshakeGuard)
     try pipeline.addHandler(ssl)
     try pipeline.addHandler(outcome)
     return outcome.session
@@ -125,11 +127,13 @@ public final class MeshTLS: Sendable {
   ) throws -> EventLoopFuture<MeshTLSSession> {
     let (context, verifier) = contexts.withLock { ($0.client, $0.verifier) }
     let outcome = HandshakeOutcomeHandler(role: .client(expected: expected), eventLoop: pipeline.eventLoop)
+    let handshakeGuard = HandshakeGuard(session: outcome.session, timeout: TimeAmount(configuration.handshakeTimeout))
     let ssl = try NIOSSLClientHandler(
       context: context,
       serverHostname: expected.description,
-      customVerificationCallbackWithMetadata: verifier.nioSSLCallback(expected: expected, onResult: outcome.record))
-    try pipeline.addHandler(HandshakeGuard(session: outcome.session, timeout: TimeAmount(configuration.handshakeTimeout)))
+      customVerificationCallbackWithMetadata: handshakeGuard.tracking(
+        verifier.nioSSLCallback(expected: expected, onResult: outcome.record)))
+    try pipeline.addHandler(handshakeGuard)
     try pipeline.addHandler(ssl)
     try pipeline.addHandler(outcome)
     return outcome.session

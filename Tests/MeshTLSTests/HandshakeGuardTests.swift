@@ -168,4 +168,32 @@ struct HandshakeGuardTests {
     #expect(throws: MeshTLSError(.handshakeFailed, "")) { try sessions[0].get() }
     if case .failure(let error) = sessions[0] { #expect(error.message.contains("did not finish within 300 ms"), "\(error)") }
   }
+
+  @Test("a peer that hangs up in the middle of the handshake (no verification running) fails it at once, not at the timeout")
+  func hangUpMidHandshake() async throws {
+    let pki = try TestPKI()
+    let server = try MeshTLS(
+      material: try pki.workload(backend), trustAnchors: [pki.anchor.certificate],
+      configuration: .defaults { $0.handshakeTimeout = .seconds(8) })
+    let log = SessionLog()
+    try await MeshTLSEcho.withServer(tls: server, onSession: log.record) { port in
+      let clock = ContinuousClock()
+      let start = clock.now
+      let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+        .connect(host: "127.0.0.1", port: port).get()
+      let bound = channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
+      try await channel.writeAndFlush(ByteBuffer(bytes: [0x16, 0x03]))
+      try await channel.close(mode: .output)
+      try await channel.closeFuture.get()
+      bound.cancel()
+      #expect(clock.now - start < .seconds(4), "closed by the server when the peer hung up")
+    }
+    let sessions = try await log.wait(for: 1)
+    if case .failure(let error) = sessions[0] {
+      #expect(!error.message.contains("did not finish within"), "\(error)")
+    } else {
+      Issue.record("the handshake cannot have succeeded: \(sessions[0])")
+    }
+  }
 }
