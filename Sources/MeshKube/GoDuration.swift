@@ -21,8 +21,8 @@ package enum GoDuration {
       let number = rest.prefix { $0.isASCII && ($0.isNumber || $0 == ".") }
       guard !number.isEmpty, let value = Double(number) else { throw problem("expected a number at '\(rest)'") }
       rest = rest.dropFirst(number.count)
-      // "ms" before "m".
-      guard let (unit, scale) = units.first(where: { rest.hasPrefix($0.0) && !($0.0 == "m" && rest.hasPrefix("ms")) })
+      // The first unit that matches: "ms" stands before "m" in `units`.
+      guard let (unit, scale) = units.first(where: { rest.hasPrefix($0.0) })
       else { throw problem("missing or unknown unit at '\(rest)' (use ns, us, ms, s, m, h)") }
       rest = rest.dropFirst(unit.count)
       total += scale * value

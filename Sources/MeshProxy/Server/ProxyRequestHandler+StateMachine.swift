@@ -69,8 +69,8 @@ extension ProxyRequestHandler {
       case forwardLastRequestPart(HTTPServerRequestPart, finish: Bool)
       /// The rest of an answered request has arrived: it is no longer in flight.
       case requestDone
-      /// The proxy answers the request itself (see ``Answer``), then reports
-      /// ``StateMachine/answerWritten(requestEnded:)``.
+      /// The proxy answers the request itself (see ``Answer``), reporting
+      /// ``StateMachine/answerWritten(requestEnded:)`` before the answer's end.
       case answer(Answer)
       /// After an answer: reading resumes; with `requestDone` the request is no longer in flight.
       case resumeReading(requestDone: Bool)
@@ -108,11 +108,9 @@ extension ProxyRequestHandler {
     /// An answer of the proxy's own: `error` makes the response; `requestEnded` says whether the request's
     /// end has arrived (else the rest of it is dropped when it comes).
     ///
-    /// The state is left as it was while the answer is written (the handler reports
-    /// ``StateMachine/answerWritten(requestEnded:)`` after): a downstream that closes inside that write, and
-    /// parts the HTTP/1.1 pipelining handler delivers inside it, meet the state they always met. (Such
-    /// pipelined parts are buffered with the answered request and dropped: a known issue, recorded in
-    /// `ProxyRequestHandlerTests`.)
+    /// The handler writes the answer's head and body, reports ``StateMachine/answerWritten(requestEnded:)``,
+    /// then writes its end: writing the end lets the HTTP/1.1 pipelining handler hand over a request the client
+    /// pipelined behind this one, at once, and that request must find the answered one settled.
     struct Answer {
       var error: ProxyError
       var requestEnded: Bool
@@ -483,8 +481,8 @@ extension ProxyRequestHandler {
     // MARK: Helpers
 
     /// The proxy's own answer to the current request.
-    private func answer(_ error: ProxyError, requestEnded: Bool? = nil) -> Answer {
-      Answer(error: error, requestEnded: requestEnded ?? self.requestEnded)
+    private func answer(_ error: ProxyError) -> Answer {
+      Answer(error: error, requestEnded: requestEnded)
     }
 
     /// The handler wrote an ``Answer``: the rest of the request is dropped; after an upgrade or CONNECT
