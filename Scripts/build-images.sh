@@ -46,10 +46,9 @@ out="${out:-$scratch/images/$version}"
 
 products=(mesh-proxy mesh-proxy-init mesh-controller mesh-mirror meshctl)
 if ! $skip_build; then
-  for product in "${products[@]}"; do
-    echo "== swift build -c release --static-swift-stdlib --product $product"
-    swift build -c release --static-swift-stdlib --scratch-path "$scratch" --product "$product"
-  done
+  # Static runtime, lean link, mesh-proxy's functions in the order it runs them (see the script).
+  echo "== Scripts/build-release.sh ${products[*]}"
+  Scripts/build-release.sh --scratch-path "$scratch" "${products[@]}"
 fi
 bin=$(swift build -c release --scratch-path "$scratch" --show-bin-path)
 for product in "${products[@]}"; do

@@ -12,9 +12,11 @@
 #                                          # PROFILE_OUT=FILE keeps the perf data for `perf report -i FILE`
 #   ONLY=overload bash Benchmarks/load/run.sh  # only the overload rows
 #   EVENT_LOOPS=1 bash Benchmarks/load/run.sh  # the mesh proxies with --event-loops 1 (default: one per core)
+#   MESH_PROXY=PATH bash Benchmarks/load/run.sh  # another mesh-proxy binary (a branch, a static build) in the same run
 #   ONLY=profile PROFILE=1 bash Benchmarks/load/run.sh  # stop after the profile
 #   ONLY=syscalls bash Benchmarks/load/run.sh  # only the syscalls per request (strace)
-#   ONLY=idle bash Benchmarks/load/run.sh      # only the proxies' memory once they are up and idle
+#   ONLY=idle bash Benchmarks/load/run.sh      # only the proxies' memory once they are up and idle, by mapping
+#   ONLY=idle HOLD=600 bash Benchmarks/load/run.sh  # ... then keeps everything up 600 s for experiments by hand
 # Also prints each mesh-proxy's memory by kind (/proc/PID/smaps_rollup) idle, and again after all the load.
 # Needs: nginx haproxy wrk hey nghttp2-client kubectl curl (Debian packages). Every load is bounded by time.
 set -euo pipefail
@@ -68,7 +70,7 @@ NGINX_PROXY_PID=${PIDS[1]}; HAPROXY_PID=${PIDS[2]}
 
 # The mesh: embedded cluster, identity, destination, and two proxies.
 start "$BIN/meshctl" dev kube-api --listen 127.0.0.1:16443 --kubeconfig-out "$W/kubeconfig" >"$W/kube.log" 2>&1
-for _ in $(seq 1 100); do [ -s "$W/kubeconfig" ] && break; sleep 0.1; done
+for _ in $(seq 1 "${WAIT_TRIES:-100}"); do [ -s "$W/kubeconfig" ] && break; sleep 0.1; done
 "$BIN/meshctl" identity init --out "$W/ca" >/dev/null
 printf 'web-token web default\nbackend-token backend default\ngateway-token swiftmesh-gateway swiftmesh-multicluster\n' > "$W/tokens"
 echo web-token > "$W/web.token"; echo backend-token > "$W/backend.token"; echo gateway-token > "$W/gateway.token"
@@ -137,7 +139,7 @@ proxy server backend 14142 14143 14191 18081
 SERVER_PID=${PIDS[-1]}
 # The inbound side speaks to the application in the client's protocol: HTTP/2 clients need an h2 app.
 proxy server-h2 backend 14144 14145 14192 18084
-start "$BIN/mesh-proxy" --gateway --identity swiftmesh-gateway.swiftmesh-multicluster.serviceaccount.identity.swiftmesh.cluster.local \
+start "${MESH_PROXY:-$BIN/mesh-proxy}" --gateway --identity swiftmesh-gateway.swiftmesh-multicluster.serviceaccount.identity.swiftmesh.cluster.local \
   --identity-server 127.0.0.1:18180 --ca "$W/ca/ca.crt" --token "$W/gateway.token" --destination 127.0.0.1:18186 \
   --inbound 127.0.0.1:14153 --admin 127.0.0.1:14193 --log-level warning 2>"$W/gateway.log"
 GATEWAY_PID=${PIDS[-1]}
@@ -152,7 +154,15 @@ fi
 # RSS of a process by kind, MB: total, anonymous (heap, stacks), file-backed (binary, libraries).
 memory() { awk '/^Rss:/ {r=$2} /^Anonymous:/ {a=$2} END {printf "RSS %.1f MB (anonymous %.1f, file-backed %.1f)", r/1024, a/1024, (r-a)/1024}' "/proc/$1/smaps_rollup"; }
 echo "mesh-proxy memory, idle: client $(memory "$CLIENT_PID"); server $(memory "$SERVER_PID")"
-[ "${ONLY:-}" = "idle" ] && exit 0
+# Resident KB by mapping (file, or [anon]) and permissions: where a proxy's memory is.
+maps() { awk '/^[0-9a-f]+-[0-9a-f]+ / { n = ($6 == "" ? "[anon]" : $6) " " $2 } /^Rss:/ { r[n] += $2 }
+  END { for (n in r) if (r[n] >= 64) printf "%8d KB  %s\n", r[n], n }' "/proc/$1/smaps" | sort -rn | head -"${MAPS:-12}"; }
+if [ "${ONLY:-}" = "idle" ]; then
+  echo "the client proxy's largest resident mappings:"; maps "$CLIENT_PID"
+  # HOLD=SECONDS keeps everything up for experiments by hand (ports as above).
+  [ -n "${HOLD:-}" ] && { echo "holding ${HOLD} s: client proxy pid $CLIENT_PID, server $SERVER_PID"; sleep "$HOLD"; }
+  exit 0
+fi
 family() { echo "$1"; pgrep -P "$1" || true; }                    # a server and its workers (nginx, haproxy)
 # CPU time of a process family, ms: "user system" (clock ticks of 10 ms, /proc/PID/stat fields 14 and 15).
 cpu_ms() {
@@ -236,6 +246,7 @@ if [ -n "${PROFILE:-}" ] && command -v perf >/dev/null; then
 fi
 run_wrk "mesh-proxy (plaintext)" http://127.0.0.1:14140/ plain.default.svc.cluster.local "$CLIENT_PID"
 run_wrk "mesh-proxy pair (mTLS)" http://127.0.0.1:14140/ backend.default.svc.cluster.local "$CLIENT_PID" "$SERVER_PID"
+AFTER_WRK="mesh-proxy memory at the end of the wrk rows: client $(memory "$CLIENT_PID"); server $(memory "$SERVER_PID")"
 
 echo
 echo "HTTP/1.1, wrk -t2 -c$CONNECTIONS -d${DURATION}s, 1 KiB responses, build: $BUILD"
@@ -249,6 +260,7 @@ for row in "${RESULTS[@]}"; do
     -v user="$user" -v sys="$sys" -v dr="$direct_rps" -v nr="$nginx_rps" -v dp="$direct_p99" -v np="$nginx_p99" \
     'BEGIN { printf "%-24s %10.0f %8.2f %8.2f %8.2f %9s %10s %8s %8s %10.2f %10.2f %10.2f %10.2f\n", l, rps, p50, p99, max, rss, cpu, user, sys, rps/nr, rps/dr, p99/np, p99/dp }'
 done
+echo "$AFTER_WRK"
 syscall_rows
 
 echo
