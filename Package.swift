@@ -155,7 +155,7 @@ let package = Package(
     .target(
       name: "MeshProxy",
       dependencies: [
-        "MeshCore", "MeshTLS", "MeshBalancer", "MeshDiscovery", "MeshAPI", "MeshAdminHTTP",
+        "MeshCore", "MeshTLS", "MeshBalancer", "MeshDiscovery", "MeshAPI", "MeshAdminHTTP", "CMeshMalloc",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -337,7 +337,8 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
-    // What the C library can say about the heap (glibc's mallinfo2), for memory tests and benchmarks.
+    // What the C library can say about the heap and give back (glibc's mallinfo2, malloc_trim): the proxy's
+    // memory trimmer, memory tests and benchmarks.
     .target(name: "CMeshMalloc"),
     .testTarget(
       name: "MeshKubeTests",

@@ -261,6 +261,18 @@ public final class MeshProxy: Service, Sendable {
           self.metrics.evictIdleSeries()
         }
       }
+      if let interval = self.configuration.memoryTrimInterval {
+        group.addTask {
+          let trimmer = MemoryTrimmer(threshold: self.configuration.memoryTrimThreshold)
+          while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            if Task.isCancelled { break }
+            if let released = trimmer.trimIfWorthIt() {
+              self.logger.debug("gave memory malloc held free back to the system", metadata: ["free_bytes": "\(released)"])
+            }
+          }
+        }
+      }
       if let tls = self.tls {
         _ = tls  // rotation is followed by whoever owns the rotator (see mesh-proxy)
       }
