@@ -317,6 +317,8 @@ overload_row "HTTP/2, 5,000 streams (50 x 100)" http://127.0.0.1:14140/ backend-
 overload_row "HTTP/1.1, 2,000 connections" http://127.0.0.1:14140/ backend.default.svc.cluster.local \
   --h1 -c 16 -- --h1 -c 2000
 echo "mesh-proxy memory after the load: client $(memory "$CLIENT_PID"); server $(memory "$SERVER_PID")"
+sleep 11  # the proxies give what malloc holds free back every 10 s
+echo "and 11 s later: client $(memory "$CLIENT_PID"); server $(memory "$SERVER_PID")"
 for admin in 14190:client 14191:server 14192:server-h2; do
   echo "${admin#*:} proxy answered itself: $(curl -s "http://127.0.0.1:${admin%%:*}/metrics" | awk '/^proxy_(errors|shed_requests)_total/ {printf "%s ", $0}')"
 done
