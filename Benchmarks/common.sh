@@ -33,6 +33,9 @@ W=$(mktemp -d); chmod 755 "$W"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
+# A signal ends the script through the EXIT trap, so what it started is stopped too (not left running).
+trap 'exit 143' TERM
+trap 'exit 130' INT
 start() { "$@" & PIDS+=($!); }
 wait_http() {
   for _ in $(seq 1 "${2:-${WAIT_TRIES:-200}}"); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done

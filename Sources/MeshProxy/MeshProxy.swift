@@ -181,6 +181,12 @@ public final class MeshProxy: Service, Sendable {
       ports.fail(error)
       throw error
     }
+    if let interval = configuration.memoryTrimInterval, interval <= .zero {
+      // A zero interval would walk malloc's arenas in a loop that never sleeps.
+      let error = MeshError.invalidArgument("memoryTrimInterval must be positive (nil turns trimming off), got \(interval)")
+      ports.fail(error)
+      throw error
+    }
     // The admin port first (unless it is already up): it answers /live while the rest binds.
     let admin: AdminListener
     if let adoptedAdmin {
@@ -254,19 +260,15 @@ public final class MeshProxy: Service, Sendable {
       group.addTask {
         // Forget what requests named and no longer use: destinations (with their discovery streams) and
         // metric label sets.
-        while !Task.isCancelled {
-          try? await Task.sleep(for: .seconds(30))
-          if Task.isCancelled { break }
+        await Self.every(.seconds(30)) {
           self.outboundRouter.evictIdleDestinations(idleTimeout: self.configuration.destinationIdleTimeout)
           self.metrics.evictIdleSeries()
         }
       }
       if let interval = self.configuration.memoryTrimInterval {
+        let trimmer = MemoryTrimmer(threshold: self.configuration.memoryTrimThreshold)
         group.addTask {
-          let trimmer = MemoryTrimmer(threshold: self.configuration.memoryTrimThreshold)
-          while !Task.isCancelled {
-            try? await Task.sleep(for: interval)
-            if Task.isCancelled { break }
+          await Self.every(interval) {
             if let released = trimmer.trimIfWorthIt() {
               self.logger.debug("gave memory malloc held free back to the system", metadata: ["free_bytes": "\(released)"])
             }
@@ -315,6 +317,15 @@ public final class MeshProxy: Service, Sendable {
       group.cancelAll()
     }
     logger.notice("proxy stopped")
+  }
+
+  /// Runs `body` every `interval` until the task is cancelled.
+  private static func every(_ interval: Duration, _ body: () -> Void) async {
+    while !Task.isCancelled {
+      try? await Task.sleep(for: interval)
+      if Task.isCancelled { break }
+      body()
+    }
   }
 
   private func bind(

@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import MeshCore
 import Testing
 
 @testable import MeshProxy
@@ -8,17 +10,15 @@ import Testing
 @Suite("Memory trimmer", .serialized)
 struct MemoryTrimmerTests {
   /// Anonymous resident memory of this process, KB (`/proc/self/smaps_rollup`).
-  private func anonymousKB() throws -> Int {
+  private static func anonymousKB() throws -> Int {
     let text = try String(contentsOfFile: "/proc/self/smaps_rollup", encoding: .utf8)
     let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("Anonymous:") })
     return try #require(Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]))
   }
 
-  @Test("64 MB freed between live blocks: kept by malloc until the trimmer gives it back")
-  func freedMemoryGoesBack() throws {
-    #if os(Linux)
-    // 131,072 blocks of 512 bytes; every 64th stays allocated, so the freed ones cannot merge into an arena's
-    // top, where free() would return them itself.
+  /// Leaves 63 MB freed between live blocks: 131,072 blocks of 512 bytes, every 64th kept (returned), so the
+  /// freed ones cannot merge into an arena's top, where free() would give them back itself.
+  private static func fragmentHeap() -> [UnsafeMutableRawPointer] {
     let count = 131_072
     var blocks: [UnsafeMutableRawPointer] = []
     blocks.reserveCapacity(count)
@@ -31,15 +31,30 @@ struct MemoryTrimmerTests {
     for (index, block) in blocks.enumerated() {
       if index % 64 == 0 { kept.append(block) } else { block.deallocate() }
     }
-    blocks = []
+    return kept
+  }
+
+  private static func configuration(trimEvery interval: Duration?) -> ProxyConfiguration {
+    .defaults {
+      $0.outboundAddress = try! Authority("127.0.0.1:0")
+      $0.inboundAddress = try! Authority("127.0.0.1:0")
+      $0.adminAddress = try! Authority("127.0.0.1:0")
+      $0.memoryTrimInterval = interval
+    }
+  }
+
+  @Test("64 MB freed between live blocks: kept by malloc until the trimmer gives it back")
+  func freedMemoryGoesBack() throws {
+    #if os(Linux)
+    let kept = Self.fragmentHeap()
     defer { for block in kept { block.deallocate() } }
 
     #expect(MemoryTrimmer.freeBytes > 40 << 20, "malloc should hold the freed blocks: \(MemoryTrimmer.freeBytes) free")
-    let before = try anonymousKB()
+    let before = try Self.anonymousKB()
     // Under the threshold nothing happens.
     #expect(MemoryTrimmer(threshold: Int.max).trimIfWorthIt() == nil)
     let released = try #require(MemoryTrimmer(threshold: 4 << 20).trimIfWorthIt())
-    let after = try anonymousKB()
+    let after = try Self.anonymousKB()
     print("memory trimmer: \(released >> 20) MB free in malloc; anonymous \(before / 1024) -> \(after / 1024) MB")
     #expect(released > 40 << 20)
     #expect(before - after > 32 * 1024, "anonymous memory \(before) KB -> \(after) KB")
@@ -48,10 +63,41 @@ struct MemoryTrimmerTests {
     #endif
   }
 
-  @Test("the proxy trims every 10 s by default, above 4 MiB free")
-  func defaults() {
-    let configuration = ProxyConfiguration()
-    #expect(configuration.memoryTrimInterval == .seconds(10))
-    #expect(configuration.memoryTrimThreshold == 4 << 20)
+  @Test("a running proxy trims on its interval: freed memory goes back without anyone calling the trimmer")
+  func runningProxyTrims() async throws {
+    #if os(Linux)
+    let proxy = MeshProxy(
+      configuration: Self.configuration(trimEvery: .milliseconds(100)), tls: nil, discovery: InMemoryDiscovery(),
+      logger: Logger(label: "test"))
+    try await withThrowingTaskGroup { group in
+      group.addTask { try await proxy.run() }
+      _ = try await proxy.listening
+      let kept = Self.fragmentHeap()
+      defer { for block in kept { block.deallocate() } }
+      let before = try Self.anonymousKB()
+      var after = before
+      let deadline = ContinuousClock.now + .seconds(5)
+      while before - after <= 32 * 1024 && ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(50))
+        after = try Self.anonymousKB()
+      }
+      print("proxy's memory trimmer: anonymous \(before / 1024) -> \(after / 1024) MB")
+      #expect(before - after > 32 * 1024, "anonymous memory \(before) KB -> \(after) KB within 5 s")
+      group.cancelAll()
+    }
+    #endif
+  }
+
+  @Test("a trim interval that is not positive is refused with a clear error, before anything listens")
+  func badInterval() async throws {
+    for interval: Duration in [.zero, .milliseconds(-5)] {
+      let proxy = MeshProxy(
+        configuration: Self.configuration(trimEvery: interval), tls: nil, discovery: InMemoryDiscovery(),
+        logger: Logger(label: "test"))
+      let error = await #expect(throws: MeshError.self) { try await proxy.run() }
+      #expect(error?.code == .invalidArgument)
+      #expect(error?.description.contains("memoryTrimInterval must be positive") == true, "\(String(describing: error))")
+      await #expect(throws: MeshError.self) { try await proxy.listening }
+    }
   }
 }
