@@ -7,6 +7,11 @@
 #   - no exported dynamic symbols (the static runtime's link arguments export every symbol, which the loader
 #     and dladdr then read at start-up);
 #   - packed relative relocations (DT_RELR): 26 KB instead of 3.2 MB of .rela.dyn read at start-up.
+# And without dynamic exclusivity checks (`-enforce-exclusivity=unchecked`), as the Vapor and Hummingbird
+# templates build their release images: the compiler's static checks stay, the runtime's bookkeeping of every
+# class-property and global access goes. Nearly all of those checks are in SwiftNIO's hot paths (ByteBuffer
+# writes, the channel's lifecycle), 12 % of the instructions a proxied request costs
+# (Benchmarks/load/instructions.sh). Debug builds, and so the test suite, keep checking.
 # Measured with `ONLY=idle bash Benchmarks/load/run.sh`: an idle mesh-proxy 39.5 MB (dynamic runtime) ->
 # 35 MB (static) -> 30 MB (lld, no exports, RELR) -> about 23 MB (ordered).
 #
@@ -25,6 +30,7 @@ order="$PWD/Scripts/mesh-proxy.order"
 flags=(
   -c release --static-swift-stdlib --scratch-path "$scratch"
   -Xswiftc -Xfrontend -Xswiftc -function-sections -Xcc -ffunction-sections
+  -Xswiftc -enforce-exclusivity=unchecked
   -Xswiftc -use-ld=lld -Xlinker --no-export-dynamic -Xlinker -z -Xlinker pack-relative-relocs
   -Xlinker "--symbol-ordering-file=$order" -Xlinker --no-warn-symbol-ordering
 )

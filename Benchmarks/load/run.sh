@@ -160,7 +160,7 @@ maps() { awk '/^[0-9a-f]+-[0-9a-f]+ / { n = ($6 == "" ? "[anon]" : $6) " " $2 } 
 if [ "${ONLY:-}" = "idle" ]; then
   echo "the client proxy's largest resident mappings:"; maps "$CLIENT_PID"
   # HOLD=SECONDS keeps everything up for experiments by hand (ports as above).
-  [ -n "${HOLD:-}" ] && { echo "holding ${HOLD} s: client proxy pid $CLIENT_PID, server $SERVER_PID"; sleep "$HOLD" & wait $!; }
+  [ -n "${HOLD:-}" ] && { echo "holding ${HOLD} s: client proxy pid $CLIENT_PID, server $SERVER_PID"; sleep "$HOLD" & PIDS+=($!); wait $!; }
   exit 0
 fi
 family() { echo "$1"; pgrep -P "$1" || true; }                    # a server and its workers (nginx, haproxy)

@@ -8,22 +8,24 @@ public struct Authority: Hashable, Sendable, CustomStringConvertible, Codable {
   public let description: String
 
   public init(host: String, port: Int) throws(MeshError) {
-    // Lowercased only when something is not lowercase ASCII already (every request's Host is parsed).
+    // Every request's Host is parsed (on an HTTP/2 connection, every stream's): bytes, not Characters.
+    // Lowercased only when something is not lowercase ASCII already.
     var value = host.utf8.contains(where: { $0 >= UInt8(ascii: "A") && ($0 <= UInt8(ascii: "Z") || $0 >= 0x80) })
       ? host.lowercased() : host
-    if value.hasSuffix(".") { value.removeLast() }
+    if value.utf8.last == UInt8(ascii: ".") { value.removeLast() }
     guard (0...65535).contains(port) else {
       throw .invalidAuthority("invalid authority '\(host):\(port)': port \(port) is outside 0-65535")
     }
-    if value.hasPrefix("[") && value.hasSuffix("]") {
+    if value.utf8.first == UInt8(ascii: "["), value.utf8.last == UInt8(ascii: "]"), value.utf8.count >= 2 {
       value = String(value.dropFirst().dropLast())
     }
-    if !Self.isIPv6Literal(value), !Self.isIPv4Literal(value), let problem = Self.hostProblem(value) {
+    let isIPv6 = Self.isIPv6Literal(value)
+    if !isIPv6, !Self.isIPv4Literal(value), let problem = Self.hostProblem(value) {
       throw .invalidAuthority("invalid authority host '\(host)': \(problem)")
     }
     self.host = value
     self.port = port
-    self.description = Self.isIPv6Literal(value) ? "[\(value)]:\(port)" : "\(value):\(port)"
+    self.description = isIPv6 ? "[\(value)]:\(port)" : "\(value):\(port)"
   }
 
   public static func == (lhs: Self, rhs: Self) -> Bool { lhs.port == rhs.port && lhs.host == rhs.host }
@@ -33,31 +35,34 @@ public struct Authority: Hashable, Sendable, CustomStringConvertible, Codable {
     hasher.combine(port)
   }
 
-  /// Parses `host:port`, `[v6]:port`, or a bare host with `defaultPort`.
+  /// Parses `host:port`, `[v6]:port`, or a bare host with `defaultPort`. The port is decimal digits only.
   public init(_ text: String, defaultPort: Int? = nil) throws(MeshError) {
+    let bytes = text.utf8
     var hostPart = Substring(text)
     var portPart: Substring?
-    if text.hasPrefix("[") {
-      guard let close = text.firstIndex(of: "]") else {
+    if bytes.first == UInt8(ascii: "[") {
+      guard let close = bytes.firstIndex(of: UInt8(ascii: "]")) else {
         throw .invalidAuthority("invalid authority '\(text)': unterminated '[' in IPv6 literal")
       }
-      hostPart = text[text.index(after: text.startIndex)..<close]
-      let rest = text[text.index(after: close)...]
-      if rest.hasPrefix(":") { portPart = rest.dropFirst() } else if !rest.isEmpty {
+      hostPart = text[bytes.index(after: bytes.startIndex)..<close]
+      let rest = text[bytes.index(after: close)...]
+      if rest.utf8.first == UInt8(ascii: ":") {
+        portPart = rest.dropFirst()
+      } else if !rest.isEmpty {
         throw .invalidAuthority("invalid authority '\(text)': unexpected '\(rest)' after IPv6 literal")
       }
-    } else if let colon = text.lastIndex(of: ":") {
-      if text[..<colon].contains(":") {
+    } else if let colon = bytes.lastIndex(of: UInt8(ascii: ":")) {
+      if bytes[..<colon].contains(UInt8(ascii: ":")) {
         // A bare IPv6 address without brackets and without a port.
         hostPart = Substring(text)
       } else {
         hostPart = text[..<colon]
-        portPart = text[text.index(after: colon)...]
+        portPart = text[bytes.index(after: colon)...]
       }
     }
     let port: Int
     if let portPart {
-      guard let value = Int(portPart) else {
+      guard let value = Self.decimal(portPart) else {
         throw .invalidAuthority("invalid authority '\(text)': port '\(portPart)' is not a number")
       }
       port = value
@@ -68,6 +73,17 @@ public struct Authority: Hashable, Sendable, CustomStringConvertible, Codable {
     }
     if hostPart.isEmpty { throw .invalidAuthority("invalid authority '\(text)': empty host") }
     try self.init(host: String(hostPart), port: port)
+  }
+
+  /// Decimal digits (a value past 65535 reads as 65536, for the port range check to refuse), else nil.
+  private static func decimal(_ text: Substring) -> Int? {
+    guard !text.utf8.isEmpty else { return nil }
+    var value = 0
+    for byte in text.utf8 {
+      guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+      value = min(value * 10 + Int(byte - UInt8(ascii: "0")), 65536)
+    }
+    return value
   }
 
   public var isIPAddress: Bool { Self.isIPv4Literal(host) || Self.isIPv6Literal(host) }
@@ -104,8 +120,19 @@ public struct Authority: Hashable, Sendable, CustomStringConvertible, Codable {
     return parts == 3 && digits > 0 && value <= 255
   }
 
+  /// Hex digits, colons, dots and `%`, with at least one colon.
   static func isIPv6Literal(_ text: String) -> Bool {
-    text.utf8.contains(UInt8(ascii: ":")) && text.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." || $0 == "%" }
+    var colon = false
+    for byte in text.utf8 {
+      switch byte {
+      case UInt8(ascii: ":"): colon = true
+      case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"),
+        UInt8(ascii: "A")...UInt8(ascii: "F"), UInt8(ascii: "."), UInt8(ascii: "%"):
+        continue
+      default: return false
+      }
+    }
+    return colon
   }
 
   static func hostProblem(_ host: String) -> String? {

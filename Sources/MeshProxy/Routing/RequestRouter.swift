@@ -116,23 +116,64 @@ extension RequestRouter {
 
 /// HTTP header helpers shared by both sides.
 enum HTTPHeaderRules {
-  /// Connection-specific headers that never cross a hop.
-  static let hopByHop: Set<String> = [
-    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
-  ]
-
   /// Removes hop-by-hop headers, keeping `te: trailers` (gRPC needs it); with `upgrade`, the next hop is
   /// asked for the same upgrade (`Connection: upgrade`, `Upgrade: <upgrade>`).
   static func stripHopByHop(_ headers: inout HTTPHeaders, upgrade: String? = nil) {
-    // Most requests carry none of them: the headers are changed (and their shared storage copied) only
-    // when there is something to change.
-    guard upgrade != nil || hopByHop.contains(where: { headers.contains(name: $0) }) else { return }
-    let keepTrailers = headers["te"].contains { $0.lowercased().contains("trailers") }
-    for name in hopByHop { headers.remove(name: name) }
+    // One pass over the headers finds which of them are present (most requests carry none, most responses
+    // `connection`); only those are removed, and the headers (their storage shared) are changed only then.
+    var present: HopByHop = []
+    for (name, _) in headers { present.formUnion(HopByHop(name)) }
+    guard upgrade != nil || !present.isEmpty else { return }
+    let keepTrailers = present.contains(.te) && headers["te"].contains { $0.lowercased().contains("trailers") }
+    for (member, name) in HopByHop.names where present.contains(member) { headers.remove(name: name) }
     if keepTrailers { headers.add(name: "te", value: "trailers") }
     if let upgrade {
       headers.add(name: "connection", value: "upgrade")
       headers.add(name: "upgrade", value: upgrade)
+    }
+  }
+
+  /// The hop-by-hop headers, as a set of bits.
+  struct HopByHop: OptionSet {
+    let rawValue: UInt8
+    init(rawValue: UInt8) { self.rawValue = rawValue }
+    static let connection = HopByHop(rawValue: 1 << 0)
+    static let keepAlive = HopByHop(rawValue: 1 << 1)
+    static let proxyConnection = HopByHop(rawValue: 1 << 2)
+    static let transferEncoding = HopByHop(rawValue: 1 << 3)
+    static let upgrade = HopByHop(rawValue: 1 << 4)
+    static let te = HopByHop(rawValue: 1 << 5)
+    static let names: [(HopByHop, String)] = [
+      (.connection, "connection"), (.keepAlive, "keep-alive"), (.proxyConnection, "proxy-connection"),
+      (.transferEncoding, "transfer-encoding"), (.upgrade, "upgrade"), (.te, "te"),
+    ]
+
+    /// The member `name` is (any case), or none: by length first, then one case-insensitive comparison.
+    init(_ name: String) {
+      let candidates: HopByHop
+      switch name.utf8.count {
+      case 2: candidates = .te
+      case 7: candidates = .upgrade
+      case 10: candidates = [.connection, .keepAlive]
+      case 16: candidates = .proxyConnection
+      case 17: candidates = .transferEncoding
+      default:
+        self = []
+        return
+      }
+      for (member, lowercase) in Self.names where candidates.contains(member) {
+        if Self.equalIgnoringASCIICase(name, lowercase) {
+          self = member
+          return
+        }
+      }
+      self = []
+    }
+
+    static func equalIgnoringASCIICase(_ name: String, _ lowercase: String) -> Bool {
+      name.utf8.elementsEqual(lowercase.utf8) { byte, expected in
+        byte == expected || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") && byte | 0x20 == expected)
+      }
     }
   }
 

@@ -380,7 +380,10 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
       headerTimeout: TimeAmount(setup.headerReadTimeout), idleTimeout: TimeAmount(setup.idleTimeout)
     ) { reason in metrics.proxyError(direction: direction, reason: reason) }
     try sync.addHandler(timeouts, position: .after(self))
-    try sync.configureHTTPServerPipeline(position: .after(timeouts), withErrorHandling: true)
+    // No outbound header validation: what the proxy writes are headers it parsed and validated from its
+    // upstream (llhttp, or HPACK with header block validation) and its own (`HTTPHeaderRules`).
+    try sync.configureHTTPServerPipeline(
+      position: .after(timeouts), withErrorHandling: true, withOutboundHeaderValidation: false)
     try sync.addHandler(HTTP1TimeoutPartsHandler(bytes: timeouts))
     try sync.addHandler(
       ProxyRequestHandler(

@@ -62,6 +62,17 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
   }
 
+  /// Whether this handler turned the downstream's `autoRead` off (it is on when the handler is added): most
+  /// requests never pause reading, and setting the option costs generic casts on every request.
+  private var downstreamReadsPaused = false
+
+  /// Turns the downstream's `autoRead` on or off, unless it already is.
+  private func setDownstreamAutoRead(_ on: Bool, context: ChannelHandlerContext) {
+    guard downstreamReadsPaused == on else { return }
+    downstreamReadsPaused = !on
+    Self.setAutoRead(context.channel, on)
+  }
+
   init(
     router: any RequestRouter, metrics: ProxyMetrics, peerIdentity: IdentityName?, isHTTP2: Bool,
     inFlight: InFlightRequests, tap: TapHub, logger: Logger, originalDestination: Authority? = nil
@@ -173,7 +184,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       return
     }
     // Hold further reads until the upstream is ready; parts already read are buffered.
-    Self.setAutoRead(context.channel, false)
+    setDownstreamAutoRead(false, context: context)
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
     router.policy(for: request, on: context.eventLoop).hop(to: context.eventLoop).whenSuccess { policy in
       bound.value.apply(policy, id: id)
@@ -262,7 +273,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     self.upstream = upstream
     self.responseHandler = responseHandler
     stateMachine.forwardingStarted()
-    Self.setAutoRead(context.channel, true)
+    setDownstreamAutoRead(true, context: context)
     context.read()
   }
 
@@ -304,7 +315,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     case .flushUpstream:
       upstream?.channel.flush()
     case .pauseReading:
-      Self.setAutoRead(context.channel, false)
+      setDownstreamAutoRead(false, context: context)
     case .requestDone:
       endCounted()
     case .answer(let answer):
@@ -319,7 +330,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       upstream?.ticket?.complete(.failure)
       write(answer, context: context)
     case .resumeReading(let requestDone):
-      Self.setAutoRead(context.channel, true)
+      setDownstreamAutoRead(true, context: context)
       context.read()
       if requestDone { endCounted() }
     case .resend(let resend):
@@ -456,7 +467,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     case .resumeReading:
       // Unless a pipelined request has begun meanwhile (it manages reading itself).
       guard stateMachine.requestID == answered else { return }
-      Self.setAutoRead(context.channel, true)
+      setDownstreamAutoRead(true, context: context)
       context.read()
     default:
       perform(next, context: context)
@@ -638,7 +649,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   func upstreamWritabilityChanged(_ writable: Bool, attempt: Int) {
     guard stateMachine.isCurrent(attempt: attempt), let context else { return }
-    Self.setAutoRead(context.channel, writable)
+    setDownstreamAutoRead(writable, context: context)
     if writable { context.read() }
   }
 
