@@ -7,6 +7,7 @@ import Synchronization
 public final class BackgroundProcess: Sendable {
   private let process: Process
   private let output = TextBuffer()
+  private let input = Pipe()
   public let command: String
 
   public init(_ tool: String, _ arguments: [String], environment: [String: String]? = nil) throws {
@@ -19,7 +20,7 @@ public final class BackgroundProcess: Sendable {
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
-    process.standardInput = Pipe()
+    process.standardInput = input
     self.process = process
     self.command = ([tool] + arguments).joined(separator: " ")
     try process.runWithDefaultSignalMask()
@@ -33,6 +34,11 @@ public final class BackgroundProcess: Sendable {
         output.append(String(decoding: data, as: UTF8.self))
       }
     }
+  }
+
+  /// Writes `text` to the process's standard input.
+  public func write(_ text: String) throws {
+    try input.fileHandleForWriting.write(contentsOf: Data(text.utf8))
   }
 
   /// Everything the process printed so far (stdout and stderr together).

@@ -78,6 +78,34 @@ struct AuthorityTests {
     #expect(throws: MeshError.self) { try Authority("web..default:80") }
   }
 
+  @Test("authority text parsed byte by byte: ports, brackets, label rules and the errors named")
+  func parsingEdges() throws {
+    #expect(try Authority("backend:0080").port == 80)
+    #expect(throws: MeshError.self) { try Authority("backend:+80") }
+    #expect(throws: MeshError.self) { try Authority("backend:8o") }
+    #expect(throws: MeshError.self) { try Authority("backend:") }
+    #expect(throws: MeshError.self) { try Authority("backend:99999999999999999999999") }
+    #expect(throws: MeshError.self) { try Authority("backend:65536") }
+    #expect(try Authority("backend:65535").port == 65535)
+    #expect(throws: MeshError.self) { try Authority("[::1") }
+    #expect(throws: MeshError.self) { try Authority("[::1]x") }
+    #expect(throws: MeshError.self) { try Authority(":80") }
+    #expect(try Authority("a-b.c", defaultPort: 1).host == "a-b.c")
+    for bad in ["web-.default", "web.-default", "web.default-", "we b", "web.", ".web", "caf\u{e9}", "web..a"] {
+      #expect(throws: MeshError.self, "\(bad)") { try Authority(host: bad == "web." ? "web.." : bad, port: 80) }
+    }
+    let long = String(repeating: "a", count: 63)
+    #expect(try Authority(host: "\(long).b", port: 80).host.count == 65)
+    #expect(throws: MeshError.self) { try Authority(host: "\(long)a.b", port: 80) }
+    #expect(throws: MeshError.self) { try Authority(host: Array(repeating: "abcdefghi", count: 26).joined(separator: "."), port: 80) }
+    do {
+      _ = try Authority("web_-x.b!d:80")
+      Issue.record("accepted a name with '!'")
+    } catch {
+      #expect("\(error)".contains("label 'web_-x' ") == false && "\(error)".contains("b!d"), "\(error)")
+    }
+  }
+
   @Test("travels as its text in JSON, and bad text fails to decode")
   func codable() throws {
     let authorities = [try Authority("backend.default.svc.cluster.local:8080"), try Authority("[::1]:4140")]

@@ -406,6 +406,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
       position: .last
     ) { stream in
       stream.eventLoop.makeCompletedFuture {
+        try stream.pipeline.syncOperations.addHandler(HTTP2HeaderValidator(role: .server))
         try stream.pipeline.syncOperations.addHandler(TrailersOnlyCoalescer())
         try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
         try stream.pipeline.syncOperations.addHandler(
@@ -446,10 +447,13 @@ extension NIOHTTP2Handler.ConnectionConfiguration {
   ///   many as a connection can have open several times over.
   /// - Glitches (stream errors over a connection's whole life): a mesh connection lives for days and carries
   ///   every client's cancellations; the same budget as the stream-error rate applies.
+  /// - Header blocks: validated as they come in by ``HTTP2HeaderValidator``, first in every stream's pipeline,
+  ///   instead of by swift-nio-http2, which would validate the blocks the proxy sends too (see there).
   static func proxy(meshPeer: Bool) -> Self {
     var configuration = Self()
     configuration.maximumRecentlyResetStreams = meshPeer ? 8192 : 2048
     configuration.maximumConnectionGlitches = meshPeer ? 100_000 : 10_000
+    configuration.headerBlockValidation = .disabled
     return configuration
   }
 }

@@ -152,6 +152,7 @@ final class UpstreamPool: @unchecked Sendable {
       let promise = self.eventLoop.makePromise(of: (any Channel).self)
       connection.multiplexer.createStreamChannel(promise: promise) { stream in
         stream.eventLoop.makeCompletedFuture {
+          try stream.pipeline.syncOperations.addHandler(HTTP2HeaderValidator(role: .client))
           try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http))
         }
       }

@@ -1,0 +1,208 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+
+/// Validates the header blocks an HTTP/2 stream *receives*, as RFC 9113 (8.2, 8.3) demands, in place of
+/// swift-nio-http2's header block validation, which the proxy's connections turn off.
+///
+/// swift-nio-http2 validates every header block it sends as well as those it receives, with one switch for
+/// both. A proxy sends only what it received and validated, or its own headers, so validating the sent blocks
+/// again cost an HTTP/2 hop about 17,000 instructions a request, and the received ones as much again, most of
+/// it in generic `Substring` iteration (Benchmarks/load/instructions.sh). This handler checks the same rules on
+/// the received blocks, byte by byte:
+///
+/// - field names are lowercase tokens, and pseudo-header fields come first, each at most once, and only
+///   those a block of its kind may carry (`:method`, `:scheme`, `:path`, `:authority` in a request; `:status`
+///   in a response; none in trailers), with the mandatory ones present (`:method`, `:scheme` and a non-empty
+///   `:path`, or `:method` and `:authority` for CONNECT; `:status`);
+/// - no field value has NUL, CR or LF, and no pseudo-header value has a space or control byte;
+/// - no connection-specific field (`connection`, `keep-alive`, `proxy-connection`, `transfer-encoding`,
+///   `upgrade`), and `te` only as `trailers` in a request;
+/// - `:protocol` (extended CONNECT) is refused: the proxy does not offer it.
+///
+/// A malformed request is reset with PROTOCOL_ERROR and goes no further; a malformed response fails the
+/// stream with ``Malformed`` (the proxy answers its client 502) and resets it. Nothing after it is read.
+/// Sits first in a stream's pipeline, on both sides.
+final class HTTP2HeaderValidator: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = HTTP2Frame.FramePayload
+  typealias InboundOut = HTTP2Frame.FramePayload
+  typealias OutboundOut = HTTP2Frame.FramePayload
+
+  /// Which side of the stream this is: a server receives a request, a client a response.
+  enum Role {
+    case server
+    case client
+  }
+
+  /// A received header block broke a rule of RFC 9113.
+  struct Malformed: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { "malformed HTTP/2 header block: \(reason)" }
+  }
+
+  private let role: Role
+  /// The block received next is trailers (a request or a final response came already).
+  private var expectTrailers = false
+  private var failed = false
+
+  init(role: Role) { self.role = role }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    if failed { return }
+    guard case .headers(let frame) = unwrapInboundIn(data) else {
+      context.fireChannelRead(data)
+      return
+    }
+    let kind: Kind = expectTrailers ? .trailers : (role == .server ? .request : .response)
+    switch Self.check(frame.headers, as: kind) {
+    case .valid(let finalResponse):
+      if kind == .request || (kind == .response && finalResponse) { expectTrailers = true }
+      context.fireChannelRead(data)
+    case .invalid(let reason):
+      failed = true
+      if role == .client { context.fireErrorCaught(Malformed(reason: reason)) }
+      context.writeAndFlush(wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
+      context.close(promise: nil)
+    }
+  }
+
+  // MARK: The rules
+
+  enum Kind {
+    case request
+    case response
+    case trailers
+  }
+
+  enum Verdict: Equatable {
+    /// Valid; for a response, whether it is final (not 1xx).
+    case valid(finalResponse: Bool)
+    case invalid(String)
+  }
+
+  private struct Pseudo: OptionSet {
+    let rawValue: UInt8
+    static let method = Pseudo(rawValue: 1 << 0)
+    static let scheme = Pseudo(rawValue: 1 << 1)
+    static let path = Pseudo(rawValue: 1 << 2)
+    static let authority = Pseudo(rawValue: 1 << 3)
+    static let status = Pseudo(rawValue: 1 << 4)
+  }
+
+  /// Checks one received header block of `kind`.
+  static func check(_ headers: HPACKHeaders, as kind: Kind) -> Verdict {
+    var seen: Pseudo = []
+    var regularBegun = false
+    var isConnect = false
+    var emptyPath = false
+    var informational = false
+    for (name, value, _) in headers {
+      let nameBytes = name.utf8
+      guard let first = nameBytes.first else { return .invalid("an empty field name") }
+      if first == UInt8(ascii: ":") {
+        guard !regularBegun else { return .invalid("pseudo-header field \(name) after a regular field") }
+        guard let pseudo = pseudoField(name) else { return .invalid("unknown pseudo-header field \(name)") }
+        guard !seen.contains(pseudo) else { return .invalid("pseudo-header field \(name) twice") }
+        seen.insert(pseudo)
+        guard isValidPseudoValue(value) else { return .invalid("a space or control byte in \(name)") }
+        switch pseudo {
+        case .method: isConnect = value == "CONNECT"
+        case .path: emptyPath = value.utf8.isEmpty
+        case .status: informational = value.utf8.first == UInt8(ascii: "1")
+        default: break
+        }
+      } else {
+        regularBegun = true
+        guard isToken(name) else { return .invalid("field name '\(name)' is not a lowercase token") }
+        guard isValidValue(value) else { return .invalid("NUL, CR or LF in the value of \(name)") }
+        if isConnectionSpecific(nameBytes) { return .invalid("connection-specific field \(name)") }
+        if kind == .request, name == "te", value != "trailers" { return .invalid("te other than trailers") }
+      }
+    }
+    let allowed: Pseudo
+    let mandatory: Pseudo
+    switch kind {
+    case .request:
+      allowed = isConnect ? [.method, .authority] : [.method, .scheme, .path, .authority]
+      mandatory = isConnect ? [.method, .authority] : [.method, .scheme, .path]
+      if seen.contains(.path), emptyPath { return .invalid("an empty :path") }
+    case .response:
+      allowed = .status
+      mandatory = .status
+    case .trailers:
+      allowed = []
+      mandatory = []
+    }
+    guard seen.isSubset(of: allowed) else { return .invalid("pseudo-header fields a \(kind) may not carry") }
+    guard seen.isSuperset(of: mandatory) else { return .invalid("a mandatory pseudo-header field of a \(kind) is missing") }
+    return .valid(finalResponse: kind == .response && !informational)
+  }
+
+  private static func pseudoField(_ name: String) -> Pseudo? {
+    switch name {
+    case ":method": .method
+    case ":scheme": .scheme
+    case ":path": .path
+    case ":authority": .authority
+    case ":status": .status
+    default: nil
+    }
+  }
+
+  /// RFC 9110 `tchar` without uppercase letters (RFC 9113 8.2.1): `!#$%&'*+-.^_`|~`, digits, `a-z`.
+  private static let tokenBytes: (UInt64, UInt64) = {
+    var low: UInt64 = 0
+    var high: UInt64 = 0
+    for byte in UInt8(0)..<128 {
+      let ok: Bool
+      switch byte {
+      case 0x21, 0x23...0x27, 0x2A, 0x2B, 0x2D, 0x2E, 0x30...0x39, 0x5E...0x7A, 0x7C, 0x7E: ok = true
+      default: ok = false
+      }
+      if ok {
+        if byte < 64 { low |= 1 << UInt64(byte) } else { high |= 1 << UInt64(byte - 64) }
+      }
+    }
+    return (low, high)
+  }()
+
+  static func isToken(_ name: String) -> Bool {
+    let (low, high) = tokenBytes
+    var name = name
+    return name.withUTF8 { bytes in
+      for byte in bytes {
+        if byte < 64 {
+          guard low & (1 << UInt64(byte)) != 0 else { return false }
+        } else if byte < 128 {
+          guard high & (1 << UInt64(byte - 64)) != 0 else { return false }
+        } else {
+          return false
+        }
+      }
+      return true
+    }
+  }
+
+  /// No NUL, CR or LF (RFC 9113 8.2.1).
+  static func isValidValue(_ value: String) -> Bool {
+    var value = value
+    return value.withUTF8 { bytes in !bytes.contains { $0 == 0 || $0 == 0x0A || $0 == 0x0D } }
+  }
+
+  /// No space, control byte or DEL: a pseudo-header's value becomes part of a request line or status line.
+  static func isValidPseudoValue(_ value: String) -> Bool {
+    var value = value
+    return value.withUTF8 { bytes in !bytes.contains { $0 <= 0x20 || $0 == 0x7F } }
+  }
+
+  /// `connection`, `keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade` (names are lowercase here).
+  private static func isConnectionSpecific(_ name: String.UTF8View) -> Bool {
+    switch name.count {
+    case 7: name.elementsEqual("upgrade".utf8)
+    case 10: name.elementsEqual("connection".utf8) || name.elementsEqual("keep-alive".utf8)
+    case 16: name.elementsEqual("proxy-connection".utf8)
+    case 17: name.elementsEqual("transfer-encoding".utf8)
+    default: false
+    }
+  }
+}

@@ -1,0 +1,156 @@
+import MeshCore
+import MeshDiscovery
+@testable import MeshProxy
+import NIOHPACK
+import Testing
+import _MeshTestSupport
+
+/// The proxy's HTTP/2 connections validate the header blocks they receive with ``HTTP2HeaderValidator``
+/// (swift-nio-http2's own validation is off, since it also validated every block the proxy sends).
+@Suite("HTTP/2 header blocks received")
+struct HTTP2HeaderValidatorTests {
+  static func block(_ fields: [(String, String)]) -> HPACKHeaders { HPACKHeaders(fields) }
+  static let request = [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "backend")]
+
+  @Test("valid requests, responses and trailers pass")
+  func valid() {
+    #expect(HTTP2HeaderValidator.check(Self.block(Self.request + [("te", "trailers"), ("x-a", "b c\t")]), as: .request) == .valid(finalResponse: false))
+    #expect(HTTP2HeaderValidator.check(Self.block([(":method", "CONNECT"), (":authority", "backend:443")]), as: .request) == .valid(finalResponse: false))
+    #expect(HTTP2HeaderValidator.check(Self.block([(":status", "200"), ("grpc-status", "0")]), as: .response) == .valid(finalResponse: true))
+    #expect(HTTP2HeaderValidator.check(Self.block([(":status", "103"), ("link", "</a>")]), as: .response) == .valid(finalResponse: false))
+    #expect(HTTP2HeaderValidator.check(Self.block([("grpc-status", "0"), ("grpc-message", "")]), as: .trailers) == .valid(finalResponse: false))
+    #expect(HTTP2HeaderValidator.check(Self.block([(":status", "200"), ("x-utf8", "caf\u{e9}")]), as: .response) == .valid(finalResponse: true))
+  }
+
+  @Test("every rule of RFC 9113 8.2 and 8.3 refuses what breaks it")
+  func invalid() {
+    let cases: [(HTTP2HeaderValidator.Kind, [(String, String)], String)] = [
+      (.request, Self.request + [("x-split", "a\rb")], "CR in a value"),
+      (.request, Self.request + [("x-split", "a\nb")], "LF in a value"),
+      (.request, Self.request + [("x-nul", "a\u{0}b")], "NUL in a value"),
+      (.request, Self.request + [("X-Upper", "a")], "uppercase name"),
+      (.request, Self.request + [("x bad", "a")], "space in a name"),
+      (.request, Self.request + [("", "a")], "empty name"),
+      (.request, Self.request + [("x-caf\u{e9}", "a")], "non-ASCII name"),
+      (.request, Self.request + [("connection", "close")], "connection"),
+      (.request, Self.request + [("keep-alive", "5")], "keep-alive"),
+      (.request, Self.request + [("proxy-connection", "x")], "proxy-connection"),
+      (.request, Self.request + [("transfer-encoding", "chunked")], "transfer-encoding"),
+      (.request, Self.request + [("upgrade", "h2c")], "upgrade"),
+      (.request, Self.request + [("te", "gzip")], "te other than trailers"),
+      (.request, [(":method", "GET"), ("x-a", "b"), (":scheme", "http"), (":path", "/")], "pseudo after regular"),
+      (.request, [(":method", "GET"), (":scheme", "http")], "no :path"),
+      (.request, [(":method", "GET"), (":scheme", "http"), (":path", "")], "empty :path"),
+      (.request, Self.request + [(":method", "POST")], "duplicate :method"),
+      (.request, Self.request + [(":status", "200")], ":status in a request"),
+      (.request, Self.request + [(":protocol", "websocket")], "extended CONNECT"),
+      (.request, Self.request + [(":foo", "x")], "unknown pseudo-header"),
+      (.request, [(":method", "GET"), (":scheme", "http"), (":path", "/a b")], "space in :path"),
+      (.request, [(":method", "CONNECT"), (":authority", "backend:443"), (":path", "/")], "CONNECT with :path"),
+      (.request, [(":method", "CONNECT")], "CONNECT without :authority"),
+      (.response, [("x-a", "b")], "no :status"),
+      (.response, [(":status", "200"), (":path", "/")], ":path in a response"),
+      (.response, [(":status", "200"), ("x-split", "a\r\nx-injected: 1")], "CRLF in a response value"),
+      (.trailers, [(":status", "200")], "pseudo-header in trailers"),
+      (.trailers, [("grpc-status", "0\r\n")], "CRLF in trailers"),
+    ]
+    for (kind, fields, what) in cases {
+      guard case .invalid = HTTP2HeaderValidator.check(Self.block(fields), as: kind) else {
+        Issue.record("accepted: \(what)")
+        continue
+      }
+    }
+  }
+
+  /// A client (python-h2, which sends what it is told when its own validation is off) and an h2c application
+  /// that answers each path with a chosen header, on either side of one proxy.
+  @Test("end to end: a malformed request is reset (PROTOCOL_ERROR) and never reaches the app; a malformed response gets 502")
+  func endToEnd() async throws {
+    let script = """
+      import socket, sys, threading
+      import h2.config, h2.connection, h2.events
+      loose = dict(validate_outbound_headers=False, normalize_outbound_headers=False, validate_inbound_headers=False)
+      seen = []
+      def serve(conn):
+          c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False, **loose))
+          c.initiate_connection(); conn.sendall(c.data_to_send())
+          while True:
+              data = conn.recv(65535)
+              if not data: return
+              for ev in c.receive_data(data):
+                  if isinstance(ev, h2.events.RequestReceived):
+                      path = dict(ev.headers)[b":path"].decode()
+                      seen.append(path)
+                      extra = {"/cr": (b"x-split", b"a\\rb"), "/upper": (b"X-Upper", b"a"),
+                               "/conn": (b"connection", b"close")}.get(path, (b"x-fine", b"ok"))
+                      c.send_headers(ev.stream_id, [(b":status", b"200"), extra])
+                      c.send_data(ev.stream_id, b"ok", end_stream=True)
+              conn.sendall(c.data_to_send())
+      listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen(8)
+      def accept():
+          while True:
+              conn, _ = listener.accept()
+              threading.Thread(target=serve, args=(conn,), daemon=True).start()
+      threading.Thread(target=accept, daemon=True).start()
+      print("port", listener.getsockname()[1], flush=True)
+      proxy = int(sys.stdin.readline())
+      def request(path, extra, fields=None):
+          s = socket.create_connection(("127.0.0.1", proxy), timeout=10)
+          c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, **loose))
+          c.initiate_connection()
+          base = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", path.encode()),
+                  (b":authority", b"backend.default.svc.cluster.local")]
+          c.send_headers(1, fields if fields is not None else base + extra, end_stream=True)
+          s.sendall(c.data_to_send())
+          result = None
+          while result is None:
+              data = s.recv(65535)
+              if not data: result = "closed"; break
+              for ev in c.receive_data(data):
+                  if isinstance(ev, h2.events.ResponseReceived): result = "status " + dict(ev.headers)[b":status"].decode()
+                  elif isinstance(ev, h2.events.StreamReset): result = "reset %d" % ev.error_code
+                  elif isinstance(ev, h2.events.ConnectionTerminated): result = "goaway %d" % ev.error_code
+              s.sendall(c.data_to_send())
+          s.close()
+          print(path, result, flush=True)
+      request("/good", [])
+      request("/req-cr", [(b"x-split", b"a\\rb")])
+      request("/req-upper", [(b"X-Upper", b"a")])
+      request("/req-conn", [(b"connection", b"close")])
+      request("/req-te", [(b"te", b"gzip")])
+      request("/req-order", None, [(b":method", b"GET"), (b"x-a", b"b"), (b":scheme", b"http"), (b":path", b"/req-order"),
+                                  (b":authority", b"backend.default.svc.cluster.local")])
+      request("/cr", [])
+      request("/upper", [])
+      request("/conn", [])
+      print("app saw", " ".join(seen), flush=True)
+      """
+    let python = try BackgroundProcess("/usr/bin/python3", ["-c", script])
+    defer { python.terminate() }
+    try await python.waitForOutput(containing: "port ")
+    let appPort = try #require(
+      python.printed.split(separator: "\n").first { $0.hasPrefix("port ") }.flatMap { Int($0.dropFirst(5)) })
+    let backend = try Authority("backend.default.svc.cluster.local:80")
+    let discovery = InMemoryDiscovery([
+      backend: EndpointSet(exists: true, endpoints: [Endpoint(address: try Authority(host: "127.0.0.1", port: appPort))])
+    ])
+    try await withSingleProxy(discovery: discovery, label: "test.h2headers") { proxy in
+      try python.write("\(try await proxy.boundPorts().outbound)\n")
+      try await python.waitForOutput(containing: "app saw", timeout: .seconds(60))
+      let lines = python.printed.split(separator: "\n").map(String.init)
+      func result(_ path: String) -> String? {
+        lines.first { $0.hasPrefix(path + " ") }.map { String($0.dropFirst(path.count + 1)) }
+      }
+      #expect(result("/good") == "status 200", "\(lines)")
+      for path in ["/req-cr", "/req-upper", "/req-conn", "/req-te", "/req-order"] {
+        #expect(result(path) == "reset 1", "\(path): PROTOCOL_ERROR expected; \(lines)")
+      }
+      for path in ["/cr", "/upper", "/conn"] {
+        #expect(result(path) == "status 502", "\(path): \(lines)")
+      }
+      let saw = lines.first { $0.hasPrefix("app saw") } ?? ""
+      #expect(!saw.contains("/req-"), "a malformed request reached the application: \(saw)")
+      #expect(saw.contains("/good") && saw.contains("/cr"), "\(saw)")
+    }
+  }
+}
