@@ -1,15 +1,20 @@
+import MeshCore
+import MeshDiscovery
 @testable import MeshProxy
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 import Synchronization
 import Testing
+import _MeshTestSupport
 
 /// The downstream HTTP/1.1 time limits on an `EmbeddedChannel` with a virtual clock: one timer per connection
 /// that checks the clocks when it fires, instead of a timer set and cancelled per request.
 @Suite("HTTP/1.1 header read and idle timeouts")
 struct HTTP1TimeoutsTests {
-  /// A downstream HTTP/1.1 pipeline as the proxy builds it (bytes handler, parser and encoder, parts handler).
+  /// A downstream HTTP/1.1 pipeline as the proxy builds it: the bytes handler, the parser and encoder, and in
+  /// place of the proxy's request handler a ``Reporter`` that tells the bytes handler what the request handler
+  /// tells it (the whole proxy is judged in `idleAndSlowResponseThroughProxy`).
   struct Connection {
     let channel: EmbeddedChannel
     let loop: EmbeddedEventLoop
@@ -32,7 +37,7 @@ struct HTTP1TimeoutsTests {
       try sync.addHandler(bytes)
       try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder()))
       try sync.addHandler(HTTPResponseEncoder())
-      try sync.addHandler(HTTP1TimeoutPartsHandler(bytes: bytes))
+      try sync.addHandler(Reporter(bytes: bytes))
       try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
 
@@ -55,6 +60,31 @@ struct HTTP1TimeoutsTests {
     }
 
     var isOpen: Bool { channel.isActive }
+  }
+
+  /// Tells the bytes handler where requests begin and end and where responses end, as `ProxyRequestHandler`
+  /// does.
+  final class Reporter: ChannelDuplexHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+    let bytes: HTTP1TimeoutBytesHandler
+    init(bytes: HTTP1TimeoutBytesHandler) { self.bytes = bytes }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+      switch unwrapInboundIn(data) {
+      case .head: bytes.headReceived()
+      case .end: bytes.requestEnded()
+      case .body: break
+      }
+      context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+      if case .end = unwrapOutboundIn(data) { bytes.responseEnded() }
+      context.write(data, promise: promise)
+    }
   }
 
   static let request = "GET / HTTP/1.1\r\nHost: backend.default.svc.cluster.local\r\n\r\n"
@@ -123,5 +153,54 @@ struct HTTP1TimeoutsTests {
     #expect(connection.isOpen)
     connection.loop.advanceTime(by: .seconds(1))
     #expect(!connection.isOpen)
+  }
+
+  /// The request handler tells the clocks what happens, through a real proxy: a response slower than the idle
+  /// timeout is not cut off (the request's head stops the idle clock), a request after it on the same
+  /// connection is served, and the connection closes once it has been idle for the idle timeout after the
+  /// last response (the response's end starts the idle clock).
+  @Test("through a proxy: a slow response outlives the idle timeout; an idle keep-alive connection closes after it")
+  func idleAndSlowResponseThroughProxy() async throws {
+    let app = try await TestHTTPServer(name: "slow", delay: .milliseconds(1500))
+    defer { Task { await app.stop() } }
+    let backend = try Authority("backend.default.svc.cluster.local:80")
+    let discovery = InMemoryDiscovery([
+      backend: EndpointSet(exists: true, endpoints: [Endpoint(address: try Authority(host: "127.0.0.1", port: app.port))])
+    ])
+    try await withSingleProxy(discovery: discovery, label: "test.timeouts", configure: {
+      $0.downstreamIdleTimeout = .seconds(1)
+      $0.headerReadTimeout = .seconds(1)
+    }) { proxy in
+      let port = try await proxy.boundPorts().outbound
+      let script = """
+        import socket, sys, time
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        request = b"GET / HTTP/1.1\\r\\nHost: backend.default.svc.cluster.local\\r\\n\\r\\n"
+        def answer():
+            data = b""
+            while b"slow\\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk: return "closed"
+                data += chunk
+            return data.split(b"\\r\\n")[0].decode()
+        for i in range(2):
+            s.sendall(request)
+            started = time.time()
+            print("answer", i, answer(), "after %.1f s" % (time.time() - started), flush=True)
+        started = time.time()
+        s.settimeout(5)
+        closed = s.recv(4096) == b""
+        print("idle close", closed, "after %.1f s" % (time.time() - started), flush=True)
+        """
+      let out = try await Subprocess.run("python3", ["-c", script, "\(port)"])
+      let lines = out.stdout.split(separator: "\n").map(String.init)
+      #expect(lines.count == 3, "\(out)")
+      #expect(lines.first?.hasPrefix("answer 0 HTTP/1.1 200 OK after 1.") == true, "\(out)")
+      #expect(lines.dropFirst().first?.hasPrefix("answer 1 HTTP/1.1 200 OK after 1.") == true, "\(out)")
+      // Closed about one idle timeout after the last response, not during the slow ones and not never.
+      let seconds = lines.last.flatMap { $0.split(separator: " ").dropLast(1).last }.flatMap { Double($0) }
+      #expect(lines.last?.hasPrefix("idle close True") == true, "\(out)")
+      #expect((0.5...3.5).contains(seconds ?? -1), "\(out)")
+    }
   }
 }

@@ -1,7 +1,7 @@
 import NIOCore
 import NIOHTTP1
 
-/// Time limits of a downstream HTTP/1.1 connection, in two handlers that share one state:
+/// Time limits of a downstream HTTP/1.1 connection:
 ///
 /// - **Header read timeout.** From the first byte of a request until its whole head has been parsed: a client
 ///   that trickles a header (slowloris) gets `408 Request Timeout` and the connection closes, so a few hundred
@@ -9,8 +9,9 @@ import NIOHTTP1
 /// - **Idle timeout.** A connection with no request in progress and no bytes for this long is closed.
 ///
 /// ``HTTP1TimeoutBytesHandler`` sits before the HTTP decoder and sees raw bytes (the first byte of a request
-/// starts the header clock); ``HTTP1TimeoutPartsHandler`` sits after it and sees where requests begin and
-/// responses end. Both run on the connection's event loop.
+/// starts the header clock); the ``ProxyRequestHandler`` behind the decoder tells it where requests begin and
+/// end and where responses end (``headReceived()``, ``requestEnded()``, ``responseEnded()``), rather than a
+/// handler of its own that every request part would cross. All run on the connection's event loop.
 final class HTTP1TimeoutBytesHandler: ChannelDuplexHandler, RemovableChannelHandler {
   typealias InboundIn = ByteBuffer
   typealias InboundOut = ByteBuffer
@@ -21,9 +22,9 @@ final class HTTP1TimeoutBytesHandler: ChannelDuplexHandler, RemovableChannelHand
   private let idleTimeout: TimeAmount
   private let onTimeout: @Sendable (ProxyError.Reason) -> Void
   /// No request head is being read: the previous request (if any) was read whole.
-  fileprivate var awaitingHead = true
+  private var awaitingHead = true
   /// A response is being written (from the head read until its end is written).
-  fileprivate var responding = false
+  private var responding = false
   /// When the first byte of the request head being read arrived.
   private var headStartedAt: NIODeadline?
   /// Since when the connection has had nothing in progress.
@@ -70,17 +71,17 @@ final class HTTP1TimeoutBytesHandler: ChannelDuplexHandler, RemovableChannelHand
   }
 
   /// The head of a request was parsed.
-  fileprivate func headReceived() {
+  func headReceived() {
     awaitingHead = false
     responding = true
     headStartedAt = nil
   }
 
   /// The request was read to its end: bytes after it start the next request.
-  fileprivate func requestEnded() { awaitingHead = true }
+  func requestEnded() { awaitingHead = true }
 
-  /// The response was written to its end.
-  fileprivate func responseEnded() {
+  /// The response is being written to its end.
+  func responseEnded() {
     responding = false
     if idleSince == nil, let context { idleSince = context.eventLoop.now }
   }
@@ -138,31 +139,5 @@ final class HTTP1TimeoutBytesHandler: ChannelDuplexHandler, RemovableChannelHand
 
   private func idleTimedOut() {
     context?.close(promise: nil)
-  }
-}
-
-/// The half of ``HTTP1TimeoutBytesHandler`` that sees parsed requests and written responses.
-final class HTTP1TimeoutPartsHandler: ChannelDuplexHandler, RemovableChannelHandler {
-  typealias InboundIn = HTTPServerRequestPart
-  typealias InboundOut = HTTPServerRequestPart
-  typealias OutboundIn = HTTPServerResponsePart
-  typealias OutboundOut = HTTPServerResponsePart
-
-  private let bytes: HTTP1TimeoutBytesHandler
-
-  init(bytes: HTTP1TimeoutBytesHandler) { self.bytes = bytes }
-
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    switch unwrapInboundIn(data) {
-    case .head: bytes.headReceived()
-    case .end: bytes.requestEnded()
-    case .body: break
-    }
-    context.fireChannelRead(data)
-  }
-
-  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    if case .end = unwrapOutboundIn(data) { bytes.responseEnded() }
-    context.write(data, promise: promise)
   }
 }

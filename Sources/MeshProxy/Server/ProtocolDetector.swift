@@ -384,11 +384,11 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     // upstream (llhttp, or HPACK with header block validation) and its own (`HTTPHeaderRules`).
     try sync.configureHTTPServerPipeline(
       position: .after(timeouts), withErrorHandling: true, withOutboundHeaderValidation: false)
-    try sync.addHandler(HTTP1TimeoutPartsHandler(bytes: timeouts))
     try sync.addHandler(
       ProxyRequestHandler(
         router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: false,
-        inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: originalDestination))
+        inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: originalDestination,
+        timeouts: timeouts))
     forwardBufferedAndRemove(context: context)
   }
 

@@ -24,6 +24,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   /// Where the connection was going before iptables redirected it (transparent mode).
   private let originalDestination: Authority?
   private let inFlight: InFlightRequests
+  /// The header read and idle clocks of a downstream HTTP/1.1 connection, told where requests begin and end
+  /// and where responses end; nil on HTTP/2.
+  private let timeouts: HTTP1TimeoutBytesHandler?
   private let logger: Logger
   private let tap: TapHub
 
@@ -75,8 +78,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   init(
     router: any RequestRouter, metrics: ProxyMetrics, peerIdentity: IdentityName?, isHTTP2: Bool,
-    inFlight: InFlightRequests, tap: TapHub, logger: Logger, originalDestination: Authority? = nil
+    inFlight: InFlightRequests, tap: TapHub, logger: Logger, originalDestination: Authority? = nil,
+    timeouts: HTTP1TimeoutBytesHandler? = nil
   ) {
+    self.timeouts = timeouts
     self.originalDestination = originalDestination
     self.inFlight = inFlight
     self.tap = tap
@@ -93,8 +98,15 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   // MARK: Downstream
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    let action = stateMachine.requestPartReceived(unwrapInboundIn(data))
-    perform(action, context: context)
+    let part = unwrapInboundIn(data)
+    if let timeouts {
+      switch part {
+      case .head: timeouts.headReceived()
+      case .end: timeouts.requestEnded()
+      case .body: break
+      }
+    }
+    perform(stateMachine.requestPartReceived(part), context: context)
   }
 
   func channelReadComplete(context: ChannelHandlerContext) {
@@ -462,6 +474,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     let answered = stateMachine.requestID
     let next = stateMachine.answerWritten(requestEnded: answer.requestEnded)
     if case .resumeReading(requestDone: true) = next { endCounted() }
+    timeouts?.responseEnded()
     context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     switch next {
     case .resumeReading:
@@ -504,6 +517,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     // The state machine has settled before this last write: on an HTTP/2 downstream, writing END_STREAM
     // closes the stream and `channelInactive` runs inside it (see `responsePartReceived`).
     if finish { self.finish() }
+    timeouts?.responseEnded()
     context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
     perform(stateMachine.responseEndWritten(), context: context)
   }
@@ -610,7 +624,6 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
         (down, try? down.handler(type: HTTPServerPipelineHandler.self)),
         (down, try? down.handler(type: NIOHTTPResponseHeadersValidator.self)),
         (down, try? down.handler(type: HTTPServerProtocolErrorHandler.self)),
-        (down, try? down.handler(type: HTTP1TimeoutPartsHandler.self)),
         (down, try? down.handler(type: HTTP1TimeoutBytesHandler.self)),
         (down, try? down.handler(type: HTTPResponseEncoder.self)),
       ]
