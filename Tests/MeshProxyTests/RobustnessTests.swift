@@ -359,6 +359,28 @@ struct RobustnessTests {
     #expect(!String(decoding: metrics.exposition(), as: UTF8.self).contains("request_total{"))
   }
 
+  @Test("a connection's kept series is used while it is its label set's and kept; evicted or other, looked up")
+  func keptSeries() async throws {
+    var limits = ProxyMetrics.Limits()
+    limits.idleTimeout = .zero
+    let metrics = ProxyMetrics(limits: limits)
+    let a = ProxyMetrics.RequestLabels(direction: "outbound", authority: "a.example:80", tls: false)
+    let b = ProxyMetrics.RequestLabels(direction: "outbound", authority: "b.example:80", tls: false)
+    let first = metrics.series(for: a, cached: nil)
+    #expect(metrics.series(for: a, cached: first) === first)
+    #expect(metrics.series(for: b, cached: first) !== first, "another label set is looked up")
+    metrics.requestStarted(metrics.series(for: a, cached: first))
+    try await Task.sleep(for: .seconds(1.1))
+    #expect(metrics.evictIdleSeries() == 2)
+    let again = metrics.series(for: a, cached: first)
+    #expect(again !== first, "an evicted series is not counted in")
+    metrics.requestStarted(again)
+    metrics.responseEnded(again, status: 200, grpcStatus: nil, latencyMilliseconds: 1)
+    let text = String(decoding: metrics.exposition(), as: UTF8.self)
+    #expect(text.contains("request_total{direction=\"outbound\",authority=\"a.example:80\""), "\(text)")
+    #expect(text.contains("response_total{"), "\(text)")
+  }
+
   // MARK: Helpers
 
   func withProxy(

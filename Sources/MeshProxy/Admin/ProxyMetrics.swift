@@ -76,8 +76,10 @@ public final class ProxyMetrics: Sendable {
 
   public let limits: Limits
 
-  /// The series of one label set, made once and kept while it is used.
-  private final class RequestSeries: Sendable {
+  /// The series of one label set, made once and kept while it is used. A connection keeps the one its last
+  /// request used (``series(for:cached:)``): the requests of a connection mostly share a label set, and finding
+  /// it again costs hashing eight strings.
+  final class RequestSeries: Sendable {
     let labels: RequestLabels
     let requests: Counter
     let latency: ValueHistogram
@@ -85,6 +87,8 @@ public final class ProxyMetrics: Sendable {
     let responses = Mutex<[ResponseKey: Counter]>([:])
     /// When it was last used (seconds on the proxy's uptime clock).
     let lastUsed: Atomic<Int64>
+    /// Removed with its series (idle too long): a connection that kept it must look its label set up again.
+    let evicted = Atomic<Bool>(false)
 
     init(labels: RequestLabels, requests: Counter, latency: ValueHistogram, now: Int64) {
       self.labels = labels
@@ -94,7 +98,7 @@ public final class ProxyMetrics: Sendable {
     }
   }
 
-  private struct ResponseKey: Hashable {
+  struct ResponseKey: Hashable {
     var status: Int
     var grpcStatus: Int?
   }
@@ -146,12 +150,32 @@ public final class ProxyMetrics: Sendable {
     }
   }
 
+  /// The series of `labels`: `cached` when it is that label set's and still kept (no lookup), else as
+  /// ``series(for:countOverflow:)`` finds or makes it.
+  func series(for labels: RequestLabels, cached: RequestSeries?, countOverflow: Bool = false) -> RequestSeries {
+    if let cached, !cached.evicted.load(ordering: .relaxed), cached.labels == labels {
+      let now = self.now
+      if cached.lastUsed.load(ordering: .relaxed) != now { cached.lastUsed.store(now, ordering: .relaxed) }
+      return cached
+    }
+    return series(for: labels, countOverflow: countOverflow)
+  }
+
   func requestStarted(_ labels: RequestLabels) {
-    series(for: labels).requests.increment()
+    requestStarted(series(for: labels))
+  }
+
+  func requestStarted(_ series: RequestSeries) {
+    series.requests.increment()
   }
 
   func responseEnded(_ labels: RequestLabels, status: Int, grpcStatus: Int?, latencyMilliseconds: Double) {
-    let series = series(for: labels, countOverflow: true)
+    responseEnded(
+      series(for: labels, countOverflow: true), status: status, grpcStatus: grpcStatus,
+      latencyMilliseconds: latencyMilliseconds)
+  }
+
+  func responseEnded(_ series: RequestSeries, status: Int, grpcStatus: Int?, latencyMilliseconds: Double) {
     let key = ResponseKey(status: status, grpcStatus: grpcStatus)
     let counter =
       series.responses.withLock { $0[key] }
@@ -180,7 +204,10 @@ public final class ProxyMetrics: Sendable {
     let cutoff = now - limits.idleTimeout.components.seconds
     let idle = series.withLock { table -> [RequestSeries] in
       let idle = table.values.filter { $0.lastUsed.load(ordering: .relaxed) < cutoff }
-      for entry in idle { table[entry.labels] = nil }
+      for entry in idle {
+        table[entry.labels] = nil
+        entry.evicted.store(true, ordering: .relaxed)
+      }
       return idle
     }
     for entry in idle {

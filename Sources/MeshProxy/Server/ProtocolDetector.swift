@@ -398,6 +398,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     let original = originalDestination
     let peerIdentity = self.peerIdentity
     let streams = HTTP2StreamTracker(eventLoop: context.eventLoop)
+    let cache = DownstreamConnectionCache()
     _ = try context.pipeline.syncOperations.configureHTTP2Pipeline(
       mode: .server,
       connectionConfiguration: .proxy(meshPeer: peerIdentity != nil),
@@ -412,7 +413,8 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
         try stream.pipeline.syncOperations.addHandler(
           ProxyRequestHandler(
             router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: true,
-            inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: original))
+            inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: original,
+            connection: cache))
       }
     }
     try context.pipeline.syncOperations.addHandler(GracefulHTTP2Shutdown(streams: streams), position: .last)

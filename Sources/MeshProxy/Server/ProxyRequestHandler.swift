@@ -40,10 +40,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   private var request: RoutedRequest?
   private var started: NIODeadline = .now()
   private var currentAuthority = ""
-  /// The last request's `Host` and the authority parsed from it: the requests of one connection name the
-  /// same authority, parsed once.
-  private var lastHost: String?
-  private var lastAuthority: Authority?
+  /// What the requests of this handler's downstream connection share (its HTTP/2 streams too).
+  private let connection: DownstreamConnectionCache
   private var timeoutTask: Scheduled<Void>?
   /// Whether the current request is counted in ``inFlight``.
   private var counted = false
@@ -79,9 +77,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   init(
     router: any RequestRouter, metrics: ProxyMetrics, peerIdentity: IdentityName?, isHTTP2: Bool,
     inFlight: InFlightRequests, tap: TapHub, logger: Logger, originalDestination: Authority? = nil,
-    timeouts: HTTP1TimeoutBytesHandler? = nil
+    timeouts: HTTP1TimeoutBytesHandler? = nil, connection: DownstreamConnectionCache = DownstreamConnectionCache()
   ) {
     self.timeouts = timeouts
+    self.connection = connection
     self.originalDestination = originalDestination
     self.inFlight = inFlight
     self.tap = tap
@@ -142,12 +141,12 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
     let host = head.headers.first(name: "host")
     let authority: Authority?
-    if let host, host == lastHost {
-      authority = lastAuthority
+    if let host, host == connection.lastHost {
+      authority = connection.lastAuthority
     } else {
       authority = host.flatMap { try? Authority($0, defaultPort: 80) }
-      lastHost = host
-      lastAuthority = authority
+      connection.lastHost = host
+      connection.lastAuthority = authority
     }
     currentAuthority = authority?.description ?? host ?? ""
     let isGRPC = head.headers.first(name: "content-type").map(Self.isGRPCContentType) ?? false
@@ -256,7 +255,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   /// The upstream of `attempt` is ready: its response handler reports here, and the parts read so far go to it.
   private func startForwarding(_ upstream: Upstream, attempt: Int, context: ChannelHandlerContext) {
-    metrics.requestStarted(upstream.labels)
+    metrics.requestStarted(series(upstream.labels))
     if tapped != nil {
       tapDestination = Self.address(upstream.channel.remoteAddress)
       tapServerID = upstream.labels.serverID
@@ -397,7 +396,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
         ])
       metrics.proxyError(direction: router.direction, reason: .upstreamReset)
       if let upstream {
-        metrics.responseEnded(upstream.labels, status: 502, grpcStatus: nil, latencyMilliseconds: elapsedMilliseconds())
+        metrics.responseEnded(
+          series(upstream.labels, countOverflow: true), status: 502, grpcStatus: nil,
+          latencyMilliseconds: elapsedMilliseconds())
       }
       tapEnd(status: status, grpcStatus: nil, proxyError: ProxyError.Reason.upstreamReset.rawValue)
       releaseUpstream()
@@ -487,6 +488,13 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
   }
 
+  /// The metric series of `labels`, kept for the connection's next request.
+  private func series(_ labels: ProxyMetrics.RequestLabels, countOverflow: Bool = false) -> ProxyMetrics.RequestSeries {
+    let series = metrics.series(for: labels, cached: connection.series, countOverflow: countOverflow)
+    connection.series = series
+    return series
+  }
+
   private func endCounted() {
     if counted {
       counted = false
@@ -506,7 +514,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   ) {
     let latency = responseLatency ?? elapsedMilliseconds()
     if let upstream {
-      metrics.responseEnded(upstream.labels, status: status, grpcStatus: grpcStatus, latencyMilliseconds: latency)
+      metrics.responseEnded(
+        series(upstream.labels, countOverflow: true), status: status, grpcStatus: grpcStatus,
+        latencyMilliseconds: latency)
     }
     let policy = stateMachine.policy
     if policy.hasRoute {
@@ -551,7 +561,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       metrics.routeRetry(policy, direction: router.direction)
       if let upstream {
         metrics.responseEnded(
-          upstream.labels, status: status, grpcStatus: grpcStatus, latencyMilliseconds: elapsedMilliseconds())
+          series(upstream.labels, countOverflow: true), status: status, grpcStatus: grpcStatus,
+          latencyMilliseconds: elapsedMilliseconds())
       }
       logger.debug(
         "retrying a failed response",
@@ -585,7 +596,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     upstream?.ticket?.complete(.success)
     let latency = elapsedMilliseconds()
     if let upstream {
-      metrics.responseEnded(upstream.labels, status: 101, grpcStatus: nil, latencyMilliseconds: latency)
+      metrics.responseEnded(
+        series(upstream.labels, countOverflow: true), status: 101, grpcStatus: nil, latencyMilliseconds: latency)
     }
     let policy = stateMachine.policy
     if policy.hasRoute {
@@ -810,4 +822,14 @@ final class UpstreamResponseHandler: ChannelInboundHandler, RemovableChannelHand
     }
     context.fireChannelInactive()
   }
+}
+
+/// What the requests of one downstream connection share, kept between them: the last `Host` and the authority
+/// parsed from it, and the metric series the last request counted in. An HTTP/1.1 connection has one; the
+/// streams of an HTTP/2 connection share their connection's. Used only on the connection's event loop (its
+/// streams run there too).
+final class DownstreamConnectionCache: @unchecked Sendable {
+  var lastHost: String?
+  var lastAuthority: Authority?
+  var series: ProxyMetrics.RequestSeries?
 }
