@@ -24,7 +24,9 @@ final class UpstreamPool: @unchecked Sendable {
   private let metrics: ProxyMetrics
   private let logger: Logger
   private let loopGuard: LoopGuard
-  private var http2: [HTTP2Key: HTTP2Entry] = [:]
+  /// The HTTP/2 upstreams of this loop: each one's pooled connection and its stream slots, found with one
+  /// lookup a request (a stream's end is counted on the object itself).
+  private var http2: [HTTP2Key: HTTP2Endpoint] = [:]
 
   /// A pooled HTTP/2 connection, connecting or connected.
   private final class HTTP2Entry {
@@ -32,9 +34,20 @@ final class UpstreamPool: @unchecked Sendable {
     var connection: HTTP2Connection?
     init(_ future: EventLoopFuture<HTTP2Connection>) { self.future = future }
   }
+
+  /// One HTTP/2 upstream (address and expected identity) of this loop: its connection, and the streams open to
+  /// it and the requests waiting for one. Kept while it has a connection, a stream or a waiting request. Used
+  /// only on the pool's event loop, as the pool itself.
+  private final class HTTP2Endpoint: @unchecked Sendable {
+    let key: HTTP2Key
+    var entry: HTTP2Entry?
+    var active = 0
+    var waiters = PendingRequests<Void>()
+    init(_ key: HTTP2Key) { self.key = key }
+    var isUnused: Bool { entry == nil && active == 0 && waiters.isEmpty }
+  }
   private var http1: [Authority: HTTP1Endpoint] = [:]
   private var nextWaiterID = 0
-  private var streamGates: [HTTP2Key: StreamGate] = [:]
   /// Connections this loop is opening now, and the most it may (its share of `maxConnectsInProgress`).
   private var connecting = 0
   private let maxConnecting: Int
@@ -65,56 +78,70 @@ final class UpstreamPool: @unchecked Sendable {
     to address: Authority, identity: IdentityName?, deadline: NIODeadline, abandonment: RequestAbandonment
   ) -> EventLoopFuture<UpstreamStream> {
     eventLoop.preconditionInEventLoop()
-    let key = HTTP2Key(address: address, identity: identity)
     if loopGuard.isSelf(address) { return eventLoop.makeFailedFuture(UpstreamPools.loop(to: address)) }
-    return acquireStream(key, deadline: deadline, abandonment: abandonment).flatMap {
-      self.openStream(key, isRetry: false).map { stream in
-        stream.channel.closeFuture.whenComplete { _ in self.eventLoop.execute { self.releaseStream(key) } }
-        return stream
-      }.flatMapErrorThrowing { error in
-        self.releaseStream(key)
-        throw error
-      }
+    let key = HTTP2Key(address: address, identity: identity)
+    let endpoint: HTTP2Endpoint
+    if let existing = http2[key] {
+      endpoint = existing
+    } else {
+      endpoint = HTTP2Endpoint(key)
+      http2[key] = endpoint
+    }
+    if endpoint.active < max(configuration.maxConcurrentStreamsPerEndpoint, 1) {
+      // The usual case: a slot is free, and no future is made before the stream's own.
+      endpoint.active += 1
+      return openCountedStream(endpoint)
+    }
+    return waitForStream(endpoint, deadline: deadline, abandonment: abandonment).flatMap {
+      self.openCountedStream(endpoint)
     }
   }
 
-  private func acquireStream(
-    _ key: HTTP2Key, deadline: NIODeadline, abandonment: RequestAbandonment
-  ) -> EventLoopFuture<Void> {
-    // Taken out of the dictionary while it changes: a copy would share the queue's storage, and every
-    // append would then copy the whole queue (thousands of waiting requests under a flood).
-    var gate = streamGates.removeValue(forKey: key) ?? StreamGate()
-    defer { streamGates[key] = gate }
-    if gate.active < max(configuration.maxConcurrentStreamsPerEndpoint, 1) {
-      gate.active += 1
-      return eventLoop.makeSucceededVoidFuture()
+  /// Opens a stream in a slot taken already: the slot is given back when the stream closes, or now when no
+  /// stream could be opened.
+  private func openCountedStream(_ endpoint: HTTP2Endpoint) -> EventLoopFuture<UpstreamStream> {
+    openStream(endpoint, isRetry: false).map { stream in
+      stream.channel.closeFuture.whenComplete { _ in self.eventLoop.execute { self.releaseStream(endpoint) } }
+      return stream
+    }.flatMapErrorThrowing { error in
+      self.releaseStream(endpoint)
+      throw error
     }
-    guard gate.waiters.count < configuration.maxPendingRequestsPerEndpoint else {
+  }
+
+  /// Every slot of `endpoint` is taken: the request waits in its bounded queue until `deadline`, or is shed.
+  private func waitForStream(
+    _ endpoint: HTTP2Endpoint, deadline: NIODeadline, abandonment: RequestAbandonment
+  ) -> EventLoopFuture<Void> {
+    guard endpoint.waiters.count < configuration.maxPendingRequestsPerEndpoint else {
       metrics.shed(reason: "queue full")
+      dropIfUnused(endpoint)
       return eventLoop.makeFailedFuture(
         ProxyError(
           .overloaded,
-          "\(key.address) has \(gate.active) streams open and \(gate.waiters.count) requests waiting for one"))
+          "\(endpoint.key.address) has \(endpoint.active) streams open and \(endpoint.waiters.count) requests waiting for one"))
     }
     let waiter: PendingRequests<Void>.Entry = makeWaiter(deadline: deadline, abandonment: abandonment) { [self] id in
-      guard var gate = streamGates.removeValue(forKey: key) else { return nil }
-      let waiting = gate.waiters.remove(id: id)
-      streamGates[key] = gate
-      guard waiting else { return nil }
-      return ProxyError(.overloaded, "no stream to \(key.address) came free in time (\(gate.active) open)")
+      guard endpoint.waiters.remove(id: id) else { return nil }
+      dropIfUnused(endpoint)
+      return ProxyError(.overloaded, "no stream to \(endpoint.key.address) came free in time (\(endpoint.active) open)")
     }
-    gate.waiters.append(waiter)
+    endpoint.waiters.append(waiter)
     return waiter.promise.futureResult
   }
 
   /// A stream ended: its slot goes to the first waiting request.
-  private func releaseStream(_ key: HTTP2Key) {
-    guard var gate = streamGates.removeValue(forKey: key) else { return }
-    let (next, dropped) = gate.waiters.popNext()
-    if next == nil { gate.active -= 1 }
-    streamGates[key] = next != nil || gate.active > 0 ? gate : nil
+  private func releaseStream(_ endpoint: HTTP2Endpoint) {
+    let (next, dropped) = endpoint.waiters.popNext()
+    if next == nil { endpoint.active -= 1 }
     next?.serve(())
     for waiter in dropped { waiter.drop() }
+    dropIfUnused(endpoint)
+  }
+
+  /// Forgets `endpoint` once it has no connection, no stream and no waiting request.
+  private func dropIfUnused(_ endpoint: HTTP2Endpoint) {
+    if endpoint.isUnused, http2[endpoint.key] === endpoint { http2[endpoint.key] = nil }
   }
 
   /// A queue entry for a request that waits for a slot until `deadline`; past it, `timedOut` takes the entry
@@ -133,38 +160,46 @@ final class UpstreamPool: @unchecked Sendable {
     return .init(id: id, promise: promise, timer: timer, abandonment: abandonment)
   }
 
-  private func openStream(_ key: HTTP2Key, isRetry: Bool) -> EventLoopFuture<UpstreamStream> {
+  private func openStream(_ endpoint: HTTP2Endpoint, isRetry: Bool) -> EventLoopFuture<UpstreamStream> {
+    let key = endpoint.key
     let entry: HTTP2Entry
-    if let existing = http2[key] {
+    if let existing = endpoint.entry {
       entry = existing
     } else {
       entry = HTTP2Entry(connectHTTP2(key))
-      http2[key] = entry
+      endpoint.entry = entry
       entry.future.whenComplete { result in
         switch result {
         case .success(let connection): entry.connection = connection
-        case .failure: if self.http2[key] === entry { self.http2[key] = nil }
+        case .failure:
+          if endpoint.entry === entry {
+            endpoint.entry = nil
+            self.dropIfUnused(endpoint)
+          }
         }
       }
     }
-    let connection = entry.future
-    return connection.flatMap { connection in
-      let promise = self.eventLoop.makePromise(of: (any Channel).self)
-      connection.multiplexer.createStreamChannel(promise: promise) { stream in
-        stream.eventLoop.makeCompletedFuture {
-          try stream.pipeline.syncOperations.addHandler(HTTP2HeaderValidator(role: .client))
-          try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http))
-        }
+    // Connected (every request but a connection's first): the stream is asked for at once.
+    if let connection = entry.connection { return openStream(on: connection, endpoint, isRetry: isRetry) }
+    return entry.future.flatMap { connection in self.openStream(on: connection, endpoint, isRetry: isRetry) }
+  }
+
+  private func openStream(
+    on connection: HTTP2Connection, _ endpoint: HTTP2Endpoint, isRetry: Bool
+  ) -> EventLoopFuture<UpstreamStream> {
+    let promise = eventLoop.makePromise(of: (any Channel).self)
+    connection.multiplexer.createStreamChannel(promise: promise) { stream in
+      stream.eventLoop.makeCompletedFuture {
+        try stream.pipeline.syncOperations.addHandler(HTTP2HeaderValidator(role: .client))
+        try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http))
       }
-      return promise.futureResult.map { UpstreamStream(channel: $0, connection: connection) }.flatMapErrorThrowing {
-        error in
-        // The connection is going or gone (GOAWAY, closed) and nothing was sent: forget it, and try once
-        // more on a fresh connection before giving up.
-        self.evict(key, connection)
-        throw ProxyError(.connectFailed, "opening a stream to \(key.address) failed: \(error)")
-      }.flatMapError { error in
-        isRetry ? self.eventLoop.makeFailedFuture(error) : self.openStream(key, isRetry: true)
-      }
+    }
+    return promise.futureResult.map { UpstreamStream(channel: $0, connection: connection) }.flatMapError { error in
+      // The connection is going or gone (GOAWAY, closed) and nothing was sent: forget it, and try once more on
+      // a fresh connection before giving up.
+      self.evict(endpoint.key, connection)
+      let failure = ProxyError(.connectFailed, "opening a stream to \(endpoint.key.address) failed: \(error)")
+      return isRetry ? self.eventLoop.makeFailedFuture(failure) : self.openStream(endpoint, isRetry: true)
     }
   }
 
@@ -186,7 +221,9 @@ final class UpstreamPool: @unchecked Sendable {
 
   /// Forgets the connection for `key` if it is still `connection` (a newer one is left alone).
   private func evict(_ key: HTTP2Key, _ connection: HTTP2Connection) {
-    if let current = http2[key], current.connection === connection { http2[key] = nil }
+    guard let endpoint = http2[key], endpoint.entry?.connection === connection else { return }
+    endpoint.entry = nil
+    dropIfUnused(endpoint)
   }
 
   private func connectHTTP2(_ key: HTTP2Key) -> EventLoopFuture<HTTP2Connection> {
@@ -489,11 +526,6 @@ struct PendingRequests<Value: Sendable> {
 }
 
 /// The HTTP/2 streams open to one endpoint from one event loop, and the requests waiting for one.
-private struct StreamGate {
-  var active = 0
-  var waiters = PendingRequests<Void>()
-}
-
 /// One HTTP/1.1 upstream address as an event loop's pool keeps it.
 private struct HTTP1Endpoint {
   var idle: [any Channel] = []
