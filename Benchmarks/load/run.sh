@@ -15,6 +15,7 @@
 #   MESH_PROXY=PATH bash Benchmarks/load/run.sh  # another mesh-proxy binary (a branch, a static build) in the same run
 #   ONLY=profile PROFILE=1 bash Benchmarks/load/run.sh  # stop after the profile
 #   ONLY=syscalls bash Benchmarks/load/run.sh  # only the syscalls per request (strace)
+#   ONLY=wrk bash Benchmarks/load/run.sh       # only the wrk rows (throughput, CPU per request): quick A/B runs
 #   ONLY=idle bash Benchmarks/load/run.sh      # only the proxies' memory once they are up and idle, by mapping
 #   ONLY=idle HOLD=600 bash Benchmarks/load/run.sh  # ... then keeps everything up 600 s for experiments by hand
 # Also prints each mesh-proxy's memory by kind (/proc/PID/smaps_rollup) idle, and again after all the load.
@@ -261,6 +262,7 @@ for row in "${RESULTS[@]}"; do
     'BEGIN { printf "%-24s %10.0f %8.2f %8.2f %8.2f %9s %10s %8s %8s %10.2f %10.2f %10.2f %10.2f\n", l, rps, p50, p99, max, rss, cpu, user, sys, rps/nr, rps/dr, p99/np, p99/dp }'
 done
 echo "$AFTER_WRK"
+[ "${ONLY:-}" = "wrk" ] && exit 0
 syscall_rows
 
 echo
