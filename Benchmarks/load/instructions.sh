@@ -4,15 +4,16 @@
 #
 # The load benchmark's cluster is brought up and held (`ONLY=idle HOLD=...`). Then, for each path, the proxies
 # it crosses are restarted under callgrind with their own arguments, warmed up with WARMUP requests, their
-# counters zeroed (`callgrind_control -z`), driven with REQUESTS keep-alive requests on 8 connections (hey), and
-# dumped (`callgrind_control -d`). Prints instructions per request per proxy, and with TOP=N the N functions
-# that cost most (self, inclusive of nothing) for each.
+# counters zeroed (`callgrind_control -z`), driven with REQUESTS keep-alive requests on CONCURRENCY (8)
+# connections (hey), and dumped (`callgrind_control -d`). Prints instructions per request per proxy, and with
+# TOP=N the N functions that cost most for each (their own instructions, not their callees').
 #
 #   bash Benchmarks/load/instructions.sh                  # plaintext (one proxy) and the mTLS pair
 #   PATHS=plain bash Benchmarks/load/instructions.sh      # only the plaintext proxy
 #   TOP=25 bash Benchmarks/load/instructions.sh           # ... and where the instructions go
 #   MESH_PROXY=PATH bash Benchmarks/load/instructions.sh  # another mesh-proxy binary (A/B)
 #   KEEP=DIR ...                                          # keeps the callgrind outputs in DIR
+#   CONCURRENCY=32 ...                                    # hey connections (default 8)
 #
 # Needs valgrind plus the load benchmark's tools. About two minutes per path on two cores.
 set -euo pipefail
@@ -94,7 +95,7 @@ PY
 # hey on 8 keep-alive connections; the measured run must answer every request with 200 (the warm-up, where a
 # proxy under callgrind starts slowly, need not).
 load() { # host requests [warmup]
-  local out; out=$(timeout 300 hey -n "$2" -c 8 -host "$1" http://127.0.0.1:14140/)
+  local out; out=$(timeout 300 hey -n "$2" -c "${CONCURRENCY:-8}" -host "$1" http://127.0.0.1:14140/)
   local ok; ok=$(awk '$1 == "[200]" {print $2}' <<<"$out")
   [ "${ok:-0}" = "$2" ] || [ -n "${3:-}" ] || {
     echo "instructions.sh: only ${ok:-0} of $2 requests answered 200:" >&2; sed -n '/Status code/,$p' <<<"$out" >&2; exit 1; }
