@@ -70,7 +70,7 @@ untrace() {
 }
 # The TOP functions of a callgrind dump by their own instructions per request, names demangled.
 top() {
-  python3 - "$1" "$REQUESTS" "$TOP" <<'PY' | swift demangle --simplified | cut -c1-160
+  python3 - "$1" "$SENT" "$TOP" <<'PY' | swift demangle --simplified | cut -c1-160
 import collections, re, sys
 path, requests, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 names, cost, fn, skip = {}, collections.Counter(), None, False
@@ -95,10 +95,14 @@ PY
 # hey on 8 keep-alive connections; the measured run must answer every request with 200 (the warm-up, where a
 # proxy under callgrind starts slowly, need not).
 load() { # host requests [warmup]
-  local out; out=$(timeout 300 hey -n "$2" -c "${CONCURRENCY:-8}" -host "$1" http://127.0.0.1:14140/)
+  local c=${CONCURRENCY:-8}
+  local out; out=$(timeout 300 hey -n "$2" -c "$c" -host "$1" http://127.0.0.1:14140/)
   local ok; ok=$(awk '$1 == "[200]" {print $2}' <<<"$out")
-  [ "${ok:-0}" = "$2" ] || [ -n "${3:-}" ] || {
-    echo "instructions.sh: only ${ok:-0} of $2 requests answered 200:" >&2; sed -n '/Status code/,$p' <<<"$out" >&2; exit 1; }
+  # hey gives each of its c workers n / c requests (whole numbers): n - n % c in all.
+  local sent=$(( $2 / c * c ))
+  [ "${ok:-0}" = "$sent" ] || [ -n "${3:-}" ] || {
+    echo "instructions.sh: only ${ok:-0} of $sent requests answered 200:" >&2; sed -n '/Status code/,$p' <<<"$out" >&2; exit 1; }
+  SENT=$sent
 }
 measure() { # label host admin...
   local label=$1 host=$2; shift 2
@@ -113,7 +117,7 @@ measure() { # label host admin...
     [ -n "$dump" ] || { echo "instructions.sh: no callgrind dump for admin port $admin" >&2; exit 1; }
     local total; total=$(awk '/^summary:/ {print $2}' "$dump")
     local role; case $admin in 14190) role=client;; 14191) role=server;; *) role=$admin;; esac
-    printf '%-24s %-7s %8.0f instructions per request\n' "$label" "$role" "$(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { print t / n }')"
+    printf '%-24s %-7s %8.0f instructions per request\n' "$label" "$role" "$(awk -v t="$total" -v n="$SENT" 'BEGIN { print t / n }')"
     [ -n "${TOP:-}" ] && top "$dump" | sed 's/^/    /'
     mv "$dump" "$work/$label-$admin.callgrind" 2>/dev/null || true
   done
