@@ -17,25 +17,12 @@ command -v valgrind >/dev/null || { echo "order-file.sh: valgrind not found (apt
 
 Scripts/build-release.sh mesh-proxy meshctl mesh-controller
 bin=$(swift build -c release --static-swift-stdlib --scratch-path .build-release --show-bin-path)
-work=$(mktemp -d)
-hold_pid=""
-cleanup() {
-  [ -n "$hold_pid" ] && kill "$hold_pid" 2>/dev/null || true
-  pkill -f -- "$work/mesh-proxy" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-# valgrind cannot read lld's DWARF 5: it runs a copy without debug information (same symbols).
-objcopy --strip-debug "$bin/mesh-proxy" "$work/mesh-proxy"
+# shellcheck source=Benchmarks/load/callgrind.sh
+source Benchmarks/load/callgrind.sh
+callgrind_cluster "$bin/mesh-proxy"
 
-MESH_PROXY="$work/mesh-proxy" ONLY=idle HOLD=1200 bash Benchmarks/load/run.sh >"$work/hold.log" 2>&1 &
-hold_pid=$!
-for _ in $(seq 1 240); do grep -q "^holding" "$work/hold.log" && break; sleep 1; done
-grep -q "^holding" "$work/hold.log" || { cat "$work/hold.log" >&2; exit 1; }
-
-ready() { for _ in $(seq 1 600); do curl -sf -o /dev/null "http://127.0.0.1:$1/ready" && return 0; sleep 0.2; done; return 1; }
 workload() {
+  local host admin
   for _ in 1 2 3; do
     for host in plain backend backend-west nowhere; do
       curl -s -o /dev/null -H "Host: $host.default.svc.cluster.local" http://127.0.0.1:14140/ || true
@@ -53,19 +40,10 @@ workload() {
 }
 for role in 14190:client 14191:server 14193:gateway; do
   admin=${role%%:*}
-  pid=$(pgrep -f -- "$work/mesh-proxy .*--admin 127.0.0.1:$admin" | head -1)
-  [ -n "$pid" ] || { echo "order-file.sh: no ${role#*:} proxy (admin $admin)" >&2; exit 1; }
-  mapfile -d '' args < <(tail -z -n +2 "/proc/$pid/cmdline")
-  kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  valgrind --tool=callgrind --demangle=no --dump-instr=no -q --callgrind-out-file="$work/${role#*:}.callgrind" \
-    "$work/mesh-proxy" "${args[@]}" 2>"$work/${role#*:}.log" &
-  traced=$!
-  ready "$admin" || { echo "order-file.sh: the ${role#*:} proxy under callgrind did not get ready" >&2; cat "$work/${role#*:}.log" >&2; exit 1; }
+  trace "$admin" --demangle=no
   workload
-  kill "$traced"; wait "$traced" || true
-  "$work/mesh-proxy" "${args[@]}" 2>>"$work/${role#*:}.log" &
-  ready "$admin"
-  echo "${role#*:}: $(wc -c <"$work/${role#*:}.callgrind") bytes of callgrind output"
+  untrace "$admin"
+  echo "${role#*:}: $(wc -c <"$work/$admin.callgrind") bytes of callgrind output"
 done
 
 nm --defined-only "$bin/mesh-proxy" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u >"$work/text-symbols"

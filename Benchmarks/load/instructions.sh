@@ -19,55 +19,22 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/../.."
 command -v valgrind >/dev/null || { echo "instructions.sh: valgrind not found (apt-get install valgrind)" >&2; exit 1; }
-command -v callgrind_annotate >/dev/null || { echo "instructions.sh: callgrind_annotate not found" >&2; exit 1; }
+command -v callgrind_control >/dev/null || { echo "instructions.sh: callgrind_control not found" >&2; exit 1; }
 REQUESTS=${REQUESTS:-2000}
 WARMUP=${WARMUP:-500}
 PATHS=${PATHS:-plain pair}
 
 if [ -z "${MESH_PROXY:-}" ]; then
-  Scripts/build-release.sh mesh-proxy meshctl mesh-controller >/dev/null 2>&1
+  build_log=$(mktemp)
+  Scripts/build-release.sh mesh-proxy meshctl mesh-controller >"$build_log" 2>&1 || {
+    cat "$build_log" >&2; echo "instructions.sh: the release build failed" >&2; exit 1; }
+  rm -f "$build_log"
   MESH_PROXY=$(swift build -c release --static-swift-stdlib --scratch-path .build-release --show-bin-path)/mesh-proxy
 fi
-work=$(mktemp -d)
-hold_pid=""
-cleanup() {
-  [ -n "$hold_pid" ] && kill "$hold_pid" 2>/dev/null || true
-  pkill -f -- "$work/mesh-proxy" 2>/dev/null || true
-  wait 2>/dev/null || true
-  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$work"/*.callgrind "$KEEP"/ 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-# valgrind cannot read lld's DWARF 5: a copy without debug information (same symbols) runs.
-objcopy --strip-debug "$MESH_PROXY" "$work/mesh-proxy"
+# shellcheck source=Benchmarks/load/callgrind.sh
+source Benchmarks/load/callgrind.sh
+callgrind_cluster "$MESH_PROXY"
 
-MESH_PROXY="$work/mesh-proxy" ONLY=idle HOLD=1800 bash Benchmarks/load/run.sh >"$work/hold.log" 2>&1 &
-hold_pid=$!
-for _ in $(seq 1 300); do grep -q "^holding" "$work/hold.log" && break; sleep 1; done
-grep -q "^holding" "$work/hold.log" || { cat "$work/hold.log" >&2; exit 1; }
-
-ready() { for _ in $(seq 1 600); do curl -sf -o /dev/null "http://127.0.0.1:$1/ready" && return 0; sleep 0.2; done; return 1; }
-declare -A traced=() args_of=()
-# Restarts the proxy with admin port $1 under callgrind.
-trace() {
-  local admin=$1 pid
-  pid=$(pgrep -f -- "$work/mesh-proxy .*--admin 127.0.0.1:$admin" | head -1)
-  [ -n "$pid" ] || { echo "instructions.sh: no proxy with admin port $admin" >&2; exit 1; }
-  mapfile -d '' args < <(tail -z -n +2 "/proc/$pid/cmdline")
-  args_of[$admin]=$(printf '%q ' "${args[@]}")
-  kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  valgrind --tool=callgrind --dump-instr=no -q --callgrind-out-file="$work/$admin.callgrind" \
-    "$work/mesh-proxy" "${args[@]}" 2>"$work/$admin.log" &
-  traced[$admin]=$!
-  ready "$admin" || { echo "instructions.sh: the proxy under callgrind did not get ready" >&2; cat "$work/$admin.log" >&2; exit 1; }
-}
-# Stops the traced proxy with admin port $1 and starts it natively again.
-untrace() {
-  local admin=$1
-  kill "${traced[$admin]}"; wait "${traced[$admin]}" 2>/dev/null || true
-  eval "\"$work/mesh-proxy\" ${args_of[$admin]} 2>>\"$work/$admin.log\" &"
-  ready "$admin"
-}
 # The TOP functions of a callgrind dump by their own instructions per request, names demangled.
 top() {
   python3 - "$1" "$SENT" "$TOP" <<'PY' | swift demangle --simplified | cut -c1-160

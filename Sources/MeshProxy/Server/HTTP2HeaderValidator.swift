@@ -97,8 +97,7 @@ final class HTTP2HeaderValidator: ChannelInboundHandler, RemovableChannelHandler
     var emptyPath = false
     var informational = false
     for (name, value, _) in headers {
-      let nameBytes = name.utf8
-      guard let first = nameBytes.first else { return .invalid("an empty field name") }
+      guard let first = name.utf8.first else { return .invalid("an empty field name") }
       if first == UInt8(ascii: ":") {
         guard !regularBegun else { return .invalid("pseudo-header field \(name) after a regular field") }
         guard let pseudo = pseudoField(name) else { return .invalid("unknown pseudo-header field \(name)") }
@@ -115,7 +114,9 @@ final class HTTP2HeaderValidator: ChannelInboundHandler, RemovableChannelHandler
         regularBegun = true
         guard isToken(name) else { return .invalid("field name '\(name)' is not a lowercase token") }
         guard isValidValue(value) else { return .invalid("NUL, CR or LF in the value of \(name)") }
-        if isConnectionSpecific(nameBytes) { return .invalid("connection-specific field \(name)") }
+        if !HTTPHeaderRules.HopByHop(name).subtracting(.te).isEmpty {
+          return .invalid("connection-specific field \(name)")
+        }
         if kind == .request, name == "te", value != "trailers" { return .invalid("te other than trailers") }
       }
     }
@@ -193,16 +194,5 @@ final class HTTP2HeaderValidator: ChannelInboundHandler, RemovableChannelHandler
   static func isValidPseudoValue(_ value: String) -> Bool {
     var value = value
     return value.withUTF8 { bytes in !bytes.contains { $0 <= 0x20 || $0 == 0x7F } }
-  }
-
-  /// `connection`, `keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade` (names are lowercase here).
-  private static func isConnectionSpecific(_ name: String.UTF8View) -> Bool {
-    switch name.count {
-    case 7: name.elementsEqual("upgrade".utf8)
-    case 10: name.elementsEqual("connection".utf8) || name.elementsEqual("keep-alive".utf8)
-    case 16: name.elementsEqual("proxy-connection".utf8)
-    case 17: name.elementsEqual("transfer-encoding".utf8)
-    default: false
-    }
   }
 }

@@ -381,7 +381,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     ) { reason in metrics.proxyError(direction: direction, reason: reason) }
     try sync.addHandler(timeouts, position: .after(self))
     // No outbound header validation: what the proxy writes are headers it parsed and validated from its
-    // upstream (llhttp, or HPACK with header block validation) and its own (`HTTPHeaderRules`).
+    // upstream (llhttp, or `HTTP2HeaderValidator`) and its own (`HTTPHeaderRules`).
     try sync.configureHTTPServerPipeline(
       position: .after(timeouts), withErrorHandling: true, withOutboundHeaderValidation: false)
     try sync.addHandler(

@@ -405,8 +405,8 @@ final class UpstreamPool: @unchecked Sendable {
           if http1 {
             // Bytes that follow a `101 Switching Protocols` in the same read belong to the upgraded protocol:
             // handed on when the decoder is removed, not dropped. No outbound header validation: every header
-            // the proxy sends was parsed and validated on the way in (llhttp, or HPACK with swift-nio-http2's
-            // header block validation) or is the proxy's own. NIO's validator cost about 4,000 instructions a
+            // the proxy sends was parsed and validated on the way in (llhttp, or `HTTP2HeaderValidator`) or is
+            // the proxy's own. NIO's validator cost about 4,000 instructions a
             // request for nothing (Benchmarks/load/instructions.sh).
             try channel.pipeline.syncOperations.addHTTPClientHandlers(
               leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
