@@ -16,23 +16,30 @@ struct MemoryTrimmerTests {
     return try #require(Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]))
   }
 
-  /// Leaves 63 MB freed between live blocks: 131,072 blocks of 512 bytes, every 64th kept (returned), so the
-  /// freed ones cannot merge into an arena's top, where free() would give them back itself.
-  private static func fragmentHeap() -> [UnsafeMutableRawPointer] {
+  /// 131,072 blocks of 512 bytes (64 MB), written so that they are resident, not just reserved.
+  private static func allocateBlocks() -> [UnsafeMutableRawPointer] {
     let count = 131_072
     var blocks: [UnsafeMutableRawPointer] = []
     blocks.reserveCapacity(count)
     for _ in 0..<count {
       let block = UnsafeMutableRawPointer.allocate(byteCount: 512, alignment: 16)
-      block.initializeMemory(as: UInt8.self, repeating: 1, count: 512)  // resident, not just reserved
+      block.initializeMemory(as: UInt8.self, repeating: 1, count: 512)
       blocks.append(block)
     }
+    return blocks
+  }
+
+  /// Frees all but every 64th block (returned), so the freed ones cannot merge into an arena's top, where
+  /// free() would give them back itself: 63 MB freed between live blocks.
+  private static func freeAllButEvery64th(_ blocks: [UnsafeMutableRawPointer]) -> [UnsafeMutableRawPointer] {
     var kept: [UnsafeMutableRawPointer] = []
     for (index, block) in blocks.enumerated() {
       if index % 64 == 0 { kept.append(block) } else { block.deallocate() }
     }
     return kept
   }
+
+  private static func fragmentHeap() -> [UnsafeMutableRawPointer] { freeAllButEvery64th(allocateBlocks()) }
 
   private static func configuration(trimEvery interval: Duration?) -> ProxyConfiguration {
     .defaults {
@@ -72,10 +79,12 @@ struct MemoryTrimmerTests {
     try await withThrowingTaskGroup { group in
       group.addTask { try await proxy.run() }
       _ = try await proxy.listening
-      let kept = Self.fragmentHeap()
-      defer { for block in kept { block.deallocate() } }
+      // Measured with every block live: the proxy's trimmer may run while the blocks are being freed.
+      let blocks = Self.allocateBlocks()
       let before = try Self.anonymousKB()
-      var after = before
+      let kept = Self.freeAllButEvery64th(blocks)
+      defer { for block in kept { block.deallocate() } }
+      var after = try Self.anonymousKB()
       let deadline = ContinuousClock.now + .seconds(5)
       while before - after <= 32 * 1024 && ContinuousClock.now < deadline {
         try await Task.sleep(for: .milliseconds(50))
