@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MeshCore
 import NIOCore
+import NIOHTTP1
 @testable import MeshProxy
 import MeshTLS
 import Prometheus
@@ -379,6 +380,47 @@ struct RobustnessTests {
     let text = String(decoding: metrics.exposition(), as: UTF8.self)
     #expect(text.contains("request_total{direction=\"outbound\",authority=\"a.example:80\""), "\(text)")
     #expect(text.contains("response_total{"), "\(text)")
+  }
+
+  /// A connection keeps the destination its requests went to (one lookup in the router's shared map instead of
+  /// three a request), and looks it up again when it names another authority or the router forgot it: a
+  /// forgotten destination no longer follows discovery, so a request must never be sent through it.
+  @Test("a connection's kept destination is looked up again once the router forgot it")
+  func keptDestination() throws {
+    var configuration = ProxyConfiguration()
+    configuration.maxDestinations = 1
+    let logger = Logger(label: "test.robustness")
+    let pools = UpstreamPools(
+      tls: nil, configuration: configuration, metrics: ProxyMetrics(), loopGuard: LoopGuard(), logger: logger)
+    let router = OutboundRouter(discovery: InMemoryDiscovery(), pools: pools, configuration: configuration)
+    defer { router.finish() }
+    let a = try Authority("a.example:80")
+    let b = try Authority("b.example:80")
+    func request(_ authority: Authority, memo: DestinationMemo?) -> RoutedRequest {
+      var request = RoutedRequest(
+        head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"), authority: authority,
+        arrivedOverHTTP2: false, peerIdentity: nil)
+      request.destinationMemo = memo
+      return request
+    }
+    let memo = DestinationMemo()
+    _ = router.knownPolicy(for: request(a, memo: memo))
+    let first = try #require(memo.destination)
+    #expect(first.authority == a)
+    _ = router.knownPolicy(for: request(a, memo: memo))
+    #expect(memo.destination === first, "the same authority is not looked up again")
+    // Another connection names b: over the limit of one destination, a is forgotten.
+    _ = router.knownPolicy(for: request(b, memo: nil))
+    #expect(first.isStopped)
+    #expect(router.destinationCount == 1)
+    _ = router.knownPolicy(for: request(a, memo: memo))
+    let again = try #require(memo.destination)
+    #expect(again !== first, "a forgotten destination is not used again")
+    #expect(!again.isStopped && again.authority == a)
+    #expect(router.destinationCount == 1, "a is followed again, in b's place")
+    // The same connection names another authority: its memo follows.
+    _ = router.knownPolicy(for: request(b, memo: memo))
+    #expect(memo.destination?.authority == b)
   }
 
   // MARK: Helpers

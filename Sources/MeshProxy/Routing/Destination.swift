@@ -85,8 +85,13 @@ final class Destination: Sendable {
   }
   private let stopState = Mutex(StopState())
 
+  /// Set by ``stop()``: a request's ``DestinationMemo`` holding this destination looks it up again.
+  private let stoppedFlag = Atomic<Bool>(false)
+  var isStopped: Bool { stoppedFlag.load(ordering: .relaxed) }
+
   /// Ends ``follow(_:)``: the router forgot this destination (idle, or over the limit of destinations).
   func stop() {
+    stoppedFlag.store(true, ordering: .relaxed)
     let waiter = stopState.withLock { state -> CheckedContinuation<Void, Never>? in
       state.stopped = true
       defer { state.waiter = nil }

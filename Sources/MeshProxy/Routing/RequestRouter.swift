@@ -24,6 +24,17 @@ package struct RoutedRequest: Sendable {
   /// Set when the request's client goes away (or the proxy has answered it) while it still waits for an
   /// upstream: its place in a queue is given to the next request instead of opening a stream nobody reads.
   let abandonment = RequestAbandonment()
+  /// The destination `authority` named for an earlier request of the same downstream connection: looked up
+  /// again only when it changes or the router forgot it. Set by the proxy's request handler.
+  var destinationMemo: DestinationMemo?
+}
+
+/// The destination a downstream connection's requests go to, kept between them: a request's three lookups of
+/// its destination (policy, target, endpoint) were three trips through the router's shared, locked map, with
+/// the authority hashed each time (Benchmarks/load/instructions.sh). Touched only on the connection's event
+/// loop (its HTTP/2 streams run there too).
+final class DestinationMemo: @unchecked Sendable {
+  var destination: Destination?
 }
 
 /// Whether a request was given up; touched only on the request's event loop.

@@ -129,6 +129,19 @@ package final class OutboundRouter: RequestRouter, Sendable {
   /// How many destinations the proxy follows.
   package var destinationCount: Int { destinations.withLock { $0.count } }
 
+  /// The destination of a request's own authority: the one its connection's memo holds while it is the same
+  /// authority and still followed, else looked up (and kept in the memo).
+  private func destination(of request: RoutedRequest, authority: Authority) -> Destination {
+    guard let memo = request.destinationMemo else { return destination(for: authority) }
+    if let known = memo.destination, !known.isStopped, known.authority == authority {
+      known.touch(Destination.uptimeSeconds)
+      return known
+    }
+    let found = destination(for: authority)
+    memo.destination = found
+    return found
+  }
+
   private func destination(for authority: Authority) -> Destination {
     let now = Destination.uptimeSeconds
     let (destination, isNew, evicted) = destinations.withLock { map -> (Destination, Bool, Destination?) in
@@ -169,7 +182,7 @@ package final class OutboundRouter: RequestRouter, Sendable {
   package func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {
     guard let authority = request.authority else { return eventLoop.makeSucceededFuture(.none) }
     let deadline = request.receivedAt + TimeAmount(configuration.failfastTimeout)
-    return destination(for: authority).profile(on: eventLoop, deadline: deadline).map { profile in
+    return destination(of: request, authority: authority).profile(on: eventLoop, deadline: deadline).map { profile in
       profile?.policy(method: request.head.method.rawValue, path: request.head.uri, authority: authority.description)
         ?? .none
     }
@@ -177,7 +190,7 @@ package final class OutboundRouter: RequestRouter, Sendable {
 
   package func knownPolicy(for request: RoutedRequest) -> RequestPolicy? {
     guard let authority = request.authority else { return RequestPolicy.none }
-    guard let known = destination(for: authority).knownProfile else { return nil }
+    guard let known = destination(of: request, authority: authority).knownProfile else { return nil }
     return known?.policy(method: request.head.method.rawValue, path: request.head.uri, authority: authority.description)
       ?? .none
   }
@@ -199,9 +212,13 @@ package final class OutboundRouter: RequestRouter, Sendable {
 
   /// The target of one attempt: a leaf of the apex's traffic split (by weight, among leaves that have an
   /// endpoint to offer, so a dead cluster's leaf is passed over while another leaf can serve), else the apex.
-  private func pickTarget(apex: Authority) -> Authority {
-    guard let profile = destination(for: apex).profile else { return apex }
-    return profile.pickLeaf { leaf in self.destination(for: leaf).canServe } ?? apex
+  /// With the target, its destination when that is the apex's (already at hand).
+  private func pickTarget(_ request: RoutedRequest, apex: Authority) -> (Authority, Destination?) {
+    let apexDestination = destination(of: request, authority: apex)
+    guard let profile = apexDestination.profile,
+      let leaf = profile.pickLeaf(isAvailable: { leaf in self.destination(for: leaf).canServe })
+    else { return (apex, apexDestination) }
+    return (leaf, leaf == apex ? apexDestination : nil)
   }
 
   /// The target of `authority`; in transparent mode, a name discovery does not know is looked up by where
@@ -318,7 +335,7 @@ package final class OutboundRouter: RequestRouter, Sendable {
     _ request: RoutedRequest, apex: Authority, deadline: NIODeadline, attemptsLeft: Int, on eventLoop: any EventLoop
   ) -> EventLoopFuture<Upstream> {
     // Each attempt picks its leaf again: a connection refused by one leaf (a gateway gone) may go to another.
-    let authority = pickTarget(apex: apex)
+    let (authority, known) = pickTarget(request, apex: apex)
     var head = request.head
     HTTPHeaderRules.stripHopByHop(&head.headers, upgrade: request.upgrade)
     do {
@@ -327,7 +344,7 @@ package final class OutboundRouter: RequestRouter, Sendable {
       return eventLoop.makeFailedFuture(error)
     }
     let opened: EventLoopFuture<Upstream>
-    if let target = readyTarget(for: authority, original: request.originalDestination) {
+    if let target = readyTarget(for: authority, known: known, original: request.originalDestination) {
       // The usual case: the destination is resolved, and often an idle connection waits. Then no future is
       // made until the one the caller gets.
       switch open(target, request: request, apex: apex, head: head, deadline: deadline, on: eventLoop) {
@@ -354,8 +371,8 @@ package final class OutboundRouter: RequestRouter, Sendable {
   /// The target of `authority` when it is known without waiting; nil when it must be waited for (not yet
   /// resolved, no endpoint available now) or looked up by the original destination (a name discovery does
   /// not know, in transparent mode).
-  private func readyTarget(for authority: Authority, original: Authority?) -> Target? {
-    guard let target = destination(for: authority).readyTarget() else { return nil }
+  private func readyTarget(for authority: Authority, known: Destination?, original: Authority?) -> Target? {
+    guard let target = (known ?? destination(for: authority)).readyTarget() else { return nil }
     if case .passthrough = target, let original, original != authority { return nil }
     return target
   }

@@ -381,9 +381,11 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     ) { reason in metrics.proxyError(direction: direction, reason: reason) }
     try sync.addHandler(timeouts, position: .after(self))
     // No outbound header validation: what the proxy writes are headers it parsed and validated from its
-    // upstream (llhttp, or `HTTP2HeaderValidator`) and its own (`HTTPHeaderRules`).
+    // upstream (llhttp, or `HTTP2HeaderValidator`) and its own (`HTTPHeaderRules`). No
+    // `HTTPServerProtocolErrorHandler` either: `ProxyRequestHandler` answers a request the parser refuses with
+    // 400 itself (it knows whether a response is under way), one handler fewer for every response part.
     try sync.configureHTTPServerPipeline(
-      position: .after(timeouts), withErrorHandling: true, withOutboundHeaderValidation: false)
+      position: .after(timeouts), withErrorHandling: false, withOutboundHeaderValidation: false)
     try sync.addHandler(
       ProxyRequestHandler(
         router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: false,

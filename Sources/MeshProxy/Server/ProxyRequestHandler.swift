@@ -124,6 +124,36 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     context.fireChannelWritabilityChanged()
   }
 
+  /// HTTP/1.1: a request the parser refuses (a malformed line or header, a body framed two ways) is answered
+  /// 400 and the connection closes (the decoder closes it after this), unless a response is already under way;
+  /// then closing is all that is left. What NIO's `HTTPServerProtocolErrorHandler` does, without its hop for
+  /// every response part.
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    if error is HTTPParserError, !stateMachine.downstreamIsHTTP2, !responseUnterminated {
+      let headers = HTTPHeaders([("connection", "close"), ("content-length", "0")])
+      writeResponsePart(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers)), context: context)
+      writeResponsePart(.end(nil), flush: true, context: context)
+    }
+    context.fireErrorCaught(error)
+  }
+
+  /// Whether a response head went to the client without its end yet.
+  private var responseUnterminated = false
+
+  /// Writes a part of the response to the client, keeping track of whether one is under way.
+  private func writeResponsePart(_ part: HTTPServerResponsePart, flush: Bool = false, context: ChannelHandlerContext) {
+    switch part {
+    case .head(let head): if head.status.code >= 200 { responseUnterminated = true }
+    case .body: break
+    case .end: responseUnterminated = false
+    }
+    if flush {
+      context.writeAndFlush(wrapOutboundOut(part), promise: nil)
+    } else {
+      context.write(wrapOutboundOut(part), promise: nil)
+    }
+  }
+
   func channelInactive(context: ChannelHandlerContext) {
     perform(stateMachine.downstreamInactive(), context: context)
     cancelTimeout()
@@ -168,6 +198,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       head: head, authority: authority, arrivedOverHTTP2: downstreamIsHTTP2, peerIdentity: peerIdentity)
     request.upgrade = upgrade
     request.originalDestination = originalDestination
+    request.destinationMemo = connection.destination
     self.request = request
     tapDestination = ""
     tapServerID = ""
@@ -355,9 +386,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       if head.version != .http1_1 { head.version = .http1_1 }
       responseLatency = elapsedMilliseconds()
       tapResponse(status: Int(head.status.code))
-      context.write(wrapOutboundOut(.head(head)), promise: nil)
+      writeResponsePart(.head(head), context: context)
     case .forwardResponseBody(let buffer):
-      context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+      writeResponsePart(.body(.byteBuffer(buffer)), context: context)
     case .forwardResponseEnd(let trailers, let status, let grpcStatus, let finish):
       forwardResponseEnd(trailers, status: status, grpcStatus: grpcStatus, finish: finish, context: context)
     case .acceptUpgrade(let head):
@@ -444,15 +475,15 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       headers.add(name: "grpc-status", value: String(error.grpcStatus))
       headers.add(name: "grpc-message", value: GRPCMessage.percentEncoded("\(error)"))
       if !stateMachine.downstreamIsHTTP2 { headers.add(name: "content-length", value: "0") }
-      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+      writeResponsePart(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)), context: context)
     } else {
       status = error.status
       grpcStatus = nil
       headers.add(name: "content-type", value: "text/plain; charset=utf-8")
       let body = ByteBuffer(string: "\(error)\n")
       headers.add(name: "content-length", value: String(body.readableBytes))
-      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-      context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+      writeResponsePart(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)), context: context)
+      writeResponsePart(.body(.byteBuffer(body)), context: context)
     }
     var labels = ProxyMetrics.RequestLabels(
       direction: router.direction, authority: request.map { router.metricAuthority(for: $0) } ?? "",
@@ -476,7 +507,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     let next = stateMachine.answerWritten(requestEnded: answer.requestEnded)
     if case .resumeReading(requestDone: true) = next { endCounted() }
     timeouts?.responseEnded()
-    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    writeResponsePart(.end(nil), flush: true, context: context)
     switch next {
     case .resumeReading:
       // Unless a pipelined request has begun meanwhile (it manages reading itself).
@@ -528,7 +559,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     // closes the stream and `channelInactive` runs inside it (see `responsePartReceived`).
     if finish { self.finish() }
     timeouts?.responseEnded()
-    context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+    writeResponsePart(.end(trailers), flush: true, context: context)
     perform(stateMachine.responseEndWritten(), context: context)
   }
 
@@ -608,7 +639,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     let protocolName = head.headers.first(name: "upgrade") ?? request?.upgrade
     HTTPHeaderRules.stripHopByHop(&head.headers, upgrade: protocolName)
     head.version = .http1_1
-    context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+    writeResponsePart(.head(head), flush: true, context: context)
   }
 
   /// Takes HTTP off both pipelines and joins them with a ``ByteRelay``. Bytes the upstream sent right after
@@ -825,11 +856,12 @@ final class UpstreamResponseHandler: ChannelInboundHandler, RemovableChannelHand
 }
 
 /// What the requests of one downstream connection share, kept between them: the last `Host` and the authority
-/// parsed from it, and the metric series the last request counted in. An HTTP/1.1 connection has one; the
+/// parsed from it, the metric series the last request counted in, and the destination it went to. An HTTP/1.1 connection has one; the
 /// streams of an HTTP/2 connection share their connection's. Used only on the connection's event loop (its
 /// streams run there too).
 final class DownstreamConnectionCache: @unchecked Sendable {
   var lastHost: String?
   var lastAuthority: Authority?
   var series: ProxyMetrics.RequestSeries?
+  let destination = DestinationMemo()
 }
