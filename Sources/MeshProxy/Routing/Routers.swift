@@ -68,8 +68,7 @@ final class UpstreamPools: Sendable {
     var head = head
     if http2 {
       return .pending(
-        pool.openHTTP2Stream(to: address, identity: nil, deadline: deadline, abandonment: abandonment).map {
-          stream in
+        pool.openHTTP2Stream(to: address, identity: nil, deadline: deadline, abandonment: abandonment) { [head] stream in
           Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
         })
     }
@@ -418,12 +417,15 @@ package final class OutboundRouter: RequestRouter, Sendable {
           }
         } else {
           if !request.arrivedOverHTTP2 { head.headers.replaceOrAdd(name: MeshHeaders.origProto, value: "HTTP/1.1") }
-          opened = pools.pool(for: eventLoop).openHTTP2Stream(
-            to: endpoint.address, identity: identity, deadline: deadline, abandonment: request.abandonment
-          ).map {
-            [head, labels] stream in
-            Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
-          }
+          // One future for the whole opening (see there): the stream becomes the upstream, and a failure
+          // settles the ticket, inside it.
+          return .pending(
+            pools.pool(for: eventLoop).openHTTP2Stream(
+              to: endpoint.address, identity: identity, deadline: deadline, abandonment: request.abandonment,
+              onFailure: { error in Self.complete(ticket, failedWith: error) }
+            ) { [head, labels] stream in
+              Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
+            })
         }
       } else {
         switch pools.plaintext(
@@ -437,14 +439,19 @@ package final class OutboundRouter: RequestRouter, Sendable {
       }
       return .pending(
         opened.flatMapErrorThrowing { error in
-          switch (error as? ProxyError)?.reason {
-          case .connectFailed: ticket.complete(.connectionFailure)
-          // Shed (busy) or refused as a loop: says nothing about the endpoint's health.
-          case .overloaded, .loopDetected: ticket.complete(.cancelled)
-          default: ticket.complete(.failure)
-          }
+          Self.complete(ticket, failedWith: error)
           throw error
         })
+    }
+  }
+
+  /// Settles the balancer ticket of an upstream that could not be opened.
+  private static func complete(_ ticket: TicketBox, failedWith error: any Error) {
+    switch (error as? ProxyError)?.reason {
+    case .connectFailed: ticket.complete(.connectionFailure)
+    // Shed (busy) or refused as a loop: says nothing about the endpoint's health.
+    case .overloaded, .loopDetected: ticket.complete(.cancelled)
+    default: ticket.complete(.failure)
     }
   }
 }

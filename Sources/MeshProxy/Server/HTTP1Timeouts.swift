@@ -12,10 +12,12 @@ import NIOHTTP1
 /// starts the header clock); the ``ProxyRequestHandler`` behind the decoder tells it where requests begin and
 /// end and where responses end (``headReceived()``, ``requestEnded()``, ``responseEnded()``), rather than a
 /// handler of its own that every request part would cross. All run on the connection's event loop.
-final class HTTP1TimeoutBytesHandler: ChannelDuplexHandler, RemovableChannelHandler {
+///
+/// An inbound handler only: the response's writes, flushes and reads pass it by (it writes a 408 through its
+/// context, below the HTTP encoder).
+final class HTTP1TimeoutBytesHandler: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = ByteBuffer
   typealias InboundOut = ByteBuffer
-  typealias OutboundIn = ByteBuffer
   typealias OutboundOut = ByteBuffer
 
   private let headerTimeout: TimeAmount

@@ -379,18 +379,21 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     let timeouts = HTTP1TimeoutBytesHandler(
       headerTimeout: TimeAmount(setup.headerReadTimeout), idleTimeout: TimeAmount(setup.idleTimeout)
     ) { reason in metrics.proxyError(direction: direction, reason: reason) }
-    try sync.addHandler(timeouts, position: .after(self))
-    // No outbound header validation: what the proxy writes are headers it parsed and validated from its
-    // upstream (llhttp, or `HTTP2HeaderValidator`) and its own (`HTTPHeaderRules`). No
-    // `HTTPServerProtocolErrorHandler` either: `ProxyRequestHandler` answers a request the parser refuses with
-    // 400 itself (it knows whether a response is under way), one handler fewer for every response part.
-    try sync.configureHTTPServerPipeline(
-      position: .after(timeouts), withErrorHandling: false, withOutboundHeaderValidation: false)
+    // NIO's server pipeline (llhttp's request decoder, the pipelining handler), with the proxy's response encoder
+    // (``HTTP1ResponseEncoder``) in place of NIO's. No outbound header validation: what the proxy writes are
+    // headers it parsed and validated from its upstream (llhttp, or `HTTP2HeaderValidator`) and its own
+    // (`HTTPHeaderRules`). No `HTTPServerProtocolErrorHandler` either: `ProxyRequestHandler` answers a request
+    // the parser refuses with 400 itself (it knows whether a response is under way), one handler fewer for
+    // every response part.
+    let encoder = HTTP1ResponseEncoder()
+    try sync.addHandlers(
+      [timeouts, encoder, ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)), HTTPServerPipelineHandler()],
+      position: .after(self))
     try sync.addHandler(
       ProxyRequestHandler(
         router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: false,
         inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: originalDestination,
-        timeouts: timeouts))
+        timeouts: timeouts, responseEncoder: encoder))
     forwardBufferedAndRemove(context: context)
   }
 
@@ -408,7 +411,8 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
       streamDelegate: streams,
       position: .last
     ) { stream in
-      stream.eventLoop.makeCompletedFuture {
+      // Set up at once, and answered with the loop's cached succeeded future rather than a new one per stream.
+      do {
         try stream.pipeline.syncOperations.addHandler(HTTP2HeaderValidator(role: .server))
         try stream.pipeline.syncOperations.addHandler(TrailersOnlyCoalescer())
         try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
@@ -417,6 +421,9 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
             router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: true,
             inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: original,
             connection: cache))
+        return stream.eventLoop.makeSucceededVoidFuture()
+      } catch {
+        return stream.eventLoop.makeFailedFuture(error)
       }
     }
     try context.pipeline.syncOperations.addHandler(GracefulHTTP2Shutdown(streams: streams), position: .last)

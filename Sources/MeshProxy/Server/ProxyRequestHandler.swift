@@ -27,6 +27,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   /// The header read and idle clocks of a downstream HTTP/1.1 connection, told where requests begin and end
   /// and where responses end; nil on HTTP/2.
   private let timeouts: HTTP1TimeoutBytesHandler?
+  /// The response encoder of a downstream HTTP/1.1 connection, told each request's method; nil on HTTP/2.
+  private let responseEncoder: HTTP1ResponseEncoder?
   private let logger: Logger
   private let tap: TapHub
 
@@ -77,9 +79,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   init(
     router: any RequestRouter, metrics: ProxyMetrics, peerIdentity: IdentityName?, isHTTP2: Bool,
     inFlight: InFlightRequests, tap: TapHub, logger: Logger, originalDestination: Authority? = nil,
-    timeouts: HTTP1TimeoutBytesHandler? = nil, connection: DownstreamConnectionCache = DownstreamConnectionCache()
+    timeouts: HTTP1TimeoutBytesHandler? = nil, responseEncoder: HTTP1ResponseEncoder? = nil,
+    connection: DownstreamConnectionCache = DownstreamConnectionCache()
   ) {
     self.timeouts = timeouts
+    self.responseEncoder = responseEncoder
     self.connection = connection
     self.originalDestination = originalDestination
     self.inFlight = inFlight
@@ -98,6 +102,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     let part = unwrapInboundIn(data)
+    if case .head(let head) = part { responseEncoder?.requestReceived(head.method) }
     if let timeouts {
       switch part {
       case .head: timeouts.headReceived()
@@ -662,13 +667,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       // as removing one hands its unparsed bytes to the relay behind it.
       let httpHandlers: [(ChannelPipeline.SynchronousOperations, (any RemovableChannelHandler)?)] = [
         (up, try? up.handler(type: UpstreamResponseHandler.self)),
-        (up, try? up.handler(type: NIOHTTPRequestHeadersValidator.self)),
-        (up, try? up.handler(type: HTTPRequestEncoder.self)),
+        (up, try? up.handler(type: HTTP1RequestEncoder.self)),
         (down, try? down.handler(type: HTTPServerPipelineHandler.self)),
-        (down, try? down.handler(type: NIOHTTPResponseHeadersValidator.self)),
-        (down, try? down.handler(type: HTTPServerProtocolErrorHandler.self)),
         (down, try? down.handler(type: HTTP1TimeoutBytesHandler.self)),
-        (down, try? down.handler(type: HTTPResponseEncoder.self)),
+        (down, try? down.handler(type: HTTP1ResponseEncoder.self)),
       ]
       for case (let pipeline, let handler?) in httpHandlers { pipeline.removeHandler(handler, promise: nil) }
       let decoders: [(ChannelPipeline.SynchronousOperations, (any RemovableChannelHandler)?)] = [

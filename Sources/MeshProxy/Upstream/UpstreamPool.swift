@@ -77,8 +77,32 @@ final class UpstreamPool: @unchecked Sendable {
   func openHTTP2Stream(
     to address: Authority, identity: IdentityName?, deadline: NIODeadline, abandonment: RequestAbandonment
   ) -> EventLoopFuture<UpstreamStream> {
+    openHTTP2Stream(to: address, identity: identity, deadline: deadline, abandonment: abandonment) { $0 }
+  }
+
+  /// ``openHTTP2Stream(to:identity:deadline:abandonment:)``, its stream made into `value` and its failure told
+  /// to `onFailure` first, in the one future the caller gets. Inside, the steps report by callbacks, not by a
+  /// chain of futures: a request through the mTLS pair made eight futures here, at about a thousand
+  /// instructions each to make and free (Benchmarks/load/instructions.sh).
+  func openHTTP2Stream<Value: Sendable>(
+    to address: Authority, identity: IdentityName?, deadline: NIODeadline, abandonment: RequestAbandonment,
+    onFailure: (@Sendable (any Error) -> Void)? = nil, as value: @escaping @Sendable (UpstreamStream) -> Value
+  ) -> EventLoopFuture<Value> {
     eventLoop.preconditionInEventLoop()
-    if loopGuard.isSelf(address) { return eventLoop.makeFailedFuture(UpstreamPools.loop(to: address)) }
+    let promise = eventLoop.makePromise(of: Value.self)
+    let complete: StreamCompletion = { result in
+      switch result {
+      case .success(let stream):
+        promise.succeed(value(stream))
+      case .failure(let error):
+        onFailure?(error)
+        promise.fail(error)
+      }
+    }
+    if loopGuard.isSelf(address) {
+      complete(.failure(UpstreamPools.loop(to: address)))
+      return promise.futureResult
+    }
     let key = HTTP2Key(address: address, identity: identity)
     let endpoint: HTTP2Endpoint
     if let existing = http2[key] {
@@ -88,24 +112,33 @@ final class UpstreamPool: @unchecked Sendable {
       http2[key] = endpoint
     }
     if endpoint.active < max(configuration.maxConcurrentStreamsPerEndpoint, 1) {
-      // The usual case: a slot is free, and no future is made before the stream's own.
+      // The usual case: a slot is free.
       endpoint.active += 1
-      return openCountedStream(endpoint)
+      openCountedStream(endpoint, complete)
+    } else {
+      waitForStream(endpoint, deadline: deadline, abandonment: abandonment).whenComplete { result in
+        switch result {
+        case .success: self.openCountedStream(endpoint, complete)
+        case .failure(let error): complete(.failure(error))
+        }
+      }
     }
-    return waitForStream(endpoint, deadline: deadline, abandonment: abandonment).flatMap {
-      self.openCountedStream(endpoint)
-    }
+    return promise.futureResult
   }
+
+  typealias StreamCompletion = @Sendable (Result<UpstreamStream, any Error>) -> Void
 
   /// Opens a stream in a slot taken already: the slot is given back when the stream closes, or now when no
   /// stream could be opened.
-  private func openCountedStream(_ endpoint: HTTP2Endpoint) -> EventLoopFuture<UpstreamStream> {
-    openStream(endpoint, isRetry: false).map { stream in
-      stream.channel.closeFuture.whenComplete { _ in self.eventLoop.execute { self.releaseStream(endpoint) } }
-      return stream
-    }.flatMapErrorThrowing { error in
-      self.releaseStream(endpoint)
-      throw error
+  private func openCountedStream(_ endpoint: HTTP2Endpoint, _ complete: @escaping StreamCompletion) {
+    openStream(endpoint, isRetry: false) { result in
+      switch result {
+      case .success(let stream):
+        stream.channel.closeFuture.whenComplete { _ in self.eventLoop.execute { self.releaseStream(endpoint) } }
+      case .failure:
+        self.releaseStream(endpoint)
+      }
+      complete(result)
     }
   }
 
@@ -160,7 +193,7 @@ final class UpstreamPool: @unchecked Sendable {
     return .init(id: id, promise: promise, timer: timer, abandonment: abandonment)
   }
 
-  private func openStream(_ endpoint: HTTP2Endpoint, isRetry: Bool) -> EventLoopFuture<UpstreamStream> {
+  private func openStream(_ endpoint: HTTP2Endpoint, isRetry: Bool, _ complete: @escaping StreamCompletion) {
     let key = endpoint.key
     let entry: HTTP2Entry
     if let existing = endpoint.entry {
@@ -180,26 +213,44 @@ final class UpstreamPool: @unchecked Sendable {
       }
     }
     // Connected (every request but a connection's first): the stream is asked for at once.
-    if let connection = entry.connection { return openStream(on: connection, endpoint, isRetry: isRetry) }
-    return entry.future.flatMap { connection in self.openStream(on: connection, endpoint, isRetry: isRetry) }
+    if let connection = entry.connection { return openStream(on: connection, endpoint, isRetry: isRetry, complete) }
+    entry.future.whenComplete { result in
+      switch result {
+      case .success(let connection): self.openStream(on: connection, endpoint, isRetry: isRetry, complete)
+      case .failure(let error): complete(.failure(error))
+      }
+    }
   }
 
   private func openStream(
-    on connection: HTTP2Connection, _ endpoint: HTTP2Endpoint, isRetry: Bool
-  ) -> EventLoopFuture<UpstreamStream> {
+    on connection: HTTP2Connection, _ endpoint: HTTP2Endpoint, isRetry: Bool, _ complete: @escaping StreamCompletion
+  ) {
     let promise = eventLoop.makePromise(of: (any Channel).self)
     connection.multiplexer.createStreamChannel(promise: promise) { stream in
-      stream.eventLoop.makeCompletedFuture {
+      // Set up at once, and answered with the loop's cached succeeded future rather than a new one.
+      do {
         try stream.pipeline.syncOperations.addHandler(HTTP2HeaderValidator(role: .client))
         try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http))
+        return stream.eventLoop.makeSucceededVoidFuture()
+      } catch {
+        return stream.eventLoop.makeFailedFuture(error)
       }
     }
-    return promise.futureResult.map { UpstreamStream(channel: $0, connection: connection) }.flatMapError { error in
-      // The connection is going or gone (GOAWAY, closed) and nothing was sent: forget it, and try once more on
-      // a fresh connection before giving up.
-      self.evict(endpoint.key, connection)
-      let failure = ProxyError(.connectFailed, "opening a stream to \(endpoint.key.address) failed: \(error)")
-      return isRetry ? self.eventLoop.makeFailedFuture(failure) : self.openStream(endpoint, isRetry: true)
+    promise.futureResult.whenComplete { result in
+      switch result {
+      case .success(let channel):
+        complete(.success(UpstreamStream(channel: channel, connection: connection)))
+      case .failure(let error):
+        // The connection is going or gone (GOAWAY, closed) and nothing was sent: forget it, and try once more
+        // on a fresh connection before giving up.
+        self.evict(endpoint.key, connection)
+        let failure = ProxyError(.connectFailed, "opening a stream to \(endpoint.key.address) failed: \(error)")
+        if isRetry {
+          complete(.failure(failure))
+        } else {
+          self.openStream(endpoint, isRetry: true, complete)
+        }
+      }
     }
   }
 
@@ -294,8 +345,7 @@ final class UpstreamPool: @unchecked Sendable {
         channel.eventLoop.makeCompletedFuture {
           try tls.addClientHandlers(to: channel.pipeline.syncOperations, expected: identity)
         }.flatMap { $0 }.flatMapThrowing { _ in
-          try channel.pipeline.syncOperations.addHTTPClientHandlers(
-            leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
+          try channel.pipeline.syncOperations.addProxyHTTPClientHandlers()
           return channel
         }.flatMapErrorThrowing { error in
           channel.close(promise: nil)
@@ -403,13 +453,7 @@ final class UpstreamPool: @unchecked Sendable {
           try channel.pipeline.syncOperations.addHandler(
             ConnectionMetricsHandler(metrics: tcpMetrics))
           if http1 {
-            // Bytes that follow a `101 Switching Protocols` in the same read belong to the upgraded protocol:
-            // handed on when the decoder is removed, not dropped. No outbound header validation: every header
-            // the proxy sends was parsed and validated on the way in (llhttp, or `HTTP2HeaderValidator`) or is
-            // the proxy's own. NIO's validator cost about 4,000 instructions a
-            // request for nothing (Benchmarks/load/instructions.sh).
-            try channel.pipeline.syncOperations.addHTTPClientHandlers(
-              leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
+            try channel.pipeline.syncOperations.addProxyHTTPClientHandlers()
           }
         }
       }
@@ -652,5 +696,20 @@ extension ProxyError {
       return ProxyError(.unknownAuthority, "\(address.host) does not resolve to any address")
     }
     return ProxyError(.connectFailed, "connecting to \(address) failed: \(error)")
+  }
+}
+
+extension ChannelPipeline.SynchronousOperations {
+  /// The HTTP/1.1 client handlers of an upstream connection: the proxy's request encoder
+  /// (``HTTP1RequestEncoder``) and NIO's response decoder (llhttp), which also learns from the requests going
+  /// out which responses answer HEAD. Bytes that follow a `101 Switching Protocols` in the same read belong to
+  /// the upgraded protocol: handed on when the decoder is removed, not dropped. No outbound header validation:
+  /// every header the proxy sends was parsed and validated on the way in (llhttp, or `HTTP2HeaderValidator`) or
+  /// is the proxy's own; NIO's validator cost about 4,000 instructions a request for nothing
+  /// (Benchmarks/load/instructions.sh).
+  func addProxyHTTPClientHandlers() throws {
+    try addHandlers([
+      HTTP1RequestEncoder(), ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)),
+    ])
   }
 }
