@@ -34,4 +34,22 @@ struct HTTPHeaderRulesTests {
     #expect(HTTPHeaderRules.HopByHop("connectiom").isEmpty)
     #expect(HTTPHeaderRules.HopByHop("Te") == .te)
   }
+
+  @Test("more names go in the same pass, in any case, every copy; which were present is told by bit")
+  func removing() {
+    var headers = HTTPHeaders([
+      ("Host", "a"), ("SwiftMesh-Orig-Proto", "HTTP/1.1"), ("x", "1"), ("swiftmesh-via", "p1"), ("Connection", "close"),
+      ("SWIFTMESH-VIA", "p2"), ("y", "2"),
+    ])
+    let found = HTTPHeaderRules.stripHopByHop(&headers, removing: ["swiftmesh-orig-proto", "swiftmesh-via", "absent"])
+    #expect(found == 0b011)
+    #expect(headers.map(\.name) == ["Host", "x", "y"])
+    var none = HTTPHeaders([("host", "a"), ("swiftmesh-vi", "x")])
+    #expect(HTTPHeaderRules.stripHopByHop(&none, removing: ["swiftmesh-via"]) == 0)
+    #expect(none.map(\.name) == ["host", "swiftmesh-vi"])
+    // Only an extra name present (no hop-by-hop header): removed too; an upgrade is asked again after it.
+    var upgrade = HTTPHeaders([("swiftmesh-via", "p1"), ("b", "c")])
+    HTTPHeaderRules.stripHopByHop(&upgrade, upgrade: "websocket", removing: ["swiftmesh-via"])
+    #expect(upgrade.map(\.name) == ["b", "connection", "upgrade"])
+  }
 }

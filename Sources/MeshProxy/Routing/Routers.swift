@@ -508,17 +508,20 @@ package final class InboundRouter: RequestRouter, Sendable {
       labels: [("client_id", connection.peerIdentity?.description ?? "")])
   }
 
+  /// Headers no application gets, lowercase: the original protocol's first (see `open`).
+  private static let removedHeaders = [MeshHeaders.origProto.lowercased(), LoopGuard.headerName]
+
   package func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
     if requireIdentity, request.peerIdentity == nil {
       return eventLoop.makeFailedFuture(
         ProxyError(.identityRequired, "this port requires a mesh identity (mutual TLS); the request came in plaintext"))
     }
     var head = request.head
-    HTTPHeaderRules.stripHopByHop(&head.headers, upgrade: request.upgrade)
-    let restoreHTTP1 = head.headers.first(name: MeshHeaders.origProto) != nil
-    head.headers.remove(name: MeshHeaders.origProto)
-    // The application starts a fresh hop chain with whatever it sends next.
-    head.headers.remove(name: LoopGuard.headerName)
+    // In the same pass: the original protocol's header (a peer proxy carried an HTTP/1.1 request over HTTP/2),
+    // and the hop header (the application starts a fresh hop chain with whatever it sends next).
+    let found = HTTPHeaderRules.stripHopByHop(
+      &head.headers, upgrade: request.upgrade, removing: Self.removedHeaders)
+    let restoreHTTP1 = found & 1 != 0
     var labels = ProxyMetrics.RequestLabels(
       direction: direction, authority: metricAuthority(for: request), tls: request.peerIdentity != nil)
     labels.clientID = request.peerIdentity?.description ?? ""
