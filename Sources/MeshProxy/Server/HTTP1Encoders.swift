@@ -38,12 +38,15 @@ enum HTTP1HeadEncoding {
   static func encode(
     startLine: StaticStartLine, headers: HTTPHeaders, body: Body, version: HTTPVersion, allocator: ByteBufferAllocator
   ) -> (ByteBuffer, chunked: Bool) {
-    // One pass finds the framing headers.
+    // One pass finds the framing headers and the size of them all.
     var contentLength = false
     var transferEncoding = false
     var firstTransferEncodingIsChunked = false
+    var headersSize = 0
     for (name, value) in headers {
-      switch name.utf8.count {
+      let nameCount = name.utf8.count
+      headersSize += nameCount + value.utf8.count + 4
+      switch nameCount {
       case 14 where isName(name, "content-length"):
         contentLength = true
       case 17 where isName(name, "transfer-encoding"):
@@ -80,8 +83,7 @@ enum HTTP1HeadEncoding {
     }
     let dropping = (dropContentLength && contentLength) || (dropTransferEncoding && transferEncoding)
 
-    var size = startLine.size + 2 + (addChunked ? chunkedHeader.utf8CodeUnitCount : 0)
-    for (name, value) in headers { size += name.utf8.count + value.utf8.count + 4 }
+    let size = startLine.size + headersSize + 2 + (addChunked ? chunkedHeader.utf8CodeUnitCount : 0)
     var buffer = allocator.buffer(capacity: size)
     buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
       var out = Output(UnsafeMutableRawBufferPointer(rebasing: raw[..<size]))
