@@ -41,17 +41,7 @@ final class UpstreamPools: Sendable {
   private var loopCount: Int { configuration.eventLoopCount }
 
   /// How an upstream comes: at once (an idle pooled connection), or later.
-  enum Opening {
-    case ready(Upstream)
-    case pending(EventLoopFuture<Upstream>)
-
-    func future(on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
-      switch self {
-      case .ready(let upstream): eventLoop.makeSucceededFuture(upstream)
-      case .pending(let future): future
-      }
-    }
-  }
+  typealias Opening = UpstreamOpening
 
   /// Opens a plaintext upstream to `address` in the request's own protocol. HTTP/1.1 opens at most `limit`
   /// connections to it across the proxy; past that requests wait for one until `deadline`. An idle pooled
@@ -202,8 +192,12 @@ package final class OutboundRouter: RequestRouter, Sendable {
   }
 
   package func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
+    openNow(request, on: eventLoop).future(on: eventLoop)
+  }
+
+  package func openNow(_ request: RoutedRequest, on eventLoop: any EventLoop) -> UpstreamOpening {
     guard let apex = request.authority else {
-      return eventLoop.makeFailedFuture(ProxyError(.badAuthority, "request has no valid Host/:authority"))
+      return .pending(eventLoop.makeFailedFuture(ProxyError(.badAuthority, "request has no valid Host/:authority")))
     }
     let deadline = request.receivedAt + TimeAmount(configuration.failfastTimeout)
     return attempt(request, apex: apex, deadline: deadline, attemptsLeft: Self.connectAttempts, on: eventLoop)
@@ -332,7 +326,7 @@ package final class OutboundRouter: RequestRouter, Sendable {
 
   private func attempt(
     _ request: RoutedRequest, apex: Authority, deadline: NIODeadline, attemptsLeft: Int, on eventLoop: any EventLoop
-  ) -> EventLoopFuture<Upstream> {
+  ) -> UpstreamOpening {
     // Each attempt picks its leaf again: a connection refused by one leaf (a gateway gone) may go to another.
     let (authority, known) = pickTarget(request, apex: apex)
     var head = request.head
@@ -340,14 +334,14 @@ package final class OutboundRouter: RequestRouter, Sendable {
     do {
       try pools.loopGuard.stamp(&head.headers)
     } catch {
-      return eventLoop.makeFailedFuture(error)
+      return .pending(eventLoop.makeFailedFuture(error))
     }
     let opened: EventLoopFuture<Upstream>
     if let target = readyTarget(for: authority, known: known, original: request.originalDestination) {
       // The usual case: the destination is resolved, and often an idle connection waits. Then no future is
-      // made until the one the caller gets.
+      // made at all.
       switch open(target, request: request, apex: apex, head: head, deadline: deadline, on: eventLoop) {
-      case .ready(let upstream): return eventLoop.makeSucceededFuture(upstream)
+      case .ready(let upstream): return .ready(upstream)
       case .pending(let future): opened = future
       }
     } else {
@@ -359,12 +353,14 @@ package final class OutboundRouter: RequestRouter, Sendable {
           }
         }
     }
-    return opened.flatMapError { error in
-      guard attemptsLeft > 1, let proxyError = error as? ProxyError, proxyError.reason == .connectFailed,
-        NIODeadline.now() < deadline
-      else { return eventLoop.makeFailedFuture(error) }
-      return self.attempt(request, apex: apex, deadline: deadline, attemptsLeft: attemptsLeft - 1, on: eventLoop)
-    }
+    return .pending(
+      opened.flatMapError { error in
+        guard attemptsLeft > 1, let proxyError = error as? ProxyError, proxyError.reason == .connectFailed,
+          NIODeadline.now() < deadline
+        else { return eventLoop.makeFailedFuture(error) }
+        return self.attempt(request, apex: apex, deadline: deadline, attemptsLeft: attemptsLeft - 1, on: eventLoop)
+          .future(on: eventLoop)
+      })
   }
 
   /// The target of `authority` when it is known without waiting; nil when it must be waited for (not yet
@@ -512,9 +508,13 @@ package final class InboundRouter: RequestRouter, Sendable {
   private static let removedHeaders = [MeshHeaders.origProto.lowercased(), LoopGuard.headerName]
 
   package func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
+    openNow(request, on: eventLoop).future(on: eventLoop)
+  }
+
+  package func openNow(_ request: RoutedRequest, on eventLoop: any EventLoop) -> UpstreamOpening {
     if requireIdentity, request.peerIdentity == nil {
-      return eventLoop.makeFailedFuture(
-        ProxyError(.identityRequired, "this port requires a mesh identity (mutual TLS); the request came in plaintext"))
+      return .pending(eventLoop.makeFailedFuture(
+        ProxyError(.identityRequired, "this port requires a mesh identity (mutual TLS); the request came in plaintext")))
     }
     var head = request.head
     // In the same pass: the original protocol's header (a peer proxy carried an HTTP/1.1 request over HTTP/2),
@@ -529,8 +529,7 @@ package final class InboundRouter: RequestRouter, Sendable {
       to: application(port: request.originalDestination?.port), http2: request.arrivedOverHTTP2 && !restoreHTTP1,
       head: head, ticket: nil, labels: labels, limit: configuration.maxApplicationConnections,
       deadline: request.receivedAt + TimeAmount(configuration.failfastTimeout), abandonment: request.abandonment,
-      on: eventLoop
-    ).future(on: eventLoop)
+      on: eventLoop)
   }
 }
 
@@ -625,7 +624,11 @@ package final class GatewayRouter: RequestRouter, Sendable {
   }
 
   package func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
-    if let refusal = check(request) { return eventLoop.makeFailedFuture(refusal) }
-    return local.open(forwardable(request), on: eventLoop)
+    openNow(request, on: eventLoop).future(on: eventLoop)
+  }
+
+  package func openNow(_ request: RoutedRequest, on eventLoop: any EventLoop) -> UpstreamOpening {
+    if let refusal = check(request) { return .pending(eventLoop.makeFailedFuture(refusal)) }
+    return local.openNow(forwardable(request), on: eventLoop)
   }
 }

@@ -259,11 +259,15 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   private func route(context: ChannelHandlerContext) {
     guard let request else { return }
-    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-    router.open(request, on: context.eventLoop).hop(to: context.eventLoop).whenComplete { result in
-      bound.value.opened(result)
-    }
     // Reads are not paused here: see `channelReadComplete`.
+    switch router.openNow(request, on: context.eventLoop) {
+    case .ready(let upstream):
+      // At hand (what a completed future's callback would do at once, without the future).
+      opened(.success(upstream))
+    case .pending(let future):
+      let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+      future.hop(to: context.eventLoop).whenComplete { result in bound.value.opened(result) }
+    }
   }
 
   private func opened(_ result: Result<Upstream, any Error>) {
