@@ -43,33 +43,24 @@ struct HTTP1EncodersTests {
     ])
     try channel.writeOutbound(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: method, uri: "/")))
     try channel.writeOutbound(HTTPClientRequestPart.end(nil))
-    try channel.writeInbound(ByteBuffer(string: bytes))
-    var head: HTTPResponseHead?
-    var body = ""
-    var trailers: HTTPHeaders?
-    var ended = false
-    while let part = try channel.readInbound(as: HTTPClientResponsePart.self) {
-      switch part {
-      case .head(let h): head = h
-      case .body(let b): body += String(buffer: b)
-      case .end(let t): trailers = t; ended = true
-      }
-    }
-    _ = try? channel.finish()
-    #expect(ended, "the response ends: \(bytes.debugDescription)")
-    return (try #require(head), body, trailers)
+    return try decode(bytes, on: channel)
   }
 
   /// What NIO's request decoder reads from `bytes`.
   static func decodeRequest(_ bytes: String) throws -> (HTTPRequestHead, String, HTTPHeaders?) {
     let channel = EmbeddedChannel()
     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder()))
+    return try decode(bytes, on: channel)
+  }
+
+  /// The message `channel`'s decoder reads from `bytes`: its head, its body, its trailers; it must end.
+  static func decode<Head: Equatable & Sendable>(_ bytes: String, on channel: EmbeddedChannel) throws -> (Head, String, HTTPHeaders?) {
     try channel.writeInbound(ByteBuffer(string: bytes))
-    var head: HTTPRequestHead?
+    var head: Head?
     var body = ""
     var trailers: HTTPHeaders?
     var ended = false
-    while let part = try channel.readInbound(as: HTTPServerRequestPart.self) {
+    while let part = try channel.readInbound(as: HTTPPart<Head, ByteBuffer>.self) {
       switch part {
       case .head(let h): head = h
       case .body(let b): body += String(buffer: b)
@@ -77,7 +68,7 @@ struct HTTP1EncodersTests {
       }
     }
     _ = try? channel.finish()
-    #expect(ended, "the request ends: \(bytes.debugDescription)")
+    #expect(ended, "the message ends: \(bytes.debugDescription)")
     return (try #require(head), body, trailers)
   }
 

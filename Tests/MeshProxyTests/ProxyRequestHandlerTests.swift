@@ -111,6 +111,32 @@ struct ProxyRequestHandlerTests {
     var exposition: String { String(decoding: metrics.exposition(), as: UTF8.self) }
   }
 
+  /// A request the HTTP/1.1 parser refuses is answered 400 (what NIO's protocol error handler did), unless a
+  /// forwarded response is under way: then a 400 would land inside it, and closing is all that is left.
+  @Test("a parser error: 400 between responses, nothing written in the middle of one")
+  func parserError() throws {
+    let idle = try Fixture()
+    idle.downstream.pipeline.fireErrorCaught(HTTPParserError.invalidHeaderToken)
+    let answer = try idle.received()
+    #expect(Self.head(of: answer)?.status == .badRequest)
+    #expect(Self.head(of: answer)?.headers["connection"] == ["close"])
+    if case .end = answer.last {} else { Issue.record("the 400 ends: \(answer)") }
+
+    let responding = try Fixture()
+    try responding.send()
+    try responding.respond(end: false)
+    let started = try responding.received()
+    #expect(Self.head(of: started)?.status == .ok)
+    responding.downstream.pipeline.fireErrorCaught(HTTPParserError.invalidHeaderToken)
+    #expect(try responding.received().isEmpty, "nothing is written into the response under way")
+
+    // Once that response has ended, a parser error is answered again.
+    try responding.upstreams[0].writeInbound(HTTPClientResponsePart.end(nil))
+    _ = try responding.received()
+    responding.downstream.pipeline.fireErrorCaught(HTTPParserError.invalidHeaderToken)
+    #expect(Self.head(of: try responding.received())?.status == .badRequest)
+  }
+
   static let get = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["host": "backend:8080"])
 
   static func head(of parts: [HTTPServerResponsePart]) -> HTTPResponseHead? {

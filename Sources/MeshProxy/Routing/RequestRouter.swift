@@ -154,6 +154,7 @@ enum HTTPHeaderRules {
   /// when `removing[i]` was present.
   @discardableResult
   static func stripHopByHop(_ headers: inout HTTPHeaders, upgrade: String? = nil, removing extra: [String] = []) -> UInt8 {
+    assert(extra.count <= 8, "at most 8 more names: one bit each")
     // One pass over the headers finds which of them are present (most requests carry none, most responses
     // `connection`); only then are the headers (their storage shared with the parsed head) rebuilt, in one
     // more pass: NIO's `remove(name:)` copies the storage and walks it once per name removed.
@@ -192,12 +193,31 @@ enum HTTPHeaderRules {
     let count = name.utf8.count
     var index = 0
     while index < names.count {
-      if names[index].utf8.count == count, HopByHop.equalIgnoringASCIICase(name, names[index]) {
+      if names[index].utf8.count == count, isName(name, names[index]) {
         bits |= 1 << UInt8(truncatingIfNeeded: index)
       }
       index += 1
     }
     return bits
+  }
+
+  /// Whether `name` is `lowercase` in any ASCII case. Byte by byte on the strings' UTF-8 storage (the generic
+  /// `elementsEqual` over UTF-8 views cost about 360 instructions a call).
+  static func isName(_ name: String, _ lowercase: String) -> Bool {
+    var name = name
+    var lowercase = lowercase
+    return name.withUTF8 { bytes in
+      lowercase.withUTF8 { expected in
+        guard bytes.count == expected.count else { return false }
+        for index in 0..<bytes.count {
+          let byte = bytes[index]
+          if byte != expected[index], !(byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") && byte | 0x20 == expected[index]) {
+            return false
+          }
+        }
+        return true
+      }
+    }
   }
 
   /// The hop-by-hop headers, as a set of bits.
@@ -229,31 +249,12 @@ enum HTTPHeaderRules {
         return
       }
       for (member, lowercase) in Self.names where candidates.contains(member) {
-        if Self.equalIgnoringASCIICase(name, lowercase) {
+        if HTTPHeaderRules.isName(name, lowercase) {
           self = member
           return
         }
       }
       self = []
-    }
-
-    /// Byte by byte on the strings' UTF-8 storage (the generic `elementsEqual` over UTF-8 views cost about
-    /// 360 instructions a call).
-    static func equalIgnoringASCIICase(_ name: String, _ lowercase: String) -> Bool {
-      var name = name
-      var lowercase = lowercase
-      return name.withUTF8 { bytes in
-        lowercase.withUTF8 { expected in
-          guard bytes.count == expected.count else { return false }
-          for index in 0..<bytes.count {
-            let byte = bytes[index]
-            if byte != expected[index], !(byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") && byte | 0x20 == expected[index]) {
-              return false
-            }
-          }
-          return true
-        }
-      }
     }
   }
 

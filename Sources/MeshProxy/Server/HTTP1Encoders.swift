@@ -36,7 +36,7 @@ enum HTTP1HeadEncoding {
   /// Writes `startLine` and `headers`, framed for `body`, into a new buffer; returns it and whether the body
   /// is to be sent chunked.
   static func encode(
-    startLine: StaticStartLine, headers: HTTPHeaders, body: Body, version: HTTPVersion, allocator: ByteBufferAllocator
+    startLine: StartLine, headers: HTTPHeaders, body: Body, version: HTTPVersion, allocator: ByteBufferAllocator
   ) -> (ByteBuffer, chunked: Bool) {
     // One pass finds the framing headers and the size of them all.
     var contentLength = false
@@ -47,9 +47,9 @@ enum HTTP1HeadEncoding {
       let nameCount = name.utf8.count
       headersSize += nameCount + value.utf8.count + 4
       switch nameCount {
-      case 14 where isName(name, "content-length"):
+      case 14 where HTTPHeaderRules.isName(name, "content-length"):
         contentLength = true
-      case 17 where isName(name, "transfer-encoding"):
+      case 17 where HTTPHeaderRules.isName(name, "transfer-encoding"):
         if !transferEncoding { firstTransferEncodingIsChunked = value == "chunked" }
         transferEncoding = true
       default:
@@ -91,8 +91,8 @@ enum HTTP1HeadEncoding {
       for (name, value) in headers {
         if dropping {
           let count = name.utf8.count
-          if dropContentLength && count == 14 && isName(name, "content-length") { continue }
-          if dropTransferEncoding && count == 17 && isName(name, "transfer-encoding") { continue }
+          if dropContentLength && count == 14 && HTTPHeaderRules.isName(name, "content-length") { continue }
+          if dropTransferEncoding && count == 17 && HTTPHeaderRules.isName(name, "transfer-encoding") { continue }
         }
         out.write(name)
         out.write(literal: ": ")
@@ -108,24 +108,8 @@ enum HTTP1HeadEncoding {
 
   private static let chunkedHeader: StaticString = "transfer-encoding: chunked\r\n"
 
-  /// Whether `name` is `lowercase` in any ASCII case (`lowercase` has as many bytes: checked by the caller).
-  @inline(__always)
-  static func isName(_ name: String, _ lowercase: StaticString) -> Bool {
-    var name = name
-    return name.withUTF8 { bytes in
-      let expected = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
-      guard bytes.count == expected.count else { return false }
-      for index in 0..<bytes.count {
-        let byte = bytes[index]
-        let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
-        if folded != expected[index] { return false }
-      }
-      return true
-    }
-  }
-
   /// A request or status line.
-  enum StaticStartLine {
+  enum StartLine {
     case request(HTTPRequestHead)
     case response(HTTPResponseHead)
 

@@ -175,6 +175,11 @@ extension ProxyRequestHandler {
       self.downstreamIsHTTP2 = downstreamIsHTTP2
     }
 
+    /// Whether a response from the upstream is being written to the client: its head went, its end not yet.
+    var isResponding: Bool {
+      if case .forwarding(let forwarding) = state { forwarding.responseStarted && !forwarding.responseEnded } else { false }
+    }
+
     var isForwarding: Bool {
       if case .forwarding = state { true } else { false }
     }

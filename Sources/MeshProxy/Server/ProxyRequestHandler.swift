@@ -102,13 +102,12 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     let part = unwrapInboundIn(data)
-    if case .head(let head) = part { responseEncoder?.requestReceived(head.method) }
-    if let timeouts {
-      switch part {
-      case .head: timeouts.headReceived()
-      case .end: timeouts.requestEnded()
-      case .body: break
-      }
+    switch part {
+    case .head(let head):
+      timeouts?.headReceived()
+      responseEncoder?.requestReceived(head.method)
+    case .end: timeouts?.requestEnded()
+    case .body: break
     }
     perform(stateMachine.requestPartReceived(part), context: context)
   }
@@ -132,31 +131,15 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   /// HTTP/1.1: a request the parser refuses (a malformed line or header, a body framed two ways) is answered
   /// 400 and the connection closes (the decoder closes it after this), unless a response is already under way;
   /// then closing is all that is left. What NIO's `HTTPServerProtocolErrorHandler` does, without its hop for
-  /// every response part.
+  /// every response part. (The proxy's own answers are written whole at once, so only a forwarded response can
+  /// be under way.)
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
-    if error is HTTPParserError, !stateMachine.downstreamIsHTTP2, !responseUnterminated {
+    if error is HTTPParserError, !stateMachine.downstreamIsHTTP2, !stateMachine.isResponding {
       let headers = HTTPHeaders([("connection", "close"), ("content-length", "0")])
-      writeResponsePart(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers)), context: context)
-      writeResponsePart(.end(nil), flush: true, context: context)
+      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
+      context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
     context.fireErrorCaught(error)
-  }
-
-  /// Whether a response head went to the client without its end yet.
-  private var responseUnterminated = false
-
-  /// Writes a part of the response to the client, keeping track of whether one is under way.
-  private func writeResponsePart(_ part: HTTPServerResponsePart, flush: Bool = false, context: ChannelHandlerContext) {
-    switch part {
-    case .head(let head): if head.status.code >= 200 { responseUnterminated = true }
-    case .body: break
-    case .end: responseUnterminated = false
-    }
-    if flush {
-      context.writeAndFlush(wrapOutboundOut(part), promise: nil)
-    } else {
-      context.write(wrapOutboundOut(part), promise: nil)
-    }
   }
 
   func channelInactive(context: ChannelHandlerContext) {
@@ -395,9 +378,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       if head.version != .http1_1 { head.version = .http1_1 }
       responseLatency = elapsedMilliseconds()
       tapResponse(status: Int(head.status.code))
-      writeResponsePart(.head(head), context: context)
+      context.write(wrapOutboundOut(.head(head)), promise: nil)
     case .forwardResponseBody(let buffer):
-      writeResponsePart(.body(.byteBuffer(buffer)), context: context)
+      context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
     case .forwardResponseEnd(let trailers, let status, let grpcStatus, let finish):
       forwardResponseEnd(trailers, status: status, grpcStatus: grpcStatus, finish: finish, context: context)
     case .acceptUpgrade(let head):
@@ -484,15 +467,15 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       headers.add(name: "grpc-status", value: String(error.grpcStatus))
       headers.add(name: "grpc-message", value: GRPCMessage.percentEncoded("\(error)"))
       if !stateMachine.downstreamIsHTTP2 { headers.add(name: "content-length", value: "0") }
-      writeResponsePart(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)), context: context)
+      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
     } else {
       status = error.status
       grpcStatus = nil
       headers.add(name: "content-type", value: "text/plain; charset=utf-8")
       let body = ByteBuffer(string: "\(error)\n")
       headers.add(name: "content-length", value: String(body.readableBytes))
-      writeResponsePart(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)), context: context)
-      writeResponsePart(.body(.byteBuffer(body)), context: context)
+      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+      context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
     }
     var labels = ProxyMetrics.RequestLabels(
       direction: router.direction, authority: request.map { router.metricAuthority(for: $0) } ?? "",
@@ -516,7 +499,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     let next = stateMachine.answerWritten(requestEnded: answer.requestEnded)
     if case .resumeReading(requestDone: true) = next { endCounted() }
     timeouts?.responseEnded()
-    writeResponsePart(.end(nil), flush: true, context: context)
+    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     switch next {
     case .resumeReading:
       // Unless a pipelined request has begun meanwhile (it manages reading itself).
@@ -568,7 +551,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     // closes the stream and `channelInactive` runs inside it (see `responsePartReceived`).
     if finish { self.finish() }
     timeouts?.responseEnded()
-    writeResponsePart(.end(trailers), flush: true, context: context)
+    context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
     perform(stateMachine.responseEndWritten(), context: context)
   }
 
@@ -648,7 +631,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
     let protocolName = head.headers.first(name: "upgrade") ?? request?.upgrade
     HTTPHeaderRules.stripHopByHop(&head.headers, upgrade: protocolName)
     head.version = .http1_1
-    writeResponsePart(.head(head), flush: true, context: context)
+    context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
   }
 
   /// Takes HTTP off both pipelines and joins them with a ``ByteRelay``. Bytes the upstream sent right after
