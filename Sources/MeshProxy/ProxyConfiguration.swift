@@ -20,8 +20,14 @@ public struct ProxyConfiguration: Sendable {
   public var requireIdentityOnInbound: Bool = false
   /// How long graceful shutdown waits for in-flight requests. Default 30 s.
   public var shutdownGracePeriod: Duration = .seconds(30)
-  /// Idle HTTP/1.1 connections kept per upstream and event loop. Default 16.
-  public var maxIdleConnectionsPerEndpoint: Int = 16
+  /// Idle HTTP/1.1 connections kept per upstream and event loop. Default: no limit, as Linkerd's: a limit
+  /// below the number of requests in flight closes connections the next requests open again (with 16 and one
+  /// event loop, 32 keep-alive clients made the proxy open a connection every fourth request).
+  /// `upstreamIdleTimeout` closes the ones a lighter load no longer needs.
+  public var maxIdleConnectionsPerEndpoint: Int = .max
+  /// An upstream HTTP/1.1 connection no request used for this long is closed (it is closed after one to two
+  /// of these). Default 10 s. A connection the server closes first leaves the pool when its close arrives.
+  public var upstreamIdleTimeout: Duration = .seconds(10)
   /// HTTP/1.1 connections the proxy opens at most to one upstream endpoint (outbound, gateway). Requests past
   /// that wait for a connection to come free. Default 1,000.
   public var maxConnectionsPerEndpoint: Int = 1000

@@ -16,6 +16,10 @@ public final class TestHTTPServer: Sendable {
 
   /// Requests received so far.
   public var requestCount: Int { seen.state.withLock { $0.count } }
+  /// Connections accepted so far.
+  public var connectionsAccepted: Int { children.all.count }
+  /// Connections open now.
+  public var openConnections: Int { children.all.filter(\.isActive).count }
   /// The head of the last request received.
   public var lastRequest: HTTPRequestHead? { seen.state.withLock { $0.last } }
 

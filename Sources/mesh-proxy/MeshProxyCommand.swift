@@ -86,12 +86,17 @@ struct MeshProxyCommand: AsyncParsableCommand {
       "Event loops (threads) serving requests; default: one per core.",
       discussion: "A sidecar beside a small workload may run with 1: fewer threads and less memory."))
   var eventLoops: Int?
+  @Option(help: "Seconds an idle upstream HTTP/1.1 connection is kept for reuse (it closes after one to two of these).")
+  var upstreamIdleTimeout: Double = 10
   @Option(help: "Log level (trace, debug, info, notice, warning, error).")
   var logLevel: String = "info"
 
   func validate() throws {
     do { _ = try PortSet(parsing: opaquePorts) } catch { throw ValidationError("--opaque-ports: \(error.message)") }
     guard detectTimeout > 0 else { throw ValidationError("--detect-timeout must be positive, got \(detectTimeout)") }
+    guard upstreamIdleTimeout > 0 else {
+      throw ValidationError("--upstream-idle-timeout must be positive, got \(upstreamIdleTimeout)")
+    }
     if let eventLoops, !(1...256).contains(eventLoops) {
       throw ValidationError("--event-loops must be between 1 and 256, got \(eventLoops)")
     }
@@ -130,6 +135,7 @@ struct MeshProxyCommand: AsyncParsableCommand {
       $0.opaquePorts = (try? PortSet(parsing: opaquePorts)) ?? .defaultOpaquePorts
       $0.detectTimeout = .milliseconds(Int64(detectTimeout * 1000))
       $0.eventLoops = eventLoops
+      $0.upstreamIdleTimeout = .milliseconds(Int64(upstreamIdleTimeout * 1000))
     }
     let tapAddress = try tap.map { try Authority($0) }
 

@@ -3,6 +3,7 @@ import Logging
 import MeshCore
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 @testable import MeshProxy
 import MeshTLS
 import Prometheus
@@ -422,6 +423,44 @@ struct RobustnessTests {
     // The same connection names another authority: its memo follows.
     _ = router.knownPolicy(for: request(b, memo: memo))
     #expect(memo.destination?.authority == b)
+  }
+
+  /// A discovery with endpoints and no profiles (as the destination service is for a name it has no profile
+  /// for): `followProfile` returns at once.
+  struct EndpointsOnly: EndpointDiscovery {
+    let endpoints: InMemoryDiscovery
+    func follow(_ authority: Authority, update: @escaping @Sendable (EndpointSet) -> Void) async {
+      await endpoints.follow(authority, update: update)
+    }
+  }
+
+  /// A destination known to have no profile gets the default policy at once on every request after its first:
+  /// no future, no held reads. (`?? .none` had read as the Optional's `none`, "not known yet", every time.)
+  @Test("a destination known to have no profile: its requests' policy is known at once")
+  func knownWithoutProfile() async throws {
+    let configuration = ProxyConfiguration()
+    let pools = UpstreamPools(
+      tls: nil, configuration: configuration, metrics: ProxyMetrics(), loopGuard: LoopGuard(),
+      logger: Logger(label: "test.robustness"))
+    let a = try Authority("a.example:80")
+    let discovery = EndpointsOnly(
+      endpoints: InMemoryDiscovery([
+        a: EndpointSet(exists: true, endpoints: [Endpoint(address: try Authority("127.0.0.1:1"))])
+      ]))
+    let router = OutboundRouter(discovery: discovery, pools: pools, configuration: configuration)
+    let following = Task { await router.run() }
+    defer {
+      router.finish()
+      following.cancel()
+    }
+    let request = RoutedRequest(
+      head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"), authority: a, arrivedOverHTTP2: false,
+      peerIdentity: nil)
+    #expect(router.knownPolicy(for: request) == nil, "not known before discovery answers")
+    let first = try await router.policy(for: request, on: MultiThreadedEventLoopGroup.singleton.next()).get()
+    #expect(first.routeName == RequestPolicy.none.routeName)
+    let known = try #require(router.knownPolicy(for: request), "the absent profile is known")
+    #expect(known.routeName == RequestPolicy.none.routeName && known.timeout == nil)
   }
 
   // MARK: Helpers

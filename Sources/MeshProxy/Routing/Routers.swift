@@ -180,8 +180,9 @@ package final class OutboundRouter: RequestRouter, Sendable {
   package func knownPolicy(for request: RoutedRequest) -> RequestPolicy? {
     guard let authority = request.authority else { return RequestPolicy.none }
     guard let known = destination(of: request, authority: authority).knownProfile else { return nil }
+    // Known to have no profile: the default policy, now (`.none` alone would be the Optional's: "not known").
     return known?.policy(method: request.head.method.rawValue, path: request.head.uri, authority: authority.description)
-      ?? .none
+      ?? RequestPolicy.none
   }
 
   package func metricAuthority(for request: RoutedRequest) -> String {
@@ -329,13 +330,14 @@ package final class OutboundRouter: RequestRouter, Sendable {
   ) -> UpstreamOpening {
     // Each attempt picks its leaf again: a connection refused by one leaf (a gateway gone) may go to another.
     let (authority, known) = pickTarget(request, apex: apex)
-    var head = request.head
-    HTTPHeaderRules.stripHopByHop(&head.headers, upgrade: request.upgrade)
+    var stamped = request.head
+    HTTPHeaderRules.stripHopByHop(&stamped.headers, upgrade: request.upgrade)
     do {
-      try pools.loopGuard.stamp(&head.headers)
+      try pools.loopGuard.stamp(&stamped.headers)
     } catch {
       return .pending(eventLoop.makeFailedFuture(error))
     }
+    let head = stamped
     let opened: EventLoopFuture<Upstream>
     if let target = readyTarget(for: authority, known: known, original: request.originalDestination) {
       // The usual case: the destination is resolved, and often an idle connection waits. Then no future is

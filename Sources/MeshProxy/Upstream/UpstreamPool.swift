@@ -28,8 +28,8 @@ final class UpstreamPool: @unchecked Sendable {
   /// lookup a request (a stream's end is counted on the object itself).
   private var http2: [HTTP2Key: HTTP2Endpoint] = [:]
 
-  /// A pooled HTTP/2 connection, connecting or connected.
-  private final class HTTP2Entry {
+  /// A pooled HTTP/2 connection, connecting or connected. Used only on the pool's event loop.
+  private final class HTTP2Entry: @unchecked Sendable {
     let future: EventLoopFuture<HTTP2Connection>
     var connection: HTTP2Connection?
     init(_ future: EventLoopFuture<HTTP2Connection>) { self.future = future }
@@ -390,14 +390,18 @@ final class UpstreamPool: @unchecked Sendable {
   ) -> EventLoopFuture<any Channel> {
     eventLoop.preconditionInEventLoop()
     if let idle = idleHTTP1Connection(to: address) { return eventLoop.makeSucceededFuture(idle.channel) }
-    var endpoint = http1.removeValue(forKey: address) ?? HTTP1Endpoint()  // changed in place, never copied
-    if endpoint.open < max(limit, 1) {
-      endpoint.open += 1
-      // Stored before connecting: a connection that fails at once gives its slot back in its callback.
+    let endpoint: HTTP1Endpoint
+    if let known = http1[address] {
+      endpoint = known
+    } else {
+      endpoint = HTTP1Endpoint()
       http1[address] = endpoint
+    }
+    if endpoint.open < max(limit, 1) {
+      // Counted before connecting: a connection that fails at once gives its slot back in its callback.
+      endpoint.open += 1
       return connectHTTP1(to: address)
     }
-    defer { http1[address] = endpoint }
     guard endpoint.waiters.count < configuration.maxPendingRequestsPerEndpoint else {
       metrics.shed(reason: "queue full")
       return eventLoop.makeFailedFuture(
@@ -407,10 +411,7 @@ final class UpstreamPool: @unchecked Sendable {
     }
     let waiter: PendingRequests<any Channel>.Entry = makeWaiter(deadline: deadline, abandonment: abandonment) {
       [self] id in
-      guard var endpoint = http1.removeValue(forKey: address) else { return nil }
-      let waiting = endpoint.waiters.remove(id: id)
-      http1[address] = endpoint
-      guard waiting else { return nil }
+      guard let endpoint = http1[address], endpoint.waiters.remove(id: id) else { return nil }
       return ProxyError(.overloaded, "no connection to \(address) came free in time (\(endpoint.open) open, all busy)")
     }
     endpoint.waiters.append(waiter)
@@ -421,9 +422,8 @@ final class UpstreamPool: @unchecked Sendable {
   /// returns it (made once per pooled address, not per request).
   func idleHTTP1Connection(to address: Authority) -> (channel: any Channel, release: @Sendable (any Channel) -> Void)? {
     eventLoop.preconditionInEventLoop()
-    guard var endpoint = http1.removeValue(forKey: address) else { return nil }  // changed in place, never copied
-    defer { http1[address] = endpoint }
-    while let channel = endpoint.idle.popLast() {
+    guard let endpoint = http1[address] else { return nil }
+    while let channel = endpoint.takeIdle() {
       guard channel.isActive else { continue }
       if let release = endpoint.release { return (channel, release) }
       let release = releaser(for: address)
@@ -491,37 +491,65 @@ final class UpstreamPool: @unchecked Sendable {
   }
 
   private func http1Closed(_ channel: any Channel, address: Authority) {
-    guard var endpoint = http1.removeValue(forKey: address) else { return }
+    guard let endpoint = http1[address] else { return }
     endpoint.open -= 1
-    endpoint.idle.removeAll { $0 === channel }
-    http1[address] = endpoint
+    endpoint.forgetIdle(channel)
     dispatchWaiter(address)
   }
 
-  /// A slot is free: the first waiting request gets a new connection.
+  /// A slot is free: the first waiting request gets a new connection. An address with nothing open and
+  /// nobody waiting is forgotten.
   private func dispatchWaiter(_ address: Authority) {
-    guard var endpoint = http1.removeValue(forKey: address) else { return }
+    guard let endpoint = http1[address] else { return }
     let (next, dropped) = endpoint.waiters.popNext()
     if next != nil { endpoint.open += 1 }
-    http1[address] = next != nil || endpoint.open > 0 || !endpoint.waiters.isEmpty ? endpoint : nil
+    if endpoint.isUnused { http1[address] = nil }
     for waiter in dropped { waiter.drop() }
     if let next { connectHTTP1(to: address).cascade(to: next.promise) }
   }
 
-  /// Returns a finished HTTP/1.1 connection for reuse: to the first waiting request, else to the idle list.
+  /// Returns a finished HTTP/1.1 connection for reuse: to the first waiting request, else to the idle list
+  /// (where it stays until a request takes it, the upstream closes it, or it has been idle for
+  /// `upstreamIdleTimeout`).
   func releaseHTTP1(_ channel: any Channel, to address: Authority) {
     eventLoop.preconditionInEventLoop()
-    guard channel.isActive, var endpoint = http1.removeValue(forKey: address) else { return }
+    guard channel.isActive, let endpoint = http1[address] else { return }
     let (next, dropped) = endpoint.waiters.popNext()
     let keep = next == nil && endpoint.idle.count < configuration.maxIdleConnectionsPerEndpoint
-    if keep { endpoint.idle.append(channel) }
-    http1[address] = endpoint
+    if keep {
+      endpoint.keepIdle(channel)
+      scheduleIdleSweep()
+    }
     for waiter in dropped { waiter.drop() }
     if let next {
       next.serve(channel)
     } else if !keep {
       channel.close(promise: nil)
     }
+  }
+
+  /// Whether a sweep of idle HTTP/1.1 connections is scheduled; one runs every `upstreamIdleTimeout` while
+  /// any connection is idle.
+  private var sweepScheduled = false
+
+  private func scheduleIdleSweep() {
+    guard !sweepScheduled else { return }
+    sweepScheduled = true
+    eventLoop.scheduleTask(in: TimeAmount(configuration.upstreamIdleTimeout)) { [self] in sweepIdleHTTP1() }
+  }
+
+  /// Closes the idle connections no request took since the last sweep (idle for one to two
+  /// `upstreamIdleTimeout`s). The idle list is a stack, so those are at its bottom: as many as its low-water
+  /// mark since the last sweep.
+  func sweepIdleHTTP1() {
+    eventLoop.preconditionInEventLoop()
+    sweepScheduled = false
+    var stillIdle = false
+    for endpoint in http1.values {
+      for channel in endpoint.takeStale() { channel.close(promise: nil) }
+      stillIdle = stillIdle || !endpoint.idle.isEmpty
+    }
+    if stillIdle { scheduleIdleSweep() }
   }
 }
 
@@ -569,15 +597,45 @@ struct PendingRequests<Value: Sendable> {
   }
 }
 
-/// The HTTP/2 streams open to one endpoint from one event loop, and the requests waiting for one.
-/// One HTTP/1.1 upstream address as an event loop's pool keeps it.
-private struct HTTP1Endpoint {
-  var idle: [any Channel] = []
+/// One HTTP/1.1 upstream address as an event loop's pool keeps it: a reference, so a request finds and
+/// changes it with one lookup. Used only on the pool's event loop, as the pool itself.
+private final class HTTP1Endpoint {
+  /// Idle connections, a stack: the one used last is taken first, so connections a lighter load no longer
+  /// needs sink to the bottom, where the sweep finds them.
+  private(set) var idle: [any Channel] = []
+  /// The fewest connections `idle` held since the last sweep: its bottom this many were not touched since.
+  private var lowWater = 0
   /// Connections open or being opened, idle or busy.
   var open = 0
   var waiters = PendingRequests<any Channel>()
   /// Returns a connection here; made when a connection is first taken from the idle list.
   var release: (@Sendable (any Channel) -> Void)?
+
+  /// Nothing open (so nothing idle) and nobody waiting.
+  var isUnused: Bool { open == 0 && waiters.isEmpty }
+
+  func keepIdle(_ channel: any Channel) { idle.append(channel) }
+
+  func takeIdle() -> (any Channel)? {
+    guard let channel = idle.popLast() else { return nil }
+    lowWater = min(lowWater, idle.count)
+    return channel
+  }
+
+  /// A connection closed: out of the idle list, if it was there.
+  func forgetIdle(_ channel: any Channel) {
+    guard let index = idle.firstIndex(where: { $0 === channel }) else { return }
+    idle.remove(at: index)
+    if index < lowWater { lowWater -= 1 }
+  }
+
+  /// Takes out the connections idle since the last sweep; the next sweep measures from now.
+  func takeStale() -> ArraySlice<any Channel> {
+    let stale = idle[..<lowWater]
+    idle.removeFirst(lowWater)
+    lowWater = idle.count
+    return stale
+  }
 }
 
 extension TimeAmount {
