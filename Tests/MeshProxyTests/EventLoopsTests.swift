@@ -5,7 +5,7 @@ import MeshProxy
 import Testing
 import _MeshTestSupport
 
-@Suite("Event loops (--event-loops)")
+@Suite("Event loops (--event-loops) and the upstream HTTP/1.1 pool", .serialized)
 struct EventLoopsTests {
   /// The names of this process's threads.
   static func threadNames() -> [String] {

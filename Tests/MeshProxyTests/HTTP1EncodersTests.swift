@@ -170,12 +170,12 @@ struct HTTP1EncodersTests {
   @Test("requests: exact start line and headers; GET keeps its framing, POST without a length is chunked, a length wins over transfer-encoding")
   func requests() throws {
     let (get, _) = try Self.encode(
-      HTTP1RequestEncoder(),
+      HTTP1ClientCodec(),
       [.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/a?b=c", headers: HTTPHeaders([("Host", "x.example")]))), .end(nil)])
     #expect(get == "GET /a?b=c HTTP/1.1\r\nHost: x.example\r\n\r\n")
 
     let (post, _) = try Self.encode(
-      HTTP1RequestEncoder(),
+      HTTP1ClientCodec(),
       [
         .head(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/upload", headers: HTTPHeaders([("host", "x")]))),
         .body(Self.body("part1")), .body(Self.body("part2")), .end(nil),
@@ -185,7 +185,7 @@ struct HTTP1EncodersTests {
     #expect(postBody == "part1part2")
 
     let (put, _) = try Self.encode(
-      HTTP1RequestEncoder(),
+      HTTP1ClientCodec(),
       [
         .head(HTTPRequestHead(version: .http1_1, method: .PUT, uri: "/", headers: HTTPHeaders([("CONTENT-LENGTH", "3"), ("Transfer-Encoding", "chunked")]))),
         .body(Self.body("abc")), .end(nil),
@@ -193,7 +193,7 @@ struct HTTP1EncodersTests {
     #expect(put == "PUT / HTTP/1.1\r\nCONTENT-LENGTH: 3\r\n\r\nabc")
 
     let (custom, _) = try Self.encode(
-      HTTP1RequestEncoder(),
+      HTTP1ClientCodec(),
       [.head(HTTPRequestHead(version: .http1_0, method: .RAW(value: "PURGE"), uri: "*")), .end(nil)])
     #expect(custom == "PURGE * HTTP/1.0\r\n\r\n")
   }
@@ -228,7 +228,7 @@ struct HTTP1EncodersTests {
     ]
     for (head, bodies) in requests {
       let parts = [HTTPClientRequestPart.head(head)] + bodies.map { .body(Self.body($0)) } + [.end(nil)]
-      let (ours, _) = try Self.encode(HTTP1RequestEncoder(), parts)
+      let (ours, _) = try Self.encode(HTTP1ClientCodec(), parts)
       let (theirs, _) = try Self.encode(HTTPRequestEncoder(), parts)
       let a = try Self.decodeRequest(ours)
       let b = try Self.decodeRequest(theirs)

@@ -6,9 +6,9 @@ import Testing
 import _MeshTestSupport
 
 /// The outbound side's pool of HTTP/1.1 keep-alive connections to an upstream, judged by the upstream: the
-/// connections it accepted and has open.
-@Suite("Upstream HTTP/1.1 connection pool", .serialized)
-struct UpstreamPoolTests {
+/// connections it accepted and has open. In the event loops' suite: these proxies run one event loop of their
+/// own too, and that suite counts the process's event loop threads, so they must not run beside it.
+extension EventLoopsTests {
   static let authority = "backend.default.svc.cluster.local"
 
   /// Runs a proxy (one event loop, so every connection shares one pool) in front of a fresh test backend.
@@ -35,16 +35,16 @@ struct UpstreamPoolTests {
     await backend.stop()
   }
 
-  @Test("32 keep-alive clients on one event loop: the upstream accepts at most 32 connections for 6,400 requests")
+  @Test("32 keep-alive clients on one event loop: the upstream accepts at most 32 connections for 3,200 requests")
   func reusedUnderConcurrency() async throws {
     // With at most 16 idle connections kept (the old default) this opened a connection about every fourth
     // request: whenever more than 16 responses ended in one turn of the loop, the rest were closed.
     try await withBackend { backend, url in
       let run = try await Subprocess.run(
-        "timeout", ["120", "h2load", "--h1", "-n", "6400", "-c", "32", "-H", ":authority: \(Self.authority)", url])
-      #expect(run.stdout.contains("6400 succeeded"), "\(run)")
-      #expect(backend.requestCount == 6400)
-      #expect(backend.connectionsAccepted <= 32, "\(backend.connectionsAccepted) upstream connections for 6,400 requests")
+        "timeout", ["120", "h2load", "--h1", "-n", "3200", "-c", "32", "-H", ":authority: \(Self.authority)", url])
+      #expect(run.stdout.contains("3200 succeeded"), "\(run)")
+      #expect(backend.requestCount == 3200)
+      #expect(backend.connectionsAccepted <= 32, "\(backend.connectionsAccepted) upstream connections for 3,200 requests")
     }
   }
 

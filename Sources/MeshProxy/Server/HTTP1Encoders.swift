@@ -284,30 +284,6 @@ final class HTTP1ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandle
   }
 }
 
-/// Encodes the requests sent on an upstream HTTP/1.1 connection (see ``HTTP1HeadEncoding``).
-final class HTTP1RequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
-  typealias OutboundIn = HTTPClientRequestPart
-  typealias OutboundOut = IOData
-
-  private var chunked = false
-
-  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    switch unwrapOutboundIn(data) {
-    case .head(let head):
-      let (buffer, chunked) = HTTP1HeadEncoding.encode(
-        startLine: .request(head), headers: head.headers, body: HTTP1HeadEncoding.requestBody(head.method),
-        version: head.version, allocator: context.channel.allocator)
-      self.chunked = chunked
-      context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
-    case .body(let part):
-      HTTP1HeadEncoding.writeBody(part, chunked: chunked, context: context, promise: promise)
-    case .end(let trailers):
-      HTTP1HeadEncoding.writeEnd(trailers, chunked: chunked, context: context, promise: promise)
-      chunked = false
-    }
-  }
-}
-
 /// A body part written for a response that cannot have one (to HEAD or CONNECT).
 struct HTTP1EncoderError: Error, CustomStringConvertible {
   static let responseBodyNotAllowed = HTTP1EncoderError()

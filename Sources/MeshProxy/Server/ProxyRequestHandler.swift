@@ -654,7 +654,6 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       // as removing one hands its unparsed bytes to the relay behind it.
       let httpHandlers: [(ChannelPipeline.SynchronousOperations, (any RemovableChannelHandler)?)] = [
         (up, try? up.handler(type: UpstreamResponseHandler.self)),
-        (up, try? up.handler(type: HTTP1RequestEncoder.self)),
         (down, try? down.handler(type: HTTPServerPipelineHandler.self)),
         (down, try? down.handler(type: HTTP1TimeoutBytesHandler.self)),
         (down, try? down.handler(type: HTTP1ResponseEncoder.self)),
@@ -662,7 +661,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       for case (let pipeline, let handler?) in httpHandlers { pipeline.removeHandler(handler, promise: nil) }
       let decoders: [(ChannelPipeline.SynchronousOperations, (any RemovableChannelHandler)?)] = [
         (down, try? down.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)),
-        (up, try? up.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)),
+        (up, try? up.handler(type: HTTP1ClientCodec.self)),
       ]
       let downstream = context.channel
       for case (let pipeline, let decoder?) in decoders {

@@ -758,16 +758,13 @@ extension ProxyError {
 }
 
 extension ChannelPipeline.SynchronousOperations {
-  /// The HTTP/1.1 client handlers of an upstream connection: the proxy's request encoder
-  /// (``HTTP1RequestEncoder``) and NIO's response decoder (llhttp), which also learns from the requests going
-  /// out which responses answer HEAD. Bytes that follow a `101 Switching Protocols` in the same read belong to
-  /// the upgraded protocol: handed on when the decoder is removed, not dropped. No outbound header validation:
-  /// every header the proxy sends was parsed and validated on the way in (llhttp, or `HTTP2HeaderValidator`) or
-  /// is the proxy's own; NIO's validator cost about 4,000 instructions a request for nothing
+  /// The HTTP/1.1 client handler of an upstream connection (``HTTP1ClientCodec``): the proxy's own request
+  /// encoder and response decoder. Bytes that follow a `101 Switching Protocols` in the same read belong to the
+  /// upgraded protocol: handed on when the codec is removed, not dropped. No outbound header validation: every
+  /// header the proxy sends was parsed and validated on the way in (llhttp, or `HTTP2HeaderValidator`) or is the
+  /// proxy's own; NIO's validator cost about 4,000 instructions a request for nothing
   /// (Benchmarks/load/instructions.sh).
   func addProxyHTTPClientHandlers() throws {
-    try addHandlers([
-      HTTP1RequestEncoder(), ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)),
-    ])
+    try addHandler(HTTP1ClientCodec())
   }
 }
