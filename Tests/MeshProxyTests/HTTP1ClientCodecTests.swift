@@ -202,16 +202,28 @@ struct HTTP1ClientCodecTests {
     #expect(channel.isActive)
   }
 
-  @Test("a response that says connection: close ends, then the codec closes the connection (never pooled again)")
+  @Test("a response that does not keep its connection alive ends, then the codec closes the connection (never pooled again)")
   func connectionClose() throws {
-    let channel = try Self.channel(.ours)
-    try channel.writeOutbound(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")))
-    try channel.writeOutbound(HTTPClientRequestPart.end(nil))
-    #expect(channel.isActive)
-    try channel.writeInbound(ByteBuffer(string: "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"))
-    var parts: [HTTPClientResponsePart] = []
-    while let part = try channel.readInbound(as: HTTPClientResponsePart.self) { parts.append(part) }
-    #expect(parts.count == 3)
-    #expect(!channel.isActive, "closed after the response's end")
+    let cases: [(String, closes: Bool)] = [
+      ("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", true),
+      ("HTTP/1.1 200 OK\r\nconnection: Upgrade , CLOSE\r\nContent-Length: 2\r\n\r\nok", true),
+      ("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", true),
+      ("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", false),
+      ("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", false),
+      ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+    ]
+    for (bytes, closes) in cases {
+      let channel = try Self.channel(.ours)
+      try channel.writeOutbound(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")))
+      try channel.writeOutbound(HTTPClientRequestPart.end(nil))
+      #expect(channel.isActive)
+      try channel.writeInbound(ByteBuffer(string: bytes))
+      var parts: [HTTPClientResponsePart] = []
+      while let part = try channel.readInbound(as: HTTPClientResponsePart.self) { parts.append(part) }
+      #expect(parts.count == 3)
+      guard case .head(let head) = parts.first else { continue }
+      #expect(head.isKeepAlive == !closes, "NIO's reading of \(bytes.debugDescription)")
+      #expect(channel.isActive == !closes, "\(bytes.debugDescription)")
+    }
   }
 }
