@@ -130,6 +130,14 @@ struct HTTP1ClientCodecTests {
     #expect(head.headers["x-a"] == ["v w"])
   }
 
+  @Test("header-name bytes are exactly RFC 9110's tchar")
+  func tokenBytes() {
+    let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+    for byte in UInt8.min...UInt8.max {
+      #expect(HTTP1ClientCodec.isTokenByte(byte) == tchar.contains(byte), "byte \(byte)")
+    }
+  }
+
   static let invalid: [String] = [
     "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
