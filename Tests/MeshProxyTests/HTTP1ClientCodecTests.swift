@@ -134,7 +134,7 @@ struct HTTP1ClientCodecTests {
   func tokenBytes() {
     let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
     for byte in UInt8.min...UInt8.max {
-      #expect(HTTP1ClientCodec.isTokenByte(byte) == tchar.contains(byte), "byte \(byte)")
+      #expect(HTTP1Grammar.isTokenByte(byte) == tchar.contains(byte), "byte \(byte)")
     }
   }
 

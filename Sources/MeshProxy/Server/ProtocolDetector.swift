@@ -379,15 +379,15 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     let timeouts = HTTP1TimeoutBytesHandler(
       headerTimeout: TimeAmount(setup.headerReadTimeout), idleTimeout: TimeAmount(setup.idleTimeout)
     ) { reason in metrics.proxyError(direction: direction, reason: reason) }
-    // NIO's server pipeline (llhttp's request decoder, the pipelining handler), with the proxy's response encoder
+    // NIO's pipelining handler, with the proxy's request decoder (``HTTP1RequestDecoder``) and response encoder
     // (``HTTP1ResponseEncoder``) in place of NIO's. No outbound header validation: what the proxy writes are
-    // headers it parsed and validated from its upstream (llhttp, or `HTTP2HeaderValidator`) and its own
+    // headers it parsed and validated from its upstream (``HTTP1ClientCodec``, or `HTTP2HeaderValidator`) and its own
     // (`HTTPHeaderRules`). No `HTTPServerProtocolErrorHandler` either: `ProxyRequestHandler` answers a request
     // the parser refuses with 400 itself (it knows whether a response is under way), one handler fewer for
     // every response part.
     let encoder = HTTP1ResponseEncoder()
     try sync.addHandlers(
-      [timeouts, encoder, ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)), HTTPServerPipelineHandler()],
+      [timeouts, encoder, HTTP1RequestDecoder(), HTTPServerPipelineHandler()],
       position: .after(self))
     try sync.addHandler(
       ProxyRequestHandler(

@@ -660,7 +660,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
       ]
       for case (let pipeline, let handler?) in httpHandlers { pipeline.removeHandler(handler, promise: nil) }
       let decoders: [(ChannelPipeline.SynchronousOperations, (any RemovableChannelHandler)?)] = [
-        (down, try? down.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)),
+        (down, try? down.handler(type: HTTP1RequestDecoder.self)),
         (up, try? up.handler(type: HTTP1ClientCodec.self)),
       ]
       let downstream = context.channel

@@ -761,7 +761,7 @@ extension ChannelPipeline.SynchronousOperations {
   /// The HTTP/1.1 client handler of an upstream connection (``HTTP1ClientCodec``): the proxy's own request
   /// encoder and response decoder. Bytes that follow a `101 Switching Protocols` in the same read belong to the
   /// upgraded protocol: handed on when the codec is removed, not dropped. No outbound header validation: every
-  /// header the proxy sends was parsed and validated on the way in (llhttp, or `HTTP2HeaderValidator`) or is the
+  /// header the proxy sends was parsed and validated on the way in (``HTTP1RequestDecoder``, `HTTP2HeaderValidator`) or is the
   /// proxy's own; NIO's validator cost about 4,000 instructions a request for nothing
   /// (Benchmarks/load/instructions.sh).
   func addProxyHTTPClientHandlers() throws {
