@@ -35,16 +35,16 @@ extension EventLoopsTests {
     await backend.stop()
   }
 
-  @Test("32 keep-alive clients on one event loop: the upstream accepts at most 32 connections for 3,200 requests")
+  @Test("32 keep-alive clients on one event loop: the upstream accepts at most 32 connections for 1,000 requests")
   func reusedUnderConcurrency() async throws {
     // With at most 16 idle connections kept (the old default) this opened a connection about every fourth
     // request: whenever more than 16 responses ended in one turn of the loop, the rest were closed.
     try await withBackend { backend, url in
       let run = try await Subprocess.run(
-        "timeout", ["120", "h2load", "--h1", "-n", "3200", "-c", "32", "-H", ":authority: \(Self.authority)", url])
-      #expect(run.stdout.contains("3200 succeeded"), "\(run)")
-      #expect(backend.requestCount == 3200)
-      #expect(backend.connectionsAccepted <= 32, "\(backend.connectionsAccepted) upstream connections for 3,200 requests")
+        "timeout", ["120", "h2load", "--h1", "-n", "1000", "-c", "32", "-H", ":authority: \(Self.authority)", url])
+      #expect(run.stdout.contains("1000 succeeded"), "\(run)")
+      #expect(backend.requestCount == 1000)
+      #expect(backend.connectionsAccepted <= 32, "\(backend.connectionsAccepted) upstream connections for 1,000 requests")
     }
   }
 
