@@ -99,6 +99,13 @@ struct HTTP1RequestDecoderTests {
     }
   }
 
+  @Test("an extension method (any token, RFC 9110 9.1) is read and kept, where llhttp knows a fixed list")
+  func extensionMethod() throws {
+    let ours = try Self.read(.ours, "FROBNICATE /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    #expect(ours.parts == ["head RAW(value: \"FROBNICATE\") /x HTTP/1.1 [Host=x]", "end -"], "\(ours)")
+    #expect(try Self.read(.nio, "FROBNICATE /x HTTP/1.1\r\nHost: x\r\n\r\n").failed)
+  }
+
   static let invalid: [String] = [
     "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",

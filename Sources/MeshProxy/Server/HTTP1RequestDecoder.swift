@@ -7,7 +7,8 @@ import NIOHTTP1
 ///
 /// It reads what llhttp reads, as strictly (RFC 9112):
 /// - a request line `method SP request-target SP HTTP-version CRLF` (more spaces taken, as llhttp does): the
-///   method a token, the target visible ASCII, the version `HTTP/1.0` or `HTTP/1.1`; header fields as ``HTTP1Grammar/parseFields(_:from:into:)``
+///   method any token (extension methods pass, where llhttp knew a fixed list), the target visible ASCII, the
+///   version `HTTP/1.0` or `HTTP/1.1`; header fields as ``HTTP1Grammar/parseFields(_:from:into:)``
 ///   reads them; a head of at most 80 KiB;
 /// - the body framed by `transfer-encoding`, whose last coding must be chunked, or by one `content-length`;
 ///   both, or a second `content-length`, is refused (the raw material of request smuggling); else no body;
