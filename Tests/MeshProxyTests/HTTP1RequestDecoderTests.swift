@@ -125,6 +125,8 @@ struct HTTP1RequestDecoderTests {
     "G@T / HTTP/1.1\r\nHost: x\r\n\r\n",
     "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
     "GET /\u{1} HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET / HTTP/1.1\nHost: x\n\n",
+    "GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
   ]
 
   @Test("invalid requests: refused as NIO's decoder refuses them, as an HTTPParserError, whole and byte by byte")

@@ -235,20 +235,23 @@ struct HTTP1MessageReader {
   /// section), taken out of the pending bytes, when all of it is here. What was searched is not searched again.
   private mutating func section(what: String) throws -> ByteBuffer? {
     guard var bytes = pending else { return nil }
-    let start = max(scanned - 3, 0)
+    let start = scanned
     let found = bytes.withUnsafeReadableBytes { raw -> Int? in
       if raw.count >= 2, raw[0] == 0x0D, raw[1] == 0x0A { return 2 }
-      // Each LF (memchr: vectorized) may end CR LF CR LF.
-      var index = start + 3
+      // Each LF (memchr: vectorized) ends a line, after a CR (a bare LF is refused at once, as llhttp does,
+      // rather than waited on until the head times out), and the head if the line was empty.
+      var index = start
       while index < raw.count, let base = raw.baseAddress,
         let found = memchr(base + index, 0x0A, raw.count - index)
       {
         let lf = base.distance(to: UnsafeRawPointer(found))
-        if raw[lf - 1] == 0x0D, raw[lf - 2] == 0x0A, raw[lf - 3] == 0x0D { return lf + 1 }
+        guard lf > 0, raw[lf - 1] == 0x0D else { return -1 }
+        if lf >= 3, raw[lf - 2] == 0x0A, raw[lf - 3] == 0x0D { return lf + 1 }
         index = lf + 1
       }
       return nil
     }
+    if found == -1 { throw HTTP1ParseError("an LF without CR in a \(what)", .lfExpected) }
     guard let length = found else {
       if bytes.readableBytes > Self.maxHeadSize { throw HTTP1ParseError("a \(what) over \(Self.maxHeadSize) bytes", .headerOverflow) }
       scanned = bytes.readableBytes
