@@ -9,12 +9,7 @@ import Testing
 /// requests, fed whole and one byte at a time, both read the same messages; what llhttp refuses, it refuses.
 @Suite("HTTP/1.1 client codec: responses")
 struct HTTP1ClientCodecTests {
-  /// What a decoder made of some bytes: the messages as text (bodies joined), and the error, if any.
-  struct Reading: Equatable, CustomStringConvertible {
-    var parts: [String] = []
-    var failed = false
-    var description: String { parts.joined(separator: " | ") + (failed ? " | error" : "") }
-  }
+  typealias Reading = HTTP1DecoderReading
 
   enum Decoder { case ours, nio }
 
@@ -40,47 +35,10 @@ struct HTTP1ClientCodecTests {
       try channel.writeOutbound(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: method, uri: "/")))
       try channel.writeOutbound(HTTPClientRequestPart.end(nil))
     }
-    var reading = Reading()
-    func collect() throws {
-      while let part = try channel.readInbound(as: HTTPClientResponsePart.self) {
-        switch part {
-        case .head(let head):
-          // Trailing whitespace trimmed: llhttp keeps it in the value, this codec drops it (RFC 9110 5.5: it is
-          // not part of the value, and an HTTP/2 peer must refuse a value ending in it).
-          let headers = head.headers.map { "\($0.name)=\(String($0.value.reversed().drop { $0 == " " || $0 == "\t" }.reversed()))" }
-            .joined(separator: ",")
-          // Not the reason phrase: NIO's decoder drops it for codes it has no name for (this codec keeps it).
-          reading.parts.append("head \(head.version) \(head.status.code) [\(headers)]")
-        case .body(let buffer):
-          let text = String(buffer: buffer)
-          if let last = reading.parts.last, last.hasPrefix("body ") {
-            reading.parts[reading.parts.count - 1] = last + text
-          } else {
-            reading.parts.append("body " + text)
-          }
-        case .end(let trailers):
-          reading.parts.append("end \(trailers.map { $0.map { "\($0.name)=\($0.value)" }.joined(separator: ",") } ?? "-")")
-        }
-      }
+    // Not the reason phrase: NIO's decoder drops it for codes it has no name for (this codec keeps it).
+    return try Reading.read(channel, bytes, piece: piece, eof: eof) { (head: HTTPResponseHead) in
+      "\(head.version) \(head.status.code) [\(Reading.fields(head.headers, trimmed: true))]"
     }
-    let data = Array(bytes.utf8)
-    var offset = 0
-    do {
-      while offset < data.count {
-        let end = min(data.count, offset + min(piece, data.count))
-        try channel.writeInbound(ByteBuffer(bytes: data[offset..<end]))
-        offset = end
-        try collect()
-      }
-      if eof {
-        channel.pipeline.fireChannelInactive()
-        try channel.throwIfErrorCaught()
-      }
-    } catch {
-      reading.failed = true
-    }
-    try collect()
-    return reading
   }
 
   static let valid: [(String, [HTTPMethod])] = [
@@ -128,6 +86,18 @@ struct HTTP1ClientCodecTests {
     }
     #expect(head.status.code == 599 && head.status.reasonPhrase == "Odd Thing")
     #expect(head.headers["x-a"] == ["v w"])
+  }
+
+  @Test("names compare in any ASCII case, and only letters fold (CR is not `-`, `@` is not a backtick)")
+  func nameComparison() {
+    func isName(_ bytes: String, _ lowercase: StaticString) -> Bool {
+      Array(bytes.utf8).withUnsafeBytes { HTTP1Grammar.isName($0, lowercase) }
+    }
+    #expect(isName("Content-Length", "content-length") && isName("CONTENT-LENGTH", "content-length"))
+    #expect(!isName("content\rlength", "content-length"))
+    #expect(!isName("content-lengtH ", "content-length"))
+    #expect(!isName("@", "`"))
+    #expect(HTTPHeaderRules.isName("Keep-Alive", "keep-alive") && !HTTPHeaderRules.isName("keep\ralive", "keep-alive"))
   }
 
   @Test("header-name bytes are exactly RFC 9110's tchar")

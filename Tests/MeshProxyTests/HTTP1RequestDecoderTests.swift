@@ -21,55 +21,12 @@ struct HTTP1RequestDecoderTests {
     return channel
   }
 
-  /// The requests as text (bodies joined; header values without trailing whitespace, which llhttp keeps), and
-  /// whether an error was caught (and whether it was an `HTTPParserError`).
-  struct Reading: Equatable, CustomStringConvertible {
-    var parts: [String] = []
-    var failed = false
-    var parserError = false
-    var description: String { parts.joined(separator: " | ") + (failed ? " | error" : "") }
-  }
+  typealias Reading = HTTP1DecoderReading
 
   static func read(_ decoder: Decoder, _ bytes: String, piece: Int = .max, eof: Bool = false) throws -> Reading {
-    let channel = try channel(decoder)
-    var reading = Reading()
-    func collect() throws {
-      while let part = try channel.readInbound(as: HTTPServerRequestPart.self) {
-        switch part {
-        case .head(let head):
-          let headers = head.headers.map { "\($0.name)=\(String($0.value.reversed().drop { $0 == " " || $0 == "\t" }.reversed()))" }
-          reading.parts.append("head \(head.method) \(head.uri) \(head.version) [\(headers.joined(separator: ","))]")
-        case .body(let buffer):
-          let text = String(buffer: buffer)
-          if let last = reading.parts.last, last.hasPrefix("body ") {
-            reading.parts[reading.parts.count - 1] = last + text
-          } else {
-            reading.parts.append("body " + text)
-          }
-        case .end(let trailers):
-          reading.parts.append("end \(trailers.map { $0.map { "\($0.name)=\($0.value)" }.joined(separator: ",") } ?? "-")")
-        }
-      }
+    try Reading.read(try channel(decoder), bytes, piece: piece, eof: eof) { (head: HTTPRequestHead) in
+      "\(head.method) \(head.uri) \(head.version) [\(Reading.fields(head.headers, trimmed: true))]"
     }
-    let data = Array(bytes.utf8)
-    var offset = 0
-    do {
-      while offset < data.count {
-        let end = min(data.count, offset + min(piece, data.count))
-        try channel.writeInbound(ByteBuffer(bytes: data[offset..<end]))
-        offset = end
-        try collect()
-      }
-      if eof {
-        channel.pipeline.fireChannelInactive()
-        try channel.throwIfErrorCaught()
-      }
-    } catch {
-      reading.failed = true
-      reading.parserError = error is HTTPParserError
-    }
-    try collect()
-    return reading
   }
 
   static let valid: [String] = [

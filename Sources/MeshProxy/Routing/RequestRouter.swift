@@ -207,17 +207,21 @@ enum HTTPHeaderRules {
     var name = name
     var lowercase = lowercase
     return name.withUTF8 { bytes in
-      lowercase.withUTF8 { expected in
-        guard bytes.count == expected.count else { return false }
-        for index in 0..<bytes.count {
-          let byte = bytes[index]
-          if byte != expected[index], !(byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") && byte | 0x20 == expected[index]) {
-            return false
-          }
-        }
-        return true
+      lowercase.withUTF8 { expected in isName(UnsafeRawBufferPointer(bytes), UnsafeRawBufferPointer(expected)) }
+    }
+  }
+
+  /// The same on bytes (the HTTP/1.1 decoders compare names and tokens before they are strings). Only A-Z
+  /// fold: `byte | 0x20` alone would also take CR for `-`.
+  static func isName(_ bytes: UnsafeRawBufferPointer, _ lowercase: UnsafeRawBufferPointer) -> Bool {
+    guard bytes.count == lowercase.count else { return false }
+    for index in 0..<bytes.count {
+      let byte = bytes[index]
+      if byte != lowercase[index], !(byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") && byte | 0x20 == lowercase[index]) {
+        return false
       }
     }
+    return true
   }
 
   /// The hop-by-hop headers, as a set of bits.

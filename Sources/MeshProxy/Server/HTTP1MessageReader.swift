@@ -363,12 +363,9 @@ enum HTTP1Grammar {
     byte < 64 ? tokenLow >> UInt64(byte) & 1 != 0 : byte < 128 && tokenHigh >> UInt64(byte - 64) & 1 != 0
   }
 
-  /// Whether `bytes` is `lowercase`, ignoring ASCII case.
+  /// Whether `bytes` is `lowercase`, ignoring ASCII case (the byte-level `HTTPHeaderRules.isName`).
   static func isName(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
-    let expected = UnsafeRawBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
-    guard bytes.count == expected.count else { return false }
-    for index in 0..<bytes.count where bytes[index] | 0x20 != expected[index] { return false }
-    return true
+    HTTPHeaderRules.isName(bytes, UnsafeRawBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount))
   }
 
   /// A `content-length` value: digits only.
