@@ -129,6 +129,8 @@ private struct KubeAPIRunner: Service {
       try await cancelWhenGracefulShutdown {
         try await server.run(writingKubeconfigTo: path) { url in
           print("kube API listening on \(url)" + (path.map { "; kubeconfig written to \($0)" } ?? ""))
+          // Scripts wait for this line in a log file: a pipe or a file buffers stdout until exit otherwise.
+          fflush(nil)
         }
       }
     } catch is CancellationError {

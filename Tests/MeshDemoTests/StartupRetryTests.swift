@@ -79,7 +79,8 @@ struct StartupRetryTests {
     let api = try BackgroundProcess(
       "\(Self.bin)/meshctl", ["dev", "kube-api", "--listen", "127.0.0.1:0", "--kubeconfig-out", kubeconfig])
     defer { api.terminate() }
-    try await api.waitForOutput(containing: "kube API listening", timeout: .seconds(30))
+    // Not the server's "kube API listening" log line: that one comes before the kubeconfig is written.
+    try await api.waitForOutput(containing: "kubeconfig written to", timeout: .seconds(30))
 
     let started = ContinuousClock.now
     let sidecar = try BackgroundProcess(
@@ -238,7 +239,7 @@ struct StartupRetryTests {
       "\(Self.bin)/mesh-controller",
       ["identity", "--issuer-dir", files.issuer, "--tokens", files.tokens, "--listen", "127.0.0.1:\(identityListen)"])
     defer { identity.terminate() }
-    try await api.waitForOutput(containing: "kube API listening", timeout: .seconds(30))
+    try await api.waitForOutput(containing: "kubeconfig written to", timeout: .seconds(30))
     try await identity.waitForOutput(containing: "identity service listening", timeout: .seconds(30))
     try "stolen-token\n".write(toFile: files.dir.file("refused.token"), atomically: true, encoding: .utf8)
 
