@@ -2,14 +2,14 @@ import NIOCore
 import NIOHPACK
 import NIOHTTP2
 
-/// Validates the header blocks an HTTP/2 stream *receives*, as RFC 9113 (8.2, 8.3) demands, in place of
+/// The rules for the header blocks an HTTP/2 stream *receives*, as RFC 9113 (8.2, 8.3) demands, in place of
 /// swift-nio-http2's header block validation, which the proxy's connections turn off.
 ///
 /// swift-nio-http2 validates every header block it sends as well as those it receives, with one switch for
 /// both. A proxy sends only what it received and validated, or its own headers, so validating the sent blocks
 /// again cost an HTTP/2 hop about 17,000 instructions a request, and the received ones as much again, most of
-/// it in generic `Substring` iteration (Benchmarks/load/instructions.sh). This handler checks the same rules on
-/// the received blocks, byte by byte:
+/// it in generic `Substring` iteration (Benchmarks/load/instructions.sh). The same rules are checked
+/// here on the received blocks, byte by byte:
 ///
 /// - field names are lowercase tokens, and pseudo-header fields come first, each at most once, and only
 ///   those a block of its kind may carry (`:method`, `:scheme`, `:path`, `:authority` in a request; `:status`
@@ -20,50 +20,15 @@ import NIOHTTP2
 ///   `upgrade`), and `te` only as `trailers` in a request;
 /// - `:protocol` (extended CONNECT) is refused: the proxy does not offer it.
 ///
-/// A malformed request is reset with PROTOCOL_ERROR and goes no further; a malformed response fails the
-/// stream with ``Malformed`` (the proxy answers its client 502) and resets it. Nothing after it is read.
-/// Sits first in a stream's pipeline, on both sides.
-final class HTTP2HeaderValidator: ChannelInboundHandler, RemovableChannelHandler {
-  typealias InboundIn = HTTP2Frame.FramePayload
-  typealias InboundOut = HTTP2Frame.FramePayload
-  typealias OutboundOut = HTTP2Frame.FramePayload
-
-  /// Which side of the stream this is: a server receives a request, a client a response.
-  enum Role {
-    case server
-    case client
-  }
-
+/// The codecs (``HTTP2ClientStreamCodec``, ``HTTP2ServerStreamCodec``) run these checks in the pass that
+/// reads a block's pseudo-header fields: a malformed request is reset with PROTOCOL_ERROR and goes no
+/// further; a malformed response fails the stream with ``Malformed`` (the proxy answers its client 502) and
+/// resets it. Nothing after it is read.
+enum HTTP2HeaderValidator {
   /// A received header block broke a rule of RFC 9113.
   struct Malformed: Error, CustomStringConvertible {
     let reason: String
     var description: String { "malformed HTTP/2 header block: \(reason)" }
-  }
-
-  private let role: Role
-  /// The block received next is trailers (a request or a final response came already).
-  private var expectTrailers = false
-  private var failed = false
-
-  init(role: Role) { self.role = role }
-
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    if failed { return }
-    guard case .headers(let frame) = unwrapInboundIn(data) else {
-      context.fireChannelRead(data)
-      return
-    }
-    let kind: Kind = expectTrailers ? .trailers : (role == .server ? .request : .response)
-    switch Self.check(frame.headers, as: kind) {
-    case .valid(let finalResponse):
-      if kind == .request || (kind == .response && finalResponse) { expectTrailers = true }
-      context.fireChannelRead(data)
-    case .invalid(let reason):
-      failed = true
-      if role == .client { context.fireErrorCaught(Malformed(reason: reason)) }
-      context.writeAndFlush(wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
-      context.close(promise: nil)
-    }
   }
 
   // MARK: The rules
@@ -80,6 +45,24 @@ final class HTTP2HeaderValidator: ChannelInboundHandler, RemovableChannelHandler
     case invalid(String)
   }
 
+  /// What a valid block's pseudo-header fields said, and the two regular fields the translation to HTTP/1
+  /// looks for, found in the same pass.
+  struct Block {
+    var method: String?
+    var path: String?
+    var authority: String?
+    var status: String?
+    var hasHost = false
+    var hasContentLength = false
+    /// A response that is not 1xx.
+    var finalResponse: Bool { status.map { $0.utf8.first != UInt8(ascii: "1") } ?? false }
+  }
+
+  enum Reading {
+    case valid(Block)
+    case invalid(String)
+  }
+
   private struct Pseudo: OptionSet {
     let rawValue: UInt8
     static let method = Pseudo(rawValue: 1 << 0)
@@ -91,11 +74,19 @@ final class HTTP2HeaderValidator: ChannelInboundHandler, RemovableChannelHandler
 
   /// Checks one received header block of `kind`.
   static func check(_ headers: HPACKHeaders, as kind: Kind) -> Verdict {
+    switch read(headers, as: kind) {
+    case .valid(let block): .valid(finalResponse: kind == .response && block.finalResponse)
+    case .invalid(let reason): .invalid(reason)
+    }
+  }
+
+  /// Checks one received header block of `kind`, and reads its pseudo-header fields on the way.
+  static func read(_ headers: HPACKHeaders, as kind: Kind) -> Reading {
     var seen: Pseudo = []
     var regularBegun = false
     var isConnect = false
     var emptyPath = false
-    var informational = false
+    var block = Block()
     for (name, value, _) in headers {
       guard let first = name.utf8.first else { return .invalid("an empty field name") }
       if first == UInt8(ascii: ":") {
@@ -105,19 +96,29 @@ final class HTTP2HeaderValidator: ChannelInboundHandler, RemovableChannelHandler
         seen.insert(pseudo)
         guard isValidPseudoValue(value) else { return .invalid("a space or control byte in \(name)") }
         switch pseudo {
-        case .method: isConnect = value == "CONNECT"
-        case .path: emptyPath = value.utf8.isEmpty
-        case .status: informational = value.utf8.first == UInt8(ascii: "1")
+        case .method:
+          isConnect = value == "CONNECT"
+          block.method = value
+        case .path:
+          emptyPath = value.utf8.isEmpty
+          block.path = value
+        case .authority: block.authority = value
+        case .status: block.status = value
         default: break
         }
       } else {
         regularBegun = true
         guard isToken(name) else { return .invalid("field name '\(name)' is not a lowercase token") }
         guard isValidValue(value) else { return .invalid("NUL, CR or LF in the value of \(name)") }
-        if !HTTPHeaderRules.HopByHop(name).subtracting(.te).isEmpty {
-          return .invalid("connection-specific field \(name)")
+        switch name.utf8.count {
+        case 4 where name == "host": block.hasHost = true
+        case 14 where name == "content-length": block.hasContentLength = true
+        default:
+          if !HTTPHeaderRules.HopByHop(name).subtracting(.te).isEmpty {
+            return .invalid("connection-specific field \(name)")
+          }
+          if kind == .request, name == "te", value != "trailers" { return .invalid("te other than trailers") }
         }
-        if kind == .request, name == "te", value != "trailers" { return .invalid("te other than trailers") }
       }
     }
     let allowed: Pseudo
@@ -136,7 +137,7 @@ final class HTTP2HeaderValidator: ChannelInboundHandler, RemovableChannelHandler
     }
     guard seen.isSubset(of: allowed) else { return .invalid("pseudo-header fields a \(kind) may not carry") }
     guard seen.isSuperset(of: mandatory) else { return .invalid("a mandatory pseudo-header field of a \(kind) is missing") }
-    return .valid(finalResponse: kind == .response && !informational)
+    return .valid(block)
   }
 
   private static func pseudoField(_ name: String) -> Pseudo? {

@@ -413,9 +413,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     ) { stream in
       // Set up at once, and answered with the loop's cached succeeded future rather than a new one per stream.
       do {
-        try stream.pipeline.syncOperations.addHandler(HTTP2HeaderValidator(role: .server))
-        try stream.pipeline.syncOperations.addHandler(TrailersOnlyCoalescer())
-        try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+        try stream.pipeline.syncOperations.addHandler(HTTP2ServerStreamCodec())
         try stream.pipeline.syncOperations.addHandler(
           ProxyRequestHandler(
             router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: true,

@@ -229,8 +229,7 @@ final class UpstreamPool: @unchecked Sendable {
     connection.multiplexer.createStreamChannel(promise: promise) { stream in
       // Set up at once, and answered with the loop's cached succeeded future rather than a new one.
       do {
-        try stream.pipeline.syncOperations.addHandler(HTTP2HeaderValidator(role: .client))
-        try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http))
+        try stream.pipeline.syncOperations.addHandler(HTTP2ClientStreamCodec())
         return stream.eventLoop.makeSucceededVoidFuture()
       } catch {
         return stream.eventLoop.makeFailedFuture(error)

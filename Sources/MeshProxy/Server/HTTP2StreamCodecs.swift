@@ -1,0 +1,418 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+import NIOHTTP2
+
+// The proxy's HTTP/2 streams carry HTTP/1-style parts (`HTTPClientRequestPart`, `HTTPServerResponsePart`...)
+// to and from the request handler. One handler per stream does what three did: swift-nio-http2's
+// `HTTP2FramePayloadTo­HTTP1{Client,Server}Codec`, the receive-side validation (``HTTP2HeaderValidator``), and,
+// on the server side, keeping a response without a body one HEADERS frame (the gRPC trailers-only form).
+//
+// Each handler in a stream's pipeline is set up and torn down per request, and every frame passes each; and
+// NIO's codecs build each header block three times (an array, `HTTPHeaders`, then `HPACKHeaders`, lowercasing
+// every name with Unicode rules and comparing it with five names). Together that was about 37,000
+// instructions a request on each side of the mTLS pair (Benchmarks/load/instructions.sh). Here a block is
+// built once, names are lowercased only when they have an uppercase letter, and a received block is
+// validated and read in one pass.
+//
+// The translation is NIO's, rule for rule:
+// - a request's `host` becomes `:authority` (none, or two, is an error), after `:path`, `:method` and
+//   `:scheme`; names are lowercased; `connection`, `keep-alive`, `proxy-connection`, `transfer-encoding`,
+//   `upgrade` and the names `connection` lists are dropped;
+// - the last frame written is held until the end or a flush, so the end rides on it (END_STREAM) instead of
+//   an empty DATA frame;
+// - a received request gets `host` from `:authority` unless it has one, and a body framing header when its
+//   method may have a body and it has no `content-length`: `content-length: 0` when the HEADERS end the
+//   stream, else `transfer-encoding: chunked`; a final response the same unless it is 204, 304, or answers
+//   HEAD or CONNECT;
+// - heads carry version 2.0; DATA frames are bodies, END_STREAM is the end; other frames have no HTTP/1 part.
+
+/// HTTP/1 heads to HTTP/2 header blocks and back.
+enum HTTP2Translation {
+  /// `name` in lowercase ASCII: the same string (no copy) unless it has an uppercase letter. Field names are
+  /// tokens, so ASCII is all there is to fold.
+  static func lowercased(_ name: String) -> String {
+    var name = name
+    return name.withUTF8 { bytes in
+      guard bytes.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) else { return nil }
+      return String(unsafeUninitializedCapacity: bytes.count) { out in
+        for index in 0..<bytes.count {
+          let byte = bytes[index]
+          out[index] = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+        }
+        return bytes.count
+      }
+    } ?? name
+  }
+
+  /// The names an HTTP/1 `connection` header lists, lowercased (only when there is one).
+  private static func connectionListed(_ headers: HTTPHeaders) -> [String] {
+    var listed: [String] = []
+    for (name, value) in headers where name.utf8.count == 10 && HTTPHeaderRules.isName(name, "connection") {
+      for token in value.split(separator: ",") {
+        let trimmed = HTTPHeaderRules.trimmed(token)
+        if !trimmed.isEmpty { listed.append(lowercased(trimmed)) }
+      }
+    }
+    return listed
+  }
+
+  /// Appends the HTTP/1 `headers` a block may carry, names lowercased; `skippingHost` leaves out `host` (it
+  /// became `:authority`).
+  private static func appendRegular(_ headers: HTTPHeaders, to block: inout HPACKHeaders, skippingHost: Bool) {
+    let listed = connectionListed(headers)
+    for (name, value) in headers {
+      if skippingHost, name.utf8.count == 4, HTTPHeaderRules.isName(name, "host") { continue }
+      let hopByHop = HTTPHeaderRules.HopByHop(name)
+      if !hopByHop.subtracting(.te).isEmpty { continue }
+      if !listed.isEmpty, hopByHop.isEmpty, listed.contains(where: { HTTPHeaderRules.isName(name, $0) }) { continue }
+      block.add(name: lowercased(name), value: value)
+    }
+  }
+
+  /// A request head as HTTP/2 header fields.
+  static func requestBlock(_ head: HTTPRequestHead, scheme: String) throws -> HPACKHeaders {
+    var authority: String?
+    for (name, value) in head.headers where name.utf8.count == 4 && HTTPHeaderRules.isName(name, "host") {
+      if authority != nil { throw NIOHTTP2Errors.duplicateHostHeader() }
+      authority = value
+    }
+    guard let authority else { throw NIOHTTP2Errors.missingHostHeader() }
+    var block = HPACKHeaders()
+    block.reserveCapacity(head.headers.count + 3)
+    block.add(name: ":path", value: head.uri)
+    block.add(name: ":method", value: head.method.rawValue)
+    block.add(name: ":scheme", value: scheme)
+    block.add(name: ":authority", value: authority)
+    appendRegular(head.headers, to: &block, skippingHost: true)
+    return block
+  }
+
+  /// A response head as HTTP/2 header fields.
+  static func responseBlock(_ head: HTTPResponseHead) -> HPACKHeaders {
+    var block = HPACKHeaders()
+    block.reserveCapacity(head.headers.count + 1)
+    block.add(name: ":status", value: statusString(head.status.code))
+    appendRegular(head.headers, to: &block, skippingHost: false)
+    return block
+  }
+
+  /// Trailers as HTTP/2 header fields.
+  static func trailersBlock(_ trailers: HTTPHeaders) -> HPACKHeaders {
+    var block = HPACKHeaders()
+    block.reserveCapacity(trailers.count)
+    appendRegular(trailers, to: &block, skippingHost: false)
+    return block
+  }
+
+  private static func statusString(_ code: UInt) -> String {
+    switch code {
+    case 200: "200"
+    case 204: "204"
+    case 404: "404"
+    case 502: "502"
+    case 503: "503"
+    default: String(code)
+    }
+  }
+
+  /// A block's regular fields as HTTP/1 headers, after `first` and `second`, with room for `extra` more.
+  static func regularHeaders(
+    _ block: HPACKHeaders, first: (String, String)? = nil, second: (String, String)? = nil, extra: Int = 0
+  ) -> HTTPHeaders {
+    var fields: [(String, String)] = []
+    fields.reserveCapacity(block.count + extra + 2)
+    if let first { fields.append(first) }
+    if let second { fields.append(second) }
+    for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") { fields.append((name, value)) }
+    return HTTPHeaders(fields)
+  }
+
+  /// The methods after which a request without `content-length` is given body framing.
+  static func mayHaveBody(_ method: HTTPMethod) -> Bool {
+    switch method {
+    case .GET, .HEAD, .DELETE, .CONNECT, .TRACE: false
+    default: true
+    }
+  }
+}
+
+/// An upstream HTTP/2 stream on the client side: HTTP/1 request parts out, response parts in; the received
+/// blocks are validated (``HTTP2HeaderValidator``). A malformed response fails the stream with
+/// ``HTTP2HeaderValidator/Malformed`` and resets it.
+final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandler {
+  typealias InboundIn = HTTP2Frame.FramePayload
+  typealias InboundOut = HTTPClientResponsePart
+  typealias OutboundIn = HTTPClientRequestPart
+  typealias OutboundOut = HTTP2Frame.FramePayload
+
+  private let scheme: String
+  /// The request's method once its head is written: a response to HEAD or CONNECT gets no body framing.
+  private var requestMethod: HTTPMethod?
+  private var finalResponseSeen = false
+  private var failed = false
+  /// The last frame written, held so that the end can ride on it.
+  private var pending: (frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?)?
+
+  init(scheme: String = "http") { self.scheme = scheme }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    if failed { return }
+    switch unwrapInboundIn(data) {
+    case .headers(let frame):
+      let kind: HTTP2HeaderValidator.Kind = finalResponseSeen ? .trailers : .response
+      switch HTTP2HeaderValidator.read(frame.headers, as: kind) {
+      case .invalid(let reason):
+        fail(.init(reason: reason), context: context)
+      case .valid(let block):
+        if kind == .trailers {
+          context.fireChannelRead(wrapInboundOut(.end(HTTP2Translation.regularHeaders(frame.headers))))
+          return
+        }
+        guard let statusValue = block.status, let code = Int(statusValue, radix: 10), (100...999).contains(code) else {
+          fail(.init(reason: "a :status that is not three digits"), context: context)
+          return
+        }
+        let status = HTTPResponseStatus(statusCode: code)
+        guard block.finalResponse else {
+          let headers = HTTP2Translation.regularHeaders(frame.headers)
+          context.fireChannelRead(wrapInboundOut(.head(HTTPResponseHead(version: .http2, status: status, headers: headers))))
+          return
+        }
+        guard let method = requestMethod else {
+          fail(.init(reason: "a response before the request"), context: context)
+          return
+        }
+        finalResponseSeen = true
+        var headers = HTTP2Translation.regularHeaders(frame.headers, extra: 1)
+        if code != 204, code != 304, method != .HEAD, method != .CONNECT, !block.hasContentLength {
+          if frame.endStream {
+            headers.add(name: "content-length", value: "0")
+          } else {
+            headers.add(name: "transfer-encoding", value: "chunked")
+          }
+        }
+        context.fireChannelRead(wrapInboundOut(.head(HTTPResponseHead(version: .http2, status: status, headers: headers))))
+        if frame.endStream { context.fireChannelRead(wrapInboundOut(.end(nil))) }
+      }
+    case .data(let frame):
+      guard case .byteBuffer(let buffer) = frame.data else { return }
+      if frame.endStream {
+        if buffer.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(buffer))) }
+        context.fireChannelRead(wrapInboundOut(.end(nil)))
+      } else {
+        context.fireChannelRead(wrapInboundOut(.body(buffer)))
+      }
+    default:
+      break
+    }
+  }
+
+  private func fail(_ error: HTTP2HeaderValidator.Malformed, context: ChannelHandlerContext) {
+    failed = true
+    context.fireErrorCaught(error)
+    context.writeAndFlush(wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
+    context.close(promise: nil)
+  }
+
+  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    switch unwrapOutboundIn(data) {
+    case .head(let head):
+      precondition(requestMethod == nil, "one request per HTTP/2 stream")
+      do {
+        let block = try HTTP2Translation.requestBlock(head, scheme: scheme)
+        requestMethod = head.method
+        writePending(context: context)
+        pending = (.headers(.init(headers: block)), promise)
+      } catch {
+        promise?.fail(error)
+        context.fireErrorCaught(error)
+      }
+    case .body(let body):
+      writePending(context: context)
+      pending = (.data(.init(data: body)), promise)
+    case .end(let trailers):
+      let last = pending.take()
+      switch (last?.frame, trailers) {
+      case (.headers(var headers), nil):
+        headers.endStream = true
+        var combined = last?.promise
+        combined.setOrCascade(to: promise)
+        context.write(wrapOutboundOut(.headers(headers)), promise: combined)
+      case (.data(var body), nil):
+        body.endStream = true
+        var combined = last?.promise
+        combined.setOrCascade(to: promise)
+        context.write(wrapOutboundOut(.data(body)), promise: combined)
+      case (let frame?, let trailers?):
+        context.write(wrapOutboundOut(frame), promise: last?.promise)
+        context.write(wrapOutboundOut(.headers(.init(headers: HTTP2Translation.trailersBlock(trailers), endStream: true))), promise: promise)
+      case (nil, let trailers?):
+        context.write(wrapOutboundOut(.headers(.init(headers: HTTP2Translation.trailersBlock(trailers), endStream: true))), promise: promise)
+      case (let frame?, nil):
+        // Only HEADERS and DATA are ever held.
+        context.write(wrapOutboundOut(frame), promise: last?.promise)
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
+      case (nil, nil):
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
+      }
+    }
+  }
+
+  private func writePending(context: ChannelHandlerContext) {
+    if let last = pending.take() { context.write(wrapOutboundOut(last.frame), promise: last.promise) }
+  }
+
+  func flush(context: ChannelHandlerContext) {
+    writePending(context: context)
+    context.flush()
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    pending.take()?.promise?.fail(error)
+    context.fireErrorCaught(error)
+  }
+}
+
+/// A downstream HTTP/2 stream on the server side: request parts in (the received blocks validated by
+/// ``HTTP2HeaderValidator``; a malformed request is reset with PROTOCOL_ERROR and goes no further), response
+/// parts out.
+///
+/// A final response head is held until the next write or flush: when the end comes right behind it with no
+/// body, the two become one HEADERS frame with END_STREAM. That is how a gRPC *trailers-only* response (how C
+/// core, Go and Java servers answer every error: `:status`, `grpc-status` and `grpc-message` in one HEADERS
+/// frame) must look; re-sent as HEADERS and an empty DATA frame, a gRPC client finds no trailers and reports
+/// UNKNOWN instead of the server's status. A ``StreamResetEvent`` goes out as RST_STREAM with its code, so
+/// that an upstream's reset crosses the proxy as a reset.
+final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler {
+  typealias InboundIn = HTTP2Frame.FramePayload
+  typealias InboundOut = HTTPServerRequestPart
+  typealias OutboundIn = HTTPServerResponsePart
+  typealias OutboundOut = HTTP2Frame.FramePayload
+
+  private var requestSeen = false
+  private var failed = false
+  private var held: (headers: HTTP2Frame.FramePayload.Headers, promise: EventLoopPromise<Void>?)?
+  /// The final response head has gone by: nothing more is held.
+  private var finalHeadSeen = false
+
+  init() {}
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    if failed { return }
+    switch unwrapInboundIn(data) {
+    case .headers(let frame):
+      let kind: HTTP2HeaderValidator.Kind = requestSeen ? .trailers : .request
+      switch HTTP2HeaderValidator.read(frame.headers, as: kind) {
+      case .invalid:
+        refuse(context: context)
+      case .valid(let block):
+        if kind == .trailers {
+          context.fireChannelRead(wrapInboundOut(.end(HTTP2Translation.regularHeaders(frame.headers))))
+          return
+        }
+        // The validator has made sure of `:method`, and of `:path` unless the method is CONNECT.
+        guard let methodValue = block.method, let path = block.path, let authority = block.authority ?? (block.hasHost ? "" : nil)
+        else {
+          // CONNECT (no `:path`), or neither `:authority` nor `host`: nothing here to forward it to.
+          refuse(context: context)
+          return
+        }
+        requestSeen = true
+        let method = HTTPMethod(rawValue: methodValue)
+        var framing: (String, String)?
+        if HTTP2Translation.mayHaveBody(method), !block.hasContentLength {
+          framing = frame.endStream ? ("content-length", "0") : ("transfer-encoding", "chunked")
+        }
+        let headers = HTTP2Translation.regularHeaders(frame.headers, first: block.hasHost ? nil : ("host", authority), second: framing)
+        context.fireChannelRead(wrapInboundOut(.head(HTTPRequestHead(version: .http2, method: method, uri: path, headers: headers))))
+        if frame.endStream { context.fireChannelRead(wrapInboundOut(.end(nil))) }
+      }
+    case .data(let frame):
+      guard case .byteBuffer(let buffer) = frame.data else { return }
+      if frame.endStream {
+        if buffer.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(buffer))) }
+        context.fireChannelRead(wrapInboundOut(.end(nil)))
+      } else {
+        context.fireChannelRead(wrapInboundOut(.body(buffer)))
+      }
+    default:
+      break
+    }
+  }
+
+  private func refuse(context: ChannelHandlerContext) {
+    failed = true
+    context.writeAndFlush(wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
+    context.close(promise: nil)
+  }
+
+  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    switch unwrapOutboundIn(data) {
+    case .head(let head):
+      writeHeld(context: context)
+      let headers = HTTP2Frame.FramePayload.Headers(headers: HTTP2Translation.responseBlock(head))
+      if finalHeadSeen || head.status.code < 200 {
+        // 1xx heads are informational: the final response comes after them.
+        context.write(wrapOutboundOut(.headers(headers)), promise: promise)
+      } else {
+        finalHeadSeen = true
+        held = (headers, promise)
+      }
+    case .body(let body):
+      writeHeld(context: context)
+      context.write(wrapOutboundOut(.data(.init(data: body))), promise: promise)
+    case .end(nil):
+      if let held = held.take() {
+        var headers = held.headers
+        headers.endStream = true
+        var combined = held.promise
+        combined.setOrCascade(to: promise)
+        context.write(wrapOutboundOut(.headers(headers)), promise: combined)
+      } else {
+        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
+      }
+    case .end(let trailers?):
+      writeHeld(context: context)
+      context.write(wrapOutboundOut(.headers(.init(headers: HTTP2Translation.trailersBlock(trailers), endStream: true))), promise: promise)
+    }
+  }
+
+  private func writeHeld(context: ChannelHandlerContext) {
+    if let held = held.take() { context.write(wrapOutboundOut(.headers(held.headers)), promise: held.promise) }
+  }
+
+  func flush(context: ChannelHandlerContext) {
+    writeHeld(context: context)
+    context.flush()
+  }
+
+  func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+    guard let reset = event as? StreamResetEvent else {
+      context.triggerUserOutboundEvent(event, promise: promise)
+      return
+    }
+    held = nil
+    context.writeAndFlush(wrapOutboundOut(.rstStream(reset.code)), promise: promise)
+  }
+
+  func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+    if let held = held.take() {
+      context.write(wrapOutboundOut(.headers(held.headers)), promise: held.promise)
+      context.flush()
+    }
+    context.close(mode: mode, promise: promise)
+  }
+}
+
+/// Asks a downstream HTTP/2 stream to reset with `code` (the upstream's own reset, passed on).
+struct StreamResetEvent: Sendable {
+  var code: HTTP2ErrorCode
+}
+
+extension Optional {
+  fileprivate mutating func take() -> Wrapped? {
+    defer { self = nil }
+    return self
+  }
+}
