@@ -197,11 +197,30 @@ package final class OutboundRouter: RequestRouter, Sendable {
   }
 
   package func openNow(_ request: RoutedRequest, on eventLoop: any EventLoop) -> UpstreamOpening {
+    let promise = eventLoop.makePromise(of: Upstream.self)
+    if let upstream = openNow(request, on: eventLoop, completion: { promise.completeWith($0) }) {
+      promise.succeed(upstream)
+    }
+    return .pending(promise.futureResult)
+  }
+
+  package func openNow(
+    _ request: RoutedRequest, on eventLoop: any EventLoop, for opener: NIOLoopBound<any UpstreamOpener>
+  ) -> Upstream? {
+    openNow(request, on: eventLoop, completion: opener.completion)
+  }
+
+  /// The upstream at hand, or nil and `completion` later. `completion` is an autoclosure so that it is made
+  /// only when the upstream is not at hand.
+  func openNow(
+    _ request: RoutedRequest, on eventLoop: any EventLoop, completion: @autoclosure () -> UpstreamCompletion
+  ) -> Upstream? {
     guard let apex = request.authority else {
-      return .pending(eventLoop.makeFailedFuture(ProxyError(.badAuthority, "request has no valid Host/:authority")))
+      completion()(.failure(ProxyError(.badAuthority, "request has no valid Host/:authority")))
+      return nil
     }
     let deadline = request.receivedAt + TimeAmount(configuration.failfastTimeout)
-    return attempt(request, apex: apex, deadline: deadline, attemptsLeft: Self.connectAttempts, on: eventLoop)
+    return attempt(request, apex: apex, deadline: deadline, attemptsLeft: Self.connectAttempts, on: eventLoop, completion: completion())
   }
 
   /// The target of one attempt: a leaf of the apex's traffic split (by weight, among leaves that have an
@@ -326,8 +345,9 @@ package final class OutboundRouter: RequestRouter, Sendable {
   static let connectAttempts = 3
 
   private func attempt(
-    _ request: RoutedRequest, apex: Authority, deadline: NIODeadline, attemptsLeft: Int, on eventLoop: any EventLoop
-  ) -> UpstreamOpening {
+    _ request: RoutedRequest, apex: Authority, deadline: NIODeadline, attemptsLeft: Int, on eventLoop: any EventLoop,
+    completion: @autoclosure () -> UpstreamCompletion
+  ) -> Upstream? {
     // Each attempt picks its leaf again: a connection refused by one leaf (a gateway gone) may go to another.
     let (authority, known) = pickTarget(request, apex: apex)
     var stamped = request.head
@@ -335,34 +355,84 @@ package final class OutboundRouter: RequestRouter, Sendable {
     do {
       try pools.loopGuard.stamp(&stamped.headers)
     } catch {
-      return .pending(eventLoop.makeFailedFuture(error))
+      completion()(.failure(error))
+      return nil
     }
     let head = stamped
-    let opened: EventLoopFuture<Upstream>
+    // What becomes of an attempt that did not open at once: a connection that could not be made is tried
+    // again (another endpoint, or the same one's next address) while attempts and time are left.
+    func retrying(_ completion: @escaping UpstreamCompletion) -> UpstreamCompletion {
+      { result in
+        guard case .failure(let error) = result, attemptsLeft > 1, let proxyError = error as? ProxyError,
+          proxyError.reason == .connectFailed, NIODeadline.now() < deadline
+        else { return completion(result) }
+        if let upstream = self.attempt(
+          request, apex: apex, deadline: deadline, attemptsLeft: attemptsLeft - 1, on: eventLoop, completion: completion)
+        {
+          completion(.success(upstream))
+        }
+      }
+    }
     if let target = readyTarget(for: authority, known: known, original: request.originalDestination) {
       // The usual case: the destination is resolved, and often an idle connection waits. Then no future is
-      // made at all.
+      // made at all, and through the mTLS pair none either: the stream's opening reports by a callback.
       switch open(target, request: request, apex: apex, head: head, deadline: deadline, on: eventLoop) {
-      case .ready(let upstream): return .ready(upstream)
-      case .pending(let future): opened = future
+      case .ready(let upstream): return upstream
+      case .pending(let future): future.hop(to: eventLoop).whenComplete(retrying(completion()))
+      case .stream(let opening): opening.start(retrying(completion()))
       }
-    } else {
-      opened = target(for: authority, original: request.originalDestination, on: eventLoop, deadline: deadline)
-        .flatMap { target in
-          switch self.open(target, request: request, apex: apex, head: head, deadline: deadline, on: eventLoop) {
-          case .ready(let upstream): eventLoop.makeSucceededFuture(upstream)
-          case .pending(let future): future
-          }
-        }
+      return nil
     }
-    return .pending(
-      opened.flatMapError { error in
-        guard attemptsLeft > 1, let proxyError = error as? ProxyError, proxyError.reason == .connectFailed,
-          NIODeadline.now() < deadline
-        else { return eventLoop.makeFailedFuture(error) }
-        return self.attempt(request, apex: apex, deadline: deadline, attemptsLeft: attemptsLeft - 1, on: eventLoop)
-          .future(on: eventLoop)
-      })
+    let whenOpened = retrying(completion())
+    target(for: authority, original: request.originalDestination, on: eventLoop, deadline: deadline)
+      .hop(to: eventLoop)
+      .whenComplete { result in
+        switch result {
+        case .success(let target):
+          switch self.open(target, request: request, apex: apex, head: head, deadline: deadline, on: eventLoop) {
+          case .ready(let upstream): whenOpened(.success(upstream))
+          case .pending(let future): future.hop(to: eventLoop).whenComplete(whenOpened)
+          case .stream(let opening): opening.start(whenOpened)
+          }
+        case .failure(let error):
+          whenOpened(.failure(error))
+        }
+      }
+    return nil
+  }
+
+  /// How one attempt's upstream comes: at once, later by a future, or later as an HTTP/2 stream that reports
+  /// by a callback.
+  private enum AttemptOpening {
+    case ready(Upstream)
+    case pending(EventLoopFuture<Upstream>)
+    case stream(StreamOpening)
+  }
+
+  /// An HTTP/2 stream to a meshed endpoint, to be opened (``UpstreamPool/openHTTP2Stream(to:identity:deadline:abandonment:complete:)``)
+  /// and made the upstream; a failure settles the balancer ticket.
+  private struct StreamOpening {
+    let pool: UpstreamPool
+    let address: Authority
+    let identity: IdentityName
+    let deadline: NIODeadline
+    let abandonment: RequestAbandonment
+    let ticket: TicketBox
+    let head: HTTPRequestHead
+    let labels: ProxyMetrics.RequestLabels
+
+    func start(_ completion: @escaping UpstreamCompletion) {
+      let (ticket, head, labels) = (self.ticket, self.head, self.labels)
+      pool.openHTTP2Stream(to: address, identity: identity, deadline: deadline, abandonment: abandonment) { result in
+        switch result {
+        case .success(let stream):
+          completion(.success(Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)))
+        case .failure(let error):
+          OutboundRouter.complete(ticket, failedWith: error)
+          completion(.failure(error))
+        }
+      }
+    }
   }
 
   /// The target of `authority` when it is known without waiting; nil when it must be waited for (not yet
@@ -379,7 +449,7 @@ package final class OutboundRouter: RequestRouter, Sendable {
   private func open(
     _ target: Target, request: RoutedRequest, apex: Authority, head: HTTPRequestHead, deadline: NIODeadline,
     on eventLoop: any EventLoop
-  ) -> UpstreamPools.Opening {
+  ) -> AttemptOpening {
     var head = head
     var labels = ProxyMetrics.RequestLabels(direction: direction, authority: apex.description, tls: false)
     labels.clientID = request.peerIdentity?.description ?? ""
@@ -387,10 +457,14 @@ package final class OutboundRouter: RequestRouter, Sendable {
     case .passthrough(let address):
       // A name discovery does not know: the application (or a peer) chose it, so it is not a label value.
       labels.authority = ""
-      return pools.plaintext(
+      switch pools.plaintext(
         to: address, http2: request.arrivedOverHTTP2, head: head, ticket: nil, labels: labels,
         limit: configuration.maxConnectionsPerEndpoint, deadline: deadline, abandonment: request.abandonment,
         on: eventLoop)
+      {
+      case .ready(let upstream): return .ready(upstream)
+      case .pending(let future): return .pending(future)
+      }
     case .endpoint(let ticket):
       let endpoint = ticket.endpoint
       labels.dstService = endpoint.metricLabels["service"] ?? ""
@@ -415,15 +489,12 @@ package final class OutboundRouter: RequestRouter, Sendable {
           }
         } else {
           if !request.arrivedOverHTTP2 { head.headers.replaceOrAdd(name: MeshHeaders.origProto, value: "HTTP/1.1") }
-          // One future for the whole opening (see there): the stream becomes the upstream, and a failure
-          // settles the ticket, inside it.
-          return .pending(
-            pools.pool(for: eventLoop).openHTTP2Stream(
-              to: endpoint.address, identity: identity, deadline: deadline, abandonment: request.abandonment,
-              onFailure: { error in Self.complete(ticket, failedWith: error) }
-            ) { [head, labels] stream in
-              Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
-            })
+          // No future for the opening (see there): the stream becomes the upstream, and a failure settles the
+          // ticket, in its callback.
+          return .stream(
+            StreamOpening(
+              pool: pools.pool(for: eventLoop), address: endpoint.address, identity: identity, deadline: deadline,
+              abandonment: request.abandonment, ticket: ticket, head: head, labels: labels))
         }
       } else {
         switch pools.plaintext(
@@ -444,7 +515,7 @@ package final class OutboundRouter: RequestRouter, Sendable {
   }
 
   /// Settles the balancer ticket of an upstream that could not be opened.
-  private static func complete(_ ticket: TicketBox, failedWith error: any Error) {
+  fileprivate static func complete(_ ticket: TicketBox, failedWith error: any Error) {
     switch (error as? ProxyError)?.reason {
     case .connectFailed: ticket.complete(.connectionFailure)
     // Shed (busy) or refused as a loop: says nothing about the endpoint's health.
@@ -632,5 +703,15 @@ package final class GatewayRouter: RequestRouter, Sendable {
   package func openNow(_ request: RoutedRequest, on eventLoop: any EventLoop) -> UpstreamOpening {
     if let refusal = check(request) { return .pending(eventLoop.makeFailedFuture(refusal)) }
     return local.openNow(forwardable(request), on: eventLoop)
+  }
+
+  package func openNow(
+    _ request: RoutedRequest, on eventLoop: any EventLoop, for opener: NIOLoopBound<any UpstreamOpener>
+  ) -> Upstream? {
+    if let refusal = check(request) {
+      opener.value.opened(.failure(refusal))
+      return nil
+    }
+    return local.openNow(forwardable(request), on: eventLoop, for: opener)
   }
 }

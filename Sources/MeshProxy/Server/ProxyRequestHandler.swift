@@ -14,7 +14,7 @@ import NIOHTTP2
 /// What happens to a request is decided by its ``StateMachine`` (in `ProxyRequestHandler+StateMachine.swift`);
 /// this handler feeds it the events and performs its actions: the channel I/O, the router's calls, the route
 /// timeout, metrics, tap and logs.
-final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler, UpstreamOpener {
   typealias InboundIn = HTTPServerRequestPart
   typealias OutboundOut = HTTPServerResponsePart
 
@@ -243,17 +243,14 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler 
   private func route(context: ChannelHandlerContext) {
     guard let request else { return }
     // Reads are not paused here: see `channelReadComplete`.
-    switch router.openNow(request, on: context.eventLoop) {
-    case .ready(let upstream):
+    let opener = NIOLoopBound<any UpstreamOpener>(self, eventLoop: context.eventLoop)
+    if let upstream = router.openNow(request, on: context.eventLoop, for: opener) {
       // At hand (what a completed future's callback would do at once, without the future).
       opened(.success(upstream))
-    case .pending(let future):
-      let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-      future.hop(to: context.eventLoop).whenComplete { result in bound.value.opened(result) }
     }
   }
 
-  private func opened(_ result: Result<Upstream, any Error>) {
+  func opened(_ result: Result<Upstream, any Error>) {
     guard let context else {
       if case .success(let upstream) = result {
         upstream.ticket?.complete(.cancelled)

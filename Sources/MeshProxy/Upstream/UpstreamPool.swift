@@ -90,7 +90,7 @@ final class UpstreamPool: @unchecked Sendable {
   ) -> EventLoopFuture<Value> {
     eventLoop.preconditionInEventLoop()
     let promise = eventLoop.makePromise(of: Value.self)
-    let complete: StreamCompletion = { result in
+    openHTTP2Stream(to: address, identity: identity, deadline: deadline, abandonment: abandonment) { result in
       switch result {
       case .success(let stream):
         promise.succeed(value(stream))
@@ -99,9 +99,19 @@ final class UpstreamPool: @unchecked Sendable {
         promise.fail(error)
       }
     }
+    return promise.futureResult
+  }
+
+  /// ``openHTTP2Stream(to:identity:deadline:abandonment:)`` without a future: `complete` is called on this
+  /// pool's event loop (at once when the loop guard refuses the address).
+  func openHTTP2Stream(
+    to address: Authority, identity: IdentityName?, deadline: NIODeadline, abandonment: RequestAbandonment,
+    complete: @escaping StreamCompletion
+  ) {
+    eventLoop.preconditionInEventLoop()
     if loopGuard.isSelf(address) {
       complete(.failure(UpstreamPools.loop(to: address)))
-      return promise.futureResult
+      return
     }
     let key = HTTP2Key(address: address, identity: identity)
     let endpoint: HTTP2Endpoint
@@ -123,7 +133,6 @@ final class UpstreamPool: @unchecked Sendable {
         }
       }
     }
-    return promise.futureResult
   }
 
   typealias StreamCompletion = @Sendable (Result<UpstreamStream, any Error>) -> Void
