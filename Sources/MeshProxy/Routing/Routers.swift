@@ -410,8 +410,9 @@ package final class OutboundRouter: RequestRouter, Sendable {
   }
 
   /// An HTTP/2 stream to a meshed endpoint, to be opened (``UpstreamPool/openHTTP2Stream(to:identity:deadline:abandonment:complete:)``)
-  /// and made the upstream; a failure settles the balancer ticket.
-  private struct StreamOpening {
+  /// and made the upstream; a failure settles the balancer ticket. A class: its callback holds it by one
+  /// reference rather than copies of the head and the labels (eight strings).
+  private final class StreamOpening: Sendable {
     let pool: UpstreamPool
     let address: Authority
     let identity: IdentityName
@@ -421,14 +422,29 @@ package final class OutboundRouter: RequestRouter, Sendable {
     let head: HTTPRequestHead
     let labels: ProxyMetrics.RequestLabels
 
+    init(
+      pool: UpstreamPool, address: Authority, identity: IdentityName, deadline: NIODeadline,
+      abandonment: RequestAbandonment, ticket: TicketBox, head: HTTPRequestHead, labels: ProxyMetrics.RequestLabels
+    ) {
+      self.pool = pool
+      self.address = address
+      self.identity = identity
+      self.deadline = deadline
+      self.abandonment = abandonment
+      self.ticket = ticket
+      self.head = head
+      self.labels = labels
+    }
+
     func start(_ completion: @escaping UpstreamCompletion) {
-      let (ticket, head, labels) = (self.ticket, self.head, self.labels)
       pool.openHTTP2Stream(to: address, identity: identity, deadline: deadline, abandonment: abandonment) { result in
         switch result {
         case .success(let stream):
-          completion(.success(Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)))
+          completion(
+            .success(
+              Upstream(channel: stream.channel, head: self.head, ticket: self.ticket, labels: self.labels, release: nil, stream: stream)))
         case .failure(let error):
-          OutboundRouter.complete(ticket, failedWith: error)
+          OutboundRouter.complete(self.ticket, failedWith: error)
           completion(.failure(error))
         }
       }
