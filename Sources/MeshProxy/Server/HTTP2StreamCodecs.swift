@@ -5,7 +5,7 @@ import NIOHTTP2
 
 // The proxy's HTTP/2 streams carry HTTP/1-style parts (`HTTPClientRequestPart`, `HTTPServerResponsePart`...)
 // to and from the request handler. One handler per stream does what three did: swift-nio-http2's
-// `HTTP2FramePayloadTo­HTTP1{Client,Server}Codec`, the receive-side validation (``HTTP2HeaderValidator``), and,
+// `HTTP2FramePayloadToHTTP1{Client,Server}Codec`, the receive-side validation (``HTTP2HeaderValidator``), and,
 // on the server side, keeping a response without a body one HEADERS frame (the gRPC trailers-only form).
 //
 // Each handler in a stream's pipeline is set up and torn down per request, and every frame passes each; and
