@@ -376,12 +376,8 @@ package final class OutboundRouter: RequestRouter, Sendable {
     if let target = readyTarget(for: authority, known: known, original: request.originalDestination) {
       // The usual case: the destination is resolved, and often an idle connection waits. Then no future is
       // made at all, and through the mTLS pair none either: the stream's opening reports by a callback.
-      switch open(target, request: request, apex: apex, head: head, deadline: deadline, on: eventLoop) {
-      case .ready(let upstream): return upstream
-      case .pending(let future): future.hop(to: eventLoop).whenComplete(retrying(completion()))
-      case .stream(let opening): opening.start(retrying(completion()))
-      }
-      return nil
+      return open(target, request: request, apex: apex, head: head, deadline: deadline, on: eventLoop)
+        .upstream(orReporting: retrying(completion()), on: eventLoop)
     }
     let whenOpened = retrying(completion())
     target(for: authority, original: request.originalDestination, on: eventLoop, deadline: deadline)
@@ -389,10 +385,10 @@ package final class OutboundRouter: RequestRouter, Sendable {
       .whenComplete { result in
         switch result {
         case .success(let target):
-          switch self.open(target, request: request, apex: apex, head: head, deadline: deadline, on: eventLoop) {
-          case .ready(let upstream): whenOpened(.success(upstream))
-          case .pending(let future): future.hop(to: eventLoop).whenComplete(whenOpened)
-          case .stream(let opening): opening.start(whenOpened)
+          if let upstream = self.open(target, request: request, apex: apex, head: head, deadline: deadline, on: eventLoop)
+            .upstream(orReporting: whenOpened, on: eventLoop)
+          {
+            whenOpened(.success(upstream))
           }
         case .failure(let error):
           whenOpened(.failure(error))
@@ -407,6 +403,16 @@ package final class OutboundRouter: RequestRouter, Sendable {
     case ready(Upstream)
     case pending(EventLoopFuture<Upstream>)
     case stream(StreamOpening)
+
+    /// The upstream when it is at hand; else nil, and the result goes to `completion` (made only then).
+    func upstream(orReporting completion: @autoclosure () -> UpstreamCompletion, on eventLoop: any EventLoop) -> Upstream? {
+      switch self {
+      case .ready(let upstream): return upstream
+      case .pending(let future): future.hop(to: eventLoop).whenComplete(completion())
+      case .stream(let opening): opening.start(completion())
+      }
+      return nil
+    }
   }
 
   /// An HTTP/2 stream to a meshed endpoint, to be opened (``UpstreamPool/openHTTP2Stream(to:identity:deadline:abandonment:complete:)``)

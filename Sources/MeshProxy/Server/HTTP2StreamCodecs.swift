@@ -128,6 +128,14 @@ enum HTTP2Translation {
     return HTTPHeaders(fields)
   }
 
+  /// A DATA frame as HTTP/1 parts: its bytes as a body (none when it only ends the stream), then the end when
+  /// it has END_STREAM.
+  static func parts<Head>(of frame: HTTP2Frame.FramePayload.Data, _ emit: (HTTPPart<Head, ByteBuffer>) -> Void) {
+    guard case .byteBuffer(let buffer) = frame.data else { return }
+    if buffer.readableBytes > 0 || !frame.endStream { emit(.body(buffer)) }
+    if frame.endStream { emit(.end(nil)) }
+  }
+
   /// The methods after which a request without `content-length` is given body framing.
   static func mayHaveBody(_ method: HTTPMethod) -> Bool {
     switch method {
@@ -196,13 +204,7 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         if frame.endStream { context.fireChannelRead(wrapInboundOut(.end(nil))) }
       }
     case .data(let frame):
-      guard case .byteBuffer(let buffer) = frame.data else { return }
-      if frame.endStream {
-        if buffer.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(buffer))) }
-        context.fireChannelRead(wrapInboundOut(.end(nil)))
-      } else {
-        context.fireChannelRead(wrapInboundOut(.body(buffer)))
-      }
+      HTTP2Translation.parts(of: frame) { context.fireChannelRead(wrapInboundOut($0)) }
     default:
       break
     }
@@ -329,13 +331,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         if frame.endStream { context.fireChannelRead(wrapInboundOut(.end(nil))) }
       }
     case .data(let frame):
-      guard case .byteBuffer(let buffer) = frame.data else { return }
-      if frame.endStream {
-        if buffer.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(buffer))) }
-        context.fireChannelRead(wrapInboundOut(.end(nil)))
-      } else {
-        context.fireChannelRead(wrapInboundOut(.body(buffer)))
-      }
+      HTTP2Translation.parts(of: frame) { context.fireChannelRead(wrapInboundOut($0)) }
     default:
       break
     }
