@@ -96,6 +96,9 @@ public final class MeshTLS: Sendable {
   }
 
   // MARK: - Pipelines
+  //
+  // Both sides add a `TLSRecordCoalescer` behind the TLS handler: the writes between two flushes (an HTTP/2
+  // response's frames) are sealed into one record rather than one record each.
 
   /// Adds the server side of mesh TLS to a channel. The future gives the session once the handshake is done:
   /// the client's verified identity (nil when it sent no certificate and `requireClientCertificate` is
@@ -116,6 +119,7 @@ public final class MeshTLS: Sendable {
         verifier.nioSSLCallback(expected: nil, onResult: outcome.record)))
     try pipeline.addHandler(handshakeGuard)
     try pipeline.addHandler(ssl)
+    try pipeline.addHandler(TLSRecordCoalescer())
     try pipeline.addHandler(outcome)
     return outcome.session
   }
@@ -135,6 +139,7 @@ public final class MeshTLS: Sendable {
         verifier.nioSSLCallback(expected: expected, onResult: outcome.record)))
     try pipeline.addHandler(handshakeGuard)
     try pipeline.addHandler(ssl)
+    try pipeline.addHandler(TLSRecordCoalescer())
     try pipeline.addHandler(outcome)
     return outcome.session
   }
