@@ -316,8 +316,49 @@ struct HTTP2StreamCodecsTests {
     let (name, steps) = Self.responsesOut[index]
     let ours = try Self.frames(HTTP2ServerStreamCodec(), steps)
     let theirs = try Self.frames(HTTP2FramePayloadToHTTP1ServerCodec(), steps)
-    #expect(ours.frames == theirs.frames, "\(name):\n ours   \(ours.frames)\n theirs \(theirs.frames)")
+    let expected = Self.endOnLastData(theirs.frames)
+    #expect(ours.frames == expected, "\(name):\n ours   \(ours.frames)\n theirs \(theirs.frames)")
     #expect(ours.failures == 0 && theirs.failures == 0)
+  }
+
+  /// NIO's frames as ours differ from them on purpose: an empty DATA frame with END_STREAM right behind a
+  /// DATA frame is that frame's END_STREAM.
+  static func endOnLastData(_ frames: [Frame]) -> [Frame] {
+    var merged: [Frame] = []
+    for frame in frames {
+      if frame.kind == "DATA", frame.endStream, frame.body.isEmpty, let last = merged.last, last.kind == "DATA",
+        !last.endStream
+      {
+        merged[merged.count - 1].endStream = true
+      } else {
+        merged.append(frame)
+      }
+    }
+    return merged
+  }
+
+  @Test("the last DATA frame carries END_STREAM when the end follows it; a flush between them sends it without")
+  func endOnLastDataFrame() throws {
+    let together = try Self.frames(
+      HTTP2ServerStreamCodec(),
+      [.write(Self.response(.ok)), .write(.body(Self.body("a"))), .write(.body(Self.body("b"))), .write(.end(nil))])
+    #expect(together.frames.map(\.description) == ["HEADERS [\":status: 200\"] ", "DATA [] 'a'", "DATA END [] 'b'"])
+    let flushed = try Self.frames(
+      HTTP2ServerStreamCodec(), [.write(Self.response(.ok)), .write(.body(Self.body("a"))), .flush, .write(.end(nil))])
+    #expect(flushed.frames.map(\.description) == ["HEADERS [\":status: 200\"] ", "DATA [] 'a'", "DATA END [] "])
+    // Trailers follow the last DATA frame as they are.
+    let trailers = try Self.frames(
+      HTTP2ServerStreamCodec(),
+      [.write(Self.response(.ok)), .write(.body(Self.body("m"))), .write(.end(HTTPHeaders([("grpc-status", "0")])))])
+    #expect(trailers.frames.map(\.description) == ["HEADERS [\":status: 200\"] ", "DATA [] 'm'", "HEADERS END [\"grpc-status: 0\"] "])
+    // A reset drops the held frame and fails its write.
+    let channel = EmbeddedChannel(handler: HTTP2ServerStreamCodec())
+    defer { _ = try? channel.finish() }
+    let written = channel.eventLoop.makePromise(of: Void.self)
+    channel.write(Self.response(.ok), promise: nil)
+    channel.write(HTTPServerResponsePart.body(Self.body("x")), promise: written)
+    channel.pipeline.triggerUserOutboundEvent(StreamResetEvent(code: .cancel), promise: nil)
+    #expect(throws: (any Error).self) { try written.futureResult.wait() }
   }
 
   @Test("a final head followed by the end, with no body between, is one HEADERS frame with END_STREAM (gRPC trailers-only)")

@@ -284,8 +284,11 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 /// body, the two become one HEADERS frame with END_STREAM. That is how a gRPC *trailers-only* response (how C
 /// core, Go and Java servers answer every error: `:status`, `grpc-status` and `grpc-message` in one HEADERS
 /// frame) must look; re-sent as HEADERS and an empty DATA frame, a gRPC client finds no trailers and reports
-/// UNKNOWN instead of the server's status. A ``StreamResetEvent`` goes out as RST_STREAM with its code, so
-/// that an upstream's reset crosses the proxy as a reset.
+/// UNKNOWN instead of the server's status. Likewise the last DATA frame is held until the next write or
+/// flush: when the end comes right behind it, it carries END_STREAM itself, rather than an empty DATA frame
+/// after it (one frame fewer to encode, send, decode and pass through the peer's stream for nearly every
+/// response, whose body and end an upstream answers together). A ``StreamResetEvent`` goes out as RST_STREAM
+/// with its code, so that an upstream's reset crosses the proxy as a reset.
 final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler {
   typealias InboundIn = HTTP2Frame.FramePayload
   typealias InboundOut = HTTPServerRequestPart
@@ -297,6 +300,8 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
   private var held: (headers: HTTP2Frame.FramePayload.Headers, promise: EventLoopPromise<Void>?)?
   /// The final response head has gone by: nothing more is held.
   private var finalHeadSeen = false
+  /// The last DATA frame, until the next write or flush shows whether the end follows it.
+  private var heldData: (data: IOData, promise: EventLoopPromise<Void>?)?
 
   init() {}
 
@@ -357,7 +362,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
       }
     case .body(let body):
       writeHeld(context: context)
-      context.write(wrapOutboundOut(.data(.init(data: body))), promise: promise)
+      heldData = (body, promise)
     case .end(nil):
       if let held = held.take() {
         var headers = held.headers
@@ -365,6 +370,10 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         var combined = held.promise
         combined.setOrCascade(to: promise)
         context.write(wrapOutboundOut(.headers(headers)), promise: combined)
+      } else if let data = heldData.take() {
+        var combined = data.promise
+        combined.setOrCascade(to: promise)
+        context.write(wrapOutboundOut(.data(.init(data: data.data, endStream: true))), promise: combined)
       } else {
         context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
       }
@@ -374,8 +383,10 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     }
   }
 
+  /// Writes what is held (the head, or the last DATA frame), without END_STREAM.
   private func writeHeld(context: ChannelHandlerContext) {
     if let held = held.take() { context.write(wrapOutboundOut(.headers(held.headers)), promise: held.promise) }
+    if let data = heldData.take() { context.write(wrapOutboundOut(.data(.init(data: data.data))), promise: data.promise) }
   }
 
   func flush(context: ChannelHandlerContext) {
@@ -389,12 +400,13 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
       return
     }
     held = nil
+    heldData.take()?.promise?.fail(ChannelError.outputClosed)
     context.writeAndFlush(wrapOutboundOut(.rstStream(reset.code)), promise: promise)
   }
 
   func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-    if let held = held.take() {
-      context.write(wrapOutboundOut(.headers(held.headers)), promise: held.promise)
+    if held != nil || heldData != nil {
+      writeHeld(context: context)
       context.flush()
     }
     context.close(mode: mode, promise: promise)
