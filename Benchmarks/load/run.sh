@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Load comparison, one run, same machine, same backend (nginx), loopback only:
-#   direct to nginx | nginx as reverse proxy | haproxy | one mesh-proxy (plaintext) | mesh-proxy pair (mTLS)
+#   direct to nginx | nginx as reverse proxy | haproxy | one mesh-proxy (plaintext)
+#   nginx pair (mTLS) | haproxy pair (mTLS, HTTP/2 between them) | mesh-proxy pair (mTLS): the pair's baselines
 # HTTP/1.1 with wrk (throughput and latency percentiles under saturation), hey at a fixed rate (latency when
 # not saturated: RATE requests/s), HTTP/2 with h2load (direct h2c vs the mesh pair).
 # Prints RPS, p50/p99/max, each proxy's peak RSS and CPU per 1,000 requests (user and system apart), ratios to
@@ -29,7 +30,7 @@ H2_REQUESTS=${H2_REQUESTS:-5000}
 RATE=${RATE:-500}
 # shellcheck source=Benchmarks/common.sh
 source Benchmarks/common.sh
-require_tools nginx haproxy wrk hey h2load kubectl curl
+require_tools nginx haproxy wrk hey h2load kubectl curl openssl
 build_mesh
 
 # Backend nginx (HTTP/1.1 on 18081, h2c on 18084), nginx reverse proxy (18082), haproxy (18083).
@@ -68,6 +69,64 @@ start nginx -p "$W/ngx" -c "$W/nginx.conf"
 start nginx -p "$W/ngxp" -c "$W/proxy.conf"
 start haproxy -f "$W/haproxy.cfg"
 NGINX_PROXY_PID=${PIDS[1]}; HAPROXY_PID=${PIDS[2]}
+
+# The baselines for the mesh pair: two proxies with mutual TLS between them (TLS 1.3, P-256 certificates of one
+# CA, each side verifying the other's name), one process each, keep-alive throughout.
+#   nginx pair:   18085 -> nginx -> HTTP/1.1 over mTLS, a connection per request in flight -> 18086 nginx -> 18081
+#   haproxy pair: 18087 -> haproxy -> HTTP/2 over mTLS, multiplexed as the mesh pair's hop is -> 18088 haproxy -> 18081
+mkdir -p "$W/pki" "$W/ngxc" "$W/ngxs"; chmod 777 "$W/ngxc" "$W/ngxs"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$W/pki/ca.key" \
+  -out "$W/pki/ca.crt" -days 2 -subj /CN=baseline-ca 2>/dev/null
+for side in client server; do
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$W/pki/$side.key" \
+    -out "$W/pki/$side.csr" -subj "/CN=$side.baseline" 2>/dev/null
+  openssl x509 -req -in "$W/pki/$side.csr" -CA "$W/pki/ca.crt" -CAkey "$W/pki/ca.key" -CAcreateserial -days 2 \
+    -extfile <(echo "subjectAltName=DNS:$side.baseline") -out "$W/pki/$side.crt" 2>/dev/null
+  cat "$W/pki/$side.crt" "$W/pki/$side.key" > "$W/pki/$side.pem"
+done
+cat > "$W/pair-client.conf" <<NGX
+worker_processes 1; pid $W/ngxc/pid; error_log $W/ngxc/error.log warn; daemon off;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 100000;
+  upstream peer { server 127.0.0.1:18086; keepalive 64; }
+  server { listen 127.0.0.1:18085; location / { proxy_pass https://peer; proxy_http_version 1.1;
+    proxy_set_header Connection ""; proxy_ssl_protocols TLSv1.3; proxy_ssl_session_reuse on;
+    proxy_ssl_certificate $W/pki/client.crt; proxy_ssl_certificate_key $W/pki/client.key;
+    proxy_ssl_trusted_certificate $W/pki/ca.crt; proxy_ssl_verify on; proxy_ssl_name server.baseline; } } }
+NGX
+cat > "$W/pair-server.conf" <<NGX
+worker_processes 1; pid $W/ngxs/pid; error_log $W/ngxs/error.log warn; daemon off;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 100000;
+  upstream backend { server 127.0.0.1:18081; keepalive 64; }
+  server { listen 127.0.0.1:18086 ssl; ssl_protocols TLSv1.3;
+    ssl_certificate $W/pki/server.crt; ssl_certificate_key $W/pki/server.key;
+    ssl_client_certificate $W/pki/ca.crt; ssl_verify_client on;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGX
+haproxy_base=$(sed -n '1,/^  option http-keep-alive/p' "$W/haproxy.cfg")
+cat > "$W/pair-client.cfg" <<HAP
+$haproxy_base
+frontend f
+  bind 127.0.0.1:18087
+  default_backend b
+backend b
+  server peer 127.0.0.1:18088 ssl crt $W/pki/client.pem ca-file $W/pki/ca.crt verify required verifyhost server.baseline alpn h2
+HAP
+cat > "$W/pair-server.cfg" <<HAP
+$haproxy_base
+frontend f
+  bind 127.0.0.1:18088 ssl crt $W/pki/server.pem ca-file $W/pki/ca.crt verify required alpn h2
+  default_backend b
+backend b
+  server s1 127.0.0.1:18081
+HAP
+start nginx -p "$W/ngxs" -c "$W/pair-server.conf"
+start nginx -p "$W/ngxc" -c "$W/pair-client.conf"
+NGINX_PAIR_PIDS=("${PIDS[-2]}" "${PIDS[-1]}")
+start haproxy -f "$W/pair-server.cfg"
+start haproxy -f "$W/pair-client.cfg"
+HAPROXY_PAIR_PIDS=("${PIDS[-2]}" "${PIDS[-1]}")
 
 # The mesh: embedded cluster, identity, destination, and two proxies.
 start "$BIN/meshctl" dev kube-api --listen 127.0.0.1:16443 --kubeconfig-out "$W/kubeconfig" >"$W/kube.log" 2>&1
@@ -144,7 +203,8 @@ start "${MESH_PROXY:-$BIN/mesh-proxy}" --gateway --identity swiftmesh-gateway.sw
   --identity-server 127.0.0.1:18180 --ca "$W/ca/ca.crt" --token "$W/gateway.token" --destination 127.0.0.1:18186 \
   --inbound 127.0.0.1:14153 --admin 127.0.0.1:14193 --log-level warning 2>"$W/gateway.log"
 GATEWAY_PID=${PIDS[-1]}
-wait_http http://127.0.0.1:18081/; wait_http http://127.0.0.1:14190/ready; wait_http http://127.0.0.1:14191/ready
+wait_http http://127.0.0.1:18081/; wait_http http://127.0.0.1:18085/; wait_http http://127.0.0.1:18087/
+wait_http http://127.0.0.1:14190/ready; wait_http http://127.0.0.1:14191/ready
 wait_http http://127.0.0.1:14192/ready; wait_http http://127.0.0.1:14193/ready
 if ! curl -sf -o /dev/null -H 'Host: backend.default.svc.cluster.local' http://127.0.0.1:14140/; then
   echo "mesh path not working:"; curl -s -D - -H 'Host: backend.default.svc.cluster.local' http://127.0.0.1:14140/ | head -8
@@ -201,6 +261,8 @@ syscall_rows() {
   echo "Syscalls per request (strace -c -f, hey -n ${SYSCALL_REQUESTS:-2000} -c 8, keep-alive; both proxies for the pair)"
   syscalls "nginx reverse proxy" http://127.0.0.1:18082/ backend "$NGINX_PROXY_PID"
   syscalls "haproxy" http://127.0.0.1:18083/ backend "$HAPROXY_PID"
+  syscalls "nginx pair (mTLS)" http://127.0.0.1:18085/ backend "${NGINX_PAIR_PIDS[@]}"
+  syscalls "haproxy pair (mTLS, h2)" http://127.0.0.1:18087/ backend "${HAPROXY_PAIR_PIDS[@]}"
   syscalls "mesh-proxy (plaintext)" http://127.0.0.1:14140/ plain.default.svc.cluster.local "$CLIENT_PID"
   syscalls "mesh-proxy pair (mTLS)" http://127.0.0.1:14140/ backend.default.svc.cluster.local "$CLIENT_PID" "$SERVER_PID"
   syscalls "  the pair's client proxy" http://127.0.0.1:14140/ backend.default.svc.cluster.local "$CLIENT_PID"
@@ -233,6 +295,8 @@ run_wrk() { # label url host pids...
 run_wrk "direct (nginx)" http://127.0.0.1:18081/ backend
 run_wrk "nginx reverse proxy" http://127.0.0.1:18082/ backend "$NGINX_PROXY_PID"
 run_wrk "haproxy" http://127.0.0.1:18083/ backend "$HAPROXY_PID"
+run_wrk "nginx pair (mTLS)" http://127.0.0.1:18085/ backend "${NGINX_PAIR_PIDS[@]}"
+run_wrk "haproxy pair (mTLS, h2)" http://127.0.0.1:18087/ backend "${HAPROXY_PAIR_PIDS[@]}"
 if [ -n "${PROFILE:-}" ] && command -v perf >/dev/null; then
   # Where the plaintext proxy's CPU goes: perf samples it (call graphs) for the length of one wrk run.
   perf record -q -g -F 499 -p "$CLIENT_PID" -o "$W/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
@@ -280,6 +344,8 @@ direct_fixed=$(fixed "direct (nginx)" http://127.0.0.1:18081/ backend); echo "$d
 DIRECT_FIXED_P99=$(awk '{print $5}' <<<"$direct_fixed")
 fixed "nginx reverse proxy" http://127.0.0.1:18082/ backend
 fixed "haproxy" http://127.0.0.1:18083/ backend
+fixed "nginx pair (mTLS)" http://127.0.0.1:18085/ backend
+fixed "haproxy pair (mTLS, h2)" http://127.0.0.1:18087/ backend
 fixed "mesh-proxy (plaintext)" http://127.0.0.1:14140/ plain.default.svc.cluster.local
 fixed "mesh-proxy pair (mTLS)" http://127.0.0.1:14140/ backend.default.svc.cluster.local
 fixed "pair via gateway (mTLS)" http://127.0.0.1:14140/ backend-west.default.svc.cluster.local
