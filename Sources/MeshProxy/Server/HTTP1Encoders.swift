@@ -240,21 +240,33 @@ enum HTTP1HeadEncoding {
 
 /// Encodes the responses of a downstream HTTP/1.1 connection (see ``HTTP1HeadEncoding``). The request handler
 /// tells it each request's method (``requestReceived(_:)``), so that responses to HEAD and CONNECT carry no body.
+/// (``HTTP1ServerCodec`` does the same with the decoder and the pipelining in one handler; this one stays for
+/// the encoder's side-by-side tests with NIO's.)
 final class HTTP1ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandler {
   typealias OutboundIn = HTTPServerResponsePart
   typealias OutboundOut = IOData
 
+  private var encoding = HTTP1ResponseEncoding()
+
+  /// A request was handed to the request handler: the next final response answers it.
+  func requestReceived(_ method: HTTPMethod) { encoding.requestMethod = method }
+
+  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    encoding.write(unwrapOutboundIn(data), context: context, promise: promise)
+  }
+}
+
+/// The state of a downstream connection's response encoding: the method of the request the next final
+/// response answers, and how the body of the response under way is framed.
+struct HTTP1ResponseEncoding {
   private var chunked = false
   private var suppressBody = false
   /// The method of the request the next final response answers.
-  private var requestMethod: HTTPMethod?
+  var requestMethod: HTTPMethod?
 
-  /// A request was handed to the request handler: the next final response answers it. (The pipelining handler
-  /// hands a pipelined request over only once the response before it has ended.)
-  func requestReceived(_ method: HTTPMethod) { requestMethod = method }
-
-  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    switch unwrapOutboundIn(data) {
+  /// Writes `part` as bytes to `context`.
+  mutating func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+    switch part {
     case .head(let head):
       let code = head.status.code
       var respondingToConnect = false
@@ -269,7 +281,7 @@ final class HTTP1ResponseEncoder: ChannelOutboundHandler, RemovableChannelHandle
         startLine: .response(head), headers: head.headers, body: body, version: head.version,
         allocator: context.channel.allocator)
       self.chunked = suppressBody ? false : chunked
-      context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
+      context.write(NIOAny(IOData.byteBuffer(buffer)), promise: promise)
     case .body(let part):
       if suppressBody {
         promise?.fail(HTTP1EncoderError.responseBodyNotAllowed)

@@ -266,7 +266,7 @@ struct HTTP1MessageReader {
 }
 
 /// A message the proxy's HTTP/1.1 decoders could not read: what is wrong, and the nearest of llhttp's errors
-/// (the request decoder reports that one, which NIO's pipelining handler and the request handler act on).
+/// (the request decoder reports that one, which the server codec and the request handler act on).
 struct HTTP1ParseError: Error, CustomStringConvertible {
   let description: String
   let kind: HTTPParserError

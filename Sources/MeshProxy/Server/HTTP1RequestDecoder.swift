@@ -15,35 +15,30 @@ import NIOHTTP1
 /// - CONNECT, or an upgrade request (`connection: upgrade` and an `upgrade` field), ends what is HTTP: the bytes
 ///   after it (and its body) are another protocol's, kept and handed on when the decoder is removed.
 ///
-/// What it refuses, it reports as llhttp's `HTTPParserError`, which NIO's pipelining handler holds back while a
-/// response is under way and the request handler answers with 400; nothing more is read from the connection.
+/// What it refuses, it reports as llhttp's `HTTPParserError`, which the request handler answers with 400; nothing
+/// more is read from the connection.
+///
+/// The proxy reads requests with ``HTTP1ServerCodec``, which is this reading (``HTTP1RequestReading``) with the
+/// response encoder and the pipelining in one handler; this decoder alone is the reading's side-by-side test
+/// with NIO's decoder.
 final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = ByteBuffer
   typealias InboundOut = HTTPServerRequestPart
 
-  private var reader = HTTP1MessageReader()
+  private var reading = HTTP1RequestReading()
   private var removed = false
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    guard !reader.isFailed else { return }
-    reader.append(unwrapInboundIn(data))
+    guard !reading.reader.isFailed else { return }
+    reading.reader.append(unwrapInboundIn(data))
     while !removed {
-      let event: HTTP1MessageReader.Event
       do {
-        event = try reader.next()
-        if case .head(let section) = event {
-          context.fireChannelRead(wrapInboundOut(.head(try request(section))))
-          continue
-        }
+        guard let part = try reading.next() else { return }
+        context.fireChannelRead(wrapInboundOut(part))
       } catch {
-        reader.fail()
-        context.fireErrorCaught((error as? HTTP1ParseError)?.kind ?? HTTPParserError.unknown)
+        reading.reader.fail()
+        context.fireErrorCaught(HTTP1RequestReading.parserError(error, default: .unknown))
         return
-      }
-      switch event {
-      case .needMore, .head: return
-      case .body(let bytes): context.fireChannelRead(wrapInboundOut(.body(bytes)))
-      case .end(let trailers): context.fireChannelRead(wrapInboundOut(.end(trailers)))
       }
     }
   }
@@ -61,22 +56,48 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
   /// The client sent no more: a request cut short is an error.
   private func finish(context: ChannelHandlerContext) {
     do {
-      _ = try reader.finish()
+      _ = try reading.reader.finish()
     } catch {
-      context.fireErrorCaught((error as? HTTP1ParseError)?.kind ?? HTTPParserError.invalidEOFState)
+      context.fireErrorCaught(HTTP1RequestReading.parserError(error, default: .invalidEOFState))
     }
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
     removed = true
-    let bytes = reader.takeLeftover()
     // What the client sent after an upgrade request goes on as bytes, to the relay behind.
-    guard reader.isUpgraded, context.channel.isActive, let bytes, bytes.readableBytes > 0 else { return }
+    guard let bytes = reading.upgradeLeftover(), context.channel.isActive else { return }
     context.fireChannelRead(NIOAny(bytes))
+  }
+}
+
+/// Requests read from a downstream connection's bytes (``HTTP1MessageReader``), as NIO's request parts.
+struct HTTP1RequestReading {
+  var reader = HTTP1MessageReader()
+
+  /// The next request part the bytes at hand make, nil when more are needed.
+  mutating func next() throws -> HTTPServerRequestPart? {
+    switch try reader.next() {
+    case .needMore: return nil
+    case .head(let section): return .head(try request(section))
+    case .body(let bytes): return .body(bytes)
+    case .end(let trailers): return .end(trailers)
+    }
+  }
+
+  /// The bytes after an upgrade request (taken out), which are the new protocol's; nil when there are none or
+  /// no upgrade was made.
+  mutating func upgradeLeftover() -> ByteBuffer? {
+    guard reader.isUpgraded, let bytes = reader.takeLeftover(), bytes.readableBytes > 0 else { return nil }
+    return bytes
+  }
+
+  /// What is reported for a refused request: llhttp's error kinds, as NIO's decoder reported them.
+  static func parserError(_ error: any Error, default kind: HTTPParserError) -> HTTPParserError {
+    (error as? HTTP1ParseError)?.kind ?? kind
   }
 
   /// Parses a request head and frames its body.
-  private func request(_ section: ByteBuffer) throws -> HTTPRequestHead {
+  private mutating func request(_ section: ByteBuffer) throws -> HTTPRequestHead {
     var fields = HTTP1Grammar.Fields()
     let (method, uri, version) = try section.withUnsafeReadableBytes { bytes in
       let (method, uri, version, end) = try Self.parseRequestLine(bytes)

@@ -379,21 +379,18 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     let timeouts = HTTP1TimeoutBytesHandler(
       headerTimeout: TimeAmount(setup.headerReadTimeout), idleTimeout: TimeAmount(setup.idleTimeout)
     ) { reason in metrics.proxyError(direction: direction, reason: reason) }
-    // NIO's pipelining handler, with the proxy's request decoder (``HTTP1RequestDecoder``) and response encoder
-    // (``HTTP1ResponseEncoder``) in place of NIO's. No outbound header validation: what the proxy writes are
-    // headers it parsed and validated from its upstream (``HTTP1ClientCodec``, or `HTTP2HeaderValidator`) and its own
+    // The proxy's HTTP/1.1 server codec (``HTTP1ServerCodec``: request decoder, response encoder and
+    // pipelining in one handler). No outbound header validation: what the proxy writes are headers it parsed
+    // and validated from its upstream (``HTTP1ClientCodec``, or `HTTP2HeaderValidator`) and its own
     // (`HTTPHeaderRules`). No `HTTPServerProtocolErrorHandler` either: `ProxyRequestHandler` answers a request
     // the parser refuses with 400 itself (it knows whether a response is under way), one handler fewer for
     // every response part.
-    let encoder = HTTP1ResponseEncoder()
-    try sync.addHandlers(
-      [timeouts, encoder, HTTP1RequestDecoder(), HTTPServerPipelineHandler()],
-      position: .after(self))
+    try sync.addHandlers([timeouts, HTTP1ServerCodec()], position: .after(self))
     try sync.addHandler(
       ProxyRequestHandler(
         router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: false,
         inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: originalDestination,
-        timeouts: timeouts, responseEncoder: encoder))
+        timeouts: timeouts))
     forwardBufferedAndRemove(context: context)
   }
 

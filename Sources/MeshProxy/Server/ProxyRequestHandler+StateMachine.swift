@@ -15,7 +15,7 @@ extension ProxyRequestHandler {
   /// A value stored in the handler and mutated in place: the request parts live in two arrays that keep
   /// their storage from request to request, outside the state enum, so no event copies them.
   ///
-  /// Graceful shutdown is not an event here: on HTTP/1.1 the server's pipelining handler takes
+  /// Graceful shutdown is not an event here: on HTTP/1.1 the server codec (``HTTP1ServerCodec``) takes
   /// `ChannelShouldQuiesceEvent` (the request in progress completes, its response says `connection: close`,
   /// then the connection closes), on HTTP/2 `GracefulHTTP2Shutdown` does (GOAWAY; open streams finish).
   struct StateMachine {
@@ -109,7 +109,7 @@ extension ProxyRequestHandler {
     /// end has arrived (else the rest of it is dropped when it comes).
     ///
     /// The handler writes the answer's head and body, reports ``StateMachine/answerWritten(requestEnded:)``,
-    /// then writes its end: writing the end lets the HTTP/1.1 pipelining handler hand over a request the client
+    /// then writes its end: writing the end lets the HTTP/1.1 server codec hand over a request the client
     /// pipelined behind this one, at once, and that request must find the answered one settled.
     struct Answer {
       var error: ProxyError
@@ -263,7 +263,7 @@ extension ProxyRequestHandler {
         // The upstream is not there yet (a new connection or stream, discovery still answering) and the
         // request goes on: hold further reads until it is ready; parts already read are buffered. A request
         // that has ended (every request without a body) keeps reading: nothing of it is left to hold back, the
-        // pipeline handler holds a pipelined next request, and each pause and resume would cost an epoll_ctl.
+        // server codec holds a pipelined next request, and each pause and resume would cost an epoll_ctl.
         return .pauseReading
       default:
         return .none

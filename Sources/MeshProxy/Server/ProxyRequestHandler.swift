@@ -27,8 +27,6 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   /// The header read and idle clocks of a downstream HTTP/1.1 connection, told where requests begin and end
   /// and where responses end; nil on HTTP/2.
   private let timeouts: HTTP1TimeoutBytesHandler?
-  /// The response encoder of a downstream HTTP/1.1 connection, told each request's method; nil on HTTP/2.
-  private let responseEncoder: HTTP1ResponseEncoder?
   private let logger: Logger
   private let tap: TapHub
 
@@ -79,11 +77,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   init(
     router: any RequestRouter, metrics: ProxyMetrics, peerIdentity: IdentityName?, isHTTP2: Bool,
     inFlight: InFlightRequests, tap: TapHub, logger: Logger, originalDestination: Authority? = nil,
-    timeouts: HTTP1TimeoutBytesHandler? = nil, responseEncoder: HTTP1ResponseEncoder? = nil,
+    timeouts: HTTP1TimeoutBytesHandler? = nil,
     connection: DownstreamConnectionCache = DownstreamConnectionCache()
   ) {
     self.timeouts = timeouts
-    self.responseEncoder = responseEncoder
     self.connection = connection
     self.originalDestination = originalDestination
     self.inFlight = inFlight
@@ -105,7 +102,6 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     switch part {
     case .head(let head):
       timeouts?.headReceived()
-      responseEncoder?.requestReceived(head.method)
     case .end: timeouts?.requestEnded()
     case .body: break
     }
@@ -653,11 +649,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
         (up, try? up.handler(type: UpstreamResponseHandler.self)),
         (down, try? down.handler(type: HTTPServerPipelineHandler.self)),
         (down, try? down.handler(type: HTTP1TimeoutBytesHandler.self)),
-        (down, try? down.handler(type: HTTP1ResponseEncoder.self)),
       ]
       for case (let pipeline, let handler?) in httpHandlers { pipeline.removeHandler(handler, promise: nil) }
       let decoders: [(ChannelPipeline.SynchronousOperations, (any RemovableChannelHandler)?)] = [
-        (down, try? down.handler(type: HTTP1RequestDecoder.self)),
+        (down, try? down.handler(type: HTTP1ServerCodec.self)),
         (up, try? up.handler(type: HTTP1ClientCodec.self)),
       ]
       let downstream = context.channel
@@ -671,7 +666,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
         }
         pipeline.removeHandler(decoder, promise: removed)
       }
-      // Reading resumes on both sides (the HTTP handlers may have held a read back: the pipelining handler
+      // Reading resumes on both sides (the HTTP handlers may have held a read back: the server codec
       // does while a response is outstanding).
       Self.setAutoRead(upstream, true) { upstream.read() }
       Self.setAutoRead(downstream, true) { downstream.read() }
