@@ -148,7 +148,7 @@ enum HTTP2Translation {
 /// An upstream HTTP/2 stream on the client side: HTTP/1 request parts out, response parts in; the received
 /// blocks are validated (``HTTP2HeaderValidator``). A malformed response fails the stream with
 /// ``HTTP2HeaderValidator/Malformed`` and resets it.
-final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandler {
+final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, UpstreamResponseHost {
   typealias InboundIn = HTTP2Frame.FramePayload
   typealias InboundOut = HTTPClientResponsePart
   typealias OutboundIn = HTTPClientRequestPart
@@ -162,6 +162,10 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
   /// The last frame written, held so that the end can ride on it.
   private var pending: (frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?)?
 
+  /// Where the response parts go once a request handler forwards on this stream (directly, not through the
+  /// stream's pipeline); without one they go to the next handler.
+  var responses: UpstreamResponseReporter?
+
   init(scheme: String = "http") { self.scheme = scheme }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -174,7 +178,7 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         fail(.init(reason: reason), context: context)
       case .valid(let block):
         if kind == .trailers {
-          context.fireChannelRead(wrapInboundOut(.end(HTTP2Translation.regularHeaders(frame.headers))))
+          deliver(context: context, .end(HTTP2Translation.regularHeaders(frame.headers)))
           return
         }
         guard let statusValue = block.status, let code = Int(statusValue, radix: 10), (100...999).contains(code) else {
@@ -184,7 +188,7 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         let status = HTTPResponseStatus(statusCode: code)
         guard block.finalResponse else {
           let headers = HTTP2Translation.regularHeaders(frame.headers)
-          context.fireChannelRead(wrapInboundOut(.head(HTTPResponseHead(version: .http2, status: status, headers: headers))))
+          deliver(context: context, .head(HTTPResponseHead(version: .http2, status: status, headers: headers)))
           return
         }
         guard let method = requestMethod else {
@@ -200,19 +204,27 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
             headers.add(name: "transfer-encoding", value: "chunked")
           }
         }
-        context.fireChannelRead(wrapInboundOut(.head(HTTPResponseHead(version: .http2, status: status, headers: headers))))
-        if frame.endStream { context.fireChannelRead(wrapInboundOut(.end(nil))) }
+        deliver(context: context, .head(HTTPResponseHead(version: .http2, status: status, headers: headers)))
+        if frame.endStream { deliver(context: context, .end(nil)) }
       }
     case .data(let frame):
-      HTTP2Translation.parts(of: frame) { context.fireChannelRead(wrapInboundOut($0)) }
+      HTTP2Translation.parts(of: frame) { deliver(context: context, $0) }
     default:
       break
     }
   }
 
+  private func deliver(context: ChannelHandlerContext, _ part: HTTPClientResponsePart) {
+    if let responses {
+      responses.received(part)
+    } else {
+      context.fireChannelRead(wrapInboundOut(part))
+    }
+  }
+
   private func fail(_ error: HTTP2HeaderValidator.Malformed, context: ChannelHandlerContext) {
     failed = true
-    context.fireErrorCaught(error)
+    report(error, context: context)
     context.writeAndFlush(wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
     context.close(promise: nil)
   }
@@ -272,7 +284,33 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
     pending.take()?.promise?.fail(error)
-    context.fireErrorCaught(error)
+    report(error, context: context)
+  }
+
+  /// An error of this stream: the request forwarded on it fails and the stream closes; without a reporter the
+  /// error goes on.
+  private func report(_ error: any Error, context: ChannelHandlerContext) {
+    if let responses {
+      responses.failed(error)
+      context.close(promise: nil)
+    } else {
+      context.fireErrorCaught(error)
+    }
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    responses?.readComplete()
+    context.fireChannelReadComplete()
+  }
+
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    responses?.writabilityChanged(context.channel.isWritable)
+    context.fireChannelWritabilityChanged()
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    responses?.inactive()
+    context.fireChannelInactive()
   }
 }
 

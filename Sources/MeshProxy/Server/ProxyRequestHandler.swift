@@ -35,7 +35,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   /// The upstream of the current attempt while the request is forwarded, and the handler that reports its
   /// response here (it stays on a pooled HTTP/1.1 connection between requests).
   private var upstream: Upstream?
-  private var responseHandler: UpstreamResponseHandler?
+  private var reporter: UpstreamResponseReporter?
   /// The current request as routed, kept to route it again when an upstream refuses it unprocessed.
   private var request: RoutedRequest?
   private var started: NIODeadline = .now()
@@ -298,16 +298,26 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       tapServerID = upstream.labels.serverID
     }
     let downstream = NIOLoopBound(self, eventLoop: context.eventLoop)
-    let responseHandler: UpstreamResponseHandler
-    let pipeline = upstream.channel.pipeline.syncOperations
-    if upstream.release != nil, let pooled = try? pipeline.handler(type: UpstreamResponseHandler.self) {
-      // A pooled HTTP/1.1 connection keeps its handler from request to request.
-      responseHandler = pooled
-      pooled.bind(downstream, attempt: attempt)
+    let reporter: UpstreamResponseReporter
+    if let host = Self.responseHost(of: upstream) {
+      if let pooled = host.responses {
+        // A pooled HTTP/1.1 connection keeps its reporter from request to request.
+        reporter = pooled
+        pooled.bind(downstream, attempt: attempt, channel: upstream.channel)
+      } else {
+        reporter = UpstreamResponseReporter(downstream: downstream, attempt: attempt)
+        host.responses = reporter
+        reporter.reportIfInactive(upstream.channel)
+      }
+    } else if upstream.release != nil,
+      let pooled = try? upstream.channel.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self)
+    {
+      reporter = pooled.reporter
+      reporter.bind(downstream, attempt: attempt, channel: upstream.channel)
     } else {
-      responseHandler = UpstreamResponseHandler(downstream: downstream, attempt: attempt)
+      reporter = UpstreamResponseReporter(downstream: downstream, attempt: attempt)
       do {
-        try pipeline.addHandler(responseHandler)
+        try upstream.channel.pipeline.syncOperations.addHandler(UpstreamResponseHandler(reporter))
       } catch {
         upstream.channel.close(promise: nil)
         perform(stateMachine.upstreamUnusable(error), context: context)
@@ -319,10 +329,18 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     }
     self.upstream = upstream
     flushUpstream()
-    self.responseHandler = responseHandler
+    self.reporter = reporter
     stateMachine.forwardingStarted()
     setDownstreamAutoRead(true, context: context)
     context.read()
+  }
+
+  /// The upstream's codec, which reports its response parts straight to a reporter: an HTTP/2 stream's, or
+  /// an HTTP/1.1 connection's (the first handler after the TCP metrics handler); nil for another pipeline.
+  private static func responseHost(of upstream: Upstream) -> (any UpstreamResponseHost)? {
+    let pipeline = upstream.channel.pipeline.syncOperations
+    if upstream.stream != nil { return try? pipeline.handler(type: HTTP2ClientStreamCodec.self) }
+    return try? pipeline.handler(type: HTTP1ClientCodec.self)
   }
 
   // MARK: Actions
@@ -548,7 +566,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     }
   }
 
-  // MARK: Upstream (called by UpstreamResponseHandler, same event loop)
+  // MARK: Upstream (called by UpstreamResponseReporter, same event loop)
 
   func upstreamResponse(_ part: HTTPClientResponsePart, attempt: Int) {
     guard let context else { return }
@@ -586,7 +604,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     }
     if let upstream, let release = upstream.release {
       // The handler stays on the connection, unbound until the connection's next request.
-      responseHandler?.unbind()
+      reporter?.unbind()
       release(upstream.channel)
     }
     releaseUpstream()
@@ -597,7 +615,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   private func releaseUpstream() {
     upstreamUnflushed = false
     upstream = nil
-    responseHandler = nil
+    reporter = nil
   }
 
   /// Sends the request again: the current upstream is abandoned, a new one is asked of the router.
@@ -665,7 +683,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   /// Takes HTTP off both pipelines and joins them with a ``ByteRelay``. Bytes the upstream sent right after
   /// its 101 (already read) reach the client; from here on nothing is parsed.
   private func becomeRelay(context: ChannelHandlerContext) {
-    guard let upstream = self.upstream?.channel else { return }
+    guard let routed = self.upstream else { return }
+    let upstream = routed.channel
+    // From here the upstream's bytes are the relay's: its codec reports nothing more.
+    reporter?.unbind()
+    if let host = Self.responseHost(of: routed) { host.responses = nil }
     releaseUpstream()
     endCounted()
     let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -785,16 +807,16 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
 
 /// Hands an upstream's response parts and state changes to the downstream's handler (same event loop).
 ///
-/// On a pooled HTTP/1.1 connection it stays in the pipeline between requests, unbound (events of an idle
-/// connection go nowhere), and is bound to the next request's handler: no handler is added and removed per
-/// request.
-final class UpstreamResponseHandler: ChannelInboundHandler, RemovableChannelHandler {
-  typealias InboundIn = HTTPClientResponsePart
-
+/// The upstream's own codec (``HTTP1ClientCodec``, ``HTTP2ClientStreamCodec``) calls it directly, holding it as
+/// its ``UpstreamResponseHandler/Host/responses``: no handler of its own in the upstream's pipeline, so no pipeline
+/// hop (and dynamic cast) for every response part, read completion and state change, and on an HTTP/2 stream
+/// no handler added and removed per request. (``UpstreamResponseHandler`` puts it in a pipeline that has
+/// neither codec.) On a pooled HTTP/1.1 connection it stays with the codec between requests, unbound (events
+/// of an idle connection go nowhere), and is bound to the next request's handler.
+final class UpstreamResponseReporter {
   private var downstream: NIOLoopBound<ProxyRequestHandler>?
   private var attempt: Int
   private var done = false
-  private var context: ChannelHandlerContext?
 
   init(downstream: NIOLoopBound<ProxyRequestHandler>, attempt: Int) {
     self.downstream = downstream
@@ -802,70 +824,96 @@ final class UpstreamResponseHandler: ChannelInboundHandler, RemovableChannelHand
   }
 
   /// Reports to `downstream` from now on (a pooled connection's next request).
-  func bind(_ downstream: NIOLoopBound<ProxyRequestHandler>, attempt: Int) {
+  func bind(_ downstream: NIOLoopBound<ProxyRequestHandler>, attempt: Int, channel: any Channel) {
     self.downstream = downstream
     self.attempt = attempt
     done = false
-    if let context { reportIfInactive(context: context) }
+    reportIfInactive(channel)
   }
 
-  /// The request ended: nothing is reported until the next ``bind(_:attempt:)``.
+  /// The request ended: nothing is reported until the next ``bind(_:attempt:channel:)``.
   func unbind() {
     downstream = nil
     done = true
   }
 
-  /// An upstream that closed before this handler was in place (its connection went away between opening
-  /// the stream and forwarding on it) would never report it: report it now, once the request is forwarding.
-  func handlerAdded(context: ChannelHandlerContext) {
-    self.context = context
-    reportIfInactive(context: context)
-  }
-
-  func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
-
-  private func reportIfInactive(context: ChannelHandlerContext) {
-    guard !context.channel.isActive else { return }
-    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+  /// An upstream that closed before the reporter was in place (its connection went away between opening the
+  /// stream and forwarding on it) would never report it: report it now, once the request is forwarding.
+  func reportIfInactive(_ channel: any Channel) {
+    guard !channel.isActive else { return }
     let attempt = self.attempt
-    context.eventLoop.execute {
-      let handler = bound.value
-      guard !handler.done, handler.attempt == attempt, let downstream = handler.downstream else { return }
-      handler.done = true
+    let reporter = NIOLoopBound(self, eventLoop: channel.eventLoop)
+    channel.eventLoop.execute {
+      let reporter = reporter.value
+      guard !reporter.done, reporter.attempt == attempt, let downstream = reporter.downstream else { return }
+      reporter.done = true
       downstream.value.upstreamFailed(nil, attempt: attempt)
     }
   }
 
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+  func received(_ part: HTTPClientResponsePart) {
     guard let downstream else { return }
-    let part = unwrapInboundIn(data)
     if case .end = part { done = true }
     downstream.value.upstreamResponse(part, attempt: attempt)
   }
 
-  func channelReadComplete(context: ChannelHandlerContext) {
+  func readComplete() {
     downstream?.value.upstreamReadComplete(attempt: attempt)
+  }
+
+  func writabilityChanged(_ writable: Bool) {
+    downstream?.value.upstreamWritabilityChanged(writable, attempt: attempt)
+  }
+
+  /// The upstream failed (the caller closes it).
+  func failed(_ error: any Error) {
+    guard !done, let downstream else { return }
+    done = true
+    downstream.value.upstreamFailed(error, attempt: attempt)
+  }
+
+  func inactive() {
+    guard !done, let downstream else { return }
+    done = true
+    downstream.value.upstreamFailed(nil, attempt: attempt)
+  }
+}
+
+/// An upstream codec that reports its response parts to an ``UpstreamResponseReporter`` directly.
+protocol UpstreamResponseHost: AnyObject {
+  var responses: UpstreamResponseReporter? { get set }
+}
+
+/// Puts an ``UpstreamResponseReporter`` in a pipeline that has no ``UpstreamResponseHost`` codec (an upstream
+/// speaking HTTP/1 parts by other means).
+final class UpstreamResponseHandler: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = HTTPClientResponsePart
+
+  let reporter: UpstreamResponseReporter
+
+  init(_ reporter: UpstreamResponseReporter) { self.reporter = reporter }
+
+  func handlerAdded(context: ChannelHandlerContext) { reporter.reportIfInactive(context.channel) }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) { reporter.received(unwrapInboundIn(data)) }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    reporter.readComplete()
     context.fireChannelReadComplete()
   }
 
   func channelWritabilityChanged(context: ChannelHandlerContext) {
-    downstream?.value.upstreamWritabilityChanged(context.channel.isWritable, attempt: attempt)
+    reporter.writabilityChanged(context.channel.isWritable)
     context.fireChannelWritabilityChanged()
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
-    if !done, let downstream {
-      done = true
-      downstream.value.upstreamFailed(error, attempt: attempt)
-    }
+    reporter.failed(error)
     context.close(promise: nil)
   }
 
   func channelInactive(context: ChannelHandlerContext) {
-    if !done, let downstream {
-      done = true
-      downstream.value.upstreamFailed(nil, attempt: attempt)
-    }
+    reporter.inactive()
     context.fireChannelInactive()
   }
 }

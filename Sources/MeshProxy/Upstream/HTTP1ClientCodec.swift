@@ -24,11 +24,15 @@ import NIOHTTP1
 ///
 /// A response whose head says the connection closes (`connection: close`, or HTTP/1.0 without keep-alive) is
 /// ended, then the connection is closed, so the pool never hands it to another request.
-final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler {
+final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, UpstreamResponseHost {
   typealias InboundIn = ByteBuffer
   typealias InboundOut = HTTPClientResponsePart
   typealias OutboundIn = HTTPClientRequestPart
   typealias OutboundOut = IOData
+
+  /// Where the response parts go when a request handler forwards on this connection (directly, not through
+  /// the pipeline); without one they go to the next handler.
+  var responses: UpstreamResponseReporter?
 
   private var reader = HTTP1MessageReader()
   /// The methods of requests sent whose responses have not begun: HEAD and CONNECT frame theirs differently.
@@ -68,21 +72,21 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler {
         event = try reader.next()
         if case .head(let section) = event {
           guard let head = try response(section) else { continue }
-          context.fireChannelRead(wrapInboundOut(.head(head)))
+          deliver(.head(head), context: context)
           continue
         }
       } catch {
         reader.fail()
-        context.fireErrorCaught(HTTP1ResponseError(error))
+        failed(HTTP1ResponseError(error), context: context)
         return
       }
       switch event {
       case .needMore, .head:
         return
       case .body(let bytes):
-        context.fireChannelRead(wrapInboundOut(.body(bytes)))
+        deliver(.body(bytes), context: context)
       case .end(let trailers):
-        context.fireChannelRead(wrapInboundOut(.end(trailers)))
+        deliver(.end(trailers), context: context)
         if closeAfterResponse {
           closeAfterResponse = false
           context.close(promise: nil)
@@ -93,11 +97,43 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler {
 
   func channelInactive(context: ChannelHandlerContext) {
     do {
-      if case .end(let trailers) = try reader.finish() { context.fireChannelRead(wrapInboundOut(.end(trailers))) }
+      if case .end(let trailers) = try reader.finish() { deliver(.end(trailers), context: context) }
     } catch {
-      context.fireErrorCaught(HTTP1ResponseError(error))
+      failed(HTTP1ResponseError(error), context: context)
     }
+    responses?.inactive()
     context.fireChannelInactive()
+  }
+
+  private func deliver(_ part: HTTPClientResponsePart, context: ChannelHandlerContext) {
+    if let responses {
+      responses.received(part)
+    } else {
+      context.fireChannelRead(wrapInboundOut(part))
+    }
+  }
+
+  /// An error of this connection: the request forwarded on it fails and the connection closes; without a
+  /// reporter the error goes on.
+  private func failed(_ error: any Error, context: ChannelHandlerContext) {
+    if let responses {
+      responses.failed(error)
+      context.close(promise: nil)
+    } else {
+      context.fireErrorCaught(error)
+    }
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) { failed(error, context: context) }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    responses?.readComplete()
+    context.fireChannelReadComplete()
+  }
+
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    responses?.writabilityChanged(context.channel.isWritable)
+    context.fireChannelWritabilityChanged()
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
