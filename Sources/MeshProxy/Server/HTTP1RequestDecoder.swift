@@ -55,11 +55,7 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
 
   /// The client sent no more: a request cut short is an error.
   private func finish(context: ChannelHandlerContext) {
-    do {
-      _ = try reading.reader.finish()
-    } catch {
-      context.fireErrorCaught(HTTP1RequestReading.parserError(error, default: .invalidEOFState))
-    }
+    if let error = reading.finish() { context.fireErrorCaught(error) }
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
@@ -89,6 +85,16 @@ struct HTTP1RequestReading {
   mutating func upgradeLeftover() -> ByteBuffer? {
     guard reader.isUpgraded, let bytes = reader.takeLeftover(), bytes.readableBytes > 0 else { return nil }
     return bytes
+  }
+
+  /// The client sent no more: the error to report when a request was cut short, else nil.
+  mutating func finish() -> HTTPParserError? {
+    do {
+      _ = try reader.finish()
+      return nil
+    } catch {
+      return Self.parserError(error, default: .invalidEOFState)
+    }
   }
 
   /// What is reported for a refused request: llhttp's error kinds, as NIO's decoder reported them.

@@ -207,11 +207,7 @@ final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
   }
 
   private func finish(context: ChannelHandlerContext) {
-    do {
-      _ = try reading.reader.finish()
-    } catch {
-      context.fireErrorCaught(HTTP1RequestReading.parserError(error, default: .invalidEOFState))
-    }
+    if let error = reading.finish() { context.fireErrorCaught(error) }
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
