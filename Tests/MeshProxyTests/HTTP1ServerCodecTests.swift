@@ -216,6 +216,35 @@ struct HTTP1ServerCodecTests {
     #expect(!ours.active)
   }
 
+  @Test("a request with connection: close (or HTTP/1.0 without keep-alive) is the last: answered with connection: close, then the connection closes; nothing after it is read")
+  func closeRequested() throws {
+    for request in [
+      "GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n",
+      "GET /a HTTP/1.0\r\nHost: x\r\n\r\n",
+    ] {
+      // NIO's decoder refuses what follows such a request as an error, but its handlers leave closing to the
+      // application: the connection stays open.
+      let (theirs, _) = try Self.run(.nio, [.send(request + Self.get2), .respond(status: .ok, body: "a")])
+      #expect(theirs.active)
+      #expect(!theirs.events.contains("head GET /b"))
+      for piece in [Int.max, 1, 7] {
+        let (ours, _) = try Self.run(.ours, [.send(request + Self.get2), .respond(status: .ok, body: "a")], piece: piece)
+        #expect(ours.events == ["head GET /a", "end", "close"], "\(request), pieces of \(piece)")
+        #expect(ours.written.lowercased().contains("connection: close"))
+        #expect(ours.written.hasSuffix("\r\n\r\na"))
+        #expect(!ours.active)
+      }
+    }
+    // HTTP/1.0 with keep-alive stays open, and the next request is read.
+    let (kept, _) = try Self.run(.ours, [
+      .send("GET /a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n" + Self.get2), .respond(status: .ok, body: "a"),
+      .respond(status: .ok, body: "b"),
+    ])
+    #expect(kept.events == ["head GET /a", "end", "head GET /b", "end"])
+    #expect(kept.active)
+  }
+
   @Test("the client's end of input reaches the request handler after the requests that waited")
   func halfCloseAfterPipelined() throws {
     let ours = try Self.same([.send(Self.get + Self.get2), .inputClosed, .respond(status: .ok, body: ""), .respond(status: .ok, body: "")])

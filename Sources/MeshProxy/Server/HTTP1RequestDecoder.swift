@@ -69,6 +69,9 @@ final class HTTP1RequestDecoder: ChannelInboundHandler, RemovableChannelHandler 
 /// Requests read from a downstream connection's bytes (``HTTP1MessageReader``), as NIO's request parts.
 struct HTTP1RequestReading {
   var reader = HTTP1MessageReader()
+  /// The last request head read asks for the connection to close after its response (RFC 9112 9.6:
+  /// `connection: close`, or HTTP/1.0 without `keep-alive`).
+  private(set) var closeRequested = false
 
   /// The next request part the bytes at hand make, nil when more are needed.
   mutating func next() throws -> HTTPServerRequestPart? {
@@ -123,6 +126,7 @@ struct HTTP1RequestReading {
     // As llhttp: after an upgrade request (its body included) the bytes are the new protocol's.
     let upgrade = method == .CONNECT || (fields.connectionUpgrade && fields.upgrade)
     reader.beginBody(framing, upgrade: upgrade)
+    closeRequested = fields.connectionClose || (version.minor == 0 && !fields.connectionKeepAlive)
     return HTTPRequestHead(version: version, method: method, uri: uri, headers: HTTPHeaders(fields.headers))
   }
 

@@ -19,6 +19,10 @@ import NIOHTTP1
 ///   once; else the request under way is read to its end, nothing after it, its response's head gets
 ///   `connection: close`, and the connection closes once that response has been written. The event is not
 ///   passed on (as NIO's handler did not).
+/// - **`connection: close`** on a request (or HTTP/1.0 without `keep-alive`) makes it the last, as quiescing
+///   does: nothing after it is read, its response says `connection: close`, and the connection closes once the
+///   response is written (RFC 9112 9.6). NIO's handlers left that to the application, and the proxy kept such a
+///   connection open.
 /// - **Half-close:** when the client stops sending while pipelined requests still wait, the input's end
 ///   (`ChannelEvent.inputClosed`) is passed on after them; a request cut short by it is refused, as the decoder
 ///   alone refused it.
@@ -27,7 +31,7 @@ import NIOHTTP1
 ///
 /// The method of each request handed on is the encoder's: a response to HEAD or CONNECT carries no body.
 /// After an upgrade request the bytes are the new protocol's: they go on, as bytes, when the handler is removed.
-final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
+final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler, DownstreamCodec {
   typealias InboundIn = ByteBuffer
   typealias InboundOut = HTTPServerRequestPart
   typealias OutboundIn = HTTPServerResponsePart
@@ -45,6 +49,13 @@ final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
   /// The client stopped sending while pipelined requests waited: passed on after them.
   private var inputClosedPending = false
   private var quiescing = Quiescing.no
+  /// The request handler behind this codec when the two are paired (``ProxyRequestHandler/pair(_:with:)``):
+  /// request parts go to it directly instead of through the pipeline.
+  var requests: ProxyRequestHandler?
+  /// This handler's context while it is in the pipeline, for ``writeResponsePart(_:promise:)``.
+  private var context: ChannelHandlerContext?
+
+  func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
   private enum Quiescing {
     case no
@@ -88,12 +99,14 @@ final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
         requestOpen = true
         responseOpen = true
         encoding.requestMethod = head.method
-        context.fireChannelRead(wrapInboundOut(part))
+        // A request that asks to close is the connection's last, as when quiescing (RFC 9112 9.6).
+        if reading.closeRequested, quiescing == .no { quiescing = .afterRequestEnd }
+        deliver(part, context: context)
       case .body:
-        context.fireChannelRead(wrapInboundOut(part))
+        deliver(part, context: context)
       case .end:
         requestOpen = false
-        context.fireChannelRead(wrapInboundOut(part))
+        deliver(part, context: context)
         if quiescing == .afterRequestEnd { lastRequestEnded(context: context) }
       }
     }
@@ -102,6 +115,14 @@ final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
       inputEnded(context: context)
     }
     return delivered
+  }
+
+  private func deliver(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    if let requests {
+      requests.received(part)
+    } else {
+      context.fireChannelRead(wrapInboundOut(part))
+    }
   }
 
   /// A request the reader refused: nothing more is read, and its answer is awaited.
@@ -138,7 +159,18 @@ final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
   }
 
   func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    let part = unwrapOutboundIn(data)
+    write(unwrapOutboundIn(data), context: context, promise: promise)
+  }
+
+  func writeResponsePart(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?) {
+    guard let context else {
+      promise?.fail(ChannelError.ioOnClosedChannel)
+      return
+    }
+    write(part, context: context, promise: promise)
+  }
+
+  private func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
     switch part {
     case .head(var head) where quiescing != .no:
       if head.isKeepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
@@ -212,6 +244,8 @@ final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler {
 
   func handlerRemoved(context: ChannelHandlerContext) {
     removed = true
+    self.context = nil
+    requests = nil
     // What the client sent after an upgrade request goes on as bytes, to the relay behind.
     guard let bytes = reading.upgradeLeftover(), context.channel.isActive else { return }
     context.fireChannelRead(NIOAny(bytes))

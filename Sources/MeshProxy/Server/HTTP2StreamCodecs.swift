@@ -165,8 +165,13 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
   /// Where the response parts go once a request handler forwards on this stream (directly, not through the
   /// stream's pipeline); without one they go to the next handler.
   var responses: UpstreamResponseReporter?
+  /// This handler's context while it is in the pipeline, for ``writeRequestPart(_:promise:)``.
+  private var context: ChannelHandlerContext?
 
   init(scheme: String = "http") { self.scheme = scheme }
+
+  func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+  func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     if failed { return }
@@ -230,7 +235,19 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
   }
 
   func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    switch unwrapOutboundIn(data) {
+    write(unwrapOutboundIn(data), context: context, promise: promise)
+  }
+
+  func writeRequestPart(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?) {
+    guard let context else {
+      promise?.fail(ChannelError.ioOnClosedChannel)
+      return
+    }
+    write(part, context: context, promise: promise)
+  }
+
+  private func write(_ part: HTTPClientRequestPart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+    switch part {
     case .head(let head):
       precondition(requestMethod == nil, "one request per HTTP/2 stream")
       do {
@@ -327,7 +344,7 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 /// after it (one frame fewer to encode, send, decode and pass through the peer's stream for nearly every
 /// response, whose body and end an upstream answers together). A ``StreamResetEvent`` goes out as RST_STREAM
 /// with its code, so that an upstream's reset crosses the proxy as a reset.
-final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler {
+final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, DownstreamCodec {
   typealias InboundIn = HTTP2Frame.FramePayload
   typealias InboundOut = HTTPServerRequestPart
   typealias OutboundIn = HTTPServerResponsePart
@@ -340,8 +357,27 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
   private var finalHeadSeen = false
   /// The last DATA frame, until the next write or flush shows whether the end follows it.
   private var heldData: (data: IOData, promise: EventLoopPromise<Void>?)?
+  /// The request handler behind this codec when the two are paired (``ProxyRequestHandler/pair(_:with:)``):
+  /// request parts go to it directly instead of through the stream's pipeline.
+  var requests: ProxyRequestHandler?
+  /// This handler's context while it is in the pipeline, for ``writeResponsePart(_:promise:)``.
+  private var context: ChannelHandlerContext?
 
   init() {}
+
+  func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.context = nil
+    requests = nil
+  }
+
+  private func deliver(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    if let requests {
+      requests.received(part)
+    } else {
+      context.fireChannelRead(wrapInboundOut(part))
+    }
+  }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     if failed { return }
@@ -353,7 +389,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         refuse(context: context)
       case .valid(let block):
         if kind == .trailers {
-          context.fireChannelRead(wrapInboundOut(.end(HTTP2Translation.regularHeaders(frame.headers))))
+          deliver(.end(HTTP2Translation.regularHeaders(frame.headers)), context: context)
           return
         }
         // The validator has made sure of `:method`, and of `:path` unless the method is CONNECT.
@@ -370,11 +406,11 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
           framing = frame.endStream ? ("content-length", "0") : ("transfer-encoding", "chunked")
         }
         let headers = HTTP2Translation.regularHeaders(frame.headers, first: block.hasHost ? nil : ("host", authority), second: framing)
-        context.fireChannelRead(wrapInboundOut(.head(HTTPRequestHead(version: .http2, method: method, uri: path, headers: headers))))
-        if frame.endStream { context.fireChannelRead(wrapInboundOut(.end(nil))) }
+        deliver(.head(HTTPRequestHead(version: .http2, method: method, uri: path, headers: headers)), context: context)
+        if frame.endStream { deliver(.end(nil), context: context) }
       }
     case .data(let frame):
-      HTTP2Translation.parts(of: frame) { context.fireChannelRead(wrapInboundOut($0)) }
+      HTTP2Translation.parts(of: frame) { deliver($0, context: context) }
     default:
       break
     }
@@ -387,7 +423,19 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
   }
 
   func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    switch unwrapOutboundIn(data) {
+    write(unwrapOutboundIn(data), context: context, promise: promise)
+  }
+
+  func writeResponsePart(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?) {
+    guard let context else {
+      promise?.fail(ChannelError.ioOnClosedChannel)
+      return
+    }
+    write(part, context: context, promise: promise)
+  }
+
+  private func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+    switch part {
     case .head(let head):
       writeHeld(context: context)
       let headers = HTTP2Frame.FramePayload.Headers(headers: HTTP2Translation.responseBlock(head))

@@ -385,12 +385,15 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     // (`HTTPHeaderRules`). No `HTTPServerProtocolErrorHandler` either: `ProxyRequestHandler` answers a request
     // the parser refuses with 400 itself (it knows whether a response is under way), one handler fewer for
     // every response part.
-    try sync.addHandlers([timeouts, HTTP1ServerCodec()], position: .after(self))
-    try sync.addHandler(
-      ProxyRequestHandler(
-        router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: false,
-        inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: originalDestination,
-        timeouts: timeouts))
+    let codec = HTTP1ServerCodec()
+    let handler = ProxyRequestHandler(
+      router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: false,
+      inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: originalDestination,
+      timeouts: timeouts)
+    try sync.addHandlers([timeouts, codec], position: .after(self))
+    try sync.addHandler(handler, position: .after(codec))
+    // Side by side: request and response parts pass between the two directly.
+    ProxyRequestHandler.pair(handler, with: codec)
     forwardBufferedAndRemove(context: context)
   }
 
@@ -410,12 +413,14 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     ) { stream in
       // Set up at once, and answered with the loop's cached succeeded future rather than a new one per stream.
       do {
-        try stream.pipeline.syncOperations.addHandler(HTTP2ServerStreamCodec())
-        try stream.pipeline.syncOperations.addHandler(
-          ProxyRequestHandler(
-            router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: true,
-            inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: original,
-            connection: cache))
+        let codec = HTTP2ServerStreamCodec()
+        let handler = ProxyRequestHandler(
+          router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: true,
+          inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: original,
+          connection: cache)
+        try stream.pipeline.syncOperations.addHandlers(codec, handler)
+        // Side by side: request and response parts pass between the two directly.
+        ProxyRequestHandler.pair(handler, with: codec)
         return stream.eventLoop.makeSucceededVoidFuture()
       } catch {
         return stream.eventLoop.makeFailedFuture(error)

@@ -36,6 +36,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   /// response here (it stays on a pooled HTTP/1.1 connection between requests).
   private var upstream: Upstream?
   private var reporter: UpstreamResponseReporter?
+  /// The upstream's codec, which request parts are written to directly; nil for a pipeline without one.
+  private var upstreamCodec: (any UpstreamResponseHost)?
   /// The current request as routed, kept to route it again when an upstream refuses it unprocessed.
   private var request: RoutedRequest?
   private var started: NIODeadline = .now()
@@ -111,13 +113,41 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   }
 
   func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-  func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.context = nil
+    downstreamCodec = nil
+  }
 
   // MARK: Downstream
 
+  /// The downstream's codec right in front of this handler (``HTTP1ServerCodec``, ``HTTP2ServerStreamCodec``),
+  /// when the pipeline was built with the two side by side: they call each other directly, as the pipeline would
+  /// but without its hops and the parts' boxing into `NIOAny` and dynamic casts out of it (about 500
+  /// instructions a part, five or more a request). Nil in a pipeline built otherwise (the tests'): then parts
+  /// go through the pipeline.
+  var downstreamCodec: (any DownstreamCodec)?
+
+  /// A response part to the client: to the codec directly when it is there, else through the pipeline.
+  private func writeDownstream(_ part: HTTPServerResponsePart, context: ChannelHandlerContext) {
+    if let downstreamCodec {
+      downstreamCodec.writeResponsePart(part, promise: nil)
+    } else {
+      context.write(wrapOutboundOut(part), promise: nil)
+    }
+  }
+
+  /// A request part from the downstream's codec, called directly (``downstreamCodec``).
+  func received(_ part: HTTPServerRequestPart) {
+    guard let context else { return }
+    received(part, context: context)
+  }
+
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    received(unwrapInboundIn(data), context: context)
+  }
+
+  private func received(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
     readingDownstream = true
-    let part = unwrapInboundIn(data)
     switch part {
     case .head(let head):
       timeouts?.headReceived()
@@ -153,8 +183,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
     if error is HTTPParserError, !stateMachine.downstreamIsHTTP2, !stateMachine.isResponding {
       let headers = HTTPHeaders([("connection", "close"), ("content-length", "0")])
-      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
-      context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+      writeDownstream(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers)), context: context)
+      writeDownstream(.end(nil), context: context)
+      context.flush()
     }
     context.fireErrorCaught(error)
   }
@@ -299,7 +330,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     }
     let downstream = NIOLoopBound(self, eventLoop: context.eventLoop)
     let reporter: UpstreamResponseReporter
-    if let host = Self.responseHost(of: upstream) {
+    let host = Self.responseHost(of: upstream)
+    if let host {
       if let pooled = host.responses {
         // A pooled HTTP/1.1 connection keeps its reporter from request to request.
         reporter = pooled
@@ -324,15 +356,25 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
         return
       }
     }
-    for part in stateMachine.buffered {
-      upstream.channel.write(Self.clientPart(part, head: upstream.head), promise: nil)
-    }
+    upstreamCodec = host
     self.upstream = upstream
+    for part in stateMachine.buffered {
+      writeUpstream(part, upstream)
+    }
     flushUpstream()
     self.reporter = reporter
     stateMachine.forwardingStarted()
     setDownstreamAutoRead(true, context: context)
     context.read()
+  }
+
+  /// A request part to the upstream: to its codec directly when it has one, else through its pipeline.
+  private func writeUpstream(_ part: HTTPServerRequestPart, _ upstream: Upstream) {
+    if let upstreamCodec {
+      upstreamCodec.writeRequestPart(Self.clientPart(part, head: upstream.head), promise: nil)
+    } else {
+      upstream.channel.write(NIOAny(Self.clientPart(part, head: upstream.head)), promise: nil)
+    }
   }
 
   /// The upstream's codec, which reports its response parts straight to a reporter: an HTTP/2 stream's, or
@@ -373,12 +415,12 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       break
     case .forwardRequestPart(let part):
       if let upstream {
-        upstream.channel.write(Self.clientPart(part, head: upstream.head), promise: nil)
+        writeUpstream(part, upstream)
         upstreamUnflushed = true
       }
     case .forwardLastRequestPart(let part, let finish):
       guard let upstream else { break }
-      upstream.channel.write(Self.clientPart(part, head: upstream.head), promise: nil)
+      writeUpstream(part, upstream)
       if finish {
         // The response is over already: the upstream goes back to its pool, flushed.
         upstreamUnflushed = false
@@ -419,9 +461,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       if head.version != .http1_1 { head.version = .http1_1 }
       responseLatency = elapsedMilliseconds()
       tapResponse(status: Int(head.status.code))
-      context.write(wrapOutboundOut(.head(head)), promise: nil)
+      writeDownstream(.head(head), context: context)
     case .forwardResponseBody(let buffer):
-      context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+      writeDownstream(.body(.byteBuffer(buffer)), context: context)
     case .forwardResponseEnd(let trailers, let status, let grpcStatus, let finish):
       forwardResponseEnd(trailers, status: status, grpcStatus: grpcStatus, finish: finish, context: context)
     case .acceptUpgrade(let head):
@@ -508,15 +550,15 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       headers.add(name: "grpc-status", value: String(error.grpcStatus))
       headers.add(name: "grpc-message", value: GRPCMessage.percentEncoded("\(error)"))
       if !stateMachine.downstreamIsHTTP2 { headers.add(name: "content-length", value: "0") }
-      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+      writeDownstream(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)), context: context)
     } else {
       status = error.status
       grpcStatus = nil
       headers.add(name: "content-type", value: "text/plain; charset=utf-8")
       let body = ByteBuffer(string: "\(error)\n")
       headers.add(name: "content-length", value: String(body.readableBytes))
-      context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-      context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+      writeDownstream(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)), context: context)
+      writeDownstream(.body(.byteBuffer(body)), context: context)
     }
     var labels = ProxyMetrics.RequestLabels(
       direction: router.direction, authority: request.map { router.metricAuthority(for: $0) } ?? "",
@@ -540,7 +582,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     let next = stateMachine.answerWritten(requestEnded: answer.requestEnded)
     if case .resumeReading(requestDone: true) = next { endCounted() }
     timeouts?.responseEnded()
-    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    writeDownstream(.end(nil), context: context)
+    context.flush()
     switch next {
     case .resumeReading:
       // Unless a pipelined request has begun meanwhile (it manages reading itself).
@@ -592,7 +635,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     // closes the stream and `channelInactive` runs inside it (see `responsePartReceived`).
     if finish { self.finish() }
     timeouts?.responseEnded()
-    context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+    writeDownstream(.end(trailers), context: context)
+    context.flush()
     perform(stateMachine.responseEndWritten(), context: context)
   }
 
@@ -615,6 +659,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   private func releaseUpstream() {
     upstreamUnflushed = false
     upstream = nil
+    upstreamCodec = nil
     reporter = nil
   }
 
@@ -677,7 +722,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     let protocolName = head.headers.first(name: "upgrade") ?? request?.upgrade
     HTTPHeaderRules.stripHopByHop(&head.headers, upgrade: protocolName)
     head.version = .http1_1
-    context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+    writeDownstream(.head(head), context: context)
+    context.flush()
   }
 
   /// Takes HTTP off both pipelines and joins them with a ``ByteRelay``. Bytes the upstream sent right after
@@ -796,11 +842,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     return true
   }
 
-  static func clientPart(_ part: HTTPServerRequestPart, head: HTTPRequestHead) -> NIOAny {
+  static func clientPart(_ part: HTTPServerRequestPart, head: HTTPRequestHead) -> HTTPClientRequestPart {
     switch part {
-    case .head: NIOAny(HTTPClientRequestPart.head(head))
-    case .body(let buffer): NIOAny(HTTPClientRequestPart.body(.byteBuffer(buffer)))
-    case .end(let trailers): NIOAny(HTTPClientRequestPart.end(trailers))
+    case .head: .head(head)
+    case .body(let buffer): .body(.byteBuffer(buffer))
+    case .end(let trailers): .end(trailers)
     }
   }
 }
@@ -880,8 +926,34 @@ final class UpstreamResponseReporter {
 }
 
 /// An upstream codec that reports its response parts to an ``UpstreamResponseReporter`` directly.
+/// The codec in front of a ``ProxyRequestHandler`` on a downstream connection or stream, paired with it (see
+/// ``ProxyRequestHandler/downstreamCodec``).
+protocol DownstreamCodec: AnyObject {
+  /// Writes a response part as the handler's `context.write` would, straight into the codec. Fails the promise
+  /// once the codec has left the pipeline.
+  func writeResponsePart(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?)
+}
+
+extension ProxyRequestHandler {
+  /// Pairs `handler` with `codec` right in front of it in one pipeline: request parts go from the codec to the
+  /// handler and response parts back, as direct calls. Each lets go of the other when it leaves the pipeline.
+  static func pair(_ handler: ProxyRequestHandler, with codec: HTTP1ServerCodec) {
+    handler.downstreamCodec = codec
+    codec.requests = handler
+  }
+
+  static func pair(_ handler: ProxyRequestHandler, with codec: HTTP2ServerStreamCodec) {
+    handler.downstreamCodec = codec
+    codec.requests = handler
+  }
+}
+
 protocol UpstreamResponseHost: AnyObject {
   var responses: UpstreamResponseReporter? { get set }
+  /// Writes a request part as the channel's `write` would (the codec is last in its pipeline), without the
+  /// trip from the pipeline's tail and the part's boxing into `NIOAny` and dynamic cast out of it (about 500
+  /// instructions a part). Fails the promise once the codec has left the pipeline.
+  func writeRequestPart(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?)
 }
 
 /// Puts an ``UpstreamResponseReporter`` in a pipeline that has no ``UpstreamResponseHost`` codec (an upstream

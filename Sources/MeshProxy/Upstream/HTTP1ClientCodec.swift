@@ -42,11 +42,27 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Ups
   private var removed = false
   /// The request being written is chunked.
   private var chunkedRequest = false
+  /// This handler's context while it is in the pipeline, for ``writeRequestPart(_:promise:)``.
+  private var context: ChannelHandlerContext?
+
+  func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
   // MARK: Requests
 
   func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    switch unwrapOutboundIn(data) {
+    write(unwrapOutboundIn(data), context: context, promise: promise)
+  }
+
+  func writeRequestPart(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?) {
+    guard let context else {
+      promise?.fail(ChannelError.ioOnClosedChannel)
+      return
+    }
+    write(part, context: context, promise: promise)
+  }
+
+  private func write(_ part: HTTPClientRequestPart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+    switch part {
     case .head(let head):
       methods.append(head.method)
       let (buffer, chunked) = HTTP1HeadEncoding.encode(
@@ -138,6 +154,7 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
   func handlerRemoved(context: ChannelHandlerContext) {
     removed = true
+    self.context = nil
     let bytes = reader.takeLeftover()
     // What followed an upgrade goes on as bytes, to the relay behind. Not when the channel closes (every
     // handler leaves then, and the ones behind take response parts, not bytes), nor bytes of a response.
