@@ -161,3 +161,83 @@ struct PairedCodecTests {
     #expect(throws: ChannelError.ioOnClosedChannel) { try clientPromise.futureResult.wait() }
   }
 }
+
+/// `HTTP1ClientCodec` keeping an upstream connection's TCP counters itself (no `ConnectionMetricsHandler` in
+/// front of it): they must count what crossed the wire, and a counting handler takes over after an upgrade.
+@Suite("Upstream HTTP/1.1 codec's TCP counters")
+struct HTTP1ClientCodecTCPTests {
+  /// The value of the series of `name` with `tls="false"` labels in `metrics`' exposition.
+  static func value(_ name: String, _ metrics: ProxyMetrics) -> Double? {
+    let text = String(decoding: metrics.exposition(), as: UTF8.self)
+    for line in text.split(separator: "\n") where line.hasPrefix(name + "{") && line.contains("peer=\"dst\"") {
+      return line.split(separator: " ").last.flatMap { Double($0) }
+    }
+    return nil
+  }
+
+  static func written(_ channel: EmbeddedChannel) throws -> Int {
+    var count = 0
+    while let buffer = try channel.readOutbound(as: ByteBuffer.self) { count += buffer.readableBytes }
+    return count
+  }
+
+  @Test("bytes read and written, the opening and the close, counted once; after an upgrade a handler in front counts on")
+  func counts() throws {
+    let metrics = ProxyMetrics()
+    let channel = EmbeddedChannel()
+    try channel.pipeline.syncOperations.addHandler(
+      HTTP1ClientCodec(tcp: metrics.tcp(direction: "outbound", peer: "dst", tls: false)))
+    try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+    #expect(Self.value("tcp_open_total", metrics) == 1)
+    #expect(Self.value("tcp_open_connections", metrics) == 1)
+
+    // A chunked request (head, two body parts, trailers) and a response read in two pieces.
+    var headers = HTTPHeaders([("host", "backend"), ("transfer-encoding", "chunked")])
+    headers.add(name: "x-a", value: "1")
+    try channel.writeOutbound(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/p", headers: headers)))
+    try channel.writeOutbound(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(string: "hello"))))
+    try channel.writeOutbound(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(string: String(repeating: "x", count: 300)))))
+    try channel.writeOutbound(HTTPClientRequestPart.end(HTTPHeaders([("x-trailer", "t")])))
+    let sent = try Self.written(channel)
+    #expect(sent > 300 + 5)
+    #expect(Self.value("tcp_write_bytes_total", metrics) == Double(sent))
+    let response = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nfour"
+    try channel.writeInbound(ByteBuffer(string: String(response.prefix(10))))
+    try channel.writeInbound(ByteBuffer(string: String(response.dropFirst(10))))
+    #expect(Self.value("tcp_read_bytes_total", metrics) == Double(response.utf8.count))
+    var parts = 0
+    while try channel.readInbound(as: HTTPClientResponsePart.self) != nil { parts += 1 }
+    #expect(parts == 3)
+
+    // The codec leaves (an upgrade's relay takes the bytes): the counting goes on in front, the opening not
+    // counted again.
+    let codec = try channel.pipeline.syncOperations.handler(type: HTTP1ClientCodec.self)
+    try channel.pipeline.syncOperations.removeHandler(codec).wait()
+    #expect(try channel.pipeline.syncOperations.handler(type: ConnectionMetricsHandler.self) != nil)
+    try channel.writeInbound(ByteBuffer(string: "relayed"))
+    #expect(try channel.readInbound(as: ByteBuffer.self).map { String(buffer: $0) } == "relayed")
+    channel.writeAndFlush(ByteBuffer(string: "back"), promise: nil)
+    #expect(try Self.written(channel) == 4)
+    #expect(Self.value("tcp_read_bytes_total", metrics) == Double(response.utf8.count + 7))
+    #expect(Self.value("tcp_write_bytes_total", metrics) == Double(sent + 4))
+    #expect(Self.value("tcp_open_total", metrics) == 1)
+
+    _ = try channel.finish()
+    #expect(Self.value("tcp_close_total", metrics) == 1)
+    #expect(Self.value("tcp_open_connections", metrics) == 0)
+  }
+
+  @Test("a connection closed with the codec in place is counted closed once")
+  func closedOnce() throws {
+    let metrics = ProxyMetrics()
+    let channel = EmbeddedChannel()
+    try channel.pipeline.syncOperations.addHandler(
+      HTTP1ClientCodec(tcp: metrics.tcp(direction: "outbound", peer: "dst", tls: false)))
+    try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8080)).wait()
+    _ = try channel.finish()
+    #expect(Self.value("tcp_open_total", metrics) == 1)
+    #expect(Self.value("tcp_close_total", metrics) == 1)
+    #expect(Self.value("tcp_open_connections", metrics) == 0)
+    #expect((try? channel.pipeline.syncOperations.handler(type: ConnectionMetricsHandler.self)) == nil)
+  }
+}

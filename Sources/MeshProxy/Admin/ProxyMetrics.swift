@@ -320,8 +320,10 @@ final class ConnectionMetricsHandler: ChannelDuplexHandler, RemovableChannelHand
   private let metrics: ProxyMetrics.TCP
   private var counted = false
 
-  init(metrics: ProxyMetrics.TCP) {
+  /// `counted`: the connection's opening is counted already (by a codec that counted it until now).
+  init(metrics: ProxyMetrics.TCP, counted: Bool = false) {
     self.metrics = metrics
+    self.counted = counted
   }
 
   func channelActive(context: ChannelHandlerContext) {

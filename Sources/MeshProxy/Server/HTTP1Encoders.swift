@@ -199,28 +199,34 @@ enum HTTP1HeadEncoding {
 
   /// A body part: as is, or as one chunk (size line, bytes, CRLF; empty parts are not framed, as they would
   /// end the body). `promise` completes with the last of the writes.
+  /// Returns the number of bytes written.
+  @discardableResult
   static func writeBody(
     _ part: IOData, chunked: Bool, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?
-  ) {
+  ) -> Int {
     let count = part.readableBytes
     guard chunked, count > 0 else {
       context.write(NIOAny(part), promise: promise)
-      return
+      return count
     }
     var line = context.channel.allocator.buffer(capacity: 20)
     line.writeString(String(count, radix: 16))
     line.writeStaticString("\r\n")
+    let framing = line.readableBytes + 2
     context.write(NIOAny(IOData.byteBuffer(line)), promise: nil)
     context.write(NIOAny(part), promise: nil)
     line.moveReaderIndex(forwardBy: line.readableBytes - 2)
     context.write(NIOAny(IOData.byteBuffer(line)), promise: promise)
+    return count + framing
   }
 
   /// A message's end: the last chunk and the trailers when chunked; else nothing (a promise is completed in
   /// order by an empty write).
+  /// Returns the number of bytes written.
+  @discardableResult
   static func writeEnd(
     _ trailers: HTTPHeaders?, chunked: Bool, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?
-  ) {
+  ) -> Int {
     if chunked {
       var buffer = context.channel.allocator.buffer(capacity: 8)
       buffer.writeStaticString("0\r\n")
@@ -231,10 +237,13 @@ enum HTTP1HeadEncoding {
         buffer.writeStaticString("\r\n")
       }
       buffer.writeStaticString("\r\n")
+      let count = buffer.readableBytes
       context.write(NIOAny(IOData.byteBuffer(buffer)), promise: promise)
+      return count
     } else if let promise {
       context.write(NIOAny(IOData.byteBuffer(context.channel.allocator.buffer(capacity: 0))), promise: promise)
     }
+    return 0
   }
 }
 

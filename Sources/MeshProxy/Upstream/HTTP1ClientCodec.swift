@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import Prometheus
 
 /// The proxy's HTTP/1.1 client side toward an upstream, in one handler: requests encoded with
 /// ``HTTP1HeadEncoding`` (as ``HTTP1ResponseEncoder`` encodes responses), responses decoded here; in place of
@@ -44,8 +45,34 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Ups
   private var chunkedRequest = false
   /// This handler's context while it is in the pipeline, for ``writeRequestPart(_:promise:)``.
   private var context: ChannelHandlerContext?
+  /// The connection's TCP counters, when this codec keeps them (first in a plaintext connection's pipeline, it
+  /// sees every byte read and written) instead of a ``ConnectionMetricsHandler`` in front of it.
+  private let tcp: ProxyMetrics.TCP?
+  /// The connection's opening is counted (and its close not yet).
+  private var tcpCounted = false
 
-  func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+  init(tcp: ProxyMetrics.TCP? = nil) { self.tcp = tcp }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+    if context.channel.isActive { countOpened() }
+  }
+
+  func channelActive(context: ChannelHandlerContext) {
+    countOpened()
+    context.fireChannelActive()
+  }
+
+  private func countOpened() {
+    guard let tcp, !tcpCounted else { return }
+    tcpCounted = true
+    tcp.open.increment()
+    tcp.opened.increment()
+  }
+
+  private func countWritten(_ bytes: Int) {
+    if let tcp, bytes > 0 { tcp.write.increment(by: Int64(bytes)) }
+  }
 
   // MARK: Requests
 
@@ -69,11 +96,12 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Ups
         startLine: .request(head), headers: head.headers, body: HTTP1HeadEncoding.requestBody(head.method),
         version: head.version, allocator: context.channel.allocator)
       chunkedRequest = chunked
+      countWritten(buffer.readableBytes)
       context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
     case .body(let part):
-      HTTP1HeadEncoding.writeBody(part, chunked: chunkedRequest, context: context, promise: promise)
+      countWritten(HTTP1HeadEncoding.writeBody(part, chunked: chunkedRequest, context: context, promise: promise))
     case .end(let trailers):
-      HTTP1HeadEncoding.writeEnd(trailers, chunked: chunkedRequest, context: context, promise: promise)
+      countWritten(HTTP1HeadEncoding.writeEnd(trailers, chunked: chunkedRequest, context: context, promise: promise))
       chunkedRequest = false
     }
   }
@@ -81,7 +109,9 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Ups
   // MARK: Responses
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    reader.append(unwrapInboundIn(data))
+    let bytes = unwrapInboundIn(data)
+    if let tcp { tcp.read.increment(by: Int64(bytes.readableBytes)) }
+    reader.append(bytes)
     while !removed {
       let event: HTTP1MessageReader.Event
       do {
@@ -118,6 +148,11 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Ups
       failed(HTTP1ResponseError(error), context: context)
     }
     responses?.inactive()
+    if let tcp, tcpCounted {
+      tcpCounted = false
+      tcp.open.decrement()
+      tcp.closed.increment()
+    }
     context.fireChannelInactive()
   }
 
@@ -155,6 +190,11 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Ups
   func handlerRemoved(context: ChannelHandlerContext) {
     removed = true
     self.context = nil
+    // The connection lives on without this codec (an upgrade's relay): a counting handler takes over, in front.
+    if let tcp, tcpCounted, context.channel.isActive {
+      tcpCounted = false
+      try? context.pipeline.syncOperations.addHandler(ConnectionMetricsHandler(metrics: tcp, counted: true), position: .first)
+    }
     let bytes = reader.takeLeftover()
     // What followed an upgrade goes on as bytes, to the relay behind. Not when the channel closes (every
     // handler leaves then, and the ones behind take response parts, not bytes), nor bytes of a response.

@@ -467,10 +467,12 @@ final class UpstreamPool: @unchecked Sendable {
       .channelOption(.tcpOption(.tcp_nodelay), value: 1)
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(
-            ConnectionMetricsHandler(metrics: tcpMetrics))
           if http1 {
-            try channel.pipeline.syncOperations.addProxyHTTPClientHandlers()
+            // The HTTP/1.1 codec counts the connection's bytes itself (it sees all of them: no TLS here),
+            // one handler fewer that every read, write and flush would cross.
+            try channel.pipeline.syncOperations.addHandler(HTTP1ClientCodec(tcp: tcpMetrics))
+          } else {
+            try channel.pipeline.syncOperations.addHandler(ConnectionMetricsHandler(metrics: tcpMetrics))
           }
         }
       }
