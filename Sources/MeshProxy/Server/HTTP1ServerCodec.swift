@@ -31,7 +31,7 @@ import NIOHTTP1
 ///
 /// The method of each request handed on is the encoder's: a response to HEAD or CONNECT carries no body.
 /// After an upgrade request the bytes are the new protocol's: they go on, as bytes, when the handler is removed.
-final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler, DownstreamCodec {
+final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler, DirectlyWrittenCodec, DownstreamCodec {
   typealias InboundIn = ByteBuffer
   typealias InboundOut = HTTPServerRequestPart
   typealias OutboundIn = HTTPServerResponsePart
@@ -52,10 +52,9 @@ final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler, Dow
   /// The request handler behind this codec when the two are paired (``ProxyRequestHandler/pair(_:with:)``):
   /// request parts go to it directly instead of through the pipeline.
   var requests: ProxyRequestHandler?
-  /// This handler's context while it is in the pipeline, for ``writeResponsePart(_:promise:)``.
-  private var context: ChannelHandlerContext?
+  private(set) var pipelineContext: ChannelHandlerContext?
 
-  func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+  func handlerAdded(context: ChannelHandlerContext) { pipelineContext = context }
 
   private enum Quiescing {
     case no
@@ -158,19 +157,7 @@ final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler, Dow
     }
   }
 
-  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    write(unwrapOutboundIn(data), context: context, promise: promise)
-  }
-
-  func writeResponsePart(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?) {
-    guard let context else {
-      promise?.fail(ChannelError.ioOnClosedChannel)
-      return
-    }
-    write(part, context: context, promise: promise)
-  }
-
-  private func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+  func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
     switch part {
     case .head(var head) where quiescing != .no:
       if head.isKeepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
@@ -244,7 +231,7 @@ final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler, Dow
 
   func handlerRemoved(context: ChannelHandlerContext) {
     removed = true
-    self.context = nil
+    pipelineContext = nil
     requests = nil
     // What the client sent after an upgrade request goes on as bytes, to the relay behind.
     guard let bytes = reading.upgradeLeftover(), context.channel.isActive else { return }

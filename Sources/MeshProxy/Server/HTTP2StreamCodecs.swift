@@ -148,7 +148,7 @@ enum HTTP2Translation {
 /// An upstream HTTP/2 stream on the client side: HTTP/1 request parts out, response parts in; the received
 /// blocks are validated (``HTTP2HeaderValidator``). A malformed response fails the stream with
 /// ``HTTP2HeaderValidator/Malformed`` and resets it.
-final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, UpstreamResponseHost {
+final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, DirectlyWrittenCodec, UpstreamResponseHost {
   typealias InboundIn = HTTP2Frame.FramePayload
   typealias InboundOut = HTTPClientResponsePart
   typealias OutboundIn = HTTPClientRequestPart
@@ -165,13 +165,12 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
   /// Where the response parts go once a request handler forwards on this stream (directly, not through the
   /// stream's pipeline); without one they go to the next handler.
   var responses: UpstreamResponseReporter?
-  /// This handler's context while it is in the pipeline, for ``writeRequestPart(_:promise:)``.
-  private var context: ChannelHandlerContext?
+  private(set) var pipelineContext: ChannelHandlerContext?
 
   init(scheme: String = "http") { self.scheme = scheme }
 
-  func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-  func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+  func handlerAdded(context: ChannelHandlerContext) { pipelineContext = context }
+  func handlerRemoved(context: ChannelHandlerContext) { pipelineContext = nil }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     if failed { return }
@@ -234,19 +233,7 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     context.close(promise: nil)
   }
 
-  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    write(unwrapOutboundIn(data), context: context, promise: promise)
-  }
-
-  func writeRequestPart(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?) {
-    guard let context else {
-      promise?.fail(ChannelError.ioOnClosedChannel)
-      return
-    }
-    write(part, context: context, promise: promise)
-  }
-
-  private func write(_ part: HTTPClientRequestPart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+  func write(_ part: HTTPClientRequestPart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
     switch part {
     case .head(let head):
       precondition(requestMethod == nil, "one request per HTTP/2 stream")
@@ -344,7 +331,7 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 /// after it (one frame fewer to encode, send, decode and pass through the peer's stream for nearly every
 /// response, whose body and end an upstream answers together). A ``StreamResetEvent`` goes out as RST_STREAM
 /// with its code, so that an upstream's reset crosses the proxy as a reset.
-final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, DownstreamCodec {
+final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, DirectlyWrittenCodec, DownstreamCodec {
   typealias InboundIn = HTTP2Frame.FramePayload
   typealias InboundOut = HTTPServerRequestPart
   typealias OutboundIn = HTTPServerResponsePart
@@ -360,14 +347,13 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
   /// The request handler behind this codec when the two are paired (``ProxyRequestHandler/pair(_:with:)``):
   /// request parts go to it directly instead of through the stream's pipeline.
   var requests: ProxyRequestHandler?
-  /// This handler's context while it is in the pipeline, for ``writeResponsePart(_:promise:)``.
-  private var context: ChannelHandlerContext?
+  private(set) var pipelineContext: ChannelHandlerContext?
 
   init() {}
 
-  func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+  func handlerAdded(context: ChannelHandlerContext) { pipelineContext = context }
   func handlerRemoved(context: ChannelHandlerContext) {
-    self.context = nil
+    pipelineContext = nil
     requests = nil
   }
 
@@ -422,19 +408,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     context.close(promise: nil)
   }
 
-  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    write(unwrapOutboundIn(data), context: context, promise: promise)
-  }
-
-  func writeResponsePart(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?) {
-    guard let context else {
-      promise?.fail(ChannelError.ioOnClosedChannel)
-      return
-    }
-    write(part, context: context, promise: promise)
-  }
-
-  private func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+  func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
     switch part {
     case .head(let head):
       writeHeld(context: context)

@@ -130,7 +130,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   /// A response part to the client: to the codec directly when it is there, else through the pipeline.
   private func writeDownstream(_ part: HTTPServerResponsePart, context: ChannelHandlerContext) {
     if let downstreamCodec {
-      downstreamCodec.writeResponsePart(part, promise: nil)
+      downstreamCodec.writeDirectly(part, promise: nil)
     } else {
       context.write(wrapOutboundOut(part), promise: nil)
     }
@@ -371,7 +371,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   /// A request part to the upstream: to its codec directly when it has one, else through its pipeline.
   private func writeUpstream(_ part: HTTPServerRequestPart, _ upstream: Upstream) {
     if let upstreamCodec {
-      upstreamCodec.writeRequestPart(Self.clientPart(part, head: upstream.head), promise: nil)
+      upstreamCodec.writeDirectly(Self.clientPart(part, head: upstream.head), promise: nil)
     } else {
       upstream.channel.write(NIOAny(Self.clientPart(part, head: upstream.head)), promise: nil)
     }
@@ -926,23 +926,44 @@ final class UpstreamResponseReporter {
 }
 
 /// An upstream codec that reports its response parts to an ``UpstreamResponseReporter`` directly.
+/// A codec the request handler writes its parts to directly (``ProxyRequestHandler/pair(_:with:)``, and the
+/// upstream's codec) as well as through the pipeline: both ways end in ``write(_:context:promise:)``.
+protocol DirectlyWrittenCodec: ChannelOutboundHandler, AnyObject {
+  /// This handler's context while it is in the pipeline: set in `handlerAdded`, cleared in `handlerRemoved`.
+  var pipelineContext: ChannelHandlerContext? { get }
+  func write(_ part: OutboundIn, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?)
+}
+
+extension DirectlyWrittenCodec {
+  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    write(unwrapOutboundIn(data), context: context, promise: promise)
+  }
+
+  /// Writes `part` as a write through the pipeline would reach this codec (nothing behind it takes writes),
+  /// without the trip from the pipeline's tail and the part's boxing into `NIOAny` and dynamic cast out of it
+  /// (about 500 instructions a part). Fails the promise once the codec has left the pipeline.
+  func writeDirectly(_ part: OutboundIn, promise: EventLoopPromise<Void>?) {
+    guard let context = pipelineContext else {
+      promise?.fail(ChannelError.ioOnClosedChannel)
+      return
+    }
+    write(part, context: context, promise: promise)
+  }
+}
+
 /// The codec in front of a ``ProxyRequestHandler`` on a downstream connection or stream, paired with it (see
 /// ``ProxyRequestHandler/downstreamCodec``).
 protocol DownstreamCodec: AnyObject {
-  /// Writes a response part as the handler's `context.write` would, straight into the codec. Fails the promise
-  /// once the codec has left the pipeline.
-  func writeResponsePart(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?)
+  /// The handler request parts go to directly; the codec lets go of it when it leaves the pipeline.
+  var requests: ProxyRequestHandler? { get set }
+  /// Writes a response part as the handler's `context.write` would (``DirectlyWrittenCodec``).
+  func writeDirectly(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?)
 }
 
 extension ProxyRequestHandler {
   /// Pairs `handler` with `codec` right in front of it in one pipeline: request parts go from the codec to the
   /// handler and response parts back, as direct calls. Each lets go of the other when it leaves the pipeline.
-  static func pair(_ handler: ProxyRequestHandler, with codec: HTTP1ServerCodec) {
-    handler.downstreamCodec = codec
-    codec.requests = handler
-  }
-
-  static func pair(_ handler: ProxyRequestHandler, with codec: HTTP2ServerStreamCodec) {
+  static func pair(_ handler: ProxyRequestHandler, with codec: any DownstreamCodec) {
     handler.downstreamCodec = codec
     codec.requests = handler
   }
@@ -950,10 +971,9 @@ extension ProxyRequestHandler {
 
 protocol UpstreamResponseHost: AnyObject {
   var responses: UpstreamResponseReporter? { get set }
-  /// Writes a request part as the channel's `write` would (the codec is last in its pipeline), without the
-  /// trip from the pipeline's tail and the part's boxing into `NIOAny` and dynamic cast out of it (about 500
-  /// instructions a part). Fails the promise once the codec has left the pipeline.
-  func writeRequestPart(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?)
+  /// Writes a request part as the channel's `write` would (the codec is last in its pipeline;
+  /// ``DirectlyWrittenCodec``).
+  func writeDirectly(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?)
 }
 
 /// Puts an ``UpstreamResponseReporter`` in a pipeline that has no ``UpstreamResponseHost`` codec (an upstream

@@ -25,7 +25,7 @@ import Prometheus
 ///
 /// A response whose head says the connection closes (`connection: close`, or HTTP/1.0 without keep-alive) is
 /// ended, then the connection is closed, so the pool never hands it to another request.
-final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, UpstreamResponseHost {
+final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, DirectlyWrittenCodec, UpstreamResponseHost {
   typealias InboundIn = ByteBuffer
   typealias InboundOut = HTTPClientResponsePart
   typealias OutboundIn = HTTPClientRequestPart
@@ -43,8 +43,7 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Ups
   private var removed = false
   /// The request being written is chunked.
   private var chunkedRequest = false
-  /// This handler's context while it is in the pipeline, for ``writeRequestPart(_:promise:)``.
-  private var context: ChannelHandlerContext?
+  private(set) var pipelineContext: ChannelHandlerContext?
   /// The connection's TCP counters, when this codec keeps them (first in a plaintext connection's pipeline, it
   /// sees every byte read and written) instead of a ``ConnectionMetricsHandler`` in front of it.
   private let tcp: ProxyMetrics.TCP?
@@ -54,7 +53,7 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Ups
   init(tcp: ProxyMetrics.TCP? = nil) { self.tcp = tcp }
 
   func handlerAdded(context: ChannelHandlerContext) {
-    self.context = context
+    pipelineContext = context
     if context.channel.isActive { countOpened() }
   }
 
@@ -76,19 +75,7 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
   // MARK: Requests
 
-  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    write(unwrapOutboundIn(data), context: context, promise: promise)
-  }
-
-  func writeRequestPart(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?) {
-    guard let context else {
-      promise?.fail(ChannelError.ioOnClosedChannel)
-      return
-    }
-    write(part, context: context, promise: promise)
-  }
-
-  private func write(_ part: HTTPClientRequestPart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+  func write(_ part: HTTPClientRequestPart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
     switch part {
     case .head(let head):
       methods.append(head.method)
@@ -189,7 +176,7 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Ups
 
   func handlerRemoved(context: ChannelHandlerContext) {
     removed = true
-    self.context = nil
+    pipelineContext = nil
     // The connection lives on without this codec (an upgrade's relay): a counting handler takes over, in front.
     if let tcp, tcpCounted, context.channel.isActive {
       tcpCounted = false
