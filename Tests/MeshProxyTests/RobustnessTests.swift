@@ -399,11 +399,9 @@ struct RobustnessTests {
     let a = try Authority("a.example:80")
     let b = try Authority("b.example:80")
     func request(_ authority: Authority, memo: DestinationMemo?) -> RoutedRequest {
-      var request = RoutedRequest(
+      RoutedRequest(
         head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"), authority: authority,
-        arrivedOverHTTP2: false, peerIdentity: nil)
-      request.destinationMemo = memo
-      return request
+        arrivedOverHTTP2: false, peerIdentity: nil, destinationMemo: memo)
     }
     let memo = DestinationMemo()
     _ = router.knownPolicy(for: request(a, memo: memo))

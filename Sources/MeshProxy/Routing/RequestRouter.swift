@@ -2,38 +2,75 @@ package import MeshCore
 package import NIOCore
 package import NIOHTTP1
 
-/// One request as the router sees it.
-package struct RoutedRequest: Sendable {
-  package var head: HTTPRequestHead
+/// One request as the router sees it. A class, made once per request and never changed: the request handler
+/// keeps it for retries and hands it to the router several times a request, and as a struct (a head, two
+/// authorities, an identity and three references) each of those was a copy of every field, about 6,000
+/// instructions a request on the inbound proxy (Benchmarks/load/instructions.sh).
+package final class RoutedRequest: Sendable {
+  package let head: HTTPRequestHead
   /// From `Host` (HTTP/1.1) or `:authority` (HTTP/2).
-  package var authority: Authority?
+  package let authority: Authority?
   /// Whether the request arrived over HTTP/2.
-  package var arrivedOverHTTP2: Bool
+  package let arrivedOverHTTP2: Bool
   /// The caller's verified mesh identity (inbound), if any.
-  package var peerIdentity: IdentityName?
+  package let peerIdentity: IdentityName?
   /// When the request arrived: the failfast timeout counts from here, across the profile lookup and the
   /// wait for an endpoint together, so a request with no usable destination waits one failfast, not two.
-  package var receivedAt: NIODeadline = .now()
+  package let receivedAt: NIODeadline
   /// The protocol an HTTP/1.1 client asks to switch to (its `Upgrade` header with `Connection: upgrade`),
   /// e.g. `websocket`. Such a request travels on HTTP/1.1 to the end (inside mutual TLS between proxies),
   /// and on `101 Switching Protocols` the connection becomes a byte relay.
-  package var upgrade: String?
+  package let upgrade: String?
   /// Where the connection was going before iptables redirected it to the proxy (transparent mode); nil
   /// when the client named the proxy itself.
-  package var originalDestination: Authority?
+  package let originalDestination: Authority?
   /// Set when the request's client goes away (or the proxy has answered it) while it still waits for an
   /// upstream: its place in a queue is given to the next request instead of opening a stream nobody reads.
-  let abandonment = RequestAbandonment()
+  let abandonment: RequestAbandonment
   /// The destination `authority` named for an earlier request of the same downstream connection: looked up
   /// again only when it changes or the router forgot it. Set by the proxy's request handler.
-  var destinationMemo: DestinationMemo?
+  let destinationMemo: DestinationMemo?
+
+  package init(
+    head: HTTPRequestHead, authority: Authority?, arrivedOverHTTP2: Bool, peerIdentity: IdentityName?,
+    receivedAt: NIODeadline = .now(), upgrade: String? = nil, originalDestination: Authority? = nil,
+    destinationMemo: DestinationMemo? = nil
+  ) {
+    self.head = head
+    self.authority = authority
+    self.arrivedOverHTTP2 = arrivedOverHTTP2
+    self.peerIdentity = peerIdentity
+    self.receivedAt = receivedAt
+    self.upgrade = upgrade
+    self.originalDestination = originalDestination
+    self.abandonment = RequestAbandonment()
+    self.destinationMemo = destinationMemo
+  }
+
+  /// The same request (same arrival, abandonment and memo) with another head, and `arrivedOverHTTP2` set
+  /// as given.
+  func with(head: HTTPRequestHead, arrivedOverHTTP2: Bool) -> RoutedRequest {
+    RoutedRequest(copying: self, head: head, arrivedOverHTTP2: arrivedOverHTTP2)
+  }
+
+  private init(copying other: RoutedRequest, head: HTTPRequestHead, arrivedOverHTTP2: Bool) {
+    self.head = head
+    self.authority = other.authority
+    self.arrivedOverHTTP2 = arrivedOverHTTP2
+    self.peerIdentity = other.peerIdentity
+    self.receivedAt = other.receivedAt
+    self.upgrade = other.upgrade
+    self.originalDestination = other.originalDestination
+    self.abandonment = other.abandonment
+    self.destinationMemo = other.destinationMemo
+  }
 }
 
 /// The destination a downstream connection's requests go to, kept between them: a request's three lookups of
 /// its destination (policy, target, endpoint) were three trips through the router's shared, locked map, with
 /// the authority hashed each time (Benchmarks/load/instructions.sh). Touched only on the connection's event
 /// loop (its HTTP/2 streams run there too).
-final class DestinationMemo: @unchecked Sendable {
+package final class DestinationMemo: @unchecked Sendable {
   var destination: Destination?
 }
 
@@ -306,6 +343,18 @@ enum HTTPHeaderRules {
 
   /// `value` without leading and trailing spaces and tabs.
   static func trimmed<S: StringProtocol>(_ value: S) -> String {
-    String(value.drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
+    // On the UTF-8 view: the same by `Character`, reversed twice, cost about 40,000 instructions a call
+    // (Benchmarks/load/instructions.sh).
+    let value = Substring(value)
+    let utf8 = value.utf8
+    var start = utf8.startIndex
+    var end = utf8.endIndex
+    while start < end, utf8[start] == 0x20 || utf8[start] == 0x09 { start = utf8.index(after: start) }
+    while start < end {
+      let last = utf8.index(before: end)
+      guard utf8[last] == 0x20 || utf8[last] == 0x09 else { break }
+      end = last
+    }
+    return String(value[start..<end])
   }
 }

@@ -680,13 +680,14 @@ package final class GatewayRouter: RequestRouter, Sendable {
   /// The request as the local side forwards it: marked in `forwarded`; an HTTP/1.1 request the caller
   /// carried over HTTP/2 is handed on as HTTP/1.1 (the next hop carries it again as it needs).
   private func forwardable(_ request: RoutedRequest) -> RoutedRequest {
-    var request = request
-    request.head.headers.add(name: "forwarded", value: "\(byToken);for=\(request.peerIdentity?.description ?? "")")
-    if request.head.headers.first(name: MeshHeaders.origProto) != nil {
-      request.head.headers.remove(name: MeshHeaders.origProto)
-      request.arrivedOverHTTP2 = false
+    var head = request.head
+    var arrivedOverHTTP2 = request.arrivedOverHTTP2
+    head.headers.add(name: "forwarded", value: "\(byToken);for=\(request.peerIdentity?.description ?? "")")
+    if head.headers.first(name: MeshHeaders.origProto) != nil {
+      head.headers.remove(name: MeshHeaders.origProto)
+      arrivedOverHTTP2 = false
     }
-    return request
+    return request.with(head: head, arrivedOverHTTP2: arrivedOverHTTP2)
   }
 
   package func policy(for request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RequestPolicy> {

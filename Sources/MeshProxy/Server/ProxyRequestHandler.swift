@@ -230,11 +230,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       head.headers.remove(name: "upgrade")
       head.headers.remove(name: "http2-settings")
     }
-    var request = RoutedRequest(
-      head: head, authority: authority, arrivedOverHTTP2: downstreamIsHTTP2, peerIdentity: peerIdentity)
-    request.upgrade = upgrade
-    request.originalDestination = originalDestination
-    request.destinationMemo = connection.destination
+    let request = RoutedRequest(
+      head: head, authority: authority, arrivedOverHTTP2: downstreamIsHTTP2, peerIdentity: peerIdentity,
+      upgrade: upgrade, originalDestination: originalDestination, destinationMemo: connection.destination)
     self.request = request
     tapDestination = ""
     tapServerID = ""
@@ -455,7 +453,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     case .forwardResponseHead(var head, let outcome):
       cancelTimeout()
       upstream?.ticket?.complete(outcome)
-      HTTPHeaderRules.stripHopByHop(&head.headers)
+      // An HTTP/2 client's codec leaves the connection-specific fields out as it makes the header block
+      // (`HTTP2Translation`): stripping them here too cost a pass and a copy of the headers.
+      if !stateMachine.downstreamIsHTTP2 { HTTPHeaderRules.stripHopByHop(&head.headers) }
       if stateMachine.closeAfterResponse { head.headers.add(name: "connection", value: "close") }
       // Set only when it differs: the head's storage is shared, and a write copies it.
       if head.version != .http1_1 { head.version = .http1_1 }
