@@ -87,8 +87,10 @@ final class LoopGuard: Sendable {
     return isSelf(host: ip, port: port)
   }
 
-  /// Checks the request's hop header and adds this proxy's token; a loop is an error.
-  func stamp(_ headers: inout HTTPHeaders) throws(ProxyError) {
+  /// Checks the request's hop header and adds this proxy's token; a loop is an error. `also` is added in the
+  /// same step: the headers share their storage with the request as it arrived, so each addition on its own
+  /// copied them all.
+  func stamp(_ headers: inout HTTPHeaders, also field: (name: String, value: String)? = nil) throws(ProxyError) {
     if headers.contains(name: Self.headerName) {
       let existing = headers[Self.headerName]
       var hops = 0
@@ -105,7 +107,11 @@ final class LoopGuard: Sendable {
         throw ProxyError(.loopDetected, "the request passed \(hops) proxies (limit \(Self.maxHops))")
       }
     }
-    headers.add(name: Self.headerName, value: token)
+    if let field {
+      headers.add(contentsOf: [(Self.headerName, token), field])
+    } else {
+      headers.add(name: Self.headerName, value: token)
+    }
   }
 
   private static func normalize(_ ip: String) -> String {

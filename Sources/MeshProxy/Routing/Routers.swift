@@ -352,9 +352,15 @@ package final class OutboundRouter: RequestRouter, Sendable {
     let (authority, known) = pickTarget(request, apex: apex)
     var stamped = request.head
     HTTPHeaderRules.stripHopByHop(&stamped.headers, upgrade: request.upgrade)
+    // The target first when it is at hand: an HTTP/1 request to a meshed endpoint gets its original-protocol
+    // mark in the same addition as the hop header (one copy of the headers, not two).
+    let ready = readyTarget(for: authority, known: known, original: request.originalDestination)
+    let marked = ready.map { Self.carriesHTTP1(request, to: $0) } ?? false
+    if marked, stamped.headers.contains(name: MeshHeaders.origProto) { stamped.headers.remove(name: MeshHeaders.origProto) }
     do {
-      try pools.loopGuard.stamp(&stamped.headers)
+      try pools.loopGuard.stamp(&stamped.headers, also: marked ? (MeshHeaders.origProto, "HTTP/1.1") : nil)
     } catch {
+      if case .endpoint(let ticket)? = ready { ticket.complete(.cancelled) }
       completion()(.failure(error))
       return nil
     }
@@ -373,10 +379,10 @@ package final class OutboundRouter: RequestRouter, Sendable {
         }
       }
     }
-    if let target = readyTarget(for: authority, known: known, original: request.originalDestination) {
+    if let target = ready {
       // The usual case: the destination is resolved, and often an idle connection waits. Then no future is
       // made at all, and through the mTLS pair none either: the stream's opening reports by a callback.
-      return open(target, request: request, apex: apex, head: head, deadline: deadline, on: eventLoop)
+      return open(target, request: request, apex: apex, head: head, marked: marked, deadline: deadline, on: eventLoop)
         .upstream(orReporting: retrying(completion()), on: eventLoop)
     }
     let whenOpened = retrying(completion())
@@ -466,11 +472,19 @@ package final class OutboundRouter: RequestRouter, Sendable {
     return target
   }
 
+  /// Whether a request to `target` travels as HTTP/1 inside the peer proxies' HTTP/2 and so carries the
+  /// original-protocol mark: an HTTP/1 request (not an upgrade, which keeps HTTP/1.1) to a meshed endpoint.
+  private static func carriesHTTP1(_ request: RoutedRequest, to target: Target) -> Bool {
+    guard case .endpoint(let ticket) = target else { return false }
+    return ticket.endpoint.tlsIdentity != nil && request.upgrade == nil && !request.arrivedOverHTTP2
+  }
+
   /// Opens the upstream of one attempt at `target`: at once when a pooled connection is idle, else later.
-  /// A ticket's outcome is reported when opening fails.
+  /// A ticket's outcome is reported when opening fails. `marked`: `head` has the original-protocol mark
+  /// already (``carriesHTTP1(_:to:)``).
   private func open(
-    _ target: Target, request: RoutedRequest, apex: Authority, head: HTTPRequestHead, deadline: NIODeadline,
-    on eventLoop: any EventLoop
+    _ target: Target, request: RoutedRequest, apex: Authority, head: HTTPRequestHead, marked: Bool = false,
+    deadline: NIODeadline, on eventLoop: any EventLoop
   ) -> AttemptOpening {
     var head = head
     var labels = ProxyMetrics.RequestLabels(direction: direction, authority: apex.description, tls: false)
@@ -510,7 +524,7 @@ package final class OutboundRouter: RequestRouter, Sendable {
             Upstream(channel: channel, head: head, ticket: ticket, labels: labels, release: nil, stream: nil)
           }
         } else {
-          if !request.arrivedOverHTTP2 { head.headers.replaceOrAdd(name: MeshHeaders.origProto, value: "HTTP/1.1") }
+          if !request.arrivedOverHTTP2, !marked { head.headers.replaceOrAdd(name: MeshHeaders.origProto, value: "HTTP/1.1") }
           // No future for the opening (see there): the stream becomes the upstream, and a failure settles the
           // ticket, in its callback.
           return .stream(
