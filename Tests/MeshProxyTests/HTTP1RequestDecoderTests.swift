@@ -40,6 +40,7 @@ struct HTTP1RequestDecoderTests {
     "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n",
     "POST /p HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: x\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: x\r\nX-Spaces:   a b  \r\nX-Empty:\r\nX-Latin: caf\u{e9}\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: x\r\nX-Tabs:\ta\tb \t\r\nX-Long: \(String(repeating: "0123456789abcdef", count: 8)) \r\n\r\n",
     "\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
     "GET  /two-spaces   HTTP/1.1\r\nHost: x\r\n\r\n",
   ]

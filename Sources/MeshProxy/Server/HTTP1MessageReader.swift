@@ -319,17 +319,22 @@ enum HTTP1Grammar {
       index += 1
       while bytes[index] == 0x20 || bytes[index] == 0x09 { index += 1 }
       let valueStart = index
-      var valueEnd = index
-      while true {
-        let byte = bytes[index]
-        if byte == 0x0D { break }
-        guard byte >= 0x20 && byte != 0x7F || byte == 0x09 else {
-          throw HTTP1ParseError("a control character in a header value", .invalidCharactersUsed)
-        }
-        index += 1
-        if byte != 0x20 && byte != 0x09 { valueEnd = index }
+      // The line's CR by memchr, then the value checked in one pass without an early exit (which the compiler
+      // vectorizes), then its trailing whitespace trimmed: a byte at a time with all three in one loop cost
+      // about 18 instructions a byte.
+      guard let cr = memchr(bytes.baseAddress! + index, 0x0D, bytes.count - index) else {
+        throw HTTP1ParseError("a header line without CRLF", .lfExpected)
       }
-      guard bytes[index + 1] == 0x0A else { throw HTTP1ParseError("a CR without LF", .lfExpected) }
+      index = UnsafeRawPointer(cr) - UnsafeRawPointer(bytes.baseAddress!)
+      var invalid: UInt8 = 0
+      for offset in valueStart..<index {
+        let byte = bytes[offset]
+        invalid |= (byte < 0x20 ? 1 : 0) & (byte != 0x09 ? 1 : 0) | (byte == 0x7F ? 1 : 0)
+      }
+      guard invalid == 0 else { throw HTTP1ParseError("a control character in a header value", .invalidCharactersUsed) }
+      var valueEnd = index
+      while valueEnd > valueStart, bytes[valueEnd - 1] == 0x20 || bytes[valueEnd - 1] == 0x09 { valueEnd -= 1 }
+      guard index + 1 < bytes.count, bytes[index + 1] == 0x0A else { throw HTTP1ParseError("a CR without LF", .lfExpected) }
       index += 2
       let name = UnsafeRawBufferPointer(rebasing: bytes[nameStart..<nameEnd])
       let value = UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd])
