@@ -5,13 +5,38 @@ import NIOConcurrencyHelpers
 package import NIOCore
 import Synchronization
 
+/// An endpoint as a destination's balancer holds it: with what every request to it needs from it, worked
+/// out once per discovery update rather than per request (its metric labels are three dictionary lookups,
+/// and a request's ticket copied the whole endpoint). Equal, and hashed, as its endpoint.
+package final class BalancedEndpoint: Hashable, Sendable {
+  package let endpoint: Endpoint
+  /// The endpoint's `service`, `namespace` and `target_cluster` metric labels ("" when absent).
+  let dstService: String
+  let dstNamespace: String
+  let targetCluster: String
+
+  init(_ endpoint: Endpoint) {
+    self.endpoint = endpoint
+    dstService = endpoint.metricLabels["service"] ?? ""
+    dstNamespace = endpoint.metricLabels["namespace"] ?? ""
+    targetCluster = endpoint.metricLabels["target_cluster"] ?? ""
+  }
+
+  package static func == (lhs: BalancedEndpoint, rhs: BalancedEndpoint) -> Bool {
+    lhs === rhs || lhs.endpoint == rhs.endpoint
+  }
+  package func hash(into hasher: inout Hasher) { hasher.combine(endpoint) }
+}
+
 /// A balancer ticket in a box, so it can travel in futures and handlers; completing it twice is harmless.
 package final class TicketBox: Sendable {
-  private let box: Mutex<BalancerTicket<Endpoint>?>
-  package let endpoint: Endpoint
+  private let box: Mutex<BalancerTicket<BalancedEndpoint>?>
+  /// The endpoint picked, with what a request needs from it.
+  let balanced: BalancedEndpoint
+  package var endpoint: Endpoint { balanced.endpoint }
 
-  init(_ ticket: consuming BalancerTicket<Endpoint>) {
-    self.endpoint = ticket.endpoint
+  init(_ ticket: consuming BalancerTicket<BalancedEndpoint>) {
+    self.balanced = ticket.endpoint
     self.box = Mutex(ticket)
   }
 
@@ -34,10 +59,10 @@ package enum Target: Sendable {
 /// the requests waiting for endpoints to appear (up to the failfast timeout).
 final class Destination: Sendable {
   let authority: Authority
-  let balancer: P2CBalancer<Endpoint>
+  let balancer: P2CBalancer<BalancedEndpoint>
   /// A federated service's linked clusters' gateways (endpoints flagged `isFallback`): picked from only while
   /// `balancer` has no endpoint that can take a request.
-  let fallback: P2CBalancer<Endpoint>
+  let fallback: P2CBalancer<BalancedEndpoint>
 
   private struct State {
     var resolved = false
@@ -48,8 +73,8 @@ final class Destination: Sendable {
 
   init(authority: Authority) {
     self.authority = authority
-    self.balancer = P2CBalancer<Endpoint>()
-    self.fallback = P2CBalancer<Endpoint>()
+    self.balancer = P2CBalancer<BalancedEndpoint>()
+    self.fallback = P2CBalancer<BalancedEndpoint>()
   }
 
   private struct ProfileState {
@@ -188,13 +213,13 @@ final class Destination: Sendable {
   }
 
   func apply(_ snapshot: EndpointSet) {
-    var weights: [Endpoint: UInt32] = [:]
-    var fallbackWeights: [Endpoint: UInt32] = [:]
+    var weights: [BalancedEndpoint: UInt32] = [:]
+    var fallbackWeights: [BalancedEndpoint: UInt32] = [:]
     for endpoint in snapshot.endpoints {
       if endpoint.isFallback {
-        fallbackWeights[endpoint] = max(endpoint.weight, 1)
+        fallbackWeights[BalancedEndpoint(endpoint)] = max(endpoint.weight, 1)
       } else {
-        weights[endpoint] = max(endpoint.weight, 1)
+        weights[BalancedEndpoint(endpoint)] = max(endpoint.weight, 1)
       }
     }
     balancer.replaceEndpoints(with: weights)

@@ -1,5 +1,6 @@
 package import MeshCore
 package import MeshDiscovery
+import NIOCore
 import NIOHTTP1
 import Synchronization
 
@@ -167,8 +168,9 @@ package final class RetryBudgetTracker: Sendable {
     self.buckets = Mutex(Array(repeating: Bucket(), count: max(1, seconds)))
   }
 
-  /// Whole seconds on the monotonic clock since the process started.
-  package static func monotonicSeconds() -> Int64 { ProcessClockAnchor.elapsedSeconds() }
+  /// Whole seconds on the monotonic clock (since boot). Read for every request with a budget: NIO's clock in
+  /// nanoseconds divided once, where `ContinuousClock`'s `Duration` arithmetic cost about 400 instructions.
+  package static func monotonicSeconds() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000_000) }
 
   /// Records a request (its first attempt).
   package func deposit() {
@@ -198,10 +200,4 @@ package final class RetryBudgetTracker: Sendable {
     if buckets[index].second != now { buckets[index] = Bucket(second: now) }
     change(&buckets[index])
   }
-}
-
-/// Seconds since the process started, on the monotonic clock.
-enum ProcessClockAnchor {
-  static let start = ContinuousClock.now
-  static func elapsedSeconds() -> Int64 { (ContinuousClock.now - start).components.seconds }
 }

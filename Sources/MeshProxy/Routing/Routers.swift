@@ -502,10 +502,11 @@ package final class OutboundRouter: RequestRouter, Sendable {
       case .pending(let future): return .pending(future)
       }
     case .endpoint(let ticket):
-      let endpoint = ticket.endpoint
-      labels.dstService = endpoint.metricLabels["service"] ?? ""
-      labels.dstNamespace = endpoint.metricLabels["namespace"] ?? ""
-      labels.targetCluster = endpoint.metricLabels["target_cluster"] ?? ""
+      let balanced = ticket.balanced
+      let endpoint = balanced.endpoint
+      labels.dstService = balanced.dstService
+      labels.dstNamespace = balanced.dstNamespace
+      labels.targetCluster = balanced.targetCluster
       if let override = endpoint.authorityOverride {
         head.headers.replaceOrAdd(name: "host", value: override.description)
       }
