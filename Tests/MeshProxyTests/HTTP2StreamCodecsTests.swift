@@ -290,6 +290,30 @@ struct HTTP2StreamCodecsTests {
     #expect(hostOnly.parts == ["head GET / HTTP/2.0 [\"host: b\"]", "end []"], "\(hostOnly.parts)")
   }
 
+  /// Where the mesh's fields end (the inbound side), the codec takes them out as the block becomes HTTP/1
+  /// headers, and a request a peer proxy carried as HTTP/1.1 gets an HTTP/1.1 head; elsewhere they stay.
+  @Test("the inbound side's codec takes out the hop header and the original-protocol mark")
+  func meshFieldsTakenOut() throws {
+    let carried = Self.requestFields + [
+      ("user-agent", "u"), ("swiftmesh-via", "p1"), ("swiftmesh-orig-proto", "HTTP/1.1"), ("x-a", "b"),
+    ]
+    let inbound = try Self.requestParts(HTTP2ServerStreamCodec(takingOutMeshFields: true), [Self.headers(carried, end: true)])
+    #expect(inbound.parts == ["head GET /x HTTP/1.1 [\"host: backend:80\", \"user-agent: u\", \"x-a: b\"]", "end []"], "\(inbound.parts)")
+    // Without the mark the request stays HTTP/2; a name that only shares a mesh field's length is kept.
+    let native = Self.requestFields + [("swiftmesh-via", "p1"), ("swiftmesh-orig-prot0", "x"), ("x-abcdefghijk", "y")]
+    let inboundNative = try Self.requestParts(HTTP2ServerStreamCodec(takingOutMeshFields: true), [Self.headers(native, end: true)])
+    #expect(
+      inboundNative.parts == ["head GET /x HTTP/2.0 [\"host: backend:80\", \"swiftmesh-orig-prot0: x\", \"x-abcdefghijk: y\"]", "end []"],
+      "\(inboundNative.parts)")
+    // Elsewhere (outbound, gateway) the hop header must stay: it is how a loop is found.
+    let outbound = try Self.requestParts(HTTP2ServerStreamCodec(), [Self.headers(carried, end: true)])
+    #expect(
+      outbound.parts == [
+        "head GET /x HTTP/2.0 [\"host: backend:80\", \"user-agent: u\", \"swiftmesh-via: p1\", \"swiftmesh-orig-proto: HTTP/1.1\", \"x-a: b\"]",
+        "end []",
+      ], "\(outbound.parts)")
+  }
+
   // MARK: Server side: responses out
 
   static func response(_ status: HTTPResponseStatus, _ headers: [(String, String)] = []) -> HTTPServerResponsePart {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MeshCore
+import MeshDiscovery
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -424,11 +425,16 @@ struct RobustnessTests {
   }
 
   /// A discovery with endpoints and no profiles (as the destination service is for a name it has no profile
-  /// for): `followProfile` returns at once.
+  /// for): `followProfile` returns once `answer` is opened (at once by default), which says "no profile".
   struct EndpointsOnly: EndpointDiscovery {
     let endpoints: InMemoryDiscovery
+    var answer: AsyncStream<Void>? = nil
     func follow(_ authority: Authority, update: @escaping @Sendable (EndpointSet) -> Void) async {
       await endpoints.follow(authority, update: update)
+    }
+    func followProfile(_ authority: Authority, update: @escaping @Sendable (Profile) -> Void) async {
+      guard let answer else { return }
+      for await _ in answer { return }
     }
   }
 
@@ -441,10 +447,14 @@ struct RobustnessTests {
       tls: nil, configuration: configuration, metrics: ProxyMetrics(), loopGuard: LoopGuard(),
       logger: Logger(label: "test.robustness"))
     let a = try Authority("a.example:80")
+    // Discovery says "no profile" only when the test lets it, after checking that nothing is known before.
+    let (answer, open) = AsyncStream.makeStream(of: Void.self)
+    defer { open.finish() }
     let discovery = EndpointsOnly(
       endpoints: InMemoryDiscovery([
         a: EndpointSet(exists: true, endpoints: [Endpoint(address: try Authority("127.0.0.1:1"))])
-      ]))
+      ]),
+      answer: answer)
     let router = OutboundRouter(discovery: discovery, pools: pools, configuration: configuration)
     let following = Task { await router.run() }
     defer {
@@ -455,6 +465,7 @@ struct RobustnessTests {
       head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"), authority: a, arrivedOverHTTP2: false,
       peerIdentity: nil)
     #expect(router.knownPolicy(for: request) == nil, "not known before discovery answers")
+    open.yield()
     let first = try await router.policy(for: request, on: MultiThreadedEventLoopGroup.singleton.next()).get()
     #expect(first.routeName == RequestPolicy.none.routeName)
     let known = try #require(router.knownPolicy(for: request), "the absent profile is known")

@@ -147,10 +147,18 @@ extension NIOLoopBound where Value == any UpstreamOpener {
   var completion: UpstreamCompletion { { result in self.value.opened(result) } }
 }
 
+extension RequestRouter {
+  package var takesOutMeshFieldsOnArrival: Bool { false }
+}
+
 /// Decides where each request goes and opens the upstream for it, on the request's event loop.
 package protocol RequestRouter: Sendable {
   /// The `direction` label of this side.
   var direction: String { get }
+  /// Whether the mesh's own request fields (the hop header, the original-protocol mark) are taken out of a
+  /// request as it arrives over HTTP/2, by the stream's codec, rather than by this router: true for the
+  /// inbound side, where they end. A request the codec marked as carried HTTP/1.1 has an HTTP/1.1 head.
+  var takesOutMeshFieldsOnArrival: Bool { get }
   /// Opens an upstream for `request`; fails with `ProxyError`.
   func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream>
   /// ``open(_:on:)``, without a future when the upstream is at hand at once (the usual case: a future made and

@@ -616,6 +616,7 @@ package final class InboundRouter: RequestRouter, Sendable {
 
   /// Headers no application gets, lowercase: the original protocol's first (see `open`).
   private static let removedHeaders = [MeshHeaders.origProto.lowercased(), LoopGuard.headerName]
+  package var takesOutMeshFieldsOnArrival: Bool { true }
 
   package func open(_ request: RoutedRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Upstream> {
     openNow(request, on: eventLoop).future(on: eventLoop)
@@ -627,11 +628,19 @@ package final class InboundRouter: RequestRouter, Sendable {
         ProxyError(.identityRequired, "this port requires a mesh identity (mutual TLS); the request came in plaintext")))
     }
     var head = request.head
-    // In the same pass: the original protocol's header (a peer proxy carried an HTTP/1.1 request over HTTP/2),
-    // and the hop header (the application starts a fresh hop chain with whatever it sends next).
-    let found = HTTPHeaderRules.stripHopByHop(
-      &head.headers, upgrade: request.upgrade, removing: Self.removedHeaders)
-    let restoreHTTP1 = found & 1 != 0
+    let restoreHTTP1: Bool
+    if request.arrivedOverHTTP2 {
+      // The stream's codec took out the mesh's fields (``takesOutMeshFieldsOnArrival``) and made the head of a
+      // request a peer proxy carried as HTTP/1.1 an HTTP/1.1 head; an HTTP/2 block has no connection-specific
+      // field to strip (the codec refuses those) and no upgrade.
+      restoreHTTP1 = head.version.major == 1
+    } else {
+      // In the same pass: the original protocol's header (a peer proxy carried an HTTP/1.1 request over
+      // HTTP/2), and the hop header (the application starts a fresh hop chain with whatever it sends next).
+      let found = HTTPHeaderRules.stripHopByHop(
+        &head.headers, upgrade: request.upgrade, removing: Self.removedHeaders)
+      restoreHTTP1 = found & 1 != 0
+    }
     var labels = ProxyMetrics.RequestLabels(
       direction: direction, authority: metricAuthority(for: request), tls: request.peerIdentity != nil)
     labels.clientID = request.peerIdentity?.description ?? ""

@@ -136,6 +136,33 @@ enum HTTP2Translation {
     return HTTPHeaders(fields)
   }
 
+  /// ``regularHeaders(_:first:second:extra:)`` for a request arriving where the mesh's fields end: without the
+  /// hop header and the original-protocol mark, and whether the mark was there (a peer proxy carried an
+  /// HTTP/1.1 request). Names in a validated block are lowercase.
+  static func requestHeadersWithoutMeshFields(
+    _ block: HPACKHeaders, first: (String, String)?, second: (String, String)?
+  ) -> (HTTPHeaders, carriedHTTP1: Bool) {
+    var fields: [(String, String)] = []
+    fields.reserveCapacity(block.count + 2)
+    if let first { fields.append(first) }
+    if let second { fields.append(second) }
+    var carriedHTTP1 = false
+    for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") {
+      switch name.utf8.count {
+      case meshOrigProto.utf8.count where name == meshOrigProto:
+        carriedHTTP1 = true
+        continue
+      case LoopGuard.headerName.utf8.count where name == LoopGuard.headerName:
+        continue
+      default:
+        fields.append((name, value))
+      }
+    }
+    return (HTTPHeaders(fields), carriedHTTP1)
+  }
+
+  private static let meshOrigProto = MeshHeaders.origProto.lowercased()
+
   /// A DATA frame as HTTP/1 parts: its bytes as a body (none when it only ends the stream), then the end when
   /// it has END_STREAM.
   static func parts<Head>(of frame: HTTP2Frame.FramePayload.Data, _ emit: (HTTPPart<Head, ByteBuffer>) -> Void) {
@@ -356,8 +383,12 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
   /// request parts go to it directly instead of through the stream's pipeline.
   var requests: ProxyRequestHandler?
   private(set) var pipelineContext: ChannelHandlerContext?
+  /// Takes the mesh's own fields out of requests (``RequestRouter/takesOutMeshFieldsOnArrival``): the hop
+  /// header, and the original-protocol mark, which makes the head HTTP/1.1. Done while the block becomes
+  /// HTTP/1 headers, where the inbound router stripping them from the headers made cost a pass and a copy.
+  private let takesOutMeshFields: Bool
 
-  init() {}
+  init(takingOutMeshFields: Bool = false) { takesOutMeshFields = takingOutMeshFields }
 
   func handlerAdded(context: ChannelHandlerContext) { pipelineContext = context }
   func handlerRemoved(context: ChannelHandlerContext) {
@@ -399,8 +430,17 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         if HTTP2Translation.mayHaveBody(method), !block.hasContentLength {
           framing = frame.endStream ? ("content-length", "0") : ("transfer-encoding", "chunked")
         }
-        let headers = HTTP2Translation.regularHeaders(frame.headers, first: block.hasHost ? nil : ("host", authority), second: framing)
-        deliver(.head(HTTPRequestHead(version: .http2, method: method, uri: path, headers: headers)), context: context)
+        let first: (String, String)? = block.hasHost ? nil : ("host", authority)
+        let headers: HTTPHeaders
+        var version = HTTPVersion.http2
+        if takesOutMeshFields {
+          let carriedHTTP1: Bool
+          (headers, carriedHTTP1) = HTTP2Translation.requestHeadersWithoutMeshFields(frame.headers, first: first, second: framing)
+          if carriedHTTP1 { version = .http1_1 }
+        } else {
+          headers = HTTP2Translation.regularHeaders(frame.headers, first: first, second: framing)
+        }
+        deliver(.head(HTTPRequestHead(version: version, method: method, uri: path, headers: headers)), context: context)
         if frame.endStream { deliver(.end(nil), context: context) }
       }
     case .data(let frame):

@@ -413,7 +413,7 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     ) { stream in
       // Set up at once, and answered with the loop's cached succeeded future rather than a new one per stream.
       do {
-        let codec = HTTP2ServerStreamCodec()
+        let codec = HTTP2ServerStreamCodec(takingOutMeshFields: setup.router.takesOutMeshFieldsOnArrival)
         let handler = ProxyRequestHandler(
           router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: true,
           inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: original,
