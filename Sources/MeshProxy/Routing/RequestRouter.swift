@@ -82,25 +82,59 @@ final class RequestAbandonment: @unchecked Sendable {
 /// Where a request goes: an upstream channel speaking HTTP/1 parts (an HTTP/1.1 connection, or an HTTP/2
 /// stream behind a codec), the head to send there, and the metric labels of the hop.
 package final class Upstream: @unchecked Sendable {
-  let channel: any Channel
+  /// The HTTP/1.1 connection the request goes on; nil for an HTTP/2 stream (``stream``), which has no channel.
+  let channel: (any Channel)?
   let head: HTTPRequestHead
   let ticket: TicketBox?
   let labels: ProxyMetrics.RequestLabels
   /// For HTTP/1.1 connections: returns a finished connection to its pool. Nil for HTTP/2 streams.
   let release: (@Sendable (any Channel) -> Void)?
-  /// For HTTP/2 streams: tells whether a failure means the peer never processed the request.
+  /// For HTTP/2 streams: the stream, and whether a failure means the peer never processed the request.
   let stream: UpstreamStream?
 
+  /// An HTTP/1.1 connection.
   init(
     channel: any Channel, head: HTTPRequestHead, ticket: TicketBox?, labels: ProxyMetrics.RequestLabels,
-    release: (@Sendable (any Channel) -> Void)?, stream: UpstreamStream? = nil
+    release: (@Sendable (any Channel) -> Void)?
   ) {
-    self.stream = stream
+    self.stream = nil
     self.channel = channel
     self.head = head
     self.ticket = ticket
     self.labels = labels
     self.release = release
+  }
+
+  /// An HTTP/2 stream.
+  init(stream: UpstreamStream, head: HTTPRequestHead, ticket: TicketBox?, labels: ProxyMetrics.RequestLabels) {
+    self.stream = stream
+    self.channel = nil
+    self.head = head
+    self.ticket = ticket
+    self.labels = labels
+    self.release = nil
+  }
+
+  /// Flushes what was written to the upstream.
+  func flush() {
+    if let channel { channel.flush() } else { stream?.stream.flush() }
+  }
+
+  /// Closes the connection, or resets the stream (CANCEL) unless it has ended.
+  func close() {
+    if let channel { channel.close(promise: nil) } else { stream?.stream.close() }
+  }
+
+  /// The peer's address (the connection's, for a stream).
+  var remoteAddress: SocketAddress? { channel?.remoteAddress ?? stream?.stream.remoteAddress }
+
+  /// Pauses or resumes reading the upstream's response (back-pressure from a slow client).
+  func setReading(_ on: Bool) {
+    if let channel {
+      ProxyRequestHandler.setAutoRead(channel, on) { if on { channel.read() } }
+    } else {
+      stream?.stream.setReading(on)
+    }
   }
 }
 

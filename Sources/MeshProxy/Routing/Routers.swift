@@ -59,7 +59,7 @@ final class UpstreamPools: Sendable {
     if http2 {
       return .pending(
         pool.openHTTP2Stream(to: address, identity: nil, deadline: deadline, abandonment: abandonment) { [head] stream in
-          Upstream(channel: stream.channel, head: head, ticket: ticket, labels: labels, release: nil, stream: stream)
+          Upstream(stream: stream, head: head, ticket: ticket, labels: labels)
         })
     }
     if head.version != .http1_1 { head.version = .http1_1 }
@@ -454,7 +454,7 @@ package final class OutboundRouter: RequestRouter, Sendable {
         case .success(let stream):
           completion(
             .success(
-              Upstream(channel: stream.channel, head: self.head, ticket: self.ticket, labels: self.labels, release: nil, stream: stream)))
+              Upstream(stream: stream, head: self.head, ticket: self.ticket, labels: self.labels)))
         case .failure(let error):
           OutboundRouter.complete(self.ticket, failedWith: error)
           completion(.failure(error))
@@ -522,7 +522,7 @@ package final class OutboundRouter: RequestRouter, Sendable {
           // An upgrade cannot ride an HTTP/2 stream: HTTP/1.1 inside mutual TLS, on a connection of its own.
           opened = pools.pool(for: eventLoop).openUpgradeConnection(to: endpoint.address, identity: identity).map {
             [head, labels] channel in
-            Upstream(channel: channel, head: head, ticket: ticket, labels: labels, release: nil, stream: nil)
+            Upstream(channel: channel, head: head, ticket: ticket, labels: labels, release: nil)
           }
         } else {
           if !request.arrivedOverHTTP2, !marked { head.headers.replaceOrAdd(name: MeshHeaders.origProto, value: "HTTP/1.1") }

@@ -180,59 +180,67 @@ enum HTTP2Translation {
   }
 }
 
-/// An upstream HTTP/2 stream on the client side: HTTP/1 request parts out, response parts in; the received
-/// blocks are validated (``HTTP2HeaderValidator``). A malformed response fails the stream with
-/// ``HTTP2HeaderValidator/Malformed`` and resets it.
-final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, DirectlyWrittenCodec, UpstreamResponseHost {
-  typealias InboundIn = HTTP2Frame.FramePayload
-  typealias InboundOut = HTTPClientResponsePart
-  typealias OutboundIn = HTTPClientRequestPart
-  typealias OutboundOut = HTTP2Frame.FramePayload
-
+/// The client side of one HTTP/2 stream as HTTP/1 parts: request parts become frames, received frames become
+/// response parts; the received blocks are validated (``HTTP2HeaderValidator``). Shared by the pipeline codec
+/// (``HTTP2ClientStreamCodec``) and the proxy's upstream streams (``HTTP2UpstreamStream``), which have no
+/// channel of their own.
+struct HTTP2ClientStreamState {
   private let scheme: String
   /// The request's method once its head is written: a response to HEAD or CONNECT gets no body framing.
   private var requestMethod: HTTPMethod?
   private var finalResponseSeen = false
-  private var failed = false
+  /// A malformed response was received: nothing more is read.
+  private(set) var failed = false
   /// The last frame written, held so that the end can ride on it.
   private var pending: (frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?)?
 
-  /// Where the response parts go once a request handler forwards on this stream (directly, not through the
-  /// stream's pipeline); without one they go to the next handler.
-  var responses: UpstreamResponseReporter?
-  private(set) var pipelineContext: ChannelHandlerContext?
+  init(scheme: String) { self.scheme = scheme }
 
-  init(scheme: String = "http") { self.scheme = scheme }
+  /// What one received frame reads as: at most two response parts, or a malformed block.
+  struct Read {
+    var first: HTTPClientResponsePart?
+    var second: HTTPClientResponsePart?
+    var malformed: HTTP2HeaderValidator.Malformed?
 
-  func handlerAdded(context: ChannelHandlerContext) { pipelineContext = context }
-  func handlerRemoved(context: ChannelHandlerContext) { pipelineContext = nil }
+    mutating func deliver(_ part: HTTPClientResponsePart) {
+      if first == nil { first = part } else { second = part }
+    }
+  }
 
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    if failed { return }
-    switch unwrapInboundIn(data) {
+  /// Reads a received frame. A malformed block is returned (the caller fails the stream and resets it), and
+  /// nothing is read after it. Returned rather than called back, so that what the parts cause (a retry that
+  /// closes the stream) does not run inside this mutation.
+  mutating func read(_ payload: HTTP2Frame.FramePayload) -> Read {
+    var out = Read()
+    if failed { return out }
+    switch payload {
     case .headers(let frame):
       let kind: HTTP2HeaderValidator.Kind = finalResponseSeen ? .trailers : .response
       switch HTTP2HeaderValidator.read(frame.headers, as: kind) {
       case .invalid(let reason):
-        fail(.init(reason: reason), context: context)
+        failed = true
+        out.malformed = .init(reason: reason)
+        return out
       case .valid(let block):
         if kind == .trailers {
-          deliver(context: context, .end(HTTP2Translation.regularHeaders(frame.headers)))
-          return
+          out.deliver(.end(HTTP2Translation.regularHeaders(frame.headers)))
+          return out
         }
         guard let statusValue = block.status, let code = Int(statusValue, radix: 10), (100...999).contains(code) else {
-          fail(.init(reason: "a :status that is not three digits"), context: context)
-          return
+          failed = true
+          out.malformed = .init(reason: "a :status that is not three digits")
+          return out
         }
         let status = HTTPResponseStatus(statusCode: code)
         guard block.finalResponse else {
           let headers = HTTP2Translation.regularHeaders(frame.headers)
-          deliver(context: context, .head(HTTPResponseHead(version: .http2, status: status, headers: headers)))
-          return
+          out.deliver(.head(HTTPResponseHead(version: .http2, status: status, headers: headers)))
+          return out
         }
         guard let method = requestMethod else {
-          fail(.init(reason: "a response before the request"), context: context)
-          return
+          failed = true
+          out.malformed = .init(reason: "a response before the request")
+          return out
         }
         finalResponseSeen = true
         var headers = HTTP2Translation.regularHeaders(frame.headers, extra: 1)
@@ -243,14 +251,107 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
             headers.add(name: "transfer-encoding", value: "chunked")
           }
         }
-        deliver(context: context, .head(HTTPResponseHead(version: .http2, status: status, headers: headers)))
-        if frame.endStream { deliver(context: context, .end(nil)) }
+        out.deliver(.head(HTTPResponseHead(version: .http2, status: status, headers: headers)))
+        if frame.endStream { out.deliver(.end(nil)) }
       }
     case .data(let frame):
-      HTTP2Translation.parts(of: frame) { deliver(context: context, $0) }
+      HTTP2Translation.parts(of: frame) { out.deliver($0) }
     default:
       break
     }
+    return out
+  }
+
+  /// The frames a request part completes: at most two (the last frame written is held, see
+  /// ``takePending()``).
+  struct Frames {
+    var first: (frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?)?
+    var second: (frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?)?
+
+    mutating func emit(_ frame: HTTP2Frame.FramePayload, _ promise: EventLoopPromise<Void>?) {
+      if first == nil { first = (frame, promise) } else { second = (frame, promise) }
+    }
+  }
+
+  /// Writes a request part; the frames to send are returned, so that what sending them causes does not run
+  /// inside this mutation.
+  mutating func write(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?) throws -> Frames {
+    var out = Frames()
+    switch part {
+    case .head(let head):
+      precondition(requestMethod == nil, "one request per HTTP/2 stream")
+      let block = try HTTP2Translation.requestBlock(head, scheme: scheme)
+      requestMethod = head.method
+      if let last = pending.take() { out.emit(last.frame, last.promise) }
+      pending = (.headers(.init(headers: block)), promise)
+    case .body(let body):
+      if let last = pending.take() { out.emit(last.frame, last.promise) }
+      pending = (.data(.init(data: body)), promise)
+    case .end(let trailers):
+      let last = pending.take()
+      switch (last?.frame, trailers) {
+      case (.headers(var headers), nil):
+        headers.endStream = true
+        var combined = last?.promise
+        combined.setOrCascade(to: promise)
+        out.emit(.headers(headers), combined)
+      case (.data(var body), nil):
+        body.endStream = true
+        var combined = last?.promise
+        combined.setOrCascade(to: promise)
+        out.emit(.data(body), combined)
+      case (let frame?, let trailers?):
+        out.emit(frame, last?.promise)
+        out.emit(.headers(.init(headers: HTTP2Translation.trailersBlock(trailers), endStream: true)), promise)
+      case (nil, let trailers?):
+        out.emit(.headers(.init(headers: HTTP2Translation.trailersBlock(trailers), endStream: true)), promise)
+      case (let frame?, nil):
+        // Only HEADERS and DATA are ever held.
+        out.emit(frame, last?.promise)
+        out.emit(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)), promise)
+      case (nil, nil):
+        out.emit(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)), promise)
+      }
+    }
+    return out
+  }
+
+  /// The frame held back by the last write (to be written before a flush), if any.
+  mutating func takePending() -> (frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?)? {
+    pending.take()
+  }
+}
+
+/// An upstream HTTP/2 stream on the client side as a stream channel's handler (``HTTP2ClientStreamState``):
+/// HTTP/1 request parts out, response parts in. A malformed response fails the stream with
+/// ``HTTP2HeaderValidator/Malformed`` and resets it. The proxy's own upstream streams have no channel
+/// (``HTTP2UpstreamStream``); this codec is what the translation is tested through, side by side with NIO's.
+final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, DirectlyWrittenCodec, UpstreamResponseHost {
+  typealias InboundIn = HTTP2Frame.FramePayload
+  typealias InboundOut = HTTPClientResponsePart
+  typealias OutboundIn = HTTPClientRequestPart
+  typealias OutboundOut = HTTP2Frame.FramePayload
+
+  private var state: HTTP2ClientStreamState
+
+  /// Where the response parts go once a request handler forwards on this stream (directly, not through the
+  /// stream's pipeline); without one they go to the next handler.
+  var responses: UpstreamResponseReporter?
+  private(set) var pipelineContext: ChannelHandlerContext?
+
+  init(scheme: String = "http") { self.state = HTTP2ClientStreamState(scheme: scheme) }
+
+  func handlerAdded(context: ChannelHandlerContext) { pipelineContext = context }
+  func handlerRemoved(context: ChannelHandlerContext) { pipelineContext = nil }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let read = state.read(unwrapInboundIn(data))
+    if let part = read.first { deliver(context: context, part) }
+    if let part = read.second { deliver(context: context, part) }
+    guard let malformed = read.malformed else { return }
+    report(malformed, context: context)
+    context.writeAndFlush(wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
+    context.close(promise: nil)
   }
 
   private func deliver(context: ChannelHandlerContext, _ part: HTTPClientResponsePart) {
@@ -261,68 +362,24 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     }
   }
 
-  private func fail(_ error: HTTP2HeaderValidator.Malformed, context: ChannelHandlerContext) {
-    failed = true
-    report(error, context: context)
-    context.writeAndFlush(wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
-    context.close(promise: nil)
-  }
-
   func write(_ part: HTTPClientRequestPart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
-    switch part {
-    case .head(let head):
-      precondition(requestMethod == nil, "one request per HTTP/2 stream")
-      do {
-        let block = try HTTP2Translation.requestBlock(head, scheme: scheme)
-        requestMethod = head.method
-        writePending(context: context)
-        pending = (.headers(.init(headers: block)), promise)
-      } catch {
-        promise?.fail(error)
-        context.fireErrorCaught(error)
-      }
-    case .body(let body):
-      writePending(context: context)
-      pending = (.data(.init(data: body)), promise)
-    case .end(let trailers):
-      let last = pending.take()
-      switch (last?.frame, trailers) {
-      case (.headers(var headers), nil):
-        headers.endStream = true
-        var combined = last?.promise
-        combined.setOrCascade(to: promise)
-        context.write(wrapOutboundOut(.headers(headers)), promise: combined)
-      case (.data(var body), nil):
-        body.endStream = true
-        var combined = last?.promise
-        combined.setOrCascade(to: promise)
-        context.write(wrapOutboundOut(.data(body)), promise: combined)
-      case (let frame?, let trailers?):
-        context.write(wrapOutboundOut(frame), promise: last?.promise)
-        context.write(wrapOutboundOut(.headers(.init(headers: HTTP2Translation.trailersBlock(trailers), endStream: true))), promise: promise)
-      case (nil, let trailers?):
-        context.write(wrapOutboundOut(.headers(.init(headers: HTTP2Translation.trailersBlock(trailers), endStream: true))), promise: promise)
-      case (let frame?, nil):
-        // Only HEADERS and DATA are ever held.
-        context.write(wrapOutboundOut(frame), promise: last?.promise)
-        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
-      case (nil, nil):
-        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
-      }
+    do {
+      let frames = try state.write(part, promise: promise)
+      if let first = frames.first { context.write(wrapOutboundOut(first.frame), promise: first.promise) }
+      if let second = frames.second { context.write(wrapOutboundOut(second.frame), promise: second.promise) }
+    } catch {
+      promise?.fail(error)
+      context.fireErrorCaught(error)
     }
   }
 
-  private func writePending(context: ChannelHandlerContext) {
-    if let last = pending.take() { context.write(wrapOutboundOut(last.frame), promise: last.promise) }
-  }
-
   func flush(context: ChannelHandlerContext) {
-    writePending(context: context)
+    if let last = state.takePending() { context.write(wrapOutboundOut(last.frame), promise: last.promise) }
     context.flush()
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
-    pending.take()?.promise?.fail(error)
+    state.takePending()?.promise?.fail(error)
     report(error, context: context)
   }
 

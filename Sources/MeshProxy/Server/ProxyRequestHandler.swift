@@ -79,7 +79,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       upstreamUnflushed = true
     } else {
       upstreamUnflushed = false
-      upstream?.channel.flush()
+      upstream?.flush()
     }
   }
 
@@ -166,11 +166,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
 
   func channelWritabilityChanged(context: ChannelHandlerContext) {
     // The client reads slowly: stop reading the upstream until it catches up.
-    if stateMachine.isForwarding, let upstream = upstream?.channel {
-      let writable = context.channel.isWritable
-      Self.setAutoRead(upstream, writable) {
-        if writable { upstream.read() }
-      }
+    if stateMachine.isForwarding, let upstream {
+      upstream.setReading(context.channel.isWritable)
     }
     context.fireChannelWritabilityChanged()
   }
@@ -300,7 +297,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     guard let context else {
       if case .success(let upstream) = result {
         upstream.ticket?.complete(.cancelled)
-        upstream.channel.close(promise: nil)
+        upstream.close()
       }
       return
     }
@@ -314,7 +311,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       default:
         // The client went away meanwhile.
         upstream.ticket?.complete(.cancelled)
-        upstream.channel.close(promise: nil)
+        upstream.close()
       }
     }
   }
@@ -323,7 +320,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   private func startForwarding(_ upstream: Upstream, attempt: Int, context: ChannelHandlerContext) {
     metrics.requestStarted(series(upstream.labels))
     if tapped != nil {
-      tapDestination = Self.address(upstream.channel.remoteAddress)
+      tapDestination = Self.address(upstream.remoteAddress)
       tapServerID = upstream.labels.serverID
     }
     let downstream = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -333,23 +330,25 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       if let pooled = host.responses {
         // A pooled HTTP/1.1 connection keeps its reporter from request to request.
         reporter = pooled
-        pooled.bind(downstream, attempt: attempt, channel: upstream.channel)
+        pooled.bind(downstream, attempt: attempt)
       } else {
         reporter = UpstreamResponseReporter(downstream: downstream, attempt: attempt)
         host.responses = reporter
-        reporter.reportIfInactive(upstream.channel)
       }
-    } else if upstream.release != nil,
-      let pooled = try? upstream.channel.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self)
+      reporter.reportIfInactive(upstream)
+    } else if let channel = upstream.channel, upstream.release != nil,
+      let pooled = try? channel.pipeline.syncOperations.handler(type: UpstreamResponseHandler.self)
     {
       reporter = pooled.reporter
-      reporter.bind(downstream, attempt: attempt, channel: upstream.channel)
+      reporter.bind(downstream, attempt: attempt)
+      reporter.reportIfInactive(upstream)
     } else {
       reporter = UpstreamResponseReporter(downstream: downstream, attempt: attempt)
       do {
-        try upstream.channel.pipeline.syncOperations.addHandler(UpstreamResponseHandler(reporter))
+        guard let channel = upstream.channel else { throw ChannelError.ioOnClosedChannel }
+        try channel.pipeline.syncOperations.addHandler(UpstreamResponseHandler(reporter))
       } catch {
-        upstream.channel.close(promise: nil)
+        upstream.close()
         perform(stateMachine.upstreamUnusable(error), context: context)
         return
       }
@@ -371,16 +370,15 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     if let upstreamCodec {
       upstreamCodec.writeDirectly(Self.clientPart(part, head: upstream.head), promise: nil)
     } else {
-      upstream.channel.write(NIOAny(Self.clientPart(part, head: upstream.head)), promise: nil)
+      upstream.channel?.write(NIOAny(Self.clientPart(part, head: upstream.head)), promise: nil)
     }
   }
 
   /// The upstream's codec, which reports its response parts straight to a reporter: an HTTP/2 stream's, or
   /// an HTTP/1.1 connection's (the first handler after the TCP metrics handler); nil for another pipeline.
   private static func responseHost(of upstream: Upstream) -> (any UpstreamResponseHost)? {
-    let pipeline = upstream.channel.pipeline.syncOperations
-    if upstream.stream != nil { return try? pipeline.handler(type: HTTP2ClientStreamCodec.self) }
-    return try? pipeline.handler(type: HTTP1ClientCodec.self)
+    if let stream = upstream.stream { return stream.stream }
+    return try? upstream.channel?.pipeline.syncOperations.handler(type: HTTP1ClientCodec.self)
   }
 
   // MARK: Actions
@@ -422,7 +420,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       if finish {
         // The response is over already: the upstream goes back to its pool, flushed.
         upstreamUnflushed = false
-        upstream.channel.flush()
+        upstream.flush()
         self.finish()
       } else {
         flushUpstream()
@@ -438,7 +436,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     case .abandonUpstreamAndAnswer(let outcome, let answer):
       if let upstream {
         upstream.ticket?.complete(outcome)
-        upstream.channel.close(promise: nil)
+        upstream.close()
       }
       write(answer, context: context)
     case .failUpstreamAndAnswer(let answer):
@@ -513,13 +511,13 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       request?.abandonment.isAbandoned = true
       if closeUpstream, let upstream {
         upstream.ticket?.complete(.cancelled)
-        upstream.channel.close(promise: nil)
+        upstream.close()
       }
       releaseUpstream()
     case .closeDownstream:
       context.close(promise: nil)
     case .closeUpstreamAndDownstream:
-      upstream?.channel.close(promise: nil)
+      upstream?.close()
       releaseUpstream()
       context.close(promise: nil)
     }
@@ -644,12 +642,12 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   private func finish() {
     if upstreamUnflushed {
       upstreamUnflushed = false
-      upstream?.channel.flush()
+      upstream?.flush()
     }
     if let upstream, let release = upstream.release {
       // The handler stays on the connection, unbound until the connection's next request.
       reporter?.unbind()
-      release(upstream.channel)
+      if let channel = upstream.channel { release(channel) }
     }
     releaseUpstream()
     endCounted()
@@ -695,7 +693,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     }
     if let upstream {
       upstream.ticket?.complete(resend.outcome)
-      upstream.channel.close(promise: nil)
+      upstream.close()
     }
     releaseUpstream()
     route(context: context)
@@ -729,8 +727,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   /// Takes HTTP off both pipelines and joins them with a ``ByteRelay``. Bytes the upstream sent right after
   /// its 101 (already read) reach the client; from here on nothing is parsed.
   private func becomeRelay(context: ChannelHandlerContext) {
-    guard let routed = self.upstream else { return }
-    let upstream = routed.channel
+    guard let routed = self.upstream, let upstream = routed.channel else { return }
     // From here the upstream's bytes are the relay's: its codec reports nothing more.
     reporter?.unbind()
     if let host = Self.responseHost(of: routed) { host.responses = nil }
@@ -870,14 +867,13 @@ final class UpstreamResponseReporter {
   }
 
   /// Reports to `downstream` from now on (a pooled connection's next request).
-  func bind(_ downstream: NIOLoopBound<ProxyRequestHandler>, attempt: Int, channel: any Channel) {
+  func bind(_ downstream: NIOLoopBound<ProxyRequestHandler>, attempt: Int) {
     self.downstream = downstream
     self.attempt = attempt
     done = false
-    reportIfInactive(channel)
   }
 
-  /// The request ended: nothing is reported until the next ``bind(_:attempt:channel:)``.
+  /// The request ended: nothing is reported until the next ``bind(_:attempt:)``.
   func unbind() {
     downstream = nil
     done = true
@@ -885,11 +881,23 @@ final class UpstreamResponseReporter {
 
   /// An upstream that closed before the reporter was in place (its connection went away between opening the
   /// stream and forwarding on it) would never report it: report it now, once the request is forwarding.
+  func reportIfInactive(_ upstream: Upstream) {
+    if let channel = upstream.channel {
+      reportIfInactive(channel)
+    } else if let stream = upstream.stream?.stream, stream.isClosed {
+      reportLater(on: stream.eventLoop)
+    }
+  }
+
   func reportIfInactive(_ channel: any Channel) {
     guard !channel.isActive else { return }
+    reportLater(on: channel.eventLoop)
+  }
+
+  private func reportLater(on eventLoop: any EventLoop) {
     let attempt = self.attempt
-    let reporter = NIOLoopBound(self, eventLoop: channel.eventLoop)
-    channel.eventLoop.execute {
+    let reporter = NIOLoopBound(self, eventLoop: eventLoop)
+    eventLoop.execute {
       let reporter = reporter.value
       guard !reporter.done, reporter.attempt == attempt, let downstream = reporter.downstream else { return }
       reporter.done = true

@@ -160,7 +160,7 @@ final class UpstreamPool: @unchecked Sendable {
     openStream(endpoint, isRetry: false) { result in
       switch result {
       case .success(let stream):
-        stream.channel.closeFuture.whenComplete { _ in
+        stream.stream.onClose = {
           // Nobody waiting for a slot (nearly always): it is given back at once, bookkeeping only. Somebody
           // waiting: it is served on the loop's next turn, not from inside the closing stream's callbacks,
           // since serving it opens a stream on the same connection. (One task and closure fewer per request.)
@@ -274,31 +274,18 @@ final class UpstreamPool: @unchecked Sendable {
   private func openStream(
     on connection: HTTP2Connection, _ endpoint: HTTP2Endpoint, isRetry: Bool, _ complete: @escaping StreamCompletion
   ) {
-    let promise = eventLoop.makePromise(of: (any Channel).self)
-    connection.multiplexer.createStreamChannel(promise: promise) { stream in
-      // Set up at once, and answered with the loop's cached succeeded future rather than a new one.
-      do {
-        try stream.pipeline.syncOperations.addHandler(HTTP2ClientStreamCodec())
-        return stream.eventLoop.makeSucceededVoidFuture()
-      } catch {
-        return stream.eventLoop.makeFailedFuture(error)
-      }
+    // A stream is an object of the connection's handler, made at once: no channel, no future.
+    if let stream = connection.handler.makeStream() {
+      return complete(.success(UpstreamStream(stream: stream, connection: connection)))
     }
-    promise.futureResult.whenComplete { result in
-      switch result {
-      case .success(let channel):
-        complete(.success(UpstreamStream(channel: channel, connection: connection)))
-      case .failure(let error):
-        // The connection is going or gone (GOAWAY, closed) and nothing was sent: forget it, and try once more
-        // on a fresh connection before giving up.
-        self.evict(endpoint.key, connection)
-        let failure = ProxyError(.connectFailed, "opening a stream to \(endpoint.key.address) failed: \(error)")
-        if isRetry {
-          complete(.failure(failure))
-        } else {
-          self.openStream(endpoint, isRetry: true, complete)
-        }
-      }
+    // The connection is going or gone (GOAWAY, closed) and nothing was sent: forget it, and try once more on a
+    // fresh connection before giving up.
+    evict(endpoint.key, connection)
+    let failure = ProxyError(.connectFailed, "opening a stream to \(endpoint.key.address) failed: the connection is closing")
+    if isRetry {
+      complete(.failure(failure))
+    } else {
+      openStream(endpoint, isRetry: true, complete)
     }
   }
 
@@ -346,12 +333,15 @@ final class UpstreamPool: @unchecked Sendable {
           ready = channel.eventLoop.makeSucceededVoidFuture()
         }
         return ready.flatMapThrowing {
-          let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-            mode: .client,
-            connectionConfiguration: .proxy(meshPeer: key.identity != nil),
-            streamConfiguration: .proxy(meshPeer: key.identity != nil)
-          ) { stream in stream.eventLoop.makeSucceededVoidFuture() }
-          let connection = HTTP2Connection(multiplexer: multiplexer)
+          // Frames straight to the proxy's own stream objects: no multiplexer, no channel per stream.
+          let handler = HTTP2UpstreamConnectionHandler()
+          let meshPeer = key.identity != nil
+          try channel.pipeline.syncOperations.addHandler(
+            NIOHTTP2Handler(
+              mode: .client, frameDelegate: handler, connectionConfiguration: .proxy(meshPeer: meshPeer),
+              streamConfiguration: .proxy(meshPeer: meshPeer)))
+          try channel.pipeline.syncOperations.addHandler(handler)
+          let connection = HTTP2Connection(handler: handler)
           try channel.pipeline.syncOperations.addHandler(
             GoAwayWatcher(connection: connection) { lastStreamID, code in
               self.logger.debug(
@@ -749,16 +739,16 @@ final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
 
 /// One upstream HTTP/2 connection as the pool keeps it; touched only on its event loop.
 final class HTTP2Connection: @unchecked Sendable {
-  let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+  let handler: HTTP2UpstreamConnectionHandler
   /// Set when the peer sent GOAWAY: streams above it were never processed.
   var goAwayLastStreamID: HTTP2StreamID?
 
-  init(multiplexer: NIOHTTP2Handler.StreamMultiplexer) { self.multiplexer = multiplexer }
+  init(handler: HTTP2UpstreamConnectionHandler) { self.handler = handler }
 }
 
-/// An upstream HTTP/2 stream and the connection it belongs to.
-struct UpstreamStream: Sendable {
-  let channel: any Channel
+/// An upstream HTTP/2 stream and the connection it belongs to. Used only on their event loop.
+struct UpstreamStream: @unchecked Sendable {
+  let stream: HTTP2UpstreamStream
   let connection: HTTP2Connection
 
   /// Whether `error` (nil: the stream closed) means the peer refused the stream without processing it:
@@ -767,7 +757,8 @@ struct UpstreamStream: Sendable {
   func wasRefused(by error: (any Error)?) -> Bool {
     if let closed = error as? NIOHTTP2Errors.StreamClosed, closed.errorCode == .refusedStream { return true }
     guard let last = connection.goAwayLastStreamID else { return false }
-    guard let id = try? channel.syncOptions?.getOption(HTTP2StreamChannelOptions.streamID) else { return true }
+    // No ID: nothing of it was ever sent.
+    guard let id = stream.id else { return true }
     return id > last
   }
 }

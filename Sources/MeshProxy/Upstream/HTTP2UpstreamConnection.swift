@@ -1,0 +1,521 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+
+/// The client side of one upstream HTTP/2 connection, driven by frames: swift-nio-http2's `NIOHTTP2Handler`
+/// without its stream multiplexer, and this handler behind it, which keeps one ``HTTP2UpstreamStream`` per
+/// request and hands each its frames.
+///
+/// NIO's multiplexer makes every stream a child channel with a pipeline of its own: set up, activated, torn
+/// down and freed once per request, with a future for its creation and its close. Through the mTLS pair that
+/// was about 15,000-20,000 instructions a request on the client proxy (Benchmarks/load/instructions.sh), for
+/// a stream that only ever has one handler. Here a stream is an object, and what the multiplexer did for it is
+/// done here:
+/// - stream IDs, odd and increasing, given when a stream's first frame is written (so that they reach the
+///   connection in order, whatever order the streams were made in);
+/// - inbound flow control: WINDOW_UPDATE frames for the connection and each stream, as the data is read
+///   (``HTTP2InboundWindow``, the same rule as NIO's), held back for a stream whose reading is paused;
+/// - outbound back-pressure: a stream is writable while less than the high watermark of its DATA is waiting
+///   to be written (counted when `NIOHTTP2Handler` writes a frame: ``wroteFrame(_:)``) and the connection is
+///   writable;
+/// - the end of a stream (`StreamClosedEvent`), a reset, a stream error and the connection's end, told to the
+///   stream's reporter as a stream channel's handler would have told them.
+///
+/// Frames of stream 0 (SETTINGS, PING, GOAWAY) and every other event go on to the next handler. Used only on
+/// the connection's event loop.
+final class HTTP2UpstreamConnectionHandler: ChannelInboundHandler, NIOHTTP2FrameDelegate {
+  typealias InboundIn = HTTP2Frame
+  typealias InboundOut = HTTP2Frame
+  typealias OutboundOut = HTTP2Frame
+
+  private var context: ChannelHandlerContext?
+  private var streams: [HTTP2StreamID: HTTP2UpstreamStream] = [:]
+  /// The ID the next stream to send its first frame gets.
+  private var nextStreamID = HTTP2StreamID(1)
+  private let streamWindowTarget: Int
+  private let outboundHighWatermark: Int
+  private let outboundLowWatermark: Int
+  private var connectionWindow: HTTP2InboundWindow
+  /// The stream windows as the peer last confirmed our SETTINGS (new streams start there).
+  private var streamWindowTargetNow: Int
+  /// Inside a read of the connection: flushes wait for its end (one flush for every WINDOW_UPDATE it caused).
+  private var reading = false
+  private var flushPending = false
+  /// The streams that got frames in this read: told `readComplete` at its end.
+  private var streamsRead: [HTTP2UpstreamStream] = []
+  /// The connection is usable for new streams: in a pipeline, active, stream IDs left.
+  private(set) var isOpen = false
+  private(set) var isWritable = true
+
+  init(
+    connectionWindowTarget: Int = 65535, streamWindowTarget: Int = 65535, outboundHighWatermark: Int = 8196,
+    outboundLowWatermark: Int = 4092
+  ) {
+    self.connectionWindow = HTTP2InboundWindow(target: connectionWindowTarget)
+    self.streamWindowTarget = streamWindowTarget
+    self.streamWindowTargetNow = streamWindowTarget
+    self.outboundHighWatermark = outboundHighWatermark
+    self.outboundLowWatermark = outboundLowWatermark
+  }
+
+  /// The streams open now (tests and metrics).
+  var openStreams: Int { streams.count }
+
+  /// A new stream on this connection, or nil when it takes no more (closed, or out of stream IDs). Nothing is
+  /// sent until its first write.
+  func makeStream(scheme: String = "http") -> HTTP2UpstreamStream? {
+    guard isOpen, let context else { return nil }
+    return HTTP2UpstreamStream(
+      connection: self, eventLoop: context.eventLoop, scheme: scheme, windowTarget: streamWindowTargetNow,
+      watermarks: (outboundHighWatermark, outboundLowWatermark), parentWritable: isWritable)
+  }
+
+  // MARK: Channel events
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+    isOpen = context.channel.isActive
+    isWritable = context.channel.isWritable
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    closeAll(reason: nil)
+    self.context = nil
+    isOpen = false
+  }
+
+  func channelActive(context: ChannelHandlerContext) {
+    isOpen = true
+    context.fireChannelActive()
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    isOpen = false
+    closeAll(reason: nil)
+    context.fireChannelInactive()
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let frame = unwrapInboundIn(data)
+    let id = frame.streamID
+    if id == .rootStream {
+      // The peer is going away: no new stream starts here (one made and not yet sent fails as refused, and is
+      // sent again elsewhere).
+      if case .goAway = frame.payload { isOpen = false }
+      context.fireChannelRead(data)
+      return
+    }
+    reading = true
+    guard let stream = streams[id] else {
+      // A frame for a stream this side already let go of (reset, cancelled): nothing to tell.
+      return
+    }
+    if !stream.inReadList {
+      stream.inReadList = true
+      streamsRead.append(stream)
+    }
+    stream.received(frame.payload)
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    reading = false
+    while let stream = streamsRead.popLast() {
+      stream.inReadList = false
+      stream.readComplete()
+    }
+    if flushPending {
+      flushPending = false
+      context.flush()
+    }
+    context.fireChannelReadComplete()
+  }
+
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    isWritable = context.channel.isWritable
+    for stream in streams.values { stream.parentWritabilityChanged(isWritable) }
+    context.fireChannelWritabilityChanged()
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    switch event {
+    case let window as NIOHTTP2WindowUpdatedEvent:
+      guard let size = window.inboundWindowSize else { return }
+      if window.streamID == .rootStream {
+        if let increment = connectionWindow.newWindowSize(size) {
+          writeFrame(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment)))
+        }
+      } else {
+        streams[window.streamID]?.inboundWindowChanged(to: size)
+      }
+    case let closed as StreamClosedEvent:
+      streams.removeValue(forKey: closed.streamID)?.closed(reason: closed.reason)
+    case is NIOHTTP2StreamCreatedEvent:
+      break
+    case let change as NIOHTTP2BulkStreamWindowChangeEvent:
+      streamWindowTargetNow += change.delta
+      for stream in streams.values { stream.initialWindowChanged(by: change.delta) }
+    default:
+      context.fireUserInboundEventTriggered(event)
+    }
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    if let streamError = error as? NIOHTTP2Errors.StreamError {
+      // One stream's (swift-nio-http2 resets it): its request fails; the error goes on to be logged.
+      streams[streamError.streamID]?.failed(streamError.baseError)
+      context.fireErrorCaught(streamError.baseError)
+      return
+    }
+    context.fireErrorCaught(error)
+  }
+
+  // MARK: NIOHTTP2FrameDelegate
+
+  /// `NIOHTTP2Handler` wrote `frame` to the network: a DATA frame's bytes no longer count against its stream's
+  /// writability.
+  func wroteFrame(_ frame: HTTP2Frame) {
+    guard case .data(let data) = frame.payload else { return }
+    streams[frame.streamID]?.wroteBytes(data.data.readableBytes)
+  }
+
+  // MARK: For the streams
+
+  /// Writes `payload` for `stream`, giving the stream its ID with its first frame.
+  func write(_ payload: HTTP2Frame.FramePayload, for stream: HTTP2UpstreamStream, promise: EventLoopPromise<Void>?) {
+    guard let context else {
+      promise?.fail(ChannelError.ioOnClosedChannel)
+      return
+    }
+    let id: HTTP2StreamID
+    if let known = stream.id {
+      id = known
+    } else {
+      guard isOpen, nextStreamID <= .maxID else {
+        promise?.fail(ChannelError.ioOnClosedChannel)
+        stream.failedToOpen()
+        return
+      }
+      id = nextStreamID
+      stream.id = id
+      streams[id] = stream
+      let next = Int(id) + 2
+      if next > Int(HTTP2StreamID.maxID) {
+        // Out of stream IDs: this connection takes no new stream; the pool opens another.
+        isOpen = false
+        nextStreamID = .maxID
+      } else {
+        nextStreamID = HTTP2StreamID(next)
+      }
+    }
+    context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: payload)), promise: promise)
+  }
+
+  /// A frame of the connection's own (WINDOW_UPDATE, RST_STREAM): flushed at the end of the read when inside
+  /// one, else now.
+  func writeFrame(_ frame: HTTP2Frame) {
+    guard let context else { return }
+    context.write(wrapOutboundOut(frame), promise: nil)
+    flush()
+  }
+
+  func flush() {
+    guard let context else { return }
+    if reading {
+      flushPending = true
+    } else {
+      context.flush()
+    }
+  }
+
+  /// `stream` is done on this side (cancelled, or it could not open): it gets no more frames.
+  func forget(_ stream: HTTP2UpstreamStream) {
+    if let id = stream.id, streams[id] === stream { streams[id] = nil }
+  }
+
+  var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
+
+  private func closeAll(reason: HTTP2ErrorCode?) {
+    guard !streams.isEmpty else { return }
+    let all = streams.values
+    streams.removeAll()
+    for stream in all { stream.closed(reason: reason) }
+  }
+}
+
+/// One request's stream on an upstream HTTP/2 connection (``HTTP2UpstreamConnectionHandler``): what a
+/// stream channel with an ``HTTP2ClientStreamCodec`` was, without the channel. Request parts are written to it
+/// directly (``UpstreamResponseHost``) and its response parts go to its reporter.
+final class HTTP2UpstreamStream: UpstreamResponseHost {
+  private let connection: HTTP2UpstreamConnectionHandler
+  let eventLoop: any EventLoop
+  /// Given with the first frame written; nil before.
+  fileprivate(set) var id: HTTP2StreamID?
+  private var state: HTTP2ClientStreamState
+  /// Where the response parts and the stream's events go: the request handler's reporter (or a test's).
+  var sink: (any UpstreamResponseSink)?
+  var responses: UpstreamResponseReporter? {
+    get { sink as? UpstreamResponseReporter }
+    set { sink = newValue }
+  }
+  /// Called once when the stream ends, however it ends (the pool's slot).
+  var onClose: (() -> Void)?
+  private(set) var isClosed = false
+  fileprivate var inReadList = false
+
+  private var window: HTTP2InboundWindow
+  /// Reading is paused (the client reads slowly): frames wait here, their bytes not given back to the peer.
+  private var paused = false
+  private var held: [HTTP2Frame.FramePayload] = []
+  /// DATA bytes written and not yet sent by `NIOHTTP2Handler` (flow control or a slow connection).
+  private var unsentBytes = 0
+  private let highWatermark: Int
+  private let lowWatermark: Int
+  private var parentWritable: Bool
+  private var ownWritable = true
+  private(set) var isWritable: Bool
+
+  fileprivate init(
+    connection: HTTP2UpstreamConnectionHandler, eventLoop: any EventLoop, scheme: String, windowTarget: Int,
+    watermarks: (high: Int, low: Int), parentWritable: Bool
+  ) {
+    self.highWatermark = watermarks.high
+    self.lowWatermark = watermarks.low
+    self.connection = connection
+    self.eventLoop = eventLoop
+    self.state = HTTP2ClientStreamState(scheme: scheme)
+    self.window = HTTP2InboundWindow(target: windowTarget)
+    self.parentWritable = parentWritable
+    self.isWritable = parentWritable
+  }
+
+  var remoteAddress: SocketAddress? { connection.remoteAddress }
+
+  // MARK: Writing (the request handler)
+
+  func writeDirectly(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?) {
+    guard !isClosed else {
+      promise?.fail(ChannelError.ioOnClosedChannel)
+      return
+    }
+    do {
+      let frames = try state.write(part, promise: promise)
+      if let first = frames.first { send(first.frame, promise: first.promise) }
+      if let second = frames.second, !isClosed { send(second.frame, promise: second.promise) }
+    } catch {
+      promise?.fail(error)
+      failed(error)
+      close()
+    }
+  }
+
+  func flush() {
+    guard !isClosed else { return }
+    if let last = state.takePending() { send(last.frame, promise: last.promise) }
+    connection.flush()
+  }
+
+  private func send(_ frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?) {
+    if case .data(let data) = frame {
+      let size = data.data.readableBytes
+      if size > 0 {
+        unsentBytes += size
+        if ownWritable, unsentBytes >= highWatermark {
+          ownWritable = false
+          writabilityMayHaveChanged()
+        }
+      }
+    }
+    connection.write(frame, for: self, promise: promise)
+  }
+
+  /// Ends the stream from this side: a stream on the network is reset with CANCEL (as closing a stream
+  /// channel does); the reporter hears of it as it would have from the channel.
+  func close() {
+    guard !isClosed else { return }
+    let pending = state.takePending()
+    pending?.promise?.fail(ChannelError.ioOnClosedChannel)
+    if let id {
+      connection.forget(self)
+      connection.writeFrame(HTTP2Frame(streamID: id, payload: .rstStream(.cancel)))
+      finish(error: NIOHTTP2Errors.streamClosed(streamID: id, errorCode: .cancel))
+    } else {
+      finish(error: nil)
+    }
+  }
+
+  /// Pauses or resumes reading the response (back-pressure from the client): while paused, frames are held and
+  /// the peer's window is not refilled for them.
+  func setReading(_ on: Bool) {
+    guard paused == on else { return }
+    paused = !on
+    if on { deliverHeld() }
+  }
+
+  // MARK: From the connection
+
+  fileprivate func received(_ payload: HTTP2Frame.FramePayload) {
+    if paused || !held.isEmpty {
+      if case .data(let data) = payload { window.bufferedFrameReceived(size: data.data.readableBytes) }
+      held.append(payload)
+      return
+    }
+    read(payload)
+  }
+
+  private func read(_ payload: HTTP2Frame.FramePayload) {
+    guard !isClosed else { return }
+    let read = state.read(payload)
+    if let part = read.first { sink?.received(part) }
+    if let part = read.second, !isClosed { sink?.received(part) }
+    guard let malformed = read.malformed else { return }
+    // A malformed response: the request fails and the stream is reset.
+    failed(malformed)
+    if let id {
+      connection.forget(self)
+      connection.writeFrame(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError)))
+    }
+    finish(error: nil)
+  }
+
+  private func deliverHeld() {
+    while !paused, !held.isEmpty, !isClosed {
+      let payload = held.removeFirst()
+      read(payload)
+      if case .data(let data) = payload, let increment = window.bufferedFrameEmitted(size: data.data.readableBytes) {
+        refill(increment)
+      }
+    }
+    if !isClosed { sink?.readComplete() }
+  }
+
+  /// The end of a read of the connection that brought this stream frames: what they became is flushed on,
+  /// also when reading paused in the middle of them (what was delivered before the pause still has to go).
+  fileprivate func readComplete() {
+    sink?.readComplete()
+  }
+
+  fileprivate func inboundWindowChanged(to size: Int) {
+    if let increment = window.newWindowSize(size) { refill(increment) }
+  }
+
+  fileprivate func initialWindowChanged(by delta: Int) {
+    if let increment = window.initialWindowSizeChanged(delta: delta) { refill(increment) }
+  }
+
+  private func refill(_ increment: Int) {
+    guard let id, !isClosed else { return }
+    connection.writeFrame(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment)))
+  }
+
+  fileprivate func wroteBytes(_ count: Int) {
+    unsentBytes -= count
+    if !ownWritable, unsentBytes < lowWatermark {
+      ownWritable = true
+      writabilityMayHaveChanged()
+    }
+  }
+
+  fileprivate func parentWritabilityChanged(_ writable: Bool) {
+    parentWritable = writable
+    writabilityMayHaveChanged()
+  }
+
+  private func writabilityMayHaveChanged() {
+    let now = ownWritable && parentWritable
+    guard now != isWritable else { return }
+    isWritable = now
+    sink?.writabilityChanged(now)
+  }
+
+  /// The stream closed on the network (both ends done, or reset; `reason` is the reset's code), or the
+  /// connection went away (nil). Frames still held are read first, as a stream channel delivers its pending
+  /// reads before it closes.
+  fileprivate func closed(reason: HTTP2ErrorCode?) {
+    guard !isClosed else { return }
+    paused = false
+    if !held.isEmpty { deliverHeld() }
+    guard !isClosed else { return }
+    if let reason, let id {
+      finish(error: NIOHTTP2Errors.streamClosed(streamID: id, errorCode: reason))
+    } else {
+      finish(error: nil)
+    }
+  }
+
+  /// An error of this stream (swift-nio-http2's stream error, or a request part that cannot be sent).
+  fileprivate func failed(_ error: any Error) {
+    sink?.failed(error)
+  }
+
+  /// The connection could not give the stream an ID (closed, or out of IDs).
+  fileprivate func failedToOpen() {
+    finish(error: ChannelError.ioOnClosedChannel)
+  }
+
+  private func finish(error: (any Error)?) {
+    guard !isClosed else { return }
+    isClosed = true
+    held.removeAll()
+    state.takePending()?.promise?.fail(ChannelError.ioOnClosedChannel)
+    if let error {
+      sink?.failed(error)
+    } else {
+      sink?.inactive()
+    }
+    let onClose = self.onClose
+    self.onClose = nil
+    onClose?()
+  }
+}
+
+/// When to give a peer back the window of data read: the rule of swift-nio-http2's own inbound window manager.
+/// Nothing while the window is at least half its target; then back up to the target. Bytes received but held
+/// (reading paused) do not count as read.
+struct HTTP2InboundWindow {
+  private var target: Int
+  /// The window size as last reported.
+  private var last: Int?
+  /// Bytes of DATA frames received and not yet handed on.
+  private var buffered = 0
+
+  init(target: Int) { self.target = target }
+
+  mutating func newWindowSize(_ size: Int) -> Int? {
+    last = size
+    return increment(window: size + buffered)
+  }
+
+  mutating func initialWindowSizeChanged(delta: Int) -> Int? {
+    target += delta
+    guard let last else { return nil }
+    return newWindowSize(last + delta)
+  }
+
+  mutating func bufferedFrameReceived(size: Int) { buffered += size }
+
+  mutating func bufferedFrameEmitted(size: Int) -> Int? {
+    buffered -= size
+    guard let last else { return nil }
+    return increment(window: last + buffered)
+  }
+
+  private func increment(window: Int) -> Int? {
+    if window >= target { return nil }
+    if window >= 0 {
+      let increment = target - window
+      return increment >= window ? increment : nil
+    }
+    return min(-window + target, Int(Int32.max))
+  }
+}
+
+/// What an upstream stream tells the request forwarded on it (``UpstreamResponseReporter``).
+protocol UpstreamResponseSink: AnyObject {
+  func received(_ part: HTTPClientResponsePart)
+  func readComplete()
+  func writabilityChanged(_ writable: Bool)
+  func failed(_ error: any Error)
+  func inactive()
+}
+
+extension UpstreamResponseReporter: UpstreamResponseSink {}

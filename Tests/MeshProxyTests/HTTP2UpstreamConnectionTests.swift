@@ -1,0 +1,250 @@
+@testable import MeshProxy
+import NIOCore
+import NIOEmbedded
+import NIOHPACK
+import NIOHTTP1
+import NIOHTTP2
+import Testing
+
+/// The proxy's upstream HTTP/2 connection without a channel per stream (``HTTP2UpstreamConnectionHandler``)
+/// against swift-nio-http2's own server side, on two embedded channels whose bytes are passed back and forth:
+/// stream IDs, flow control both ways past the 64 KiB windows, paused reading, resets and the connection's
+/// end.
+@Suite("HTTP/2 upstream streams without channels (against swift-nio-http2's server)")
+struct HTTP2UpstreamConnectionTests {
+  /// The server side: records the frames of every stream, and answers when told.
+  final class Server: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+    var frames: [HTTP2StreamID: [HTTP2Frame.FramePayload]] = [:]
+    var context: ChannelHandlerContext?
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+      let frame = unwrapInboundIn(data)
+      guard frame.streamID != .rootStream else { return }
+      frames[frame.streamID, default: []].append(frame.payload)
+      // Read at once: the stream's and the connection's windows are given back for every DATA frame.
+      if case .data(let data) = frame.payload, data.data.readableBytes > 0 {
+        let size = data.data.readableBytes
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .windowUpdate(windowSizeIncrement: size))), promise: nil)
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: size))), promise: nil)
+        context.flush()
+      }
+    }
+    func bodyBytes(_ id: HTTP2StreamID) -> Int {
+      (frames[id] ?? []).reduce(0) { sum, payload in
+        if case .data(let data) = payload { return sum + data.data.readableBytes }
+        return sum
+      }
+    }
+    func write(_ id: HTTP2StreamID, _ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>? = nil) {
+      context?.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: payload)), promise: promise)
+    }
+    func flush() { context?.flush() }
+  }
+
+  /// What a stream's reporter would be told, recorded.
+  final class Sink: UpstreamResponseSink {
+    var parts: [String] = []
+    var bodyBytes = 0
+    var ended = false
+    var failures: [any Error] = []
+    var inactiveCount = 0
+    var writability: [Bool] = []
+    func received(_ part: HTTPClientResponsePart) {
+      switch part {
+      case .head(let head): parts.append("head \(head.status.code)")
+      case .body(let body): bodyBytes += body.readableBytes
+      case .end: ended = true
+      }
+    }
+    func readComplete() {}
+    func writabilityChanged(_ writable: Bool) { writability.append(writable) }
+    func failed(_ error: any Error) { failures.append(error) }
+    func inactive() { inactiveCount += 1 }
+  }
+
+  struct Pair {
+    let client = EmbeddedChannel()
+    let server = EmbeddedChannel()
+    let handler = HTTP2UpstreamConnectionHandler()
+    let serverHandler = Server()
+
+    init() throws {
+      try client.pipeline.syncOperations.addHandler(
+        NIOHTTP2Handler(
+          mode: .client, frameDelegate: handler, connectionConfiguration: .proxy(meshPeer: true),
+          streamConfiguration: .proxy(meshPeer: true)))
+      try client.pipeline.syncOperations.addHandler(handler)
+      try server.pipeline.syncOperations.addHandler(NIOHTTP2Handler(mode: .server))
+      try server.pipeline.syncOperations.addHandler(serverHandler)
+      let address = try SocketAddress(ipAddress: "127.0.0.1", port: 1)
+      try client.connect(to: address).wait()
+      try server.connect(to: address).wait()
+      try exchange()
+    }
+
+    /// Passes bytes both ways until neither side has anything more to send.
+    func exchange() throws {
+      var moved = true
+      var rounds = 0
+      while moved, rounds < 10_000 {
+        moved = false
+        rounds += 1
+        while let bytes = try client.readOutbound(as: IOData.self) {
+          guard case .byteBuffer(let buffer) = bytes else { continue }
+          try server.writeInbound(buffer)
+          moved = true
+        }
+        while let bytes = try server.readOutbound(as: IOData.self) {
+          guard case .byteBuffer(let buffer) = bytes else { continue }
+          try client.writeInbound(buffer)
+          moved = true
+        }
+      }
+    }
+
+    func request(_ method: HTTPMethod = .GET, body: Int = 0) throws -> (HTTP2UpstreamStream, Sink) {
+      let stream = try #require(handler.makeStream())
+      let sink = Sink()
+      stream.sink = sink
+      var head = HTTPRequestHead(version: .http1_1, method: method, uri: "/")
+      head.headers.add(name: "host", value: "backend")
+      if body > 0 { head.headers.add(name: "content-length", value: "\(body)") }
+      stream.writeDirectly(.head(head), promise: nil)
+      var left = body
+      while left > 0 {
+        let size = min(left, 16_384)
+        stream.writeDirectly(.body(.byteBuffer(ByteBuffer(repeating: 0x61, count: size))), promise: nil)
+        left -= size
+        stream.flush()
+        try exchange()
+      }
+      stream.writeDirectly(.end(nil), promise: nil)
+      stream.flush()
+      try exchange()
+      return (stream, sink)
+    }
+
+    func respond(_ id: HTTP2StreamID, body: Int) throws {
+      serverHandler.write(id, .headers(.init(headers: [":status": "200"])))
+      var left = body
+      while left > 0 {
+        let size = min(left, 16_384)
+        left -= size
+        serverHandler.write(id, .data(.init(data: .byteBuffer(ByteBuffer(repeating: 0x62, count: size)), endStream: left == 0)))
+      }
+      serverHandler.flush()
+      try exchange()
+    }
+  }
+
+  @Test("streams get odd IDs in the order their first frames are written; a GET is one HEADERS frame with END_STREAM")
+  func streamIDs() throws {
+    let pair = try Pair()
+    let first = try #require(pair.handler.makeStream())
+    let second = try #require(pair.handler.makeStream())
+    var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
+    head.headers.add(name: "host", value: "backend")
+    // The second stream writes first: it gets stream 1.
+    second.writeDirectly(.head(head), promise: nil)
+    second.writeDirectly(.end(nil), promise: nil)
+    second.flush()
+    first.writeDirectly(.head(head), promise: nil)
+    first.writeDirectly(.end(nil), promise: nil)
+    first.flush()
+    try pair.exchange()
+    #expect(second.id == HTTP2StreamID(1))
+    #expect(first.id == HTTP2StreamID(3))
+    let frames = try #require(pair.serverHandler.frames[HTTP2StreamID(1)])
+    #expect(frames.count == 1)
+    guard case .headers(let headers) = frames.first else {
+      Issue.record("not HEADERS: \(frames)")
+      return
+    }
+    #expect(headers.endStream)
+    #expect(headers.headers.first(name: ":authority") == "backend")
+  }
+
+  @Test("a 1 MiB response crosses the 64 KiB windows: the stream and the connection are given back their window as it is read")
+  func largeResponse() throws {
+    let pair = try Pair()
+    let (stream, sink) = try pair.request()
+    let id = try #require(stream.id)
+    try pair.respond(id, body: 1 << 20)
+    #expect(sink.parts == ["head 200"])
+    #expect(sink.bodyBytes == 1 << 20)
+    #expect(sink.ended)
+    #expect(stream.isClosed)
+    #expect(sink.failures.isEmpty)
+    #expect(pair.handler.openStreams == 0)
+  }
+
+  @Test("a 1 MiB request crosses the peer's windows; the stream is unwritable while its data waits, writable again after")
+  func largeRequest() throws {
+    let pair = try Pair()
+    let (stream, sink) = try pair.request(.POST, body: 1 << 20)
+    let id = try #require(stream.id)
+    #expect(pair.serverHandler.bodyBytes(id) == 1 << 20)
+    #expect(stream.isWritable)
+    try pair.respond(id, body: 10)
+    #expect(sink.ended)
+    #expect(sink.failures.isEmpty)
+  }
+
+  @Test("paused reading holds the frames and the window; resuming reads them and gives the window back")
+  func pausedReading() throws {
+    let pair = try Pair()
+    let (stream, sink) = try pair.request()
+    let id = try #require(stream.id)
+    stream.setReading(false)
+    try pair.respond(id, body: 200_000)
+    // The peer stopped at the stream's window: 65,535 bytes sent, none read.
+    #expect(sink.bodyBytes == 0)
+    #expect(!sink.ended)
+    stream.setReading(true)
+    try pair.exchange()
+    #expect(sink.bodyBytes == 200_000)
+    #expect(sink.ended)
+  }
+
+  @Test("a reset from the peer fails the request with the stream's code; closing from this side sends RST_STREAM CANCEL")
+  func resets() throws {
+    let pair = try Pair()
+    let (stream, sink) = try pair.request()
+    let id = try #require(stream.id)
+    pair.serverHandler.write(id, .rstStream(.refusedStream))
+    pair.serverHandler.flush()
+    try pair.exchange()
+    #expect(stream.isClosed)
+    #expect(sink.failures.count == 1)
+    #expect((sink.failures.first as? NIOHTTP2Errors.StreamClosed)?.errorCode == .refusedStream, "\(sink.failures)")
+
+    let (second, secondSink) = try pair.request()
+    let secondID = try #require(second.id)
+    second.close()
+    try pair.exchange()
+    #expect(second.isClosed)
+    #expect(secondSink.failures.count == 1)
+    let frames = pair.serverHandler.frames[secondID] ?? []
+    guard case .rstStream(let code) = frames.last else {
+      Issue.record("no RST_STREAM: \(frames)")
+      return
+    }
+    #expect(code == .cancel)
+    #expect(pair.handler.openStreams == 0)
+  }
+
+  @Test("the connection's end closes its open streams; no stream is made on a closed connection")
+  func connectionEnd() throws {
+    let pair = try Pair()
+    let (stream, sink) = try pair.request()
+    var closed = 0
+    stream.onClose = { closed += 1 }
+    try pair.client.close().wait()
+    #expect(stream.isClosed)
+    #expect(sink.inactiveCount == 1)
+    #expect(closed == 1)
+    #expect(pair.handler.makeStream() == nil)
+  }
+}
