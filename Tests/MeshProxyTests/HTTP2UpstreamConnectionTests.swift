@@ -186,6 +186,9 @@ struct HTTP2UpstreamConnectionTests {
     let (stream, sink) = try pair.request(.POST, body: 1 << 20)
     let id = try #require(stream.id)
     #expect(pair.serverHandler.bodyBytes(id) == 1 << 20)
+    // Unwritable while its data waited for the peer's window, writable again once it was all sent.
+    #expect(sink.writability.contains(false))
+    #expect(sink.writability.last == true)
     #expect(stream.isWritable)
     try pair.respond(id, body: 10)
     #expect(sink.ended)

@@ -190,6 +190,8 @@ final class HTTP2UpstreamConnectionHandler: ChannelInboundHandler, NIOHTTP2Frame
   func write(_ payload: HTTP2Frame.FramePayload, for stream: HTTP2UpstreamStream, promise: EventLoopPromise<Void>?) {
     guard let context else {
       promise?.fail(ChannelError.ioOnClosedChannel)
+      // A stream made before the connection went away has never been told: tell it now, or it waits forever.
+      if stream.id == nil { stream.failedToOpen() }
       return
     }
     let id: HTTP2StreamID
