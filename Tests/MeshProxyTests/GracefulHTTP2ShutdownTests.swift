@@ -15,13 +15,13 @@ struct GracefulHTTP2ShutdownTests {
 
     init() throws {
       channel = EmbeddedChannel()
-      streams = HTTP2StreamTracker(eventLoop: channel.eventLoop)
+      streams = HTTP2StreamTracker()
       try channel.pipeline.syncOperations.addHandler(GracefulHTTP2Shutdown(streams: streams))
       try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 4143)).wait()
     }
 
-    func open(_ ids: HTTP2StreamID...) { for id in ids { streams.streamCreated(id, channel: channel) } }
-    func close(_ id: HTTP2StreamID) { streams.streamClosed(id, channel: channel) }
+    func open(_ ids: HTTP2StreamID...) { for id in ids { streams.streamCreated(id) } }
+    func close(_ id: HTTP2StreamID) { streams.streamClosed(id) }
     func quiesce() { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
 
     /// The GOAWAY frames written so far, as (last stream, code).

@@ -6,7 +6,7 @@ import NIOHTTP1
 import NIOHTTP2
 import Testing
 
-/// The proxy's upstream HTTP/2 connection without a channel per stream (``HTTP2UpstreamConnectionHandler``)
+/// The proxy's upstream HTTP/2 connection without a channel per stream (``HTTP2StreamsHandler``)
 /// against swift-nio-http2's own server side, on two embedded channels whose bytes are passed back and forth:
 /// stream IDs, flow control both ways past the 64 KiB windows, paused reading, resets and the connection's
 /// end.
@@ -67,7 +67,7 @@ struct HTTP2UpstreamConnectionTests {
   struct Pair {
     let client = EmbeddedChannel()
     let server = EmbeddedChannel()
-    let handler = HTTP2UpstreamConnectionHandler()
+    let handler = HTTP2StreamsHandler()
     let serverHandler = Server()
 
     init() throws {

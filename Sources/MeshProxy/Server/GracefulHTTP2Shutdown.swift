@@ -1,28 +1,23 @@
 import NIOCore
 import NIOHTTP2
 
-/// The streams of one downstream HTTP/2 connection, as its `NIOHTTP2Handler` creates and closes them.
-///
-/// Sendable because the handler's API asks for it; every call happens on the connection's event loop (the
-/// HTTP/2 handler calls its delegate there, and `GracefulHTTP2Shutdown` runs there), which it checks.
-final class HTTP2StreamTracker: NIOHTTP2StreamDelegate, @unchecked Sendable {
-  private let eventLoop: any EventLoop
+/// The streams of one downstream HTTP/2 connection, as its ``HTTP2StreamsHandler`` opens and closes them.
+/// Used only on the connection's event loop.
+final class HTTP2StreamTracker {
   private(set) var open: Set<HTTP2StreamID> = []
   private(set) var highest: HTTP2StreamID = .rootStream
   /// Called when the last open stream closes.
   var onIdle: (() -> Void)?
 
-  init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
+  init() {}
 
-  func streamCreated(_ id: HTTP2StreamID, channel: any Channel) {
-    eventLoop.preconditionInEventLoop()
+  func streamCreated(_ id: HTTP2StreamID) {
     open.insert(id)
     if id > highest { highest = id }
   }
 
-  func streamClosed(_ id: HTTP2StreamID, channel: any Channel) {
-    eventLoop.preconditionInEventLoop()
-    open.remove(id)
+  func streamClosed(_ id: HTTP2StreamID) {
+    guard open.remove(id) != nil else { return }
     if open.isEmpty { onIdle?() }
   }
 }

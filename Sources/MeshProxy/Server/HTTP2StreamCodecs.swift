@@ -180,6 +180,28 @@ enum HTTP2Translation {
   }
 }
 
+/// What one received frame reads as: at most two HTTP/1 parts, or a malformed block (the stream is reset).
+struct HTTP2PartsRead<Part> {
+  var first: Part?
+  var second: Part?
+  var malformed: HTTP2HeaderValidator.Malformed?
+
+  mutating func deliver(_ part: Part) {
+    if first == nil { first = part } else { second = part }
+  }
+}
+
+/// The frames one HTTP/1 part completes: at most two (the last frame written is held, so that the end can
+/// ride on it).
+struct HTTP2FramesToSend {
+  var first: (frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?)?
+  var second: (frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?)?
+
+  mutating func emit(_ frame: HTTP2Frame.FramePayload, _ promise: EventLoopPromise<Void>?) {
+    if first == nil { first = (frame, promise) } else { second = (frame, promise) }
+  }
+}
+
 /// The client side of one HTTP/2 stream as HTTP/1 parts: request parts become frames, received frames become
 /// response parts; the received blocks are validated (``HTTP2HeaderValidator``). Shared by the pipeline codec
 /// (``HTTP2ClientStreamCodec``) and the proxy's upstream streams (``HTTP2UpstreamStream``), which have no
@@ -196,16 +218,7 @@ struct HTTP2ClientStreamState {
 
   init(scheme: String) { self.scheme = scheme }
 
-  /// What one received frame reads as: at most two response parts, or a malformed block.
-  struct Read {
-    var first: HTTPClientResponsePart?
-    var second: HTTPClientResponsePart?
-    var malformed: HTTP2HeaderValidator.Malformed?
-
-    mutating func deliver(_ part: HTTPClientResponsePart) {
-      if first == nil { first = part } else { second = part }
-    }
-  }
+  typealias Read = HTTP2PartsRead<HTTPClientResponsePart>
 
   /// Reads a received frame. A malformed block is returned (the caller fails the stream and resets it), and
   /// nothing is read after it. Returned rather than called back, so that what the parts cause (a retry that
@@ -262,16 +275,7 @@ struct HTTP2ClientStreamState {
     return out
   }
 
-  /// The frames a request part completes: at most two (the last frame written is held, see
-  /// ``takePending()``).
-  struct Frames {
-    var first: (frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?)?
-    var second: (frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?)?
-
-    mutating func emit(_ frame: HTTP2Frame.FramePayload, _ promise: EventLoopPromise<Void>?) {
-      if first == nil { first = (frame, promise) } else { second = (frame, promise) }
-    }
-  }
+  typealias Frames = HTTP2FramesToSend
 
   /// Writes a request part; the frames to send are returned, so that what sending them causes does not run
   /// inside this mutation.
@@ -423,63 +427,48 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 /// after it (one frame fewer to encode, send, decode and pass through the peer's stream for nearly every
 /// response, whose body and end an upstream answers together). A ``StreamResetEvent`` goes out as RST_STREAM
 /// with its code, so that an upstream's reset crosses the proxy as a reset.
-final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, DirectlyWrittenCodec, DownstreamCodec {
-  typealias InboundIn = HTTP2Frame.FramePayload
-  typealias InboundOut = HTTPServerRequestPart
-  typealias OutboundIn = HTTPServerResponsePart
-  typealias OutboundOut = HTTP2Frame.FramePayload
-
+struct HTTP2ServerStreamState {
   private var requestSeen = false
-  private var failed = false
+  /// A malformed request was received: nothing more is read.
+  private(set) var failed = false
   private var held: (headers: HTTP2Frame.FramePayload.Headers, promise: EventLoopPromise<Void>?)?
   /// The final response head has gone by: nothing more is held.
   private var finalHeadSeen = false
   /// The last DATA frame, until the next write or flush shows whether the end follows it.
   private var heldData: (data: IOData, promise: EventLoopPromise<Void>?)?
-  /// The request handler behind this codec when the two are paired (``ProxyRequestHandler/pair(_:with:)``):
-  /// request parts go to it directly instead of through the stream's pipeline.
-  var requests: ProxyRequestHandler?
-  private(set) var pipelineContext: ChannelHandlerContext?
   /// Takes the mesh's own fields out of requests (``RequestRouter/takesOutMeshFieldsOnArrival``): the hop
   /// header, and the original-protocol mark, which makes the head HTTP/1.1. Done while the block becomes
   /// HTTP/1 headers, where the inbound router stripping them from the headers made cost a pass and a copy.
   private let takesOutMeshFields: Bool
 
-  init(takingOutMeshFields: Bool = false) { takesOutMeshFields = takingOutMeshFields }
+  init(takingOutMeshFields: Bool) { takesOutMeshFields = takingOutMeshFields }
 
-  func handlerAdded(context: ChannelHandlerContext) { pipelineContext = context }
-  func handlerRemoved(context: ChannelHandlerContext) {
-    pipelineContext = nil
-    requests = nil
-  }
+  typealias Read = HTTP2PartsRead<HTTPServerRequestPart>
 
-  private func deliver(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
-    if let requests {
-      requests.received(part)
-    } else {
-      context.fireChannelRead(wrapInboundOut(part))
-    }
-  }
-
-  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    if failed { return }
-    switch unwrapInboundIn(data) {
+  /// Reads a received frame. A malformed request is returned (the caller resets the stream with
+  /// PROTOCOL_ERROR), and nothing is read after it.
+  mutating func read(_ payload: HTTP2Frame.FramePayload) -> Read {
+    var out = Read()
+    if failed { return out }
+    switch payload {
     case .headers(let frame):
       let kind: HTTP2HeaderValidator.Kind = requestSeen ? .trailers : .request
       switch HTTP2HeaderValidator.read(frame.headers, as: kind) {
-      case .invalid:
-        refuse(context: context)
+      case .invalid(let reason):
+        failed = true
+        out.malformed = .init(reason: reason)
       case .valid(let block):
         if kind == .trailers {
-          deliver(.end(HTTP2Translation.regularHeaders(frame.headers)), context: context)
-          return
+          out.deliver(.end(HTTP2Translation.regularHeaders(frame.headers)))
+          return out
         }
         // The validator has made sure of `:method`, and of `:path` unless the method is CONNECT.
         guard let methodValue = block.method, let path = block.path, let authority = block.authority ?? (block.hasHost ? "" : nil)
         else {
           // CONNECT (no `:path`), or neither `:authority` nor `host`: nothing here to forward it to.
-          refuse(context: context)
-          return
+          failed = true
+          out.malformed = .init(reason: block.path == nil ? "CONNECT is not proxied" : "no :authority and no host")
+          return out
         }
         requestSeen = true
         let method = HTTPMethod(rawValue: methodValue)
@@ -497,36 +486,36 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         } else {
           headers = HTTP2Translation.regularHeaders(frame.headers, first: first, second: framing)
         }
-        deliver(.head(HTTPRequestHead(version: version, method: method, uri: path, headers: headers)), context: context)
-        if frame.endStream { deliver(.end(nil), context: context) }
+        out.deliver(.head(HTTPRequestHead(version: version, method: method, uri: path, headers: headers)))
+        if frame.endStream { out.deliver(.end(nil)) }
       }
     case .data(let frame):
-      HTTP2Translation.parts(of: frame) { deliver($0, context: context) }
+      HTTP2Translation.parts(of: frame) { out.deliver($0) }
     default:
       break
     }
+    return out
   }
 
-  private func refuse(context: ChannelHandlerContext) {
-    failed = true
-    context.writeAndFlush(wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
-    context.close(promise: nil)
-  }
+  typealias Frames = HTTP2FramesToSend
 
-  func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+  /// Writes a response part; the frames to send are returned, so that what sending them causes (the stream's
+  /// end) does not run inside this mutation.
+  mutating func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?) -> Frames {
+    var out = Frames()
     switch part {
     case .head(let head):
-      writeHeld(context: context)
+      takeHeld(into: &out)
       let headers = HTTP2Frame.FramePayload.Headers(headers: HTTP2Translation.responseBlock(head))
       if finalHeadSeen || head.status.code < 200 {
         // 1xx heads are informational: the final response comes after them.
-        context.write(wrapOutboundOut(.headers(headers)), promise: promise)
+        out.emit(.headers(headers), promise)
       } else {
         finalHeadSeen = true
         held = (headers, promise)
       }
     case .body(let body):
-      writeHeld(context: context)
+      takeHeld(into: &out)
       heldData = (body, promise)
     case .end(nil):
       if let held = held.take() {
@@ -534,28 +523,92 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         headers.endStream = true
         var combined = held.promise
         combined.setOrCascade(to: promise)
-        context.write(wrapOutboundOut(.headers(headers)), promise: combined)
+        out.emit(.headers(headers), combined)
       } else if let data = heldData.take() {
         var combined = data.promise
         combined.setOrCascade(to: promise)
-        context.write(wrapOutboundOut(.data(.init(data: data.data, endStream: true))), promise: combined)
+        out.emit(.data(.init(data: data.data, endStream: true)), combined)
       } else {
-        context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))), promise: promise)
+        out.emit(.data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)), promise)
       }
     case .end(let trailers?):
-      writeHeld(context: context)
-      context.write(wrapOutboundOut(.headers(.init(headers: HTTP2Translation.trailersBlock(trailers), endStream: true))), promise: promise)
+      takeHeld(into: &out)
+      out.emit(.headers(.init(headers: HTTP2Translation.trailersBlock(trailers), endStream: true)), promise)
+    }
+    return out
+  }
+
+  /// What is held (the head, or the last DATA frame), without END_STREAM: written before a flush.
+  mutating func takeHeld() -> Frames {
+    var out = Frames()
+    takeHeld(into: &out)
+    return out
+  }
+
+  private mutating func takeHeld(into out: inout Frames) {
+    if let held = held.take() { out.emit(.headers(held.headers), held.promise) }
+    if let data = heldData.take() { out.emit(.data(.init(data: data.data)), data.promise) }
+  }
+
+  /// The stream is reset: what is held is dropped.
+  mutating func dropHeld() {
+    held?.promise?.fail(ChannelError.outputClosed)
+    held = nil
+    heldData.take()?.promise?.fail(ChannelError.outputClosed)
+  }
+}
+
+/// ``HTTP2ServerStreamState`` as a stream channel's handler. The proxy's own downstream streams have no channel
+/// (``HTTP2DownstreamStream``); this codec is what the translation is tested through, side by side with NIO's.
+final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, DirectlyWrittenCodec, DownstreamCodec {
+  typealias InboundIn = HTTP2Frame.FramePayload
+  typealias InboundOut = HTTPServerRequestPart
+  typealias OutboundIn = HTTPServerResponsePart
+  typealias OutboundOut = HTTP2Frame.FramePayload
+
+  private var state: HTTP2ServerStreamState
+  /// The request handler behind this codec when the two are paired (``ProxyRequestHandler/pair(_:with:)``):
+  /// request parts go to it directly instead of through the stream's pipeline.
+  var requests: ProxyRequestHandler?
+  private(set) var pipelineContext: ChannelHandlerContext?
+
+  init(takingOutMeshFields: Bool = false) { state = HTTP2ServerStreamState(takingOutMeshFields: takingOutMeshFields) }
+
+  func handlerAdded(context: ChannelHandlerContext) { pipelineContext = context }
+  func handlerRemoved(context: ChannelHandlerContext) {
+    pipelineContext = nil
+    requests = nil
+  }
+
+  private func deliver(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+    if let requests {
+      requests.received(part)
+    } else {
+      context.fireChannelRead(wrapInboundOut(part))
     }
   }
 
-  /// Writes what is held (the head, or the last DATA frame), without END_STREAM.
-  private func writeHeld(context: ChannelHandlerContext) {
-    if let held = held.take() { context.write(wrapOutboundOut(.headers(held.headers)), promise: held.promise) }
-    if let data = heldData.take() { context.write(wrapOutboundOut(.data(.init(data: data.data))), promise: data.promise) }
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let read = state.read(unwrapInboundIn(data))
+    if let part = read.first { deliver(part, context: context) }
+    if let part = read.second { deliver(part, context: context) }
+    if read.malformed != nil {
+      context.writeAndFlush(wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
+      context.close(promise: nil)
+    }
+  }
+
+  func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+    send(state.write(part, promise: promise), context: context)
+  }
+
+  private func send(_ frames: HTTP2FramesToSend, context: ChannelHandlerContext) {
+    if let first = frames.first { context.write(wrapOutboundOut(first.frame), promise: first.promise) }
+    if let second = frames.second { context.write(wrapOutboundOut(second.frame), promise: second.promise) }
   }
 
   func flush(context: ChannelHandlerContext) {
-    writeHeld(context: context)
+    send(state.takeHeld(), context: context)
     context.flush()
   }
 
@@ -564,14 +617,14 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
       context.triggerUserOutboundEvent(event, promise: promise)
       return
     }
-    held = nil
-    heldData.take()?.promise?.fail(ChannelError.outputClosed)
+    state.dropHeld()
     context.writeAndFlush(wrapOutboundOut(.rstStream(reset.code)), promise: promise)
   }
 
   func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-    if held != nil || heldData != nil {
-      writeHeld(context: context)
+    let held = state.takeHeld()
+    if held.first != nil {
+      send(held, context: context)
       context.flush()
     }
     context.close(mode: mode, promise: promise)

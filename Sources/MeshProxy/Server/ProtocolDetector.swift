@@ -397,37 +397,38 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
     forwardBufferedAndRemove(context: context)
   }
 
+  /// HTTP/2: swift-nio-http2's connection handler without its stream multiplexer, and the proxy's own stream
+  /// handling behind it (``HTTP2StreamsHandler``): each stream the client opens is an ``HTTP2DownstreamStream``
+  /// object with a ``ProxyRequestHandler``, not a child channel with a pipeline of its own.
   private func configureHTTP2(context: ChannelHandlerContext) throws {
     becomeHTTP(context: context)
     let setup = self.setup
     let original = originalDestination
     let peerIdentity = self.peerIdentity
-    let streams = HTTP2StreamTracker(eventLoop: context.eventLoop)
+    let meshPeer = peerIdentity != nil
+    let tracker = HTTP2StreamTracker()
     let cache = DownstreamConnectionCache()
-    _ = try context.pipeline.syncOperations.configureHTTP2Pipeline(
-      mode: .server,
-      connectionConfiguration: .proxy(meshPeer: peerIdentity != nil),
-      streamConfiguration: .proxy(meshPeer: peerIdentity != nil),
-      streamDelegate: streams,
-      position: .last
-    ) { stream in
-      // Set up at once, and answered with the loop's cached succeeded future rather than a new one per stream.
-      do {
-        let codec = HTTP2ServerStreamCodec(takingOutMeshFields: setup.router.takesOutMeshFieldsOnArrival)
-        let handler = ProxyRequestHandler(
-          router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: true,
-          inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: original,
-          connection: cache)
-        try stream.pipeline.syncOperations.addHandlers(codec, handler)
-        // Side by side: request and response parts pass between the two directly.
-        ProxyRequestHandler.pair(handler, with: codec)
-        return stream.eventLoop.makeSucceededVoidFuture()
-      } catch {
-        return stream.eventLoop.makeFailedFuture(error)
-      }
+    let eventLoop = context.eventLoop
+    let takesOutMeshFields = setup.router.takesOutMeshFieldsOnArrival
+    let streams = HTTP2StreamsHandler(server: tracker) { connection, _ in
+      let stream = HTTP2DownstreamStream(
+        connection: connection, eventLoop: eventLoop, takingOutMeshFields: takesOutMeshFields)
+      let handler = ProxyRequestHandler(
+        router: setup.router, metrics: setup.metrics, peerIdentity: peerIdentity, isHTTP2: true,
+        inFlight: setup.inFlight, tap: setup.tap, logger: setup.logger, originalDestination: original,
+        connection: cache)
+      handler.attach(to: stream)
+      return stream
     }
-    try context.pipeline.syncOperations.addHandler(GracefulHTTP2Shutdown(streams: streams), position: .last)
-    try context.pipeline.syncOperations.addHandler(
+    let sync = context.pipeline.syncOperations
+    try sync.addHandler(
+      NIOHTTP2Handler(
+        mode: .server, frameDelegate: streams, connectionConfiguration: .proxy(meshPeer: meshPeer),
+        streamConfiguration: .proxy(meshPeer: meshPeer)),
+      position: .last)
+    try sync.addHandler(streams, position: .last)
+    try sync.addHandler(GracefulHTTP2Shutdown(streams: tracker), position: .last)
+    try sync.addHandler(
       ConnectionErrorLogger(logger: setup.logger, role: "downstream HTTP/2 connection"), position: .last)
     forwardBufferedAndRemove(context: context)
   }

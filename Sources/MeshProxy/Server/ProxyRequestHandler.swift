@@ -31,7 +31,12 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   private let tap: TapHub
 
   private var stateMachine: StateMachine
+  /// Where the client is: this handler's place in a downstream connection's pipeline, or a downstream HTTP/2
+  /// stream without a channel (``attach(to:)``).
   private var context: ChannelHandlerContext?
+  private var stream: HTTP2DownstreamStream?
+  /// The downstream's event loop while the handler is attached to it.
+  private var eventLoop: (any EventLoop)?
   /// The upstream of the current attempt while the request is forwarded, and the handler that reports its
   /// response here (it stays on a pooled HTTP/1.1 connection between requests).
   private var upstream: Upstream?
@@ -88,10 +93,35 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   private var downstreamReadsPaused = false
 
   /// Turns the downstream's `autoRead` on or off, unless it already is.
-  private func setDownstreamAutoRead(_ on: Bool, context: ChannelHandlerContext) {
+  private func setDownstreamAutoRead(_ on: Bool) {
     guard downstreamReadsPaused == on else { return }
     downstreamReadsPaused = !on
-    Self.setAutoRead(context.channel, on)
+    if let stream {
+      stream.setReading(on)
+    } else if let context {
+      Self.setAutoRead(context.channel, on)
+    }
+  }
+
+  /// Asks the downstream for the next read (a stream delivers its frames while reading is on: nothing to ask).
+  private func readDownstream() {
+    if stream == nil { context?.read() }
+  }
+
+  private func flushDownstream() {
+    if let stream {
+      stream.flush()
+    } else {
+      context?.flush()
+    }
+  }
+
+  private func closeDownstream() {
+    if let stream {
+      stream.close()
+    } else {
+      context?.close(promise: nil)
+    }
   }
 
   init(
@@ -112,10 +142,23 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     self.stateMachine = StateMachine(downstreamIsHTTP2: isHTTP2)
   }
 
-  func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+    eventLoop = context.eventLoop
+  }
+
   func handlerRemoved(context: ChannelHandlerContext) {
     self.context = nil
+    eventLoop = nil
     downstreamCodec = nil
+  }
+
+  /// Serves the request of a downstream HTTP/2 stream without a channel: its parts come from `stream`
+  /// (``received(_:)``, ``downstreamReadComplete()``...) and the response goes to it.
+  func attach(to stream: HTTP2DownstreamStream) {
+    self.stream = stream
+    eventLoop = stream.eventLoop
+    stream.requests = self
   }
 
   // MARK: Downstream
@@ -127,49 +170,58 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   /// go through the pipeline.
   var downstreamCodec: (any DownstreamCodec)?
 
-  /// A response part to the client: to the codec directly when it is there, else through the pipeline.
-  private func writeDownstream(_ part: HTTPServerResponsePart, context: ChannelHandlerContext) {
-    if let downstreamCodec {
+  /// A response part to the client: to its stream, or to the codec directly when it is there, else through the
+  /// pipeline.
+  private func writeDownstream(_ part: HTTPServerResponsePart) {
+    if let stream {
+      stream.write(part)
+    } else if let downstreamCodec {
       downstreamCodec.writeDirectly(part, promise: nil)
     } else {
-      context.write(wrapOutboundOut(part), promise: nil)
+      context?.write(wrapOutboundOut(part), promise: nil)
     }
   }
 
-  /// A request part from the downstream's codec, called directly (``downstreamCodec``).
-  func received(_ part: HTTPServerRequestPart) {
-    guard let context else { return }
-    received(part, context: context)
-  }
-
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    received(unwrapInboundIn(data), context: context)
+    received(unwrapInboundIn(data))
   }
 
-  private func received(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+  /// A request part: from the pipeline, from the downstream's codec directly (``downstreamCodec``), or from the
+  /// stream.
+  func received(_ part: HTTPServerRequestPart) {
+    guard eventLoop != nil else { return }
     readingDownstream = true
     switch part {
-    case .head(let head):
+    case .head:
       timeouts?.headReceived()
     case .end: timeouts?.requestEnded()
     case .body: break
     }
-    perform(stateMachine.requestPartReceived(part), context: context)
+    perform(stateMachine.requestPartReceived(part))
   }
 
   func channelReadComplete(context: ChannelHandlerContext) {
-    readingDownstream = false
-    perform(stateMachine.readComplete(), context: context)
-    if upstreamUnflushed { flushUpstream() }
+    downstreamReadComplete()
     context.fireChannelReadComplete()
   }
 
+  /// The end of a read of the downstream.
+  func downstreamReadComplete() {
+    readingDownstream = false
+    perform(stateMachine.readComplete())
+    if upstreamUnflushed { flushUpstream() }
+  }
+
   func channelWritabilityChanged(context: ChannelHandlerContext) {
+    downstreamWritabilityChanged(context.channel.isWritable)
+    context.fireChannelWritabilityChanged()
+  }
+
+  func downstreamWritabilityChanged(_ writable: Bool) {
     // The client reads slowly: stop reading the upstream until it catches up.
     if stateMachine.isForwarding, let upstream {
-      upstream.setReading(context.channel.isWritable)
+      upstream.setReading(writable)
     }
-    context.fireChannelWritabilityChanged()
   }
 
   /// HTTP/1.1: a request the parser refuses (a malformed line or header, a body framed two ways) is answered
@@ -180,23 +232,31 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
     if error is HTTPParserError, !stateMachine.downstreamIsHTTP2, !stateMachine.isResponding {
       let headers = HTTPHeaders([("connection", "close"), ("content-length", "0")])
-      writeDownstream(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers)), context: context)
-      writeDownstream(.end(nil), context: context)
+      writeDownstream(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers)))
+      writeDownstream(.end(nil))
       context.flush()
     }
     context.fireErrorCaught(error)
   }
 
   func channelInactive(context: ChannelHandlerContext) {
-    perform(stateMachine.downstreamInactive(), context: context)
+    downstreamInactive()
+    context.fireChannelInactive()
+  }
+
+  /// The downstream connection or stream has ended. On a stream the handler is detached here, as a stream
+  /// channel removed its handlers right after; it keeps the stream, closed, so that a flush still reaches the
+  /// connection (writing the response's last frame closes the stream at once, before the flush that sends it).
+  func downstreamInactive() {
+    perform(stateMachine.downstreamInactive())
     cancelTimeout()
     endCounted()
-    context.fireChannelInactive()
+    if stream != nil { eventLoop = nil }
   }
 
   /// A new request's head: its authority (parsed once per `Host` value), its upgrade, tap; then the state
   /// machine starts it.
-  private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+  private func begin(_ head: HTTPRequestHead) {
     started = .now()
     if !counted {
       counted = true
@@ -235,7 +295,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     tapServerID = ""
     if tap.isObserved {
       let tapped = TapRequest(
-        id: tap.requestID(), direction: router.direction, source: Self.address(context.channel.remoteAddress),
+        id: tap.requestID(), direction: router.direction, source: Self.address(stream?.remoteAddress ?? context?.channel.remoteAddress),
         tls: peerIdentity != nil, clientID: peerIdentity?.description ?? "", method: head.method.rawValue,
         authority: currentAuthority, path: head.uri)
       self.tapped = tapped
@@ -245,37 +305,37 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     }
     let action = stateMachine.requestStarted(
       head, isGRPC: isGRPC, upgrade: upgrade != nil, closeAfterResponse: closeAfterResponse)
-    perform(action, context: context)
+    perform(action)
   }
 
   /// Asks for the route policy of request `id`: at once when the destination's profile is known.
-  private func lookUpPolicy(requestID id: Int, context: ChannelHandlerContext) {
-    guard let request else { return }
+  private func lookUpPolicy(requestID id: Int) {
+    guard let request, let eventLoop else { return }
     if let policy = router.knownPolicy(for: request) {
       // The destination's profile is known already (every request but a destination's first): no future.
       apply(policy, id: id)
       return
     }
     // Hold further reads until the upstream is ready; parts already read are buffered.
-    setDownstreamAutoRead(false, context: context)
-    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-    router.policy(for: request, on: context.eventLoop).hop(to: context.eventLoop).whenSuccess { policy in
+    setDownstreamAutoRead(false)
+    let bound = NIOLoopBound(self, eventLoop: eventLoop)
+    router.policy(for: request, on: eventLoop).hop(to: eventLoop).whenSuccess { policy in
       bound.value.apply(policy, id: id)
     }
   }
 
   /// The destination's profile is known: start the route's clock and route the request.
   private func apply(_ policy: RequestPolicy, id: Int) {
-    guard let context else { return }
-    perform(stateMachine.policyKnown(policy, requestID: id), context: context)
+    guard eventLoop != nil else { return }
+    perform(stateMachine.policyKnown(policy, requestID: id))
   }
 
   /// The route's timeout expired before the response headers: answer 504 and abandon the upstream call.
   private func timedOut(_ id: Int) {
-    guard let context else { return }
+    guard eventLoop != nil else { return }
     // Only the current request's timer is still set (an earlier one was cancelled or has fired).
     if id == stateMachine.requestID { timeoutTask = nil }
-    perform(stateMachine.timedOut(requestID: id), context: context)
+    perform(stateMachine.timedOut(requestID: id))
   }
 
   private func cancelTimeout() {
@@ -283,18 +343,18 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     timeoutTask = nil
   }
 
-  private func route(context: ChannelHandlerContext) {
-    guard let request else { return }
+  private func route() {
+    guard let request, let eventLoop else { return }
     // Reads are not paused here: see `channelReadComplete`.
-    let opener = NIOLoopBound<any UpstreamOpener>(self, eventLoop: context.eventLoop)
-    if let upstream = router.openNow(request, on: context.eventLoop, for: opener) {
+    let opener = NIOLoopBound<any UpstreamOpener>(self, eventLoop: eventLoop)
+    if let upstream = router.openNow(request, on: eventLoop, for: opener) {
       // At hand (what a completed future's callback would do at once, without the future).
       opened(.success(upstream))
     }
   }
 
   func opened(_ result: Result<Upstream, any Error>) {
-    guard let context else {
+    guard let eventLoop else {
       if case .success(let upstream) = result {
         upstream.ticket?.complete(.cancelled)
         upstream.close()
@@ -303,11 +363,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     }
     switch result {
     case .failure(let error):
-      perform(stateMachine.upstreamOpenFailed(error), context: context)
+      perform(stateMachine.upstreamOpenFailed(error))
     case .success(let upstream):
       switch stateMachine.upstreamOpened() {
       case .startForwarding(let attempt):
-        startForwarding(upstream, attempt: attempt, context: context)
+        startForwarding(upstream, attempt: attempt, eventLoop: eventLoop)
       default:
         // The client went away meanwhile.
         upstream.ticket?.complete(.cancelled)
@@ -317,13 +377,13 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   }
 
   /// The upstream of `attempt` is ready: its response handler reports here, and the parts read so far go to it.
-  private func startForwarding(_ upstream: Upstream, attempt: Int, context: ChannelHandlerContext) {
+  private func startForwarding(_ upstream: Upstream, attempt: Int, eventLoop: any EventLoop) {
     metrics.requestStarted(series(upstream.labels))
     if tapped != nil {
       tapDestination = Self.address(upstream.remoteAddress)
       tapServerID = upstream.labels.serverID
     }
-    let downstream = NIOLoopBound(self, eventLoop: context.eventLoop)
+    let downstream = NIOLoopBound(self, eventLoop: eventLoop)
     let reporter: UpstreamResponseReporter
     let host = Self.responseHost(of: upstream)
     if let host {
@@ -349,7 +409,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
         try channel.pipeline.syncOperations.addHandler(UpstreamResponseHandler(reporter))
       } catch {
         upstream.close()
-        perform(stateMachine.upstreamUnusable(error), context: context)
+        perform(stateMachine.upstreamUnusable(error))
         return
       }
     }
@@ -361,8 +421,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     flushUpstream()
     self.reporter = reporter
     stateMachine.forwardingStarted()
-    setDownstreamAutoRead(true, context: context)
-    context.read()
+    setDownstreamAutoRead(true)
+    readDownstream()
   }
 
   /// A request part to the upstream: to its codec directly when it has one, else through its pipeline.
@@ -383,7 +443,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
 
   // MARK: Actions
 
-  private func perform(_ action: StateMachine.Action, context: ChannelHandlerContext) {
+  private func perform(_ action: StateMachine.Action) {
     switch action {
     case .none:
       break
@@ -393,19 +453,19 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       // is on its way, instead of being taken off epoll at the end of this read and put back after the
       // response, two epoll_ctl calls a request. Bytes a client sends meanwhile (a pipelined request) are
       // still held back by the pipeline handler.
-      context.read()
-      begin(head, context: context)
+      readDownstream()
+      begin(head)
     case .lookUpPolicy(let requestID):
-      lookUpPolicy(requestID: requestID, context: context)
+      lookUpPolicy(requestID: requestID)
     case .openUpstream(let requestID):
       let policy = stateMachine.policy
       if policy.hasRoute { metrics.routeRequest(policy, direction: router.direction) }
       policy.budget?.deposit()
-      if let timeout = policy.timeout {
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timeoutTask = context.eventLoop.scheduleTask(in: TimeAmount(timeout)) { bound.value.timedOut(requestID) }
+      if let timeout = policy.timeout, let eventLoop {
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        timeoutTask = eventLoop.scheduleTask(in: TimeAmount(timeout)) { bound.value.timedOut(requestID) }
       }
-      route(context: context)
+      route()
     case .discardUpstream, .startForwarding:
       // Answers to `upstreamOpened()`, handled where it is asked.
       break
@@ -428,26 +488,26 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     case .flushUpstream:
       flushUpstream()
     case .pauseReading:
-      setDownstreamAutoRead(false, context: context)
+      setDownstreamAutoRead(false)
     case .requestDone:
       endCounted()
     case .answer(let answer):
-      write(answer, context: context)
+      write(answer)
     case .abandonUpstreamAndAnswer(let outcome, let answer):
       if let upstream {
         upstream.ticket?.complete(outcome)
         upstream.close()
       }
-      write(answer, context: context)
+      write(answer)
     case .failUpstreamAndAnswer(let answer):
       upstream?.ticket?.complete(.failure)
-      write(answer, context: context)
+      write(answer)
     case .resumeReading(let requestDone):
-      setDownstreamAutoRead(true, context: context)
-      context.read()
+      setDownstreamAutoRead(true)
+      readDownstream()
       if requestDone { endCounted() }
     case .resend(let resend):
-      self.resend(resend, context: context)
+      self.resend(resend)
     case .forwardResponseHead(var head, let outcome):
       cancelTimeout()
       upstream?.ticket?.complete(outcome)
@@ -459,23 +519,25 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       if head.version != .http1_1 { head.version = .http1_1 }
       responseLatency = elapsedMilliseconds()
       tapResponse(status: Int(head.status.code))
-      writeDownstream(.head(head), context: context)
+      writeDownstream(.head(head))
     case .forwardResponseBody(let buffer):
-      writeDownstream(.body(.byteBuffer(buffer)), context: context)
+      writeDownstream(.body(.byteBuffer(buffer)))
     case .forwardResponseEnd(let trailers, let status, let grpcStatus, let finish):
-      forwardResponseEnd(trailers, status: status, grpcStatus: grpcStatus, finish: finish, context: context)
+      forwardResponseEnd(trailers, status: status, grpcStatus: grpcStatus, finish: finish)
     case .acceptUpgrade(let head):
-      acceptUpgrade(head, context: context)
+      acceptUpgrade(head)
     case .scheduleRelay:
       // Out of the HTTP decoder's callback first: the pipelines change under it.
+      guard let context else { break }
       let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
       context.eventLoop.execute {
         let handler = bound.value
-        guard let context = handler.context else { return }
-        handler.perform(handler.stateMachine.relayReady(), context: context)
+        guard handler.context != nil else { return }
+        handler.perform(handler.stateMachine.relayReady())
       }
     case .startRelay:
-      becomeRelay(context: context)
+      // An upgrade is HTTP/1.1's: its connection's pipeline becomes the relay.
+      if let context { becomeRelay(context: context) }
     case .resetDownstream(let code, let status):
       upstream?.ticket?.complete(.failure)
       // The upstream reset the stream: the client gets the same reset (gRPC maps its code to a status, as it
@@ -487,8 +549,12 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       tapEnd(status: status, grpcStatus: nil, proxyError: ProxyError.Reason.upstreamReset.rawValue)
       cancelTimeout()
       releaseUpstream()
-      context.triggerUserOutboundEvent(StreamResetEvent(code: code), promise: nil)
-      context.close(promise: nil)
+      if let stream {
+        stream.reset(code)
+      } else if let context {
+        context.triggerUserOutboundEvent(StreamResetEvent(code: code), promise: nil)
+        context.close(promise: nil)
+      }
     case .breakDownstream(let error, let status):
       upstream?.ticket?.complete(.failure)
       // Mid-response: the only honest signal left is to break the downstream stream too.
@@ -506,7 +572,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       }
       tapEnd(status: status, grpcStatus: nil, proxyError: ProxyError.Reason.upstreamReset.rawValue)
       releaseUpstream()
-      context.close(promise: nil)
+      closeDownstream()
     case .cancelRequest(let closeUpstream):
       request?.abandonment.isAbandoned = true
       if closeUpstream, let upstream {
@@ -515,16 +581,16 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       }
       releaseUpstream()
     case .closeDownstream:
-      context.close(promise: nil)
+      closeDownstream()
     case .closeUpstreamAndDownstream:
       upstream?.close()
       releaseUpstream()
-      context.close(promise: nil)
+      closeDownstream()
     }
   }
 
   /// The proxy answers the request itself.
-  private func write(_ answer: StateMachine.Answer, context: ChannelHandlerContext) {
+  private func write(_ answer: StateMachine.Answer) {
     let error = answer.error
     request?.abandonment.isAbandoned = true
     metrics.proxyError(direction: router.direction, reason: error.reason)
@@ -548,15 +614,15 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       headers.add(name: "grpc-status", value: String(error.grpcStatus))
       headers.add(name: "grpc-message", value: GRPCMessage.percentEncoded("\(error)"))
       if !stateMachine.downstreamIsHTTP2 { headers.add(name: "content-length", value: "0") }
-      writeDownstream(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)), context: context)
+      writeDownstream(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)))
     } else {
       status = error.status
       grpcStatus = nil
       headers.add(name: "content-type", value: "text/plain; charset=utf-8")
       let body = ByteBuffer(string: "\(error)\n")
       headers.add(name: "content-length", value: String(body.readableBytes))
-      writeDownstream(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)), context: context)
-      writeDownstream(.body(.byteBuffer(body)), context: context)
+      writeDownstream(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)))
+      writeDownstream(.body(.byteBuffer(body)))
     }
     var labels = ProxyMetrics.RequestLabels(
       direction: router.direction, authority: request.map { router.metricAuthority(for: $0) } ?? "",
@@ -580,16 +646,16 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     let next = stateMachine.answerWritten(requestEnded: answer.requestEnded)
     if case .resumeReading(requestDone: true) = next { endCounted() }
     timeouts?.responseEnded()
-    writeDownstream(.end(nil), context: context)
-    context.flush()
+    writeDownstream(.end(nil))
+    flushDownstream()
     switch next {
     case .resumeReading:
       // Unless a pipelined request has begun meanwhile (it manages reading itself).
       guard stateMachine.requestID == answered else { return }
-      setDownstreamAutoRead(true, context: context)
-      context.read()
+      setDownstreamAutoRead(true)
+      readDownstream()
     default:
-      perform(next, context: context)
+      perform(next)
     }
   }
 
@@ -610,13 +676,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   // MARK: Upstream (called by UpstreamResponseReporter, same event loop)
 
   func upstreamResponse(_ part: HTTPClientResponsePart, attempt: Int) {
-    guard let context else { return }
-    perform(stateMachine.responsePartReceived(part, attempt: attempt), context: context)
+    guard eventLoop != nil else { return }
+    perform(stateMachine.responsePartReceived(part, attempt: attempt))
   }
 
-  private func forwardResponseEnd(
-    _ trailers: HTTPHeaders?, status: Int, grpcStatus: Int?, finish: Bool, context: ChannelHandlerContext
-  ) {
+  private func forwardResponseEnd(_ trailers: HTTPHeaders?, status: Int, grpcStatus: Int?, finish: Bool) {
     let latency = responseLatency ?? elapsedMilliseconds()
     if let upstream {
       metrics.responseEnded(
@@ -633,9 +697,9 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     // closes the stream and `channelInactive` runs inside it (see `responsePartReceived`).
     if finish { self.finish() }
     timeouts?.responseEnded()
-    writeDownstream(.end(trailers), context: context)
-    context.flush()
-    perform(stateMachine.responseEndWritten(), context: context)
+    writeDownstream(.end(trailers))
+    flushDownstream()
+    perform(stateMachine.responseEndWritten())
   }
 
   /// Both directions are done: return an HTTP/1.1 upstream to its pool and get ready for the next request.
@@ -662,7 +726,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   }
 
   /// Sends the request again: the current upstream is abandoned, a new one is asked of the router.
-  private func resend(_ resend: StateMachine.Resend, context: ChannelHandlerContext) {
+  private func resend(_ resend: StateMachine.Resend) {
     let policy = stateMachine.policy
     switch resend {
     case .refused(let attempt):
@@ -696,14 +760,14 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       upstream.close()
     }
     releaseUpstream()
-    route(context: context)
+    route()
   }
 
   // MARK: Upgrades
 
   /// The upstream answered `101 Switching Protocols`: the 101 goes to the client, counted as the request's
   /// response; at the end of it (``becomeRelay(context:)``) both connections become a byte relay.
-  private func acceptUpgrade(_ head: HTTPResponseHead, context: ChannelHandlerContext) {
+  private func acceptUpgrade(_ head: HTTPResponseHead) {
     cancelTimeout()
     upstream?.ticket?.complete(.success)
     let latency = elapsedMilliseconds()
@@ -720,8 +784,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     let protocolName = head.headers.first(name: "upgrade") ?? request?.upgrade
     HTTPHeaderRules.stripHopByHop(&head.headers, upgrade: protocolName)
     head.version = .http1_1
-    writeDownstream(.head(head), context: context)
-    context.flush()
+    writeDownstream(.head(head))
+    flushDownstream()
   }
 
   /// Takes HTTP off both pipelines and joins them with a ``ByteRelay``. Bytes the upstream sent right after
@@ -780,20 +844,20 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
 
   func upstreamReadComplete(attempt: Int) {
     guard stateMachine.isCurrent(attempt: attempt) else { return }
-    context?.flush()
+    flushDownstream()
   }
 
   func upstreamWritabilityChanged(_ writable: Bool, attempt: Int) {
-    guard stateMachine.isCurrent(attempt: attempt), let context else { return }
-    setDownstreamAutoRead(writable, context: context)
-    if writable { context.read() }
+    guard stateMachine.isCurrent(attempt: attempt), eventLoop != nil else { return }
+    setDownstreamAutoRead(writable)
+    if writable { readDownstream() }
   }
 
   /// The upstream closed or failed. Before the response ended, that is an upstream reset.
   func upstreamFailed(_ error: (any Error)?, attempt: Int) {
-    guard stateMachine.isCurrent(attempt: attempt), let context else { return }
+    guard stateMachine.isCurrent(attempt: attempt), eventLoop != nil else { return }
     let refused = upstream?.stream?.wasRefused(by: error) ?? false
-    perform(stateMachine.upstreamFailed(error, attempt: attempt, refused: refused), context: context)
+    perform(stateMachine.upstreamFailed(error, attempt: attempt, refused: refused))
   }
 
   // MARK: Tap

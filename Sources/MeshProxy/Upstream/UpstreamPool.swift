@@ -334,7 +334,7 @@ final class UpstreamPool: @unchecked Sendable {
         }
         return ready.flatMapThrowing {
           // Frames straight to the proxy's own stream objects: no multiplexer, no channel per stream.
-          let handler = HTTP2UpstreamConnectionHandler()
+          let handler = HTTP2StreamsHandler()
           let meshPeer = key.identity != nil
           try channel.pipeline.syncOperations.addHandler(
             NIOHTTP2Handler(
@@ -739,11 +739,11 @@ final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
 
 /// One upstream HTTP/2 connection as the pool keeps it; touched only on its event loop.
 final class HTTP2Connection: @unchecked Sendable {
-  let handler: HTTP2UpstreamConnectionHandler
+  let handler: HTTP2StreamsHandler
   /// Set when the peer sent GOAWAY: streams above it were never processed.
   var goAwayLastStreamID: HTTP2StreamID?
 
-  init(handler: HTTP2UpstreamConnectionHandler) { self.handler = handler }
+  init(handler: HTTP2StreamsHandler) { self.handler = handler }
 }
 
 /// An upstream HTTP/2 stream and the connection it belongs to. Used only on their event loop.

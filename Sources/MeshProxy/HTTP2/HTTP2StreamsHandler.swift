@@ -2,58 +2,77 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTP2
 
-/// The client side of one upstream HTTP/2 connection, driven by frames: swift-nio-http2's `NIOHTTP2Handler`
-/// without its stream multiplexer, and this handler behind it, which keeps one ``HTTP2UpstreamStream`` per
-/// request and hands each its frames.
+/// One HTTP/2 connection of the proxy driven by frames, on either side: swift-nio-http2's `NIOHTTP2Handler`
+/// without its stream multiplexer, and this handler behind it, which keeps one ``HTTP2FrameStream`` object per
+/// stream and hands each its frames.
 ///
 /// NIO's multiplexer makes every stream a child channel with a pipeline of its own: set up, activated, torn
 /// down and freed once per request, with a future for its creation and its close. Through the mTLS pair that
-/// was about 15,000-20,000 instructions a request on the client proxy (Benchmarks/load/instructions.sh), for
-/// a stream that only ever has one handler. Here a stream is an object, and what the multiplexer did for it is
+/// was about 15,000-20,000 instructions a request on each proxy (Benchmarks/load/instructions.sh), for a
+/// stream that only ever has one handler. Here a stream is an object, and what the multiplexer did for it is
 /// done here:
-/// - stream IDs, odd and increasing, given when a stream's first frame is written (so that they reach the
-///   connection in order, whatever order the streams were made in);
+/// - client (an upstream connection): streams are made here (``makeStream(scheme:)``) and get their IDs, odd
+///   and increasing, when their first frame is written, so that IDs reach the connection in order whatever
+///   order the streams were made in;
+/// - server (a downstream connection): a HEADERS frame with a new stream ID makes a stream (`accept`), and the
+///   streams open are tracked for graceful shutdown (``HTTP2StreamTracker``);
 /// - inbound flow control: WINDOW_UPDATE frames for the connection and each stream, as the data is read
 ///   (``HTTP2InboundWindow``, the same rule as NIO's), held back for a stream whose reading is paused;
 /// - outbound back-pressure: a stream is writable while less than the high watermark of its DATA is waiting
 ///   to be written (counted when `NIOHTTP2Handler` writes a frame: ``wroteFrame(_:)``) and the connection is
 ///   writable;
 /// - the end of a stream (`StreamClosedEvent`), a reset, a stream error and the connection's end, told to the
-///   stream's reporter as a stream channel's handler would have told them.
+///   stream as a stream channel's handler would have been told them.
 ///
 /// Frames of stream 0 (SETTINGS, PING, GOAWAY) and every other event go on to the next handler. Used only on
 /// the connection's event loop.
-final class HTTP2UpstreamConnectionHandler: ChannelInboundHandler, NIOHTTP2FrameDelegate {
+final class HTTP2StreamsHandler: ChannelInboundHandler, NIOHTTP2FrameDelegate {
   typealias InboundIn = HTTP2Frame
   typealias InboundOut = HTTP2Frame
   typealias OutboundOut = HTTP2Frame
 
+  /// Makes the stream a client opened with a HEADERS frame (server side), or nil to refuse it.
+  typealias Accept = (_ connection: HTTP2StreamsHandler, _ id: HTTP2StreamID) -> HTTP2FrameStream?
+
   private var context: ChannelHandlerContext?
-  private var streams: [HTTP2StreamID: HTTP2UpstreamStream] = [:]
-  /// The ID the next stream to send its first frame gets.
+  private var streams: [HTTP2StreamID: HTTP2FrameStream] = [:]
+  private let accept: Accept?
+  private let tracker: HTTP2StreamTracker?
+  /// Client: the ID the next stream to send its first frame gets. Server: above the highest stream opened.
   private var nextStreamID = HTTP2StreamID(1)
-  private let streamWindowTarget: Int
   private let outboundHighWatermark: Int
   private let outboundLowWatermark: Int
   private var connectionWindow: HTTP2InboundWindow
   /// The stream windows as the peer last confirmed our SETTINGS (new streams start there).
-  private var streamWindowTargetNow: Int
+  private var streamWindowTarget: Int
   /// Inside a read of the connection: flushes wait for its end (one flush for every WINDOW_UPDATE it caused).
   private var reading = false
   private var flushPending = false
   /// The streams that got frames in this read: told `readComplete` at its end.
-  private var streamsRead: [HTTP2UpstreamStream] = []
-  /// The connection is usable for new streams: in a pipeline, active, stream IDs left.
+  private var streamsRead: [HTTP2FrameStream] = []
+  /// Client: the connection is usable for new streams (in a pipeline, active, stream IDs left, no GOAWAY).
   private(set) var isOpen = false
   private(set) var isWritable = true
 
-  init(
-    connectionWindowTarget: Int = 65535, streamWindowTarget: Int = 65535, outboundHighWatermark: Int = 8196,
-    outboundLowWatermark: Int = 4092
+  /// The client side of a connection: streams are made with ``makeStream(scheme:)``.
+  convenience init(connectionWindowTarget: Int = 65535, streamWindowTarget: Int = 65535) {
+    self.init(accept: nil, tracker: nil, connectionWindowTarget: connectionWindowTarget, streamWindowTarget: streamWindowTarget)
+  }
+
+  /// The server side of a connection: `accept` makes a stream for each the client opens; `tracker` is told
+  /// which are open.
+  convenience init(server tracker: HTTP2StreamTracker, accept: @escaping Accept) {
+    self.init(accept: accept, tracker: tracker, connectionWindowTarget: 65535, streamWindowTarget: 65535)
+  }
+
+  private init(
+    accept: Accept?, tracker: HTTP2StreamTracker?, connectionWindowTarget: Int, streamWindowTarget: Int,
+    outboundHighWatermark: Int = 8196, outboundLowWatermark: Int = 4092
   ) {
+    self.accept = accept
+    self.tracker = tracker
     self.connectionWindow = HTTP2InboundWindow(target: connectionWindowTarget)
     self.streamWindowTarget = streamWindowTarget
-    self.streamWindowTargetNow = streamWindowTarget
     self.outboundHighWatermark = outboundHighWatermark
     self.outboundLowWatermark = outboundLowWatermark
   }
@@ -61,13 +80,18 @@ final class HTTP2UpstreamConnectionHandler: ChannelInboundHandler, NIOHTTP2Frame
   /// The streams open now (tests and metrics).
   var openStreams: Int { streams.count }
 
-  /// A new stream on this connection, or nil when it takes no more (closed, or out of stream IDs). Nothing is
-  /// sent until its first write.
+  /// The settings a new stream starts with.
+  var streamSettings: HTTP2FrameStream.Settings {
+    HTTP2FrameStream.Settings(
+      windowTarget: streamWindowTarget, highWatermark: outboundHighWatermark, lowWatermark: outboundLowWatermark,
+      parentWritable: isWritable)
+  }
+
+  /// Client: a new stream on this connection, or nil when it takes no more (closed, or out of stream IDs).
+  /// Nothing is sent until its first write.
   func makeStream(scheme: String = "http") -> HTTP2UpstreamStream? {
-    guard isOpen, let context else { return nil }
-    return HTTP2UpstreamStream(
-      connection: self, eventLoop: context.eventLoop, scheme: scheme, windowTarget: streamWindowTargetNow,
-      watermarks: (outboundHighWatermark, outboundLowWatermark), parentWritable: isWritable)
+    guard accept == nil, isOpen, let context else { return nil }
+    return HTTP2UpstreamStream(connection: self, eventLoop: context.eventLoop, scheme: scheme)
   }
 
   // MARK: Channel events
@@ -79,7 +103,7 @@ final class HTTP2UpstreamConnectionHandler: ChannelInboundHandler, NIOHTTP2Frame
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
-    closeAll(reason: nil)
+    closeAll()
     self.context = nil
     isOpen = false
   }
@@ -91,7 +115,7 @@ final class HTTP2UpstreamConnectionHandler: ChannelInboundHandler, NIOHTTP2Frame
 
   func channelInactive(context: ChannelHandlerContext) {
     isOpen = false
-    closeAll(reason: nil)
+    closeAll()
     context.fireChannelInactive()
   }
 
@@ -106,7 +130,21 @@ final class HTTP2UpstreamConnectionHandler: ChannelInboundHandler, NIOHTTP2Frame
       return
     }
     reading = true
-    guard let stream = streams[id] else {
+    let stream: HTTP2FrameStream
+    if let known = streams[id] {
+      stream = known
+    } else if let accept, id >= nextStreamID, case .headers = frame.payload {
+      // A stream the client opens (swift-nio-http2 has checked its ID and the concurrency limit).
+      nextStreamID = HTTP2StreamID(Int(id) + 1)
+      guard let accepted = accept(self, id) else {
+        writeFrame(HTTP2Frame(streamID: id, payload: .rstStream(.refusedStream)))
+        return
+      }
+      accepted.id = id
+      streams[id] = accepted
+      tracker?.streamCreated(id)
+      stream = accepted
+    } else {
       // A frame for a stream this side already let go of (reset, cancelled): nothing to tell.
       return
     }
@@ -150,11 +188,14 @@ final class HTTP2UpstreamConnectionHandler: ChannelInboundHandler, NIOHTTP2Frame
         streams[window.streamID]?.inboundWindowChanged(to: size)
       }
     } else if type == Self.streamClosed, let closed = event as? StreamClosedEvent {
-      streams.removeValue(forKey: closed.streamID)?.closed(reason: closed.reason)
+      if let stream = streams.removeValue(forKey: closed.streamID) {
+        tracker?.streamClosed(closed.streamID)
+        stream.closed(reason: closed.reason)
+      }
     } else if type == Self.streamCreated {
       return
     } else if let change = event as? NIOHTTP2BulkStreamWindowChangeEvent {
-      streamWindowTargetNow += change.delta
+      streamWindowTarget += change.delta
       for stream in streams.values { stream.initialWindowChanged(by: change.delta) }
     } else {
       context.fireUserInboundEventTriggered(event)
@@ -186,8 +227,8 @@ final class HTTP2UpstreamConnectionHandler: ChannelInboundHandler, NIOHTTP2Frame
 
   // MARK: For the streams
 
-  /// Writes `payload` for `stream`, giving the stream its ID with its first frame.
-  func write(_ payload: HTTP2Frame.FramePayload, for stream: HTTP2UpstreamStream, promise: EventLoopPromise<Void>?) {
+  /// Writes `payload` for `stream`; a client's stream gets its ID with its first frame.
+  func write(_ payload: HTTP2Frame.FramePayload, for stream: HTTP2FrameStream, promise: EventLoopPromise<Void>?) {
     guard let context else {
       promise?.fail(ChannelError.ioOnClosedChannel)
       // A stream made before the connection went away has never been told: tell it now, or it waits forever.
@@ -235,43 +276,50 @@ final class HTTP2UpstreamConnectionHandler: ChannelInboundHandler, NIOHTTP2Frame
     }
   }
 
-  /// `stream` is done on this side (cancelled, or it could not open): it gets no more frames.
-  func forget(_ stream: HTTP2UpstreamStream) {
-    if let id = stream.id, streams[id] === stream { streams[id] = nil }
+  /// `stream` is done on this side (cancelled, reset, or it could not open): it gets no more frames.
+  func forget(_ stream: HTTP2FrameStream) {
+    guard let id = stream.id, streams[id] === stream else { return }
+    streams[id] = nil
+    tracker?.streamClosed(id)
   }
 
   var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
 
-  private func closeAll(reason: HTTP2ErrorCode?) {
+  private func closeAll() {
     guard !streams.isEmpty else { return }
-    let all = streams.values
+    let all = streams
     streams.removeAll()
-    for stream in all { stream.closed(reason: reason) }
+    for (id, stream) in all {
+      tracker?.streamClosed(id)
+      stream.closed(reason: nil)
+    }
   }
 }
 
-/// One request's stream on an upstream HTTP/2 connection (``HTTP2UpstreamConnectionHandler``): what a
-/// stream channel with an ``HTTP2ClientStreamCodec`` was, without the channel. Request parts are written to it
-/// directly (``UpstreamResponseHost``) and its response parts go to its reporter.
-final class HTTP2UpstreamStream: UpstreamResponseHost {
-  private let connection: HTTP2UpstreamConnectionHandler
-  let eventLoop: any EventLoop
-  /// Given with the first frame written; nil before.
-  fileprivate(set) var id: HTTP2StreamID?
-  private var state: HTTP2ClientStreamState
-  /// Where the response parts and the stream's events go: the request handler's reporter (or a test's).
-  var sink: (any UpstreamResponseSink)?
-  var responses: UpstreamResponseReporter? {
-    get { sink as? UpstreamResponseReporter }
-    set { sink = newValue }
+/// One stream of an ``HTTP2StreamsHandler``'s connection, without a channel: its flow control and
+/// back-pressure (what a stream channel did), the frames themselves read and written by a subclass
+/// (``HTTP2UpstreamStream``, ``HTTP2DownstreamStream``).
+///
+/// Reading can be paused (the other side of the proxy reads slowly): frames received meanwhile are held, and
+/// their bytes are not given back to the peer until they are read. A stream is unwritable while the high
+/// watermark of its DATA waits to be sent, or while its connection is unwritable.
+class HTTP2FrameStream {
+  struct Settings {
+    var windowTarget: Int
+    var highWatermark: Int
+    var lowWatermark: Int
+    var parentWritable: Bool
   }
-  /// Called once when the stream ends, however it ends (the pool's slot).
-  var onClose: (() -> Void)?
+
+  let connection: HTTP2StreamsHandler
+  let eventLoop: any EventLoop
+  /// A client's stream gets it with its first frame; nil before.
+  fileprivate(set) var id: HTTP2StreamID?
   private(set) var isClosed = false
   fileprivate var inReadList = false
 
   private var window: HTTP2InboundWindow
-  /// Reading is paused (the client reads slowly): frames wait here, their bytes not given back to the peer.
+  /// Reading is paused: frames wait here, their bytes not given back to the peer.
   private var paused = false
   private var held: [HTTP2Frame.FramePayload] = []
   /// DATA bytes written and not yet sent by `NIOHTTP2Handler` (flow control or a slow connection).
@@ -282,47 +330,35 @@ final class HTTP2UpstreamStream: UpstreamResponseHost {
   private var ownWritable = true
   private(set) var isWritable: Bool
 
-  fileprivate init(
-    connection: HTTP2UpstreamConnectionHandler, eventLoop: any EventLoop, scheme: String, windowTarget: Int,
-    watermarks: (high: Int, low: Int), parentWritable: Bool
-  ) {
-    self.highWatermark = watermarks.high
-    self.lowWatermark = watermarks.low
+  init(connection: HTTP2StreamsHandler, eventLoop: any EventLoop) {
+    let settings = connection.streamSettings
     self.connection = connection
     self.eventLoop = eventLoop
-    self.state = HTTP2ClientStreamState(scheme: scheme)
-    self.window = HTTP2InboundWindow(target: windowTarget)
-    self.parentWritable = parentWritable
-    self.isWritable = parentWritable
+    self.window = HTTP2InboundWindow(target: settings.windowTarget)
+    self.highWatermark = settings.highWatermark
+    self.lowWatermark = settings.lowWatermark
+    self.parentWritable = settings.parentWritable
+    self.isWritable = settings.parentWritable
   }
 
   var remoteAddress: SocketAddress? { connection.remoteAddress }
 
-  // MARK: Writing (the request handler)
+  // MARK: What a subclass does
 
-  func writeDirectly(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?) {
-    guard !isClosed else {
-      promise?.fail(ChannelError.ioOnClosedChannel)
-      return
-    }
-    do {
-      let frames = try state.write(part, promise: promise)
-      if let first = frames.first { send(first.frame, promise: first.promise) }
-      if let second = frames.second, !isClosed { send(second.frame, promise: second.promise) }
-    } catch {
-      promise?.fail(error)
-      failed(error)
-      close()
-    }
-  }
+  /// Reads one frame (reading is on): what it becomes goes to the stream's request.
+  func read(_ payload: HTTP2Frame.FramePayload) {}
+  /// The end of a read of the connection that brought this stream frames, or of delivering held ones.
+  func readCompleted() {}
+  func writabilityChanged(_ writable: Bool) {}
+  /// An error of this stream (swift-nio-http2's stream error); the stream's end follows.
+  func failed(_ error: any Error) {}
+  /// The stream has ended, with `error` when it did not end cleanly; nothing more comes.
+  func ended(error: (any Error)?) {}
 
-  func flush() {
-    guard !isClosed else { return }
-    if let last = state.takePending() { send(last.frame, promise: last.promise) }
-    connection.flush()
-  }
+  // MARK: For a subclass
 
-  private func send(_ frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?) {
+  /// Sends a frame of this stream; a DATA frame's bytes count against its writability until sent.
+  final func send(_ frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?) {
     if case .data(let data) = frame {
       let size = data.data.readableBytes
       if size > 0 {
@@ -336,53 +372,41 @@ final class HTTP2UpstreamStream: UpstreamResponseHost {
     connection.write(frame, for: self, promise: promise)
   }
 
-  /// Ends the stream from this side: a stream on the network is reset with CANCEL (as closing a stream
-  /// channel does); the reporter hears of it as it would have from the channel.
-  func close() {
-    guard !isClosed else { return }
-    let pending = state.takePending()
-    pending?.promise?.fail(ChannelError.ioOnClosedChannel)
-    if let id {
-      connection.forget(self)
-      connection.writeFrame(HTTP2Frame(streamID: id, payload: .rstStream(.cancel)))
-      finish(error: NIOHTTP2Errors.streamClosed(streamID: id, errorCode: .cancel))
-    } else {
-      finish(error: nil)
-    }
-  }
-
-  /// Pauses or resumes reading the response (back-pressure from the client): while paused, frames are held and
-  /// the peer's window is not refilled for them.
-  func setReading(_ on: Bool) {
+  /// Pauses or resumes reading (back-pressure from the other side of the proxy): while paused, frames are held
+  /// and the peer's window is not refilled for them.
+  final func setReading(_ on: Bool) {
     guard paused == on else { return }
     paused = !on
     if on { deliverHeld() }
   }
 
+  /// Resets the stream from this side with `code` (a stream on the network only), and ends it with `error`.
+  final func reset(_ code: HTTP2ErrorCode, error: (any Error)?) {
+    guard !isClosed else { return }
+    if let id {
+      connection.forget(self)
+      connection.writeFrame(HTTP2Frame(streamID: id, payload: .rstStream(code)))
+    }
+    finish(error: error)
+  }
+
+  /// Ends the stream without a frame.
+  final func finish(error: (any Error)?) {
+    guard !isClosed else { return }
+    isClosed = true
+    held.removeAll()
+    ended(error: error)
+  }
+
   // MARK: From the connection
 
-  fileprivate func received(_ payload: HTTP2Frame.FramePayload) {
+  fileprivate final func received(_ payload: HTTP2Frame.FramePayload) {
     if paused || !held.isEmpty {
       if case .data(let data) = payload { window.bufferedFrameReceived(size: data.data.readableBytes) }
       held.append(payload)
       return
     }
-    read(payload)
-  }
-
-  private func read(_ payload: HTTP2Frame.FramePayload) {
-    guard !isClosed else { return }
-    let read = state.read(payload)
-    if let part = read.first { sink?.received(part) }
-    if let part = read.second, !isClosed { sink?.received(part) }
-    guard let malformed = read.malformed else { return }
-    // A malformed response: the request fails and the stream is reset.
-    failed(malformed)
-    if let id {
-      connection.forget(self)
-      connection.writeFrame(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError)))
-    }
-    finish(error: nil)
+    if !isClosed { read(payload) }
   }
 
   private func deliverHeld() {
@@ -393,20 +417,20 @@ final class HTTP2UpstreamStream: UpstreamResponseHost {
         refill(increment)
       }
     }
-    if !isClosed { sink?.readComplete() }
+    if !isClosed { readCompleted() }
   }
 
   /// The end of a read of the connection that brought this stream frames: what they became is flushed on,
   /// also when reading paused in the middle of them (what was delivered before the pause still has to go).
-  fileprivate func readComplete() {
-    sink?.readComplete()
+  fileprivate final func readComplete() {
+    readCompleted()
   }
 
-  fileprivate func inboundWindowChanged(to size: Int) {
+  fileprivate final func inboundWindowChanged(to size: Int) {
     if let increment = window.newWindowSize(size) { refill(increment) }
   }
 
-  fileprivate func initialWindowChanged(by delta: Int) {
+  fileprivate final func initialWindowChanged(by delta: Int) {
     if let increment = window.initialWindowSizeChanged(delta: delta) { refill(increment) }
   }
 
@@ -415,7 +439,7 @@ final class HTTP2UpstreamStream: UpstreamResponseHost {
     connection.writeFrame(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment)))
   }
 
-  fileprivate func wroteBytes(_ count: Int) {
+  fileprivate final func wroteBytes(_ count: Int) {
     unsentBytes -= count
     if !ownWritable, unsentBytes < lowWatermark {
       ownWritable = true
@@ -423,7 +447,7 @@ final class HTTP2UpstreamStream: UpstreamResponseHost {
     }
   }
 
-  fileprivate func parentWritabilityChanged(_ writable: Bool) {
+  fileprivate final func parentWritabilityChanged(_ writable: Bool) {
     parentWritable = writable
     writabilityMayHaveChanged()
   }
@@ -432,13 +456,13 @@ final class HTTP2UpstreamStream: UpstreamResponseHost {
     let now = ownWritable && parentWritable
     guard now != isWritable else { return }
     isWritable = now
-    sink?.writabilityChanged(now)
+    writabilityChanged(now)
   }
 
   /// The stream closed on the network (both ends done, or reset; `reason` is the reset's code), or the
   /// connection went away (nil). Frames still held are read first, as a stream channel delivers its pending
   /// reads before it closes.
-  fileprivate func closed(reason: HTTP2ErrorCode?) {
+  fileprivate final func closed(reason: HTTP2ErrorCode?) {
     guard !isClosed else { return }
     paused = false
     if !held.isEmpty { deliverHeld() }
@@ -450,29 +474,9 @@ final class HTTP2UpstreamStream: UpstreamResponseHost {
     }
   }
 
-  /// An error of this stream (swift-nio-http2's stream error, or a request part that cannot be sent).
-  fileprivate func failed(_ error: any Error) {
-    sink?.failed(error)
-  }
-
   /// The connection could not give the stream an ID (closed, or out of IDs).
-  fileprivate func failedToOpen() {
+  fileprivate final func failedToOpen() {
     finish(error: ChannelError.ioOnClosedChannel)
-  }
-
-  private func finish(error: (any Error)?) {
-    guard !isClosed else { return }
-    isClosed = true
-    held.removeAll()
-    state.takePending()?.promise?.fail(ChannelError.ioOnClosedChannel)
-    if let error {
-      sink?.failed(error)
-    } else {
-      sink?.inactive()
-    }
-    let onClose = self.onClose
-    self.onClose = nil
-    onClose?()
   }
 }
 
@@ -516,14 +520,3 @@ struct HTTP2InboundWindow {
     return min(-window + target, Int(Int32.max))
   }
 }
-
-/// What an upstream stream tells the request forwarded on it (``UpstreamResponseReporter``).
-protocol UpstreamResponseSink: AnyObject {
-  func received(_ part: HTTPClientResponsePart)
-  func readComplete()
-  func writabilityChanged(_ writable: Bool)
-  func failed(_ error: any Error)
-  func inactive()
-}
-
-extension UpstreamResponseReporter: UpstreamResponseSink {}
