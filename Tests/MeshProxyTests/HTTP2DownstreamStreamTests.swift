@@ -18,60 +18,6 @@ import Testing
 struct HTTP2DownstreamStreamTests {
   typealias EmbeddedRouter = ProxyRequestHandlerTests.EmbeddedRouter
 
-  /// The client side: records the frames of every stream, and gives windows back only when told.
-  final class Client: ChannelInboundHandler {
-    typealias InboundIn = HTTP2Frame
-    typealias OutboundOut = HTTP2Frame
-    var frames: [HTTP2StreamID: [HTTP2Frame.FramePayload]] = [:]
-    var context: ChannelHandlerContext?
-    /// Gives back the window of every DATA frame at once (else the proxy runs into the 64 KiB windows).
-    var readsAtOnce = true
-    var unacknowledged: [(HTTP2StreamID, Int)] = []
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-      let frame = unwrapInboundIn(data)
-      guard frame.streamID != .rootStream else { return }
-      frames[frame.streamID, default: []].append(frame.payload)
-      if case .data(let data) = frame.payload, data.data.readableBytes > 0 {
-        unacknowledged.append((frame.streamID, data.data.readableBytes))
-        if readsAtOnce { acknowledge() }
-      }
-    }
-    /// WINDOW_UPDATE for everything read so far.
-    func acknowledge() {
-      for (id, size) in unacknowledged {
-        // Not for a stream that has ended (closed, it takes no frame).
-        if !ended(id) { write(id, .windowUpdate(windowSizeIncrement: size)) }
-        write(.rootStream, .windowUpdate(windowSizeIncrement: size))
-      }
-      unacknowledged = []
-      context?.flush()
-    }
-    func write(_ id: HTTP2StreamID, _ payload: HTTP2Frame.FramePayload) {
-      context?.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: payload)), promise: nil)
-    }
-    func flush() { context?.flush() }
-    func bodyBytes(_ id: HTTP2StreamID) -> Int {
-      (frames[id] ?? []).reduce(0) { sum, payload in
-        if case .data(let data) = payload { return sum + data.data.readableBytes }
-        return sum
-      }
-    }
-    func ended(_ id: HTTP2StreamID) -> Bool {
-      (frames[id] ?? []).contains { payload in
-        switch payload {
-        case .headers(let headers): headers.endStream
-        case .data(let data): data.endStream
-        default: false
-        }
-      }
-    }
-    func reset(_ id: HTTP2StreamID) -> HTTP2ErrorCode? {
-      for case .rstStream(let code) in frames[id] ?? [] { return code }
-      return nil
-    }
-  }
-
   /// Counts the reads asked of an upstream (reading resumes with one).
   final class ReadCounter: ChannelOutboundHandler {
     typealias OutboundIn = Any
@@ -95,7 +41,7 @@ struct HTTP2DownstreamStreamTests {
     let router: EmbeddedRouter
     let tracker = HTTP2StreamTracker()
     let streams: HTTP2StreamsHandler
-    let clientHandler = Client()
+    let clientHandler = EmbeddedHTTP2Peer()
 
     init(upstreams count: Int = 2) throws {
       client = EmbeddedChannel(loop: loop)
@@ -138,25 +84,7 @@ struct HTTP2DownstreamStreamTests {
     }
 
     /// Passes bytes both ways until neither side has anything more to send.
-    func exchange() throws {
-      var moved = true
-      var rounds = 0
-      while moved, rounds < 10_000 {
-        moved = false
-        rounds += 1
-        loop.run()
-        while let bytes = try client.readOutbound(as: IOData.self) {
-          guard case .byteBuffer(let buffer) = bytes else { continue }
-          try server.writeInbound(buffer)
-          moved = true
-        }
-        while let bytes = try server.readOutbound(as: IOData.self) {
-          guard case .byteBuffer(let buffer) = bytes else { continue }
-          try client.writeInbound(buffer)
-          moved = true
-        }
-      }
-    }
+    func exchange() throws { try EmbeddedHTTP2Peer.exchange(client, server, loop: loop) }
 
     /// Opens stream `id` with a request; `body` bytes of DATA follow, and the end unless `end` is false.
     func request(
@@ -239,13 +167,7 @@ struct HTTP2DownstreamStreamTests {
     try f.request(1, method: "POST", body: 5, extra: [("content-type", "application/grpc")])
     _ = try f.sent(to: 0)
     try f.respond(on: 0, headers: ["content-type": "application/grpc", "grpc-status": "5", "content-length": "0"], body: 0)
-    let frames = f.clientHandler.frames[1] ?? []
-    #expect(frames.count == 1, "\(frames)")
-    guard case .headers(let only) = frames.first else {
-      Issue.record("one HEADERS frame: \(frames)")
-      return
-    }
-    #expect(only.endStream)
+    let only = try #require(f.clientHandler.onlyHeaders(1), "\(f.clientHandler.frames[1] ?? [])")
     #expect(only.headers.first(name: "grpc-status") == "5")
   }
 

@@ -566,11 +566,11 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
   typealias OutboundIn = HTTPServerResponsePart
   typealias OutboundOut = HTTP2Frame.FramePayload
 
-  private var state: HTTP2ServerStreamState
   /// The request handler behind this codec when the two are paired (``ProxyRequestHandler/pair(_:with:)``):
   /// request parts go to it directly instead of through the stream's pipeline.
   var requests: ProxyRequestHandler?
   private(set) var pipelineContext: ChannelHandlerContext?
+  private var state: HTTP2ServerStreamState
 
   init(takingOutMeshFields: Bool = false) { state = HTTP2ServerStreamState(takingOutMeshFields: takingOutMeshFields) }
 
