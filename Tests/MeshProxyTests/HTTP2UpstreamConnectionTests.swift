@@ -184,6 +184,42 @@ struct HTTP2UpstreamConnectionTests {
     #expect(pair.handler.openStreams == 0)
   }
 
+  @Test("the stream table: found by ID, a slot a longer-lived stream holds goes to the overflow, grown past half full")
+  func streamTable() {
+    let connection = HTTP2StreamsHandler()
+    let loop = EmbeddedEventLoop()
+    func stream(_ id: Int) -> HTTP2FrameStream {
+      let stream = HTTP2FrameStream(connection: connection, eventLoop: loop)
+      stream.id = HTTP2StreamID(id)
+      return stream
+    }
+    var table = HTTP2StreamTable(capacity: 8)
+    let long = stream(1)
+    table.insert(long)
+    // 9 takes the slot of 1 (8 slots): it goes to the overflow, and both are found.
+    let colliding = stream(9)
+    table.insert(colliding)
+    #expect(table[1] === long)
+    #expect(table[9] === colliding)
+    #expect(table[17] == nil)
+    #expect(table.count == 2)
+    // Past half full the table grows; every stream is still found.
+    let more = stride(from: 3, through: 61, by: 2).filter { $0 != 9 }.map(stream)
+    for stream in more { table.insert(stream) }
+    #expect(table.count == 2 + more.count)
+    for stream in more { #expect(table[stream.id!] === stream) }
+    #expect(table[1] === long)
+    #expect(table[9] === colliding)
+    #expect(Set(table.all.map { ObjectIdentifier($0) }).count == table.count)
+    // Removed ones are gone, once; a stream with an ID that is not in the table is not removed.
+    #expect(table.remove(9) === colliding)
+    #expect(table.remove(9) == nil)
+    #expect(table[9] == nil)
+    #expect(table.remove(1) === long)
+    #expect(table.remove(63) == nil)
+    #expect(table.count == more.count)
+  }
+
   @Test("the connection's end closes its open streams; no stream is made on a closed connection")
   func connectionEnd() throws {
     let pair = try Pair()

@@ -175,6 +175,27 @@ struct ProxyRequestStateMachineTests {
     #expect(machine.replay.count == 3)
   }
 
+  @Test("held parts: two inline, more in the array, in order; cleared, they are empty and fill again")
+  func requestParts() {
+    var parts = RequestParts()
+    #expect(parts.isEmpty)
+    #expect(Array(parts).isEmpty)
+    let all: [HTTPServerRequestPart] = [.head(Self.head)] + (1...4).map { .body(Self.body("\($0)")) } + [.end(nil)]
+    for (count, part) in all.enumerated() {
+      parts.append(part)
+      #expect(parts.count == count + 1)
+      #expect(Array(parts) == Array(all.prefix(count + 1)))
+    }
+    parts.clear()
+    #expect(parts.isEmpty)
+    #expect(parts.count == 0)
+    #expect(Array(parts).isEmpty)
+    parts.append(.end(nil))
+    #expect(Array(parts) == [.end(nil)])
+    #expect(parts == [.end(nil)])
+    #expect(parts != [.end(nil), .end(nil)])
+  }
+
   @Test("non-head parts on an idle connection, and a policy or timer of an earlier request, do nothing")
   func staleEvents() throws {
     var idle = Machine(downstreamIsHTTP2: false)

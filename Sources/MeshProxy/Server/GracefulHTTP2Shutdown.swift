@@ -4,7 +4,8 @@ import NIOHTTP2
 /// The streams of one downstream HTTP/2 connection, as its ``HTTP2StreamsHandler`` opens and closes them.
 /// Used only on the connection's event loop.
 final class HTTP2StreamTracker {
-  private(set) var open: Set<HTTP2StreamID> = []
+  /// How many streams are open (the streams handler reports each once opened and once closed).
+  private(set) var open = 0
   private(set) var highest: HTTP2StreamID = .rootStream
   /// Called when the last open stream closes.
   var onIdle: (() -> Void)?
@@ -12,13 +13,14 @@ final class HTTP2StreamTracker {
   init() {}
 
   func streamCreated(_ id: HTTP2StreamID) {
-    open.insert(id)
+    open += 1
     if id > highest { highest = id }
   }
 
   func streamClosed(_ id: HTTP2StreamID) {
-    guard open.remove(id) != nil else { return }
-    if open.isEmpty { onIdle?() }
+    guard open > 0 else { return }
+    open -= 1
+    if open == 0 { onIdle?() }
   }
 }
 
@@ -48,7 +50,7 @@ final class GracefulHTTP2Shutdown: ChannelInboundHandler {
         let (handler, context) = bound.value
         context.writeAndFlush(handler.wrapOutboundOut(goAway)).whenComplete { _ in context.close(promise: nil) }
       }
-      if streams.open.isEmpty { finish() } else { streams.onIdle = finish }
+      if streams.open == 0 { finish() } else { streams.onIdle = finish }
     }
     context.fireUserInboundEventTriggered(event)
   }

@@ -165,11 +165,11 @@ extension ProxyRequestHandler {
 
     /// The current request's parts so far, while they fit ``replayLimit`` (``replayable``): what a refused
     /// request is sent again with. Both arrays keep their storage from request to request.
-    private(set) var replay: [HTTPServerRequestPart] = []
+    private(set) var replay = RequestParts()
     private(set) var replayable = true
     private var replayBytes = 0
     /// Parts read while the request waits for its upstream (``State/opening``).
-    private(set) var buffered: [HTTPServerRequestPart] = []
+    private(set) var buffered = RequestParts()
 
     init(downstreamIsHTTP2: Bool) {
       self.downstreamIsHTTP2 = downstreamIsHTTP2
@@ -511,6 +511,58 @@ extension ProxyRequestHandler {
         }
       }
       replay.append(part)
+    }
+  }
+}
+
+/// A request's parts while they are held (``ProxyRequestHandler/StateMachine/buffered`` and
+/// ``ProxyRequestHandler/StateMachine/replay``): the first two inline, any more in an array that keeps its
+/// storage. Most requests are a head and an end; on an HTTP/2 stream, whose handler and state machine are new
+/// for every request, two arrays made their storage anew every request (three allocations).
+struct RequestParts: Sequence, Equatable, ExpressibleByArrayLiteral {
+  private var first: HTTPServerRequestPart?
+  private var second: HTTPServerRequestPart?
+  private var rest: [HTTPServerRequestPart] = []
+
+  init() {}
+
+  init(arrayLiteral parts: HTTPServerRequestPart...) {
+    for part in parts { append(part) }
+  }
+
+  var isEmpty: Bool { first == nil }
+  var count: Int { first == nil ? 0 : second == nil ? 1 : 2 + rest.count }
+
+  mutating func append(_ part: HTTPServerRequestPart) {
+    if first == nil {
+      first = part
+    } else if second == nil {
+      second = part
+    } else {
+      rest.append(part)
+    }
+  }
+
+  /// Empties it; the array keeps its capacity.
+  mutating func clear() {
+    first = nil
+    second = nil
+    rest.clear()
+  }
+
+  func makeIterator() -> Iterator { Iterator(parts: self) }
+
+  struct Iterator: IteratorProtocol {
+    fileprivate let parts: RequestParts
+    fileprivate var index = 0
+
+    mutating func next() -> HTTPServerRequestPart? {
+      defer { index += 1 }
+      switch index {
+      case 0: return parts.first
+      case 1: return parts.second
+      default: return index - 2 < parts.rest.count ? parts.rest[index - 2] : nil
+      }
     }
   }
 }
