@@ -22,6 +22,26 @@ struct HTTP2HeaderValidatorTests {
     #expect(HTTP2HeaderValidator.check(Self.block([(":status", "200"), ("x-utf8", "caf\u{e9}")]), as: .response) == .valid(finalResponse: true))
   }
 
+  @Test("byte by byte: a name is a lowercase tchar, a value has no NUL, CR or LF, a pseudo-header's value no space, control byte or DEL")
+  func bytes() {
+    let lowercaseTchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz".utf8)
+    for byte in UInt8.min...UInt8.max {
+      // Each byte alone, and in the middle of valid ones (every position of a vector the compiler may use).
+      for (prefix, suffix) in [("", ""), ("content-", "-type-of-a-longer-name-than-sixteen")] {
+        let name = String(decoding: Array(prefix.utf8) + [byte] + Array(suffix.utf8), as: UTF8.self)
+        // Bytes of 128 and more decode as U+FFFD, which is not a token either.
+        #expect(HTTP2HeaderValidator.isToken(name) == lowercaseTchar.contains(byte), "name byte \(byte)")
+        let value = String(decoding: Array("a b".utf8) + [byte] + Array(" c d e f g h i j k l m n o p q".utf8), as: UTF8.self)
+        #expect(HTTP2HeaderValidator.isValidValue(value) == ![0, 0x0A, 0x0D].contains(byte), "value byte \(byte)")
+        let pseudo = String(decoding: Array("/a".utf8) + [byte] + Array("/b/c/d/e/f/g/h/i/j/k/l/m/n/o".utf8), as: UTF8.self)
+        #expect(HTTP2HeaderValidator.isValidPseudoValue(pseudo) == (byte > 0x20 && byte != 0x7F), "pseudo byte \(byte)")
+      }
+    }
+    #expect(HTTP2HeaderValidator.isToken("x-forwarded-for"))
+    #expect(!HTTP2HeaderValidator.isToken("X-Forwarded-For"))
+    #expect(!HTTP2HeaderValidator.isToken("caf\u{e9}"))
+  }
+
   @Test("every rule of RFC 9113 8.2 and 8.3 refuses what breaks it")
   func invalid() {
     let cases: [(HTTP2HeaderValidator.Kind, [(String, String)], String)] = [
