@@ -14,6 +14,8 @@
 #   MESH_PROXY=PATH bash Benchmarks/load/instructions.sh  # another mesh-proxy binary (A/B)
 #   KEEP=DIR ...                                          # keeps the callgrind outputs in DIR
 #   CONCURRENCY=32 ...                                    # hey connections (default 8)
+#   RATE=2 CONCURRENCY=10 ...                             # each connection at most RATE requests/s (hey -q):
+#                                                         # the work a request costs when it is not batched
 #
 # Needs valgrind plus the load benchmark's tools. About two minutes per path on two cores.
 set -euo pipefail
@@ -63,7 +65,7 @@ PY
 # proxy under callgrind starts slowly, need not).
 load() { # host requests [warmup]
   local c=${CONCURRENCY:-8}
-  local out; out=$(timeout 300 hey -n "$2" -c "$c" -host "$1" http://127.0.0.1:14140/)
+  local out; out=$(timeout 600 hey -n "$2" -c "$c" ${RATE:+-q "$RATE"} -host "$1" http://127.0.0.1:14140/)
   local ok; ok=$(awk '$1 == "[200]" {print $2}' <<<"$out")
   # hey gives each of its c workers n / c requests (whole numbers): n - n % c in all.
   local sent=$(( $2 / c * c ))

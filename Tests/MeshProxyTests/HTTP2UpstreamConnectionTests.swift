@@ -232,4 +232,61 @@ struct HTTP2UpstreamConnectionTests {
     #expect(closed == 1)
     #expect(pair.handler.makeStream() == nil)
   }
+
+  /// The settings a connection's first SETTINGS frame carries, read from the bytes it wrote (after the client's
+  /// 24-byte preface).
+  static func advertisedSettings(mode: NIOHTTP2Handler.ParserMode, meshPeer: Bool) throws -> [UInt16: UInt32] {
+    let channel = EmbeddedChannel()
+    try channel.pipeline.syncOperations.addHandler(
+      NIOHTTP2Handler(
+        mode: mode, connectionConfiguration: .proxy(meshPeer: meshPeer), streamConfiguration: .proxy(meshPeer: meshPeer)))
+    try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    var bytes = ByteBuffer()
+    while var part = try channel.readOutbound(as: ByteBuffer.self) { bytes.writeBuffer(&part) }
+    if mode == .client { bytes.moveReaderIndex(forwardBy: 24) }
+    let header = bytes.readBytes(length: 9) ?? []  // 24-bit length, type, flags, stream 0
+    try #require(header.count == 9 && header[3] == 4, "a SETTINGS frame first: \(header)")
+    let length = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
+    var settings: [UInt16: UInt32] = [:]
+    for _ in 0..<(length / 6) {
+      let parameter = bytes.readInteger(as: UInt16.self)
+      let value = bytes.readInteger(as: UInt32.self)
+      if let parameter, let value { settings[parameter] = value }
+    }
+    _ = try? channel.finish()
+    return settings
+  }
+
+  @Test("between proxies each side advertises a 1,024-byte HPACK table (SETTINGS_HEADER_TABLE_SIZE); to others the default")
+  func headerTableSetting() throws {
+    for mode in [NIOHTTP2Handler.ParserMode.client, .server] {
+      let mesh = try Self.advertisedSettings(mode: mode, meshPeer: true)
+      #expect(mesh[1] == 1024, "\(mode): \(mesh)")
+      #expect(mesh[3] == 100, "\(mode): max concurrent streams kept: \(mesh)")
+      let other = try Self.advertisedSettings(mode: mode, meshPeer: false)
+      #expect(other[1] == nil, "\(mode): \(other)")
+      #expect(other[3] == 100, "\(mode): \(other)")
+    }
+  }
+
+  @Test("a peer's encoder keeps to the smaller table: 100 responses, each with fields of new values, all decoded")
+  func headerTableHonoured() throws {
+    let pair = try Pair()
+    for index in 0..<100 {
+      let (stream, sink) = try pair.request()
+      let id = try #require(stream.id)
+      let value = String(repeating: "\(index % 10)", count: 40) + "-\(index)"
+      pair.serverHandler.write(
+        id,
+        .headers(
+          .init(
+            headers: HPACKHeaders([(":status", "200"), ("x-request-id", value), ("etag", "\"\(index)\"")]),
+            endStream: true)))
+      pair.serverHandler.flush()
+      try pair.exchange()
+      #expect(sink.parts == ["head 200"], "response \(index)")
+      #expect(sink.ended && sink.failures.isEmpty, "response \(index): \(sink.failures)")
+    }
+    #expect(pair.client.isActive)
+  }
 }
