@@ -314,6 +314,38 @@ struct HTTP2StreamCodecsTests {
       ], "\(outbound.parts)")
   }
 
+  /// The client proxy's hop fields for a request to a peer proxy are added to the stream's header block as it
+  /// is made, not to the request's `HTTPHeaders` first (which copied them): the head goes as it arrived, and
+  /// its connection-specific fields are left out on the way.
+  @Test("a request's hop fields go into its header block; the connection-specific fields of the head as it arrived stay out")
+  func hopFieldsInTheBlock() throws {
+    let head = HTTPRequestHead(
+      version: .http1_1, method: .POST, uri: "/x",
+      headers: HTTPHeaders([
+        ("Host", "backend:80"), ("Connection", "keep-alive, x-drop"), ("x-drop", "1"), ("TE", "trailers, deflate"),
+        ("User-Agent", "u"), ("Keep-Alive", "timeout=5"),
+      ]))
+    for (fields, added) in [
+      (HopFields(token: "p42", markHTTP1: true), [("swiftmesh-via", "p42"), ("swiftmesh-orig-proto", "HTTP/1.1")]),
+      (HopFields(token: "p7", markHTTP1: false), [("swiftmesh-via", "p7")]),
+    ] {
+      var state = HTTP2ClientStreamState(scheme: "http")
+      state.hopFields = fields
+      _ = try state.write(.head(head), promise: nil)
+      let frames = try state.write(.end(nil), promise: nil)
+      guard case .headers(let block)? = frames.first?.frame else {
+        Issue.record("no HEADERS frame: \(String(describing: frames.first?.frame))")
+        continue
+      }
+      #expect(block.endStream)
+      let sent = block.headers.map { "\($0.name): \($0.value)" }
+      let expected =
+        [":path: /x", ":method: POST", ":scheme: http", ":authority: backend:80", "te: trailers", "user-agent: u"]
+        + added.map { "\($0.0): \($0.1)" }
+      #expect(sent == expected, "\(sent)")
+    }
+  }
+
   // MARK: Server side: responses out
 
   static func response(_ status: HTTPResponseStatus, _ headers: [(String, String)] = []) -> HTTPServerResponsePart {

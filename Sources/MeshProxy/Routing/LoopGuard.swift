@@ -1,5 +1,6 @@
 import MeshCore
 import NIOCore
+import NIOHPACK
 import NIOHTTP1
 import NIOPosix
 import Synchronization
@@ -91,6 +92,17 @@ final class LoopGuard: Sendable {
   /// same step: the headers share their storage with the request as it arrived, so each addition on its own
   /// copied them all.
   func stamp(_ headers: inout HTTPHeaders, also field: (name: String, value: String)? = nil) throws(ProxyError) {
+    try check(headers)
+    if let field {
+      headers.add(contentsOf: [(Self.headerName, token), field])
+    } else {
+      headers.add(name: Self.headerName, value: token)
+    }
+  }
+
+  /// Checks the request's hop header without adding this proxy's token: for a request whose HTTP/2 header
+  /// block gets the token as it is made (``HopFields``), so that its headers are not copied to add it.
+  func check(_ headers: HTTPHeaders) throws(ProxyError) {
     if headers.contains(name: Self.headerName) {
       let existing = headers[Self.headerName]
       var hops = 0
@@ -107,11 +119,6 @@ final class LoopGuard: Sendable {
         throw ProxyError(.loopDetected, "the request passed \(hops) proxies (limit \(Self.maxHops))")
       }
     }
-    if let field {
-      headers.add(contentsOf: [(Self.headerName, token), field])
-    } else {
-      headers.add(name: Self.headerName, value: token)
-    }
   }
 
   private static func normalize(_ ip: String) -> String {
@@ -121,6 +128,20 @@ final class LoopGuard: Sendable {
   }
 
   private static func isLoopback(_ ip: String) -> Bool { ip.hasPrefix("127.") || ip == "::1" }
+}
+
+/// The fields the client proxy adds to a request it sends over a mesh HTTP/2 stream: its hop token and, for
+/// an HTTP/1 request, the original-protocol mark. Appended to the stream's header block as it is made
+/// (``HTTP2ClientStreamState``), instead of to the request's `HTTPHeaders`, whose storage the request as it
+/// arrived shares: adding them there copied every field (about 2,500 instructions a request).
+struct HopFields: Sendable {
+  let token: String
+  let markHTTP1: Bool
+
+  func append(to block: inout HPACKHeaders) {
+    block.add(name: LoopGuard.headerName, value: token)
+    if markHTTP1 { block.add(name: MeshHeaders.origProto, value: "HTTP/1.1") }
+  }
 }
 
 extension Substring {

@@ -350,21 +350,33 @@ package final class OutboundRouter: RequestRouter, Sendable {
   ) -> Upstream? {
     // Each attempt picks its leaf again: a connection refused by one leaf (a gateway gone) may go to another.
     let (authority, known) = pickTarget(request, apex: apex)
-    var stamped = request.head
-    HTTPHeaderRules.stripHopByHop(&stamped.headers, upgrade: request.upgrade)
     // The target first when it is at hand: an HTTP/1 request to a meshed endpoint gets its original-protocol
     // mark in the same addition as the hop header (one copy of the headers, not two).
     let ready = readyTarget(for: authority, known: known, original: request.originalDestination)
     let marked = ready.map { Self.carriesHTTP1(request, to: $0) } ?? false
-    if marked, stamped.headers.contains(name: MeshHeaders.origProto) { stamped.headers.remove(name: MeshHeaders.origProto) }
+    let head: HTTPRequestHead
+    var hopFields: HopFields?
     do {
-      try pools.loopGuard.stamp(&stamped.headers, also: marked ? (MeshHeaders.origProto, "HTTP/1.1") : nil)
+      if let ready, ridesMeshStream(request, to: ready),
+        !marked || !request.head.headers.contains(name: MeshHeaders.origProto)
+      {
+        // Over a peer proxy's HTTP/2 (the usual case): the stream's header block leaves the connection-specific
+        // fields out as it is made, and gets the hop fields there, so the headers are neither rebuilt nor copied.
+        try pools.loopGuard.check(request.head.headers)
+        head = request.head
+        hopFields = HopFields(token: pools.loopGuard.token, markHTTP1: marked)
+      } else {
+        var stamped = request.head
+        HTTPHeaderRules.stripHopByHop(&stamped.headers, upgrade: request.upgrade)
+        if marked, stamped.headers.contains(name: MeshHeaders.origProto) { stamped.headers.remove(name: MeshHeaders.origProto) }
+        try pools.loopGuard.stamp(&stamped.headers, also: marked ? (MeshHeaders.origProto, "HTTP/1.1") : nil)
+        head = stamped
+      }
     } catch {
       if case .endpoint(let ticket)? = ready { ticket.complete(.cancelled) }
       completion()(.failure(error))
       return nil
     }
-    let head = stamped
     // What becomes of an attempt that did not open at once: a connection that could not be made is tried
     // again (another endpoint, or the same one's next address) while attempts and time are left.
     func retrying(_ completion: @escaping UpstreamCompletion) -> UpstreamCompletion {
@@ -382,8 +394,10 @@ package final class OutboundRouter: RequestRouter, Sendable {
     if let target = ready {
       // The usual case: the destination is resolved, and often an idle connection waits. Then no future is
       // made at all, and through the mTLS pair none either: the stream's opening reports by a callback.
-      return open(target, request: request, apex: apex, head: head, marked: marked, deadline: deadline, on: eventLoop)
-        .upstream(orReporting: retrying(completion()), on: eventLoop)
+      return open(
+        target, request: request, apex: apex, head: head, marked: marked, hopFields: hopFields, deadline: deadline,
+        on: eventLoop
+      ).upstream(orReporting: retrying(completion()), on: eventLoop)
     }
     let whenOpened = retrying(completion())
     target(for: authority, original: request.originalDestination, on: eventLoop, deadline: deadline)
@@ -432,12 +446,15 @@ package final class OutboundRouter: RequestRouter, Sendable {
     let abandonment: RequestAbandonment
     let ticket: TicketBox
     let head: HTTPRequestHead
+    let hopFields: HopFields?
     let labels: ProxyMetrics.RequestLabels
 
     init(
       pool: UpstreamPool, address: Authority, identity: IdentityName, deadline: NIODeadline,
-      abandonment: RequestAbandonment, ticket: TicketBox, head: HTTPRequestHead, labels: ProxyMetrics.RequestLabels
+      abandonment: RequestAbandonment, ticket: TicketBox, head: HTTPRequestHead, hopFields: HopFields?,
+      labels: ProxyMetrics.RequestLabels
     ) {
+      self.hopFields = hopFields
       self.pool = pool
       self.address = address
       self.identity = identity
@@ -452,6 +469,7 @@ package final class OutboundRouter: RequestRouter, Sendable {
       pool.openHTTP2Stream(to: address, identity: identity, deadline: deadline, abandonment: abandonment) { result in
         switch result {
         case .success(let stream):
+          stream.stream.hopFields = self.hopFields
           completion(
             .success(
               Upstream(stream: stream, head: self.head, ticket: self.ticket, labels: self.labels)))
@@ -474,6 +492,15 @@ package final class OutboundRouter: RequestRouter, Sendable {
 
   /// Whether a request to `target` travels as HTTP/1 inside the peer proxies' HTTP/2 and so carries the
   /// original-protocol mark: an HTTP/1 request (not an upgrade, which keeps HTTP/1.1) to a meshed endpoint.
+  /// Whether a request to `target` goes on an HTTP/2 stream to a peer proxy: a meshed endpoint that is not this
+  /// proxy, and not an upgrade (which keeps HTTP/1.1 on a connection of its own).
+  private func ridesMeshStream(_ request: RoutedRequest, to target: Target) -> Bool {
+    guard case .endpoint(let ticket) = target, ticket.endpoint.tlsIdentity != nil, request.upgrade == nil else {
+      return false
+    }
+    return !pools.loopGuard.isSelf(ticket.endpoint.address)
+  }
+
   private static func carriesHTTP1(_ request: RoutedRequest, to target: Target) -> Bool {
     guard case .endpoint(let ticket) = target else { return false }
     return ticket.endpoint.tlsIdentity != nil && request.upgrade == nil && !request.arrivedOverHTTP2
@@ -482,9 +509,11 @@ package final class OutboundRouter: RequestRouter, Sendable {
   /// Opens the upstream of one attempt at `target`: at once when a pooled connection is idle, else later.
   /// A ticket's outcome is reported when opening fails. `marked`: `head` has the original-protocol mark
   /// already (``carriesHTTP1(_:to:)``).
+  /// `hopFields`: the hop fields `head` does not carry yet, for its stream's header block (only for a target
+  /// that ``ridesMeshStream(_:to:)``).
   private func open(
     _ target: Target, request: RoutedRequest, apex: Authority, head: HTTPRequestHead, marked: Bool = false,
-    deadline: NIODeadline, on eventLoop: any EventLoop
+    hopFields: HopFields? = nil, deadline: NIODeadline, on eventLoop: any EventLoop
   ) -> AttemptOpening {
     var head = head
     var labels = ProxyMetrics.RequestLabels(direction: direction, authority: apex.description, tls: false)
@@ -531,7 +560,7 @@ package final class OutboundRouter: RequestRouter, Sendable {
           return .stream(
             StreamOpening(
               pool: pools.pool(for: eventLoop), address: endpoint.address, identity: identity, deadline: deadline,
-              abandonment: request.abandonment, ticket: ticket, head: head, labels: labels))
+              abandonment: request.abandonment, ticket: ticket, head: head, hopFields: hopFields, labels: labels))
         }
       } else {
         switch pools.plaintext(

@@ -216,6 +216,9 @@ struct HTTP2ClientStreamState {
   /// The last frame written, held so that the end can ride on it.
   private var pending: (frame: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?)?
 
+  /// Added to the request's header block (a request the client proxy sends to a peer proxy).
+  var hopFields: HopFields?
+
   init(scheme: String) { self.scheme = scheme }
 
   typealias Read = HTTP2PartsRead<HTTPClientResponsePart>
@@ -284,7 +287,8 @@ struct HTTP2ClientStreamState {
     switch part {
     case .head(let head):
       precondition(requestMethod == nil, "one request per HTTP/2 stream")
-      let block = try HTTP2Translation.requestBlock(head, scheme: scheme)
+      var block = try HTTP2Translation.requestBlock(head, scheme: scheme)
+      hopFields?.append(to: &block)
       requestMethod = head.method
       if let last = pending.take() { out.emit(last.frame, last.promise) }
       pending = (.headers(.init(headers: block)), promise)

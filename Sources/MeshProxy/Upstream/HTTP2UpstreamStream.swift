@@ -15,6 +15,11 @@ final class HTTP2UpstreamStream: HTTP2FrameStream, UpstreamResponseHost {
   }
   /// Called once when the stream ends, however it ends (the pool's slot).
   var onClose: (() -> Void)?
+  /// The client proxy's own fields, added to the request's header block as it is made.
+  var hopFields: HopFields? {
+    get { state.hopFields }
+    set { state.hopFields = newValue }
+  }
 
   init(connection: HTTP2StreamsHandler, eventLoop: any EventLoop, scheme: String) {
     self.state = HTTP2ClientStreamState(scheme: scheme)
