@@ -353,13 +353,13 @@ package final class OutboundRouter: RequestRouter, Sendable {
     // The target first when it is at hand: an HTTP/1 request to a meshed endpoint gets its original-protocol
     // mark in the same addition as the hop header (one copy of the headers, not two).
     let ready = readyTarget(for: authority, known: known, original: request.originalDestination)
-    let marked = ready.map { Self.carriesHTTP1(request, to: $0) } ?? false
+    let viaStream = ready.map { Self.ridesMeshStream(request, to: $0) } ?? false
+    // An HTTP/1 request inside the peer proxies' HTTP/2 carries the original-protocol mark.
+    let marked = viaStream && !request.arrivedOverHTTP2
     let head: HTTPRequestHead
     var hopFields: HopFields?
     do {
-      if let ready, ridesMeshStream(request, to: ready),
-        !marked || !request.head.headers.contains(name: MeshHeaders.origProto)
-      {
+      if viaStream, !marked || !request.head.headers.contains(name: MeshHeaders.origProto) {
         // Over a peer proxy's HTTP/2 (the usual case): the stream's header block leaves the connection-specific
         // fields out as it is made, and gets the hop fields there, so the headers are neither rebuilt nor copied.
         try pools.loopGuard.check(request.head.headers)
@@ -490,25 +490,17 @@ package final class OutboundRouter: RequestRouter, Sendable {
     return target
   }
 
-  /// Whether a request to `target` travels as HTTP/1 inside the peer proxies' HTTP/2 and so carries the
-  /// original-protocol mark: an HTTP/1 request (not an upgrade, which keeps HTTP/1.1) to a meshed endpoint.
-  /// Whether a request to `target` goes on an HTTP/2 stream to a peer proxy: a meshed endpoint that is not this
-  /// proxy, and not an upgrade (which keeps HTTP/1.1 on a connection of its own).
-  private func ridesMeshStream(_ request: RoutedRequest, to target: Target) -> Bool {
-    guard case .endpoint(let ticket) = target, ticket.endpoint.tlsIdentity != nil, request.upgrade == nil else {
-      return false
-    }
-    return !pools.loopGuard.isSelf(ticket.endpoint.address)
-  }
-
-  private static func carriesHTTP1(_ request: RoutedRequest, to target: Target) -> Bool {
+  /// Whether a request to `target` goes on an HTTP/2 stream to a peer proxy: a meshed endpoint, and not an
+  /// upgrade (which keeps HTTP/1.1 on a connection of its own). An endpoint that is this proxy is refused when
+  /// it is opened.
+  private static func ridesMeshStream(_ request: RoutedRequest, to target: Target) -> Bool {
     guard case .endpoint(let ticket) = target else { return false }
-    return ticket.endpoint.tlsIdentity != nil && request.upgrade == nil && !request.arrivedOverHTTP2
+    return ticket.endpoint.tlsIdentity != nil && request.upgrade == nil
   }
 
   /// Opens the upstream of one attempt at `target`: at once when a pooled connection is idle, else later.
-  /// A ticket's outcome is reported when opening fails. `marked`: `head` has the original-protocol mark
-  /// already (``carriesHTTP1(_:to:)``).
+  /// A ticket's outcome is reported when opening fails. `marked`: `head` (or `hopFields`) has the
+  /// original-protocol mark already.
   /// `hopFields`: the hop fields `head` does not carry yet, for its stream's header block (only for a target
   /// that ``ridesMeshStream(_:to:)``).
   private func open(

@@ -33,11 +33,6 @@ final class HTTP2DownstreamStream: HTTP2FrameStream {
     connection.flush()
   }
 
-  private func send(_ frames: HTTP2FramesToSend) {
-    if let first = frames.first { send(first.frame, promise: first.promise) }
-    if let second = frames.second, !isClosed { send(second.frame, promise: second.promise) }
-  }
-
   /// Ends the stream from this side: what is held is written, then a stream still open is reset with CANCEL.
   func close() {
     flush()

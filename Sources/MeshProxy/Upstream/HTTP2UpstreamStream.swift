@@ -34,9 +34,7 @@ final class HTTP2UpstreamStream: HTTP2FrameStream, UpstreamResponseHost {
       return
     }
     do {
-      let frames = try state.write(part, promise: promise)
-      if let first = frames.first { send(first.frame, promise: first.promise) }
-      if let second = frames.second, !isClosed { send(second.frame, promise: second.promise) }
+      send(try state.write(part, promise: promise))
     } catch {
       promise?.fail(error)
       sink?.failed(error)
