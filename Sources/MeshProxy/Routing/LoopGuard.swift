@@ -138,9 +138,9 @@ struct HopFields: Sendable {
   let token: String
   let markHTTP1: Bool
 
-  func append(to block: inout HPACKHeaders) {
-    block.add(name: LoopGuard.headerName, value: token)
-    if markHTTP1 { block.add(name: MeshHeaders.origProto, value: "HTTP/1.1") }
+  func append(to fields: inout [(String, String)]) {
+    fields.append((LoopGuard.headerName, token))
+    if markHTTP1 { fields.append((MeshHeaders.origProto, "HTTP/1.1")) }
   }
 }
 

@@ -467,16 +467,21 @@ package final class OutboundRouter: RequestRouter, Sendable {
 
     func start(_ completion: @escaping UpstreamCompletion) {
       pool.openHTTP2Stream(to: address, identity: identity, deadline: deadline, abandonment: abandonment) { result in
-        switch result {
-        case .success(let stream):
-          stream.stream.hopFields = self.hopFields
-          completion(
-            .success(
-              Upstream(stream: stream, head: self.head, ticket: self.ticket, labels: self.labels)))
-        case .failure(let error):
-          OutboundRouter.complete(self.ticket, failedWith: error)
-          completion(.failure(error))
-        }
+        self.opened(result, completion)
+      }
+    }
+
+    // Not inlined into the pool's opening: specialised there with this body, the head and the labels were
+    // copied field by field (about 100 retains a request more; Benchmarks/load/instructions.sh).
+    @inline(never)
+    private func opened(_ result: Result<UpstreamStream, any Error>, _ completion: UpstreamCompletion) {
+      switch result {
+      case .success(let stream):
+        stream.stream.hopFields = hopFields
+        completion(.success(Upstream(stream: stream, head: head, ticket: ticket, labels: labels)))
+      case .failure(let error):
+        OutboundRouter.complete(ticket, failedWith: error)
+        completion(.failure(error))
       }
     }
   }
