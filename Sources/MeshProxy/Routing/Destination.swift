@@ -165,7 +165,7 @@ final class Destination: Sendable {
 
   func apply(_ profile: Profile) {
     let waiters = profileState.withLock { state in
-      state.profile = CompiledProfile(profile, keeping: state.profile)
+      state.profile = CompiledProfile(profile, authority: authority.description, keeping: state.profile)
       state.known = true
       defer { state.waiters = [] }
       return state.waiters

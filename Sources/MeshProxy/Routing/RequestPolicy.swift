@@ -6,19 +6,24 @@ import Synchronization
 
 /// What the destination's profile says about one request: its route (for route metrics), its timeout,
 /// whether and within which budget it may be retried, and how its response is classified.
-package struct RequestPolicy: Sendable {
+///
+/// A class, never changed once made: a request handler keeps its policy and hands it on several times a
+/// request, and as a struct each copy retained its two strings, its array and its budget (about 1,000
+/// instructions a request on each proxy of the pair, Benchmarks/load/instructions.sh). A profile without
+/// routes gives every request the same one (``CompiledProfile``).
+package final class RequestPolicy: Sendable {
   /// The matched route's name (`rt_route`); empty when no route matched.
-  package var routeName: String
+  package let routeName: String
   /// The authority whose profile applied (`dst` of route metrics).
-  package var authority: String
+  package let authority: String
   /// From the request's headers to the response's headers, retries included; nil: none.
-  package var timeout: Duration?
+  package let timeout: Duration?
   /// Whether failed responses of this route may be sent again.
-  package var isRetryable: Bool
+  package let isRetryable: Bool
   /// The route's response classes, first match wins; none matching: 5xx is a failure.
-  package var responseClasses: [ResponseClass]
+  package let responseClasses: [ResponseClass]
   /// The destination's retry budget; nil: no retries.
-  package var budget: RetryBudgetTracker?
+  package let budget: RetryBudgetTracker?
 
   package init(
     routeName: String = "", authority: String = "", timeout: Duration? = nil, isRetryable: Bool = false,
@@ -65,9 +70,12 @@ final class CompiledProfile: @unchecked Sendable {
   let budget: RetryBudgetTracker?
   private let routes: [(route: Route, matcher: CompiledMatch)]
 
-  /// Compiles `profile`; routes whose regular expression does not compile are left out (the destination
-  /// service validates them, so this only guards against a broken peer).
-  init(_ profile: Profile, keeping previous: CompiledProfile?) {
+  /// The policy of a request no route matches, when it is to ``authority``: made once.
+  private let unrouted: RequestPolicy
+
+  /// Compiles `profile` for `authority` (the destination's); routes whose regular expression does not compile
+  /// are left out (the destination service validates them, so this only guards against a broken peer).
+  init(_ profile: Profile, authority: String, keeping previous: CompiledProfile?) {
     self.profile = profile
     if let budget = profile.retryBudget {
       self.budget =
@@ -78,11 +86,12 @@ final class CompiledProfile: @unchecked Sendable {
     self.routes = profile.routes.compactMap { route in
       (try? CompiledMatch(route.condition)).map { (route, $0) }
     }
+    self.unrouted = RequestPolicy(authority: authority, budget: budget)
   }
 
   /// The policy for a request with `method` and `path` to `authority`.
   func policy(method: String, path: String, authority: String) -> RequestPolicy {
-    guard !routes.isEmpty else { return RequestPolicy(authority: authority, budget: budget) }
+    guard !routes.isEmpty else { return unrouted(authority) }
     let pathOnly = path.firstIndex(of: "?").map { String(path[..<$0]) } ?? path
     for (route, matcher) in routes where matcher.matches(method: method, path: pathOnly) {
       return RequestPolicy(
@@ -90,7 +99,11 @@ final class CompiledProfile: @unchecked Sendable {
         timeout: route.timeout, isRetryable: route.isRetryable, responseClasses: route.responseClasses,
         budget: budget)
     }
-    return RequestPolicy(authority: authority, budget: budget)
+    return unrouted(authority)
+  }
+
+  private func unrouted(_ authority: String) -> RequestPolicy {
+    authority == unrouted.authority ? unrouted : RequestPolicy(authority: authority, budget: budget)
   }
 
   /// Picks a leaf of the traffic split by weight, or nil when there is no split. Leaves `isAvailable`

@@ -355,7 +355,8 @@ enum HTTP1Grammar {
       default:
         break
       }
-      fields.headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+      fields.headers.append(
+        (KnownFieldNames.name(name) ?? String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
     }
   }
 

@@ -29,11 +29,13 @@ import NIOHTTP2
 
 /// HTTP/1 heads to HTTP/2 header blocks and back.
 enum HTTP2Translation {
-  /// `name` in lowercase ASCII: the same string (no copy) unless it has an uppercase letter. Field names are
-  /// tokens, so ASCII is all there is to fold.
+  /// `name` in lowercase ASCII: a literal for the names most heads carry (``KnownFieldNames``), else the same
+  /// string (no copy) unless it has an uppercase letter. Field names are tokens, so ASCII is all there is to
+  /// fold.
   static func lowercased(_ name: String) -> String {
     var name = name
     return name.withUTF8 { bytes in
+      if let known = KnownFieldNames.lowercase(UnsafeRawBufferPointer(bytes)) { return known }
       guard bytes.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) else { return nil }
       return String(unsafeUninitializedCapacity: bytes.count) { out in
         for index in 0..<bytes.count {
