@@ -62,7 +62,9 @@ final class UpstreamPools: Sendable {
           Upstream(stream: stream, head: head, ticket: ticket, labels: labels)
         })
     }
-    if head.version != .http1_1 { head.version = .http1_1 }
+    // A head that came over HTTP/2 keeps its 2.0 (the upstream's encoder writes it as HTTP/1.1): setting it
+    // copied the head's storage, which the request shares.
+    if head.version.major < 2, head.version != .http1_1 { head.version = .http1_1 }
     if let idle = pool.idleHTTP1Connection(to: address) {
       return .ready(Upstream(channel: idle.channel, head: head, ticket: ticket, labels: labels, release: idle.release))
     }

@@ -113,13 +113,24 @@ enum HTTP1HeadEncoding {
     case request(HTTPRequestHead)
     case response(HTTPResponseHead)
 
+    /// The version the line says: the head's, but HTTP/1.1 for a head that came over HTTP/2 (version 2.0),
+    /// so that the request handler need not set it on a head whose storage it shares (a copy of the head).
+    var version: HTTPVersion {
+      let version: HTTPVersion
+      switch self {
+      case .request(let head): version = head.version
+      case .response(let head): version = head.version
+      }
+      return version.major >= 2 ? .http1_1 : version
+    }
+
     var size: Int {
       switch self {
       case .request(let head):
-        head.method.rawValue.utf8.count + 1 + head.uri.utf8.count + 1 + versionSize(head.version) + 2
+        head.method.rawValue.utf8.count + 1 + head.uri.utf8.count + 1 + versionSize(version) + 2
       case .response(let head):
         // "HTTP/1.1 200 " + reason + CRLF; the code is written as three digits.
-        versionSize(head.version) + 5 + head.status.reasonPhrase.utf8.count + 2
+        versionSize(version) + 5 + head.status.reasonPhrase.utf8.count + 2
       }
     }
 
@@ -130,10 +141,10 @@ enum HTTP1HeadEncoding {
         out.write(literal: " ")
         out.write(head.uri)
         out.write(literal: " ")
-        out.write(version: head.version)
+        out.write(version: version)
         out.write(literal: "\r\n")
       case .response(let head):
-        out.write(version: head.version)
+        out.write(version: version)
         out.write(literal: " ")
         out.write(statusCode: head.status.code)
         out.write(literal: " ")
@@ -286,8 +297,9 @@ struct HTTP1ResponseEncoding {
         respondingToConnect = method == .CONNECT
       }
       let body: HTTP1HeadEncoding.Body = respondingToConnect || !head.status.mayHaveResponseBody ? .no : .yes
+      let startLine = HTTP1HeadEncoding.StartLine.response(head)
       let (buffer, chunked) = HTTP1HeadEncoding.encode(
-        startLine: .response(head), headers: head.headers, body: body, version: head.version,
+        startLine: startLine, headers: head.headers, body: body, version: startLine.version,
         allocator: context.channel.allocator)
       self.chunked = suppressBody ? false : chunked
       context.write(NIOAny(IOData.byteBuffer(buffer)), promise: promise)

@@ -515,8 +515,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       // (`HTTP2Translation`): stripping them here too cost a pass and a copy of the headers.
       if !stateMachine.downstreamIsHTTP2 { HTTPHeaderRules.stripHopByHop(&head.headers) }
       if stateMachine.closeAfterResponse { head.headers.add(name: "connection", value: "close") }
-      // Set only when it differs: the head's storage is shared, and a write copies it.
-      if head.version != .http1_1 { head.version = .http1_1 }
+      // Set only when it differs: the head's storage is shared, and a write copies it. A head that came over
+      // HTTP/2 keeps its 2.0: an HTTP/1 client's encoder writes it as HTTP/1.1, an HTTP/2 client's has no
+      // version to write.
+      if head.version.major < 2, head.version != .http1_1 { head.version = .http1_1 }
       responseLatency = elapsedMilliseconds()
       tapResponse(status: Int(head.status.code))
       writeDownstream(.head(head))
