@@ -42,6 +42,34 @@ struct HTTP2HeaderValidatorTests {
     #expect(!HTTP2HeaderValidator.isToken("caf\u{e9}"))
   }
 
+  /// The names the rules single out are told apart by their bytes; names one byte away, or of another length,
+  /// are ordinary fields, and pass.
+  @Test("the singled-out names by their bytes, and names one byte away from them")
+  func regularFields() {
+    let expected: [(String, HTTP2HeaderValidator.RegularField)] = [
+      ("te", .te), ("host", .host), ("content-length", .contentLength), ("connection", .connectionSpecific),
+      ("keep-alive", .connectionSpecific), ("proxy-connection", .connectionSpecific),
+      ("transfer-encoding", .connectionSpecific), ("upgrade", .connectionSpecific), ("Host", .notToken),
+      ("ta", .other), ("hosts", .other), ("hose", .other), ("content-lengtg", .other), ("connectioN", .notToken),
+      ("keep-alivf", .other), ("proxy-connectiom", .other), ("transfer-encodinf", .other), ("upgradf", .other),
+      ("x-te", .other), ("", .other),
+    ]
+    for (name, field) in expected {
+      #expect(HTTP2HeaderValidator.regularField(name) == field, "\(name)")
+    }
+    let near = ["ta", "hose", "content-lengtg", "keep-alivf", "proxy-connectiom", "transfer-encodinf", "upgradf"]
+    for name in near {
+      #expect(HTTP2HeaderValidator.check(Self.block(Self.request + [(name, "x")]), as: .request) == .valid(finalResponse: false), "\(name)")
+    }
+    // Pseudo-header names one byte away from the five are unknown, and refused.
+    for name in [":pat", ":paths", ":methox", ":statuz", ":schema", ":authoritx", ":Path"] {
+      guard case .invalid = HTTP2HeaderValidator.check(Self.block([(name, "/")] + [(":method", "GET")]), as: .request) else {
+        Issue.record("accepted: \(name)")
+        continue
+      }
+    }
+  }
+
   @Test("every rule of RFC 9113 8.2 and 8.3 refuses what breaks it")
   func invalid() {
     let cases: [(HTTP2HeaderValidator.Kind, [(String, String)], String)] = [

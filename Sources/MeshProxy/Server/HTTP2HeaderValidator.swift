@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
@@ -108,16 +115,15 @@ enum HTTP2HeaderValidator {
         }
       } else {
         regularBegun = true
-        guard isToken(name) else { return .invalid("field name '\(name)' is not a lowercase token") }
+        let regular = regularField(name)
+        guard regular != .notToken else { return .invalid("field name '\(name)' is not a lowercase token") }
         guard isValidValue(value) else { return .invalid("NUL, CR or LF in the value of \(name)") }
-        switch name.utf8.count {
-        case 4 where name == "host": block.hasHost = true
-        case 14 where name == "content-length": block.hasContentLength = true
-        default:
-          if !HTTPHeaderRules.HopByHop(name).subtracting(.te).isEmpty {
-            return .invalid("connection-specific field \(name)")
-          }
-          if kind == .request, name == "te", value != "trailers" { return .invalid("te other than trailers") }
+        switch regular {
+        case .host: block.hasHost = true
+        case .contentLength: block.hasContentLength = true
+        case .connectionSpecific: return .invalid("connection-specific field \(name)")
+        case .te: if kind == .request, value != "trailers" { return .invalid("te other than trailers") }
+        case .notToken, .other: break
         }
       }
     }
@@ -140,15 +146,57 @@ enum HTTP2HeaderValidator {
     return .valid(block)
   }
 
+  /// The pseudo-header field `name` is, by its bytes (a `switch` over strings compares them one by one).
   private static func pseudoField(_ name: String) -> Pseudo? {
-    switch name {
-    case ":method": .method
-    case ":scheme": .scheme
-    case ":path": .path
-    case ":authority": .authority
-    case ":status": .status
-    default: nil
+    var name = name
+    return name.withUTF8 { utf8 in
+      let bytes = UnsafeRawBufferPointer(utf8)
+      switch bytes.count {
+      case 5: return equals(bytes, ":path") ? .path : nil
+      case 7:
+        if equals(bytes, ":method") { return .method }
+        if equals(bytes, ":status") { return .status }
+        return equals(bytes, ":scheme") ? .scheme : nil
+      case 10: return equals(bytes, ":authority") ? .authority : nil
+      default: return nil
+      }
     }
+  }
+
+  /// What a regular field's name is, as far as the rules care.
+  enum RegularField {
+    case notToken
+    case host
+    case contentLength
+    case te
+    /// `connection`, `keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade` (RFC 9113 8.2.2).
+    case connectionSpecific
+    case other
+  }
+
+  /// ``isToken(_:)`` and which of the names the rules single out `name` is, in one look at its bytes: a block's
+  /// names are lowercase once they are tokens, so each comparison is of bytes as they are.
+  static func regularField(_ name: String) -> RegularField {
+    var name = name
+    return name.withUTF8 { utf8 in
+      guard isToken(utf8) else { return .notToken }
+      let bytes = UnsafeRawBufferPointer(utf8)
+      switch bytes.count {
+      case 2: return equals(bytes, "te") ? .te : .other
+      case 4: return equals(bytes, "host") ? .host : .other
+      case 7: return equals(bytes, "upgrade") ? .connectionSpecific : .other
+      case 10: return equals(bytes, "connection") || equals(bytes, "keep-alive") ? .connectionSpecific : .other
+      case 14: return equals(bytes, "content-length") ? .contentLength : .other
+      case 16: return equals(bytes, "proxy-connection") ? .connectionSpecific : .other
+      case 17: return equals(bytes, "transfer-encoding") ? .connectionSpecific : .other
+      default: return .other
+      }
+    }
+  }
+
+  @inline(__always)
+  private static func equals(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
+    bytes.count == literal.utf8CodeUnitCount && memcmp(bytes.baseAddress!, literal.utf8Start, bytes.count) == 0
   }
 
   /// RFC 9110 `tchar` without uppercase letters (RFC 9113 8.2.1): `!#$%&'*+-.^_`|~`, digits, `a-z`.
@@ -169,20 +217,23 @@ enum HTTP2HeaderValidator {
   }()
 
   static func isToken(_ name: String) -> Bool {
-    let (low, high) = tokenBytes
     var name = name
-    return name.withUTF8 { bytes in
-      for byte in bytes {
-        if byte < 64 {
-          guard low & (1 << UInt64(byte)) != 0 else { return false }
-        } else if byte < 128 {
-          guard high & (1 << UInt64(byte - 64)) != 0 else { return false }
-        } else {
-          return false
-        }
+    return name.withUTF8 { isToken($0) }
+  }
+
+  @inline(__always)
+  private static func isToken(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+    let (low, high) = tokenBytes
+    for byte in bytes {
+      if byte < 64 {
+        guard low & (1 << UInt64(byte)) != 0 else { return false }
+      } else if byte < 128 {
+        guard high & (1 << UInt64(byte - 64)) != 0 else { return false }
+      } else {
+        return false
       }
-      return true
     }
+    return true
   }
 
   /// No NUL, CR or LF (RFC 9113 8.2.1).
