@@ -36,8 +36,9 @@ enum HTTP1HeadEncoding {
   /// Writes `startLine` and `headers`, framed for `body`, into a new buffer; returns it and whether the body
   /// is to be sent chunked.
   static func encode(
-    startLine: StartLine, headers: HTTPHeaders, body: Body, version: HTTPVersion, allocator: ByteBufferAllocator
+    startLine: StartLine, headers: HTTPHeaders, body: Body, allocator: ByteBufferAllocator
   ) -> (ByteBuffer, chunked: Bool) {
+    let version = startLine.version
     // One pass finds the framing headers and the size of them all.
     var contentLength = false
     var transferEncoding = false
@@ -297,10 +298,8 @@ struct HTTP1ResponseEncoding {
         respondingToConnect = method == .CONNECT
       }
       let body: HTTP1HeadEncoding.Body = respondingToConnect || !head.status.mayHaveResponseBody ? .no : .yes
-      let startLine = HTTP1HeadEncoding.StartLine.response(head)
       let (buffer, chunked) = HTTP1HeadEncoding.encode(
-        startLine: startLine, headers: head.headers, body: body, version: startLine.version,
-        allocator: context.channel.allocator)
+        startLine: .response(head), headers: head.headers, body: body, allocator: context.channel.allocator)
       self.chunked = suppressBody ? false : chunked
       context.write(NIOAny(IOData.byteBuffer(buffer)), promise: promise)
     case .body(let part):

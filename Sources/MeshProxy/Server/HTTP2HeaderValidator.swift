@@ -1,10 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
@@ -194,9 +187,11 @@ enum HTTP2HeaderValidator {
     }
   }
 
+  /// The byte comparison the HTTP/1.1 reader uses (a validated name is lowercase, so its case folding never
+  /// applies).
   @inline(__always)
   private static func equals(_ bytes: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
-    bytes.count == literal.utf8CodeUnitCount && memcmp(bytes.baseAddress!, literal.utf8Start, bytes.count) == 0
+    HTTP1Grammar.isName(bytes, literal)
   }
 
   /// RFC 9110 `tchar` without uppercase letters (RFC 9113 8.2.1): `!#$%&'*+-.^_`|~`, digits, `a-z`.

@@ -24,8 +24,7 @@ enum KnownFieldNames {
     ("Accept-Language", "accept-language"), ("X-Forwarded-For", "x-forwarded-for"),
     ("Content-Encoding", "content-encoding"), ("Content-Language", "content-language"),
     ("Content-Location", "content-location"), ("X-Forwarded-Host", "x-forwarded-host"),
-    ("X-Forwarded-Proto", "x-forwarded-proto"),
-  ].filter { $0.0.utf8.count <= maxLength }
+  ]
 
   static let maxLength = 16
 
@@ -46,6 +45,7 @@ enum KnownFieldNames {
   private static func build() -> (table: Keys, spellings: [String], lowercases: [String]) {
     var pairs: [(String, String)] = []
     for (usual, lower) in names {
+      precondition(usual.utf8.count <= maxLength, "\(usual): the key covers \(maxLength) bytes at most")
       pairs.append((usual, lower))
       if usual != lower { pairs.append((lower, lower)) }
     }

@@ -79,10 +79,9 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Dir
     switch part {
     case .head(let head):
       methods.append(head.method)
-      let startLine = HTTP1HeadEncoding.StartLine.request(head)
       let (buffer, chunked) = HTTP1HeadEncoding.encode(
-        startLine: startLine, headers: head.headers, body: HTTP1HeadEncoding.requestBody(head.method),
-        version: startLine.version, allocator: context.channel.allocator)
+        startLine: .request(head), headers: head.headers, body: HTTP1HeadEncoding.requestBody(head.method),
+        allocator: context.channel.allocator)
       chunkedRequest = chunked
       countWritten(buffer.readableBytes)
       context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
