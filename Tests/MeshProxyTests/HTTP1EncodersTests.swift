@@ -237,4 +237,63 @@ struct HTTP1EncodersTests {
       #expect(a.1 == b.1)
     }
   }
+
+  // MARK: One pass and two
+
+  @Test("the one-pass head and the measured head are the same bytes, framing dropped or added; heads past its room or with three framing headers take the measured path")
+  func onePassSameAsMeasured() throws {
+    let allocator = ByteBufferAllocator()
+    let long = String(repeating: "v", count: HTTP1HeadEncoding.onePassBytesPerHeader * 3)
+    let headerSets: [[(String, String)]] = [
+      [],
+      [("content-length", "3"), ("date", "today")],
+      [("Content-Type", "text/plain"), ("Content-Length", "12"), ("Server", "nginx")],
+      [("transfer-encoding", "chunked"), ("x-a", "1")],
+      [("x-a", "1"), ("Content-Length", "0"), ("x-b", "2"), ("Transfer-Encoding", "chunked"), ("x-c", "3")],
+      [("Transfer-Encoding", "gzip"), ("x", "y"), ("transfer-encoding", "chunked")],
+      [("transfer-encoding", "chunked"), ("content-length", "5"), ("transfer-encoding", "chunked")],
+      [("cookie", long), ("content-length", "1")],
+      [("a", "b"), ("cookie", long), ("content-length", "1"), ("transfer-encoding", "chunked")],
+      [("a", "b"), ("cookie", long + "vv"), ("content-length", "1"), ("transfer-encoding", "chunked")],
+    ]
+    let statuses: [HTTPResponseStatus] = [.ok, .noContent, .notModified, .custom(code: 599, reasonPhrase: "Odd")]
+    let versions: [HTTPVersion] = [.http1_1, .http1_0, HTTPVersion(major: 2, minor: 0)]
+    var onePass = 0
+    var measured = 0
+    for fields in headerSets {
+      let headers = HTTPHeaders(fields)
+      for version in versions {
+        var lines: [HTTP1HeadEncoding.StartLine] = statuses.map {
+          .response(HTTPResponseHead(version: version, status: $0, headers: headers))
+        }
+        lines += [HTTPMethod.GET, .POST, .TRACE, .RAW(value: "PURGE")].map {
+          .request(HTTPRequestHead(version: version, method: $0, uri: "/a?b=c", headers: headers))
+        }
+        for line in lines {
+          for body in [HTTP1HeadEncoding.Body.yes, .no, .unlikely] {
+            let slow = HTTP1HeadEncoding.encodeMeasured(startLine: line, headers: headers, body: body, allocator: allocator)
+            let fast = HTTP1HeadEncoding.encodeInOnePass(startLine: line, headers: headers, body: body, allocator: allocator)
+            let framingHeaders = fields.filter {
+              ["content-length", "transfer-encoding"].contains($0.0.lowercased())
+            }.count
+            // The room is per head: the headers' bytes against their count times the room per header.
+            let fieldBytes = fields.map { $0.0.utf8.count + $0.1.utf8.count + 4 }.reduce(0, +)
+            let fitsRoom = fieldBytes <= fields.count * HTTP1HeadEncoding.onePassBytesPerHeader
+            if fitsRoom && framingHeaders <= 2 {
+              let fast = try #require(fast, "\(fields) \(body)")
+              #expect(String(buffer: fast.0) == String(buffer: slow.0), "\(fields) \(body) \(line.version)")
+              #expect(fast.chunked == slow.chunked, "\(fields) \(body)")
+              onePass += 1
+            } else {
+              #expect(fast == nil, "\(fields)")
+              measured += 1
+            }
+            let chosen = HTTP1HeadEncoding.encode(startLine: line, headers: headers, body: body, allocator: allocator)
+            #expect(String(buffer: chosen.0) == String(buffer: slow.0) && chosen.chunked == slow.chunked)
+          }
+        }
+      }
+    }
+    #expect(onePass > 0 && measured > 0, "\(onePass) one-pass heads, \(measured) measured")
+  }
 }
