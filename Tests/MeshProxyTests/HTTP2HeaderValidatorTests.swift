@@ -70,6 +70,25 @@ struct HTTP2HeaderValidatorTests {
     }
   }
 
+  /// RFC 9110 8.6: digits; a list of one value repeated may be taken as that value (swift-nio-http2 did).
+  @Test("content-length values: digits, or a list of one value; anything else refused")
+  func contentLengthValues() {
+    let values: [(String, Int?)] = [
+      ("0", 0), ("1024", 1024), ("5, 5", 5), ("5,5", 5), ("7 ,\t7", 7), ("9223372036854775807", Int.max),
+      ("", nil), ("+5", nil), ("-1", nil), ("5 5", nil), ("5, 6", nil), ("5,", nil), (",5", nil), ("0x10", nil),
+      ("9223372036854775808", nil), ("\u{0665}", nil),
+    ]
+    for (value, length) in values {
+      #expect(HTTP2HeaderValidator.contentLength(value) == length, "'\(value)'")
+    }
+    guard case .valid(let block) = HTTP2HeaderValidator.read(Self.block(Self.request + [("content-length", "12, 12")]), as: .request)
+    else {
+      Issue.record("a list of one value refused")
+      return
+    }
+    #expect(block.contentLength == 12)
+  }
+
   @Test("every rule of RFC 9113 8.2 and 8.3 refuses what breaks it")
   func invalid() {
     let cases: [(HTTP2HeaderValidator.Kind, [(String, String)], String)] = [
@@ -199,6 +218,104 @@ struct HTTP2HeaderValidatorTests {
       let saw = lines.first { $0.hasPrefix("app saw") } ?? ""
       #expect(!saw.contains("/req-"), "a malformed request reached the application: \(saw)")
       #expect(saw.contains("/good") && saw.contains("/cr"), "\(saw)")
+    }
+  }
+
+  /// A client (python-h2, its own checks off) sends bodies that do not add up to their `content-length`
+  /// through one proxy to an h2c application that records what each stream brought: each such stream is
+  /// reset with PROTOCOL_ERROR and never reaches the application as a whole request; the bytes past a declared
+  /// length never reach it at all.
+  @Test("end to end: a request whose DATA does not add up to its content-length is reset, and never reaches the app whole")
+  func bodyLengthEndToEnd() async throws {
+    let script = """
+      import socket, sys, threading
+      import h2.config, h2.connection, h2.events
+      seen = []
+      def serve(conn):
+          c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False, validate_inbound_headers=False))
+          c.initiate_connection(); conn.sendall(c.data_to_send())
+          paths, bodies = {}, {}
+          while True:
+              data = conn.recv(65535)
+              if not data: return
+              for ev in c.receive_data(data):
+                  if isinstance(ev, h2.events.RequestReceived):
+                      paths[ev.stream_id] = dict(ev.headers)[b":path"].decode(); bodies[ev.stream_id] = b""
+                  elif isinstance(ev, h2.events.DataReceived):
+                      bodies[ev.stream_id] += ev.data
+                      c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                  elif isinstance(ev, h2.events.StreamEnded):
+                      seen.append(paths[ev.stream_id] + ":" + bodies[ev.stream_id].decode())
+                      c.send_headers(ev.stream_id, [(b":status", b"200")])
+                      c.send_data(ev.stream_id, b"ok", end_stream=True)
+                  elif isinstance(ev, h2.events.StreamReset):
+                      seen.append(paths.get(ev.stream_id, "?") + ":reset:" + bodies.get(ev.stream_id, b"").decode())
+              conn.sendall(c.data_to_send())
+      listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen(8)
+      def accept():
+          while True:
+              conn, _ = listener.accept()
+              threading.Thread(target=serve, args=(conn,), daemon=True).start()
+      threading.Thread(target=accept, daemon=True).start()
+      print("port", listener.getsockname()[1], flush=True)
+      proxy = int(sys.stdin.readline())
+      s = socket.create_connection(("127.0.0.1", proxy), timeout=10)
+      loose = dict(validate_outbound_headers=False, normalize_outbound_headers=False, validate_inbound_headers=False)
+      c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, **loose))
+      c.initiate_connection(); s.sendall(c.data_to_send())
+      def request(stream, path, length, chunks):
+          fields = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path.encode()),
+                    (b":authority", b"backend.default.svc.cluster.local")]
+          if length is not None: fields.append((b"content-length", length.encode()))
+          c.send_headers(stream, fields)
+          for i, chunk in enumerate(chunks):
+              c.send_data(stream, chunk, end_stream=(i == len(chunks) - 1))
+          s.sendall(c.data_to_send())
+          result, body = None, b""
+          while result is None:
+              data = s.recv(65535)
+              if not data: result = "closed"; break
+              for ev in c.receive_data(data):
+                  if getattr(ev, "stream_id", stream) != stream: continue
+                  if isinstance(ev, h2.events.DataReceived):
+                      body += ev.data
+                      c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                  elif isinstance(ev, h2.events.StreamEnded): result = "body " + body.decode()
+                  elif isinstance(ev, h2.events.StreamReset): result = "reset %d" % ev.error_code
+                  elif isinstance(ev, h2.events.ConnectionTerminated): result = "goaway %d" % ev.error_code
+              s.sendall(c.data_to_send())
+          print(path, result, flush=True)
+      request(1, "/over", "3", [b"abc", b"POST /smuggled HTTP/1.1\\r\\ncontent-length: 0\\r\\n\\r\\n"])
+      request(3, "/under", "20", [b"abc"])
+      request(5, "/good", "3", [b"a", b"bc"])
+      request(7, "/chunked", None, [b"x", b"yz"])
+      print("app saw", " | ".join(seen), flush=True)
+      """
+    let python = try BackgroundProcess("/usr/bin/python3", ["-c", script])
+    defer { python.terminate() }
+    try await python.waitForOutput(containing: "port ")
+    let appPort = try #require(
+      python.printed.split(separator: "\n").first { $0.hasPrefix("port ") }.flatMap { Int($0.dropFirst(5)) })
+    let backend = try Authority("backend.default.svc.cluster.local:80")
+    let discovery = InMemoryDiscovery([
+      backend: EndpointSet(exists: true, endpoints: [Endpoint(address: try Authority(host: "127.0.0.1", port: appPort))])
+    ])
+    try await withSingleProxy(discovery: discovery, label: "test.h2length") { proxy in
+      try python.write("\(try await proxy.boundPorts().outbound)\n")
+      try await python.waitForOutput(containing: "app saw", timeout: .seconds(60))
+      let lines = python.printed.split(separator: "\n").map(String.init)
+      func result(_ path: String) -> String? {
+        lines.first { $0.hasPrefix(path + " ") }.map { String($0.dropFirst(path.count + 1)) }
+      }
+      #expect(result("/over") == "reset 1", "\(lines)")
+      #expect(result("/under") == "reset 1", "\(lines)")
+      #expect(result("/good") == "body ok", "\(lines)")
+      #expect(result("/chunked") == "body ok", "\(lines)")
+      let saw = lines.first { $0.hasPrefix("app saw") } ?? ""
+      #expect(!saw.contains("smuggled"), "bytes past a content-length reached the application: \(saw)")
+      // The bytes within a length may have gone on (a proxy streams a body), but neither stream ended whole.
+      #expect(!saw.contains("/over:abc") && !saw.contains("/under:abc"), "a body that broke its length ended whole: \(saw)")
+      #expect(saw.contains("/good:abc") && saw.contains("/chunked:xyz"), "\(saw)")
     }
   }
 }

@@ -201,6 +201,9 @@ struct HTTP2PartsRead<Part> {
   var second: Part?
   var malformed: HTTP2HeaderValidator.Malformed?
 
+  init() {}
+  init(malformed: HTTP2HeaderValidator.Malformed) { self.malformed = malformed }
+
   mutating func deliver(_ part: Part) {
     if first == nil { first = part } else { second = part }
   }
@@ -226,6 +229,8 @@ struct HTTP2ClientStreamState {
   /// The request's method once its head is written: a response to HEAD or CONNECT gets no body framing.
   private var requestMethod: HTTPMethod?
   private var finalResponseSeen = false
+  /// The final response's body against its `content-length`.
+  private var bodyLength = HTTP2BodyLength()
   /// A malformed response was received: nothing more is read.
   private(set) var failed = false
   /// The last frame written, held so that the end can ride on it.
@@ -249,18 +254,15 @@ struct HTTP2ClientStreamState {
       let kind: HTTP2HeaderValidator.Kind = finalResponseSeen ? .trailers : .response
       switch HTTP2HeaderValidator.read(frame.headers, as: kind) {
       case .invalid(let reason):
-        failed = true
-        out.malformed = .init(reason: reason)
-        return out
+        return failing(.init(reason: reason))
       case .valid(let block):
         if kind == .trailers {
+          if let reason = bodyLength.ended() { return failing(.body(reason)) }
           out.deliver(.end(HTTP2Translation.regularHeaders(frame.headers)))
           return out
         }
         guard let statusValue = block.status, let code = Int(statusValue, radix: 10), (100...999).contains(code) else {
-          failed = true
-          out.malformed = .init(reason: "a :status that is not three digits")
-          return out
+          return failing(.init(reason: "a :status that is not three digits"))
         }
         let status = HTTPResponseStatus(statusCode: code)
         guard block.finalResponse else {
@@ -269,11 +271,12 @@ struct HTTP2ClientStreamState {
           return out
         }
         guard let method = requestMethod else {
-          failed = true
-          out.malformed = .init(reason: "a response before the request")
-          return out
+          return failing(.init(reason: "a response before the request"))
         }
         finalResponseSeen = true
+        // A response to HEAD, a 204 and a 304 have no body, whatever their length says.
+        bodyLength.expect(method == .HEAD || code == 204 || code == 304 ? 0 : block.contentLength)
+        if frame.endStream, let reason = bodyLength.ended() { return failing(.body(reason)) }
         var headers = HTTP2Translation.regularHeaders(frame.headers, extra: 1)
         if code != 204, code != 304, method != .HEAD, method != .CONNECT, !block.hasContentLength {
           if frame.endStream {
@@ -286,11 +289,20 @@ struct HTTP2ClientStreamState {
         if frame.endStream { out.deliver(.end(nil)) }
       }
     case .data(let frame):
+      if let reason = bodyLength.received(frame.data.readableBytes, endStream: frame.endStream) {
+        return failing(.body(reason))
+      }
       HTTP2Translation.parts(of: frame) { out.deliver($0) }
     default:
       break
     }
     return out
+  }
+
+  /// A malformed stream: nothing more is read.
+  private mutating func failing(_ malformed: HTTP2HeaderValidator.Malformed) -> Read {
+    failed = true
+    return Read(malformed: malformed)
   }
 
   typealias Frames = HTTP2FramesToSend
@@ -447,6 +459,8 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 /// with its code, so that an upstream's reset crosses the proxy as a reset.
 struct HTTP2ServerStreamState {
   private var requestSeen = false
+  /// The request's body against its `content-length`.
+  private var bodyLength = HTTP2BodyLength()
   /// A malformed request was received: nothing more is read.
   private(set) var failed = false
   private var held: (headers: HTTP2Frame.FramePayload.Headers, promise: EventLoopPromise<Void>?)?
@@ -473,10 +487,10 @@ struct HTTP2ServerStreamState {
       let kind: HTTP2HeaderValidator.Kind = requestSeen ? .trailers : .request
       switch HTTP2HeaderValidator.read(frame.headers, as: kind) {
       case .invalid(let reason):
-        failed = true
-        out.malformed = .init(reason: reason)
+        return failing(.init(reason: reason))
       case .valid(let block):
         if kind == .trailers {
+          if let reason = bodyLength.ended() { return failing(.body(reason)) }
           out.deliver(.end(HTTP2Translation.regularHeaders(frame.headers)))
           return out
         }
@@ -484,11 +498,11 @@ struct HTTP2ServerStreamState {
         guard let methodValue = block.method, let path = block.path, let authority = block.authority ?? (block.hasHost ? "" : nil)
         else {
           // CONNECT (no `:path`), or neither `:authority` nor `host`: nothing here to forward it to.
-          failed = true
-          out.malformed = .init(reason: block.path == nil ? "CONNECT is not proxied" : "no :authority and no host")
-          return out
+          return failing(.init(reason: block.path == nil ? "CONNECT is not proxied" : "no :authority and no host"))
         }
         requestSeen = true
+        bodyLength.expect(block.contentLength)
+        if frame.endStream, let reason = bodyLength.ended() { return failing(.body(reason)) }
         let method = HTTPMethod(rawValue: methodValue)
         var framing: (String, String)?
         if HTTP2Translation.mayHaveBody(method), !block.hasContentLength {
@@ -508,11 +522,20 @@ struct HTTP2ServerStreamState {
         if frame.endStream { out.deliver(.end(nil)) }
       }
     case .data(let frame):
+      if let reason = bodyLength.received(frame.data.readableBytes, endStream: frame.endStream) {
+        return failing(.body(reason))
+      }
       HTTP2Translation.parts(of: frame) { out.deliver($0) }
     default:
       break
     }
     return out
+  }
+
+  /// A malformed stream: nothing more is read.
+  private mutating func failing(_ malformed: HTTP2HeaderValidator.Malformed) -> Read {
+    failed = true
+    return Read(malformed: malformed)
   }
 
   typealias Frames = HTTP2FramesToSend

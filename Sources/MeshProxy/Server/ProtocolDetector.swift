@@ -461,12 +461,15 @@ extension NIOHTTP2Handler.ConnectionConfiguration {
   ///   every client's cancellations; the same budget as the stream-error rate applies.
   /// - Header blocks: validated as they come in by ``HTTP2HeaderValidator``, first in every stream's pipeline,
   ///   instead of by swift-nio-http2, which would validate the blocks the proxy sends too (see there).
+  /// - Content length: a received stream's DATA is held to its `content-length` by the stream's codec state
+  ///   (``HTTP2BodyLength``), instead of by swift-nio-http2, which checks the streams the proxy sends too.
   /// - HPACK dynamic table, between two proxies only: ``meshHeaderTableSize`` (see there).
   static func proxy(meshPeer: Bool) -> Self {
     var configuration = Self()
     configuration.maximumRecentlyResetStreams = meshPeer ? 8192 : 2048
     configuration.maximumConnectionGlitches = meshPeer ? 100_000 : 10_000
     configuration.headerBlockValidation = .disabled
+    configuration.contentLengthValidation = .disabled
     if meshPeer {
       configuration.initialSettings.append(HTTP2Setting(parameter: .headerTableSize, value: meshHeaderTableSize))
     }
