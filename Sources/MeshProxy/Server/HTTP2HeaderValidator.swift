@@ -272,9 +272,29 @@ enum HTTP2HeaderValidator {
   }
 
   /// No NUL, CR or LF (RFC 9113 8.2.1).
+  ///
+  /// Eight bytes at a time: a word with no byte below 0x0E has none of the three, and values rarely have any
+  /// control byte but tab. Byte by byte, with a closure, this cost about 100 instructions a field.
   static func isValidValue(_ value: String) -> Bool {
     var value = value
-    return value.withUTF8 { bytes in !bytes.contains { $0 == 0 || $0 == 0x0A || $0 == 0x0D } }
+    return value.withUTF8 { bytes in
+      let count = bytes.count
+      var index = 0
+      if let base = UnsafeRawPointer(bytes.baseAddress) {
+        while index + 8 <= count {
+          let word = base.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+          // Some byte below 0x0E (exact for a bound of at most 0x80: "hasless" in Bit Twiddling Hacks).
+          if (word &- 0x0E0E_0E0E_0E0E_0E0E) & ~word & 0x8080_8080_8080_8080 != 0 { break }
+          index += 8
+        }
+      }
+      while index < count {
+        let byte = bytes[index]
+        if byte == 0 || byte == 0x0A || byte == 0x0D { return false }
+        index += 1
+      }
+      return true
+    }
   }
 
   /// No space, control byte or DEL: a pseudo-header's value becomes part of a request line or status line.
