@@ -37,16 +37,18 @@ struct HTTP2HeaderValidatorTests {
         #expect(HTTP2HeaderValidator.isValidPseudoValue(pseudo) == (byte > 0x20 && byte != 0x7F), "pseudo byte \(byte)")
       }
     }
-    // Values are read eight bytes at a time: every byte near the three refused, at every position of values
-    // of every length up to three words and a tail.
+    // Values are read eight bytes at a time: every byte near those refused, at every position of values of
+    // every length up to three words and a tail.
     for length in 1...27 {
       for position in 0..<length {
-        for byte: UInt8 in [0, 0x09, 0x0A, 0x0B, 0x0D, 0x0E, 0x1F, 0x7F, 0x80, 0xFF] {
+        for byte: UInt8 in [0, 0x01, 0x09, 0x0A, 0x0B, 0x0D, 0x0E, 0x1F, 0x20, 0x21, 0x7E, 0x7F, 0x80, 0xFF] {
           var bytes = Array(repeating: UInt8(ascii: "v"), count: length)
           bytes[position] = byte
           let value = String(decoding: bytes, as: UTF8.self)
           #expect(
             HTTP2HeaderValidator.isValidValue(value) == ![0, 0x0A, 0x0D].contains(byte), "byte \(byte) at \(position) of \(length)")
+          #expect(
+            HTTP2HeaderValidator.isValidPseudoValue(value) == (byte > 0x20 && byte != 0x7F), "pseudo byte \(byte) at \(position) of \(length)")
         }
       }
     }
