@@ -46,7 +46,7 @@ struct ProxyRequestHandlerTests {
       return eventLoop.makeSucceededFuture(
         Upstream(
           channel: channel, head: request.head, ticket: nil,
-          labels: .init(direction: direction, authority: "backend", tls: false), release: release))
+          labels: .init(.init(direction: direction, authority: "backend", tls: false)), release: release))
     }
 
     func knownPolicy(for request: RoutedRequest) -> RequestPolicy? { policy }

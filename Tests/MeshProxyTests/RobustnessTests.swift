@@ -385,6 +385,64 @@ struct RobustnessTests {
     #expect(text.contains("response_total{"), "\(text)")
   }
 
+  /// The routers keep the last label set they made (per endpoint, and inbound per router) and give it to the
+  /// next request it fits, so that a connection's kept series is found by identity instead of by comparing
+  /// seven strings. A set that does not fit is made anew; a response counted in the overflow set still counts
+  /// in `metrics_label_sets_overflow_total` every time.
+  @Test("a kept label set is shared by the requests it fits; a connection's kept series is found by it, and overflow counts every response")
+  func keptLabelSets() async throws {
+    let identity = try IdentityName(serviceAccount: "backend", namespace: "default")
+    let endpoint = BalancedEndpoint(
+      Endpoint(
+        address: try Authority("127.0.0.1:8080"), tlsIdentity: identity,
+        metricLabels: ["service": "backend", "namespace": "default", "target_cluster": "east"]))
+    let first = endpoint.labelSet(direction: "outbound", authority: "backend:80", clientID: "")
+    #expect(endpoint.labelSet(direction: "outbound", authority: "backend:80", clientID: "") === first)
+    var expected = ProxyMetrics.RequestLabels(direction: "outbound", authority: "backend:80", tls: true)
+    expected.serverID = identity.description
+    expected.dstService = "backend"
+    expected.dstNamespace = "default"
+    expected.targetCluster = "east"
+    #expect(first.labels == expected)
+    for (direction, authority, clientID) in [("gateway", "backend:80", ""), ("outbound", "other:80", ""), ("outbound", "backend:80", "c")] {
+      let other = endpoint.labelSet(direction: direction, authority: authority, clientID: clientID)
+      #expect(other !== first)
+      #expect(
+        other.labels.direction == direction && other.labels.authority == authority && other.labels.clientID == clientID
+          && other.labels.serverID == identity.description && other.labels.dstService == "backend")
+    }
+    let plain = BalancedEndpoint(Endpoint(address: try Authority("127.0.0.1:8081")))
+    let plainLabels = plain.labelSet(direction: "outbound", authority: "backend:80", clientID: "").labels
+    #expect(!plainLabels.tls && plainLabels.serverID.isEmpty && plainLabels.dstService.isEmpty)
+
+    // A connection's kept series, found for a set by identity; another set is looked up.
+    let metrics = ProxyMetrics()
+    let series = metrics.series(for: first, cached: nil, cachedFor: nil)
+    #expect(metrics.series(for: first, cached: series, cachedFor: first) === series)
+    let second = endpoint.labelSet(direction: "outbound", authority: "second:80", clientID: "")
+    #expect(metrics.series(for: second, cached: series, cachedFor: first) !== series)
+    // An equal set made apart still finds the same series (by its labels).
+    #expect(metrics.series(for: ProxyMetrics.LabelSet(first.labels), cached: series, cachedFor: first) === series)
+
+    // Past the cap: each response in the overflow set counts, also when the kept series is the overflow set.
+    var limits = ProxyMetrics.Limits()
+    limits.maxLabelSets = 1
+    let capped = ProxyMetrics(limits: limits)
+    _ = capped.series(for: first, cached: nil, cachedFor: nil)
+    var kept: ProxyMetrics.RequestSeries?
+    var keptFor: ProxyMetrics.LabelSet?
+    for _ in 0..<3 {
+      for countOverflow in [false, true] {
+        kept = capped.series(for: second, cached: kept, cachedFor: keptFor, countOverflow: countOverflow)
+        keptFor = second
+      }
+      capped.responseEnded(try #require(kept), status: 200, grpcStatus: nil, latencyMilliseconds: 1)
+    }
+    #expect(kept?.isOverflow == true)
+    let text = String(decoding: capped.exposition(), as: UTF8.self)
+    #expect(text.contains("metrics_label_sets_overflow_total 3"), "\(text)")
+  }
+
   /// A connection keeps the destination its requests went to (one lookup in the router's shared map instead of
   /// three a request), and looks it up again when it names another authority or the router forgot it: a
   /// forgotten destination no longer follows discovery, so a request must never be sent through it.

@@ -49,6 +49,32 @@ public final class ProxyMetrics: Sendable {
     }
   }
 
+  /// A request's label set behind one reference (``RequestLabels`` is seven strings): what an upstream carries
+  /// for its request's metrics, and what a connection's kept series is checked against, by identity first. The
+  /// routers keep the last one they made (``LastLabelSet``), so the requests of a connection to one endpoint
+  /// mostly share one, and neither copy nor compare the strings.
+  final class LabelSet: Sendable {
+    let labels: RequestLabels
+    init(_ labels: RequestLabels) { self.labels = labels }
+  }
+
+  /// The last ``LabelSet`` a router made for one endpoint (or, inbound, for the router), given to the next
+  /// request whose labels it matches.
+  final class LastLabelSet: Sendable {
+    private let last = Mutex<LabelSet?>(nil)
+
+    init() {}
+
+    /// The last set when `matches` says its labels are the request's, else a new one of `make()`'s, kept for
+    /// the next request.
+    func labelSet(matching matches: (RequestLabels) -> Bool, make: () -> RequestLabels) -> LabelSet {
+      if let last = last.withLock({ $0 }), matches(last.labels) { return last }
+      let made = LabelSet(make())
+      last.withLock { $0 = made }
+      return made
+    }
+  }
+
   /// Byte and connection counters of one kind of connection.
   public struct TCP: Sendable {
     let open: Gauge
@@ -89,9 +115,13 @@ public final class ProxyMetrics: Sendable {
     let lastUsed: Atomic<Int64>
     /// Removed with its series (idle too long): a connection that kept it must look its label set up again.
     let evicted = Atomic<Bool>(false)
+    /// The overflow set (``Limits/maxLabelSets``): a response counted in it also counts in
+    /// `metrics_label_sets_overflow_total`.
+    let isOverflow: Bool
 
-    init(labels: RequestLabels, requests: Counter, latency: ValueHistogram, now: Int64) {
+    init(labels: RequestLabels, requests: Counter, latency: ValueHistogram, now: Int64, isOverflow: Bool) {
       self.labels = labels
+      self.isOverflow = isOverflow
       self.requests = requests
       self.latency = latency
       self.lastUsed = Atomic(now)
@@ -105,7 +135,7 @@ public final class ProxyMetrics: Sendable {
 
   private let series = Mutex<[RequestLabels: RequestSeries]>([:])
   private let droppedLabelSets: Counter
-  private let clockStart = ContinuousClock.now
+  private let clockStart = NIODeadline.now()
 
   public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), limits: Limits = Limits()) {
     self.registry = registry
@@ -115,7 +145,9 @@ public final class ProxyMetrics: Sendable {
       help: "Responses counted in the overflow label set because the proxy already kept its maximum of label sets.")
   }
 
-  private var now: Int64 { (ContinuousClock.now - clockStart).components.seconds }
+  /// Seconds since the metrics were made, from NIO's uptime clock: `ContinuousClock`'s `Duration` arithmetic
+  /// (128-bit) cost about 300 instructions a reading, and a request's series is marked used twice.
+  private var now: Int64 { (NIODeadline.now() - clockStart).nanoseconds / 1_000_000_000 }
 
   /// The series of `labels`: found, made while under the cap, else the overflow set's (`countOverflow`: a
   /// request's response counts it in `metrics_label_sets_overflow_total`, once per request).
@@ -142,7 +174,7 @@ public final class ProxyMetrics: Sendable {
       latency: registry.makeValueHistogram(
         name: "response_latency_ms", labels: pairs, buckets: Self.latencyBuckets,
         help: "Time from a request's headers to its response's headers, in milliseconds."),
-      now: now)
+      now: now, isOverflow: full)
     return series.withLock { table in
       if let raced = table[labels] { return raced }
       table[labels] = made
@@ -153,12 +185,24 @@ public final class ProxyMetrics: Sendable {
   /// The series of `labels`: `cached` when it is that label set's and still kept (no lookup), else as
   /// ``series(for:countOverflow:)`` finds or makes it.
   func series(for labels: RequestLabels, cached: RequestSeries?, countOverflow: Bool = false) -> RequestSeries {
-    if let cached, !cached.evicted.load(ordering: .relaxed), cached.labels == labels {
-      let now = self.now
-      if cached.lastUsed.load(ordering: .relaxed) != now { cached.lastUsed.store(now, ordering: .relaxed) }
-      return cached
-    }
+    if let cached, cached.labels == labels, reuse(cached) { return cached }
     return series(for: labels, countOverflow: countOverflow)
+  }
+
+  /// The series of `labelSet`: `cached` when it was found for this very set (`cachedFor`) and is still kept,
+  /// without comparing labels, unless a response is to count in the overflow set; else as
+  /// ``series(for:cached:countOverflow:)`` finds it.
+  func series(for labelSet: LabelSet, cached: RequestSeries?, cachedFor: LabelSet?, countOverflow: Bool = false) -> RequestSeries {
+    if let cached, cachedFor === labelSet, !(countOverflow && cached.isOverflow), reuse(cached) { return cached }
+    return series(for: labelSet.labels, cached: cached, countOverflow: countOverflow)
+  }
+
+  /// Whether a kept series may be used again (not removed for idleness); it is marked used now.
+  private func reuse(_ cached: RequestSeries) -> Bool {
+    guard !cached.evicted.load(ordering: .relaxed) else { return false }
+    let now = self.now
+    if cached.lastUsed.load(ordering: .relaxed) != now { cached.lastUsed.store(now, ordering: .relaxed) }
+    return true
   }
 
   func requestStarted(_ labels: RequestLabels) {

@@ -14,12 +14,31 @@ package final class BalancedEndpoint: Hashable, Sendable {
   let dstService: String
   let dstNamespace: String
   let targetCluster: String
+  /// The label set of the last request to this endpoint, for the next from the same router, authority and
+  /// caller.
+  private let lastLabels = ProxyMetrics.LastLabelSet()
 
   init(_ endpoint: Endpoint) {
     self.endpoint = endpoint
     dstService = endpoint.metricLabels["service"] ?? ""
     dstNamespace = endpoint.metricLabels["namespace"] ?? ""
     targetCluster = endpoint.metricLabels["target_cluster"] ?? ""
+  }
+
+  /// The metric labels of a request to this endpoint: `direction` (the router's), `authority` (the
+  /// destination asked for) and `clientID` (the caller's identity, or "") with the endpoint's own.
+  func labelSet(direction: String, authority: String, clientID: String) -> ProxyMetrics.LabelSet {
+    lastLabels.labelSet {
+      $0.direction == direction && $0.authority == authority && $0.clientID == clientID
+    } make: {
+      var labels = ProxyMetrics.RequestLabels(direction: direction, authority: authority, tls: endpoint.tlsIdentity != nil)
+      labels.clientID = clientID
+      labels.serverID = endpoint.tlsIdentity?.description ?? ""
+      labels.dstService = dstService
+      labels.dstNamespace = dstNamespace
+      labels.targetCluster = targetCluster
+      return labels
+    }
   }
 
   package static func == (lhs: BalancedEndpoint, rhs: BalancedEndpoint) -> Bool {

@@ -86,7 +86,7 @@ package final class Upstream: @unchecked Sendable {
   let channel: (any Channel)?
   let head: HTTPRequestHead
   let ticket: TicketBox?
-  let labels: ProxyMetrics.RequestLabels
+  let labels: ProxyMetrics.LabelSet
   /// For HTTP/1.1 connections: returns a finished connection to its pool. Nil for HTTP/2 streams.
   let release: (@Sendable (any Channel) -> Void)?
   /// For HTTP/2 streams: the stream, and whether a failure means the peer never processed the request.
@@ -94,7 +94,7 @@ package final class Upstream: @unchecked Sendable {
 
   /// An HTTP/1.1 connection.
   init(
-    channel: any Channel, head: HTTPRequestHead, ticket: TicketBox?, labels: ProxyMetrics.RequestLabels,
+    channel: any Channel, head: HTTPRequestHead, ticket: TicketBox?, labels: ProxyMetrics.LabelSet,
     release: (@Sendable (any Channel) -> Void)?
   ) {
     self.stream = nil
@@ -106,7 +106,7 @@ package final class Upstream: @unchecked Sendable {
   }
 
   /// An HTTP/2 stream.
-  init(stream: UpstreamStream, head: HTTPRequestHead, ticket: TicketBox?, labels: ProxyMetrics.RequestLabels) {
+  init(stream: UpstreamStream, head: HTTPRequestHead, ticket: TicketBox?, labels: ProxyMetrics.LabelSet) {
     self.stream = stream
     self.channel = nil
     self.head = head

@@ -48,7 +48,7 @@ final class UpstreamPools: Sendable {
   /// HTTP/1.1 connection is ready at once.
   func plaintext(
     to address: Authority, http2: Bool, head: HTTPRequestHead, ticket: TicketBox?,
-    labels: ProxyMetrics.RequestLabels, limit: Int, deadline: NIODeadline, abandonment: RequestAbandonment,
+    labels: ProxyMetrics.LabelSet, limit: Int, deadline: NIODeadline, abandonment: RequestAbandonment,
     on eventLoop: any EventLoop
   ) -> Opening {
     if loopGuard.isSelf(address) {
@@ -449,12 +449,12 @@ package final class OutboundRouter: RequestRouter, Sendable {
     let ticket: TicketBox
     let head: HTTPRequestHead
     let hopFields: HopFields?
-    let labels: ProxyMetrics.RequestLabels
+    let labels: ProxyMetrics.LabelSet
 
     init(
       pool: UpstreamPool, address: Authority, identity: IdentityName, deadline: NIODeadline,
       abandonment: RequestAbandonment, ticket: TicketBox, head: HTTPRequestHead, hopFields: HopFields?,
-      labels: ProxyMetrics.RequestLabels
+      labels: ProxyMetrics.LabelSet
     ) {
       self.hopFields = hopFields
       self.pool = pool
@@ -515,12 +515,13 @@ package final class OutboundRouter: RequestRouter, Sendable {
     hopFields: HopFields? = nil, deadline: NIODeadline, on eventLoop: any EventLoop
   ) -> AttemptOpening {
     var head = head
-    var labels = ProxyMetrics.RequestLabels(direction: direction, authority: apex.description, tls: false)
-    labels.clientID = request.peerIdentity?.description ?? ""
+    let clientID = request.peerIdentity?.description ?? ""
     switch target {
     case .passthrough(let address):
       // A name discovery does not know: the application (or a peer) chose it, so it is not a label value.
-      labels.authority = ""
+      var passthrough = ProxyMetrics.RequestLabels(direction: direction, authority: "", tls: false)
+      passthrough.clientID = clientID
+      let labels = ProxyMetrics.LabelSet(passthrough)
       switch pools.plaintext(
         to: address, http2: request.arrivedOverHTTP2, head: head, ticket: nil, labels: labels,
         limit: configuration.maxConnectionsPerEndpoint, deadline: deadline, abandonment: request.abandonment,
@@ -532,16 +533,12 @@ package final class OutboundRouter: RequestRouter, Sendable {
     case .endpoint(let ticket):
       let balanced = ticket.balanced
       let endpoint = balanced.endpoint
-      labels.dstService = balanced.dstService
-      labels.dstNamespace = balanced.dstNamespace
-      labels.targetCluster = balanced.targetCluster
+      let labels = balanced.labelSet(direction: direction, authority: apex.description, clientID: clientID)
       if let override = endpoint.authorityOverride {
         head.headers.replaceOrAdd(name: "host", value: override.description)
       }
       let opened: EventLoopFuture<Upstream>
       if let identity = endpoint.tlsIdentity {
-        labels.tls = true
-        labels.serverID = identity.description
         if pools.loopGuard.isSelf(endpoint.address) {
           ticket.complete(.cancelled)
           return .pending(eventLoop.makeFailedFuture(UpstreamPools.loop(to: endpoint.address)))
@@ -598,6 +595,8 @@ package final class InboundRouter: RequestRouter, Sendable {
   private let pools: UpstreamPools
   private let requireIdentity: Bool
   private let configuration: ProxyConfiguration
+  /// The label set of the last request, for the next with the same authority and caller.
+  private let lastLabels = ProxyMetrics.LastLabelSet()
 
   init(application: Authority, pools: UpstreamPools, configuration: ProxyConfiguration) {
     self.application = application
@@ -669,9 +668,15 @@ package final class InboundRouter: RequestRouter, Sendable {
         &head.headers, upgrade: request.upgrade, removing: Self.removedHeaders)
       restoreHTTP1 = found & 1 != 0
     }
-    var labels = ProxyMetrics.RequestLabels(
-      direction: direction, authority: metricAuthority(for: request), tls: request.peerIdentity != nil)
-    labels.clientID = request.peerIdentity?.description ?? ""
+    let authority = metricAuthority(for: request)
+    let clientID = request.peerIdentity?.description ?? ""
+    let labels = lastLabels.labelSet {
+      $0.authority == authority && $0.clientID == clientID && $0.tls == (request.peerIdentity != nil)
+    } make: {
+      var labels = ProxyMetrics.RequestLabels(direction: direction, authority: authority, tls: request.peerIdentity != nil)
+      labels.clientID = clientID
+      return labels
+    }
     return pools.plaintext(
       to: application(port: request.originalDestination?.port), http2: request.arrivedOverHTTP2 && !restoreHTTP1,
       head: head, ticket: nil, labels: labels, limit: configuration.maxApplicationConnections,

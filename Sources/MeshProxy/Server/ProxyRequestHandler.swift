@@ -381,7 +381,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     metrics.requestStarted(series(upstream.labels))
     if tapped != nil {
       tapDestination = Self.address(upstream.remoteAddress)
-      tapServerID = upstream.labels.serverID
+      tapServerID = upstream.labels.labels.serverID
     }
     let downstream = NIOLoopBound(self, eventLoop: eventLoop)
     let reporter: UpstreamResponseReporter
@@ -662,9 +662,11 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
   }
 
   /// The metric series of `labels`, kept for the connection's next request.
-  private func series(_ labels: ProxyMetrics.RequestLabels, countOverflow: Bool = false) -> ProxyMetrics.RequestSeries {
-    let series = metrics.series(for: labels, cached: connection.series, countOverflow: countOverflow)
+  private func series(_ labels: ProxyMetrics.LabelSet, countOverflow: Bool = false) -> ProxyMetrics.RequestSeries {
+    let series = metrics.series(
+      for: labels, cached: connection.series, cachedFor: connection.seriesLabels, countOverflow: countOverflow)
     connection.series = series
+    connection.seriesLabels = labels
     return series
   }
 
@@ -1092,5 +1094,7 @@ final class DownstreamConnectionCache: @unchecked Sendable {
   var lastHost: String?
   var lastAuthority: Authority?
   var series: ProxyMetrics.RequestSeries?
+  /// The label set ``series`` was last found for.
+  var seriesLabels: ProxyMetrics.LabelSet?
   let destination = DestinationMemo()
 }
