@@ -208,33 +208,18 @@ struct HTTP2HeaderValidatorTests {
       request("/conn", [])
       print("app saw", " ".join(seen), flush=True)
       """
-    let python = try BackgroundProcess("/usr/bin/python3", ["-c", script])
-    defer { python.terminate() }
-    try await python.waitForOutput(containing: "port ")
-    let appPort = try #require(
-      python.printed.split(separator: "\n").first { $0.hasPrefix("port ") }.flatMap { Int($0.dropFirst(5)) })
-    let backend = try Authority("backend.default.svc.cluster.local:80")
-    let discovery = InMemoryDiscovery([
-      backend: EndpointSet(exists: true, endpoints: [Endpoint(address: try Authority(host: "127.0.0.1", port: appPort))])
-    ])
-    try await withSingleProxy(discovery: discovery, label: "test.h2headers") { proxy in
-      try python.write("\(try await proxy.boundPorts().outbound)\n")
-      try await python.waitForOutput(containing: "app saw", timeout: .seconds(60))
-      let lines = python.printed.split(separator: "\n").map(String.init)
-      func result(_ path: String) -> String? {
-        lines.first { $0.hasPrefix(path + " ") }.map { String($0.dropFirst(path.count + 1)) }
-      }
-      #expect(result("/good") == "status 200", "\(lines)")
-      for path in ["/req-cr", "/req-upper", "/req-conn", "/req-te", "/req-order"] {
-        #expect(result(path) == "reset 1", "\(path): PROTOCOL_ERROR expected; \(lines)")
-      }
-      for path in ["/cr", "/upper", "/conn"] {
-        #expect(result(path) == "status 502", "\(path): \(lines)")
-      }
-      let saw = lines.first { $0.hasPrefix("app saw") } ?? ""
-      #expect(!saw.contains("/req-"), "a malformed request reached the application: \(saw)")
-      #expect(saw.contains("/good") && saw.contains("/cr"), "\(saw)")
+    let lines = try await Self.runThroughOneProxy(script, label: "test.h2headers")
+    func result(_ path: String) -> String? { Self.result(path, in: lines) }
+    #expect(result("/good") == "status 200", "\(lines)")
+    for path in ["/req-cr", "/req-upper", "/req-conn", "/req-te", "/req-order"] {
+      #expect(result(path) == "reset 1", "\(path): PROTOCOL_ERROR expected; \(lines)")
     }
+    for path in ["/cr", "/upper", "/conn"] {
+      #expect(result(path) == "status 502", "\(path): \(lines)")
+    }
+    let saw = lines.first { $0.hasPrefix("app saw") } ?? ""
+    #expect(!saw.contains("/req-"), "a malformed request reached the application: \(saw)")
+    #expect(saw.contains("/good") && saw.contains("/cr"), "\(saw)")
   }
 
   /// A client (python-h2, its own checks off) sends bodies that do not add up to their `content-length`
@@ -307,6 +292,23 @@ struct HTTP2HeaderValidatorTests {
       request(7, "/chunked", None, [b"x", b"yz"])
       print("app saw", " | ".join(seen), flush=True)
       """
+    let lines = try await Self.runThroughOneProxy(script, label: "test.h2length")
+    func result(_ path: String) -> String? { Self.result(path, in: lines) }
+    #expect(result("/over") == "reset 1", "\(lines)")
+    #expect(result("/under") == "reset 1", "\(lines)")
+    #expect(result("/good") == "body ok", "\(lines)")
+    #expect(result("/chunked") == "body ok", "\(lines)")
+    let saw = lines.first { $0.hasPrefix("app saw") } ?? ""
+    #expect(!saw.contains("smuggled"), "bytes past a content-length reached the application: \(saw)")
+    // The bytes within a length may have gone on (a proxy streams a body), but neither stream ended whole.
+    #expect(!saw.contains("/over:abc") && !saw.contains("/under:abc"), "a body that broke its length ended whole: \(saw)")
+    #expect(saw.contains("/good:abc") && saw.contains("/chunked:xyz"), "\(saw)")
+  }
+
+  /// Runs `script` (python-h2; it prints `port N` for its application, reads the proxy's outbound port from
+  /// stdin, prints `PATH RESULT` lines and ends with `app saw ...`) against one proxy whose
+  /// `backend.default.svc.cluster.local:80` is that application; returns what it printed.
+  static func runThroughOneProxy(_ script: String, label: String) async throws -> [String] {
     let python = try BackgroundProcess("/usr/bin/python3", ["-c", script])
     defer { python.terminate() }
     try await python.waitForOutput(containing: "port ")
@@ -316,22 +318,15 @@ struct HTTP2HeaderValidatorTests {
     let discovery = InMemoryDiscovery([
       backend: EndpointSet(exists: true, endpoints: [Endpoint(address: try Authority(host: "127.0.0.1", port: appPort))])
     ])
-    try await withSingleProxy(discovery: discovery, label: "test.h2length") { proxy in
+    try await withSingleProxy(discovery: discovery, label: label) { proxy in
       try python.write("\(try await proxy.boundPorts().outbound)\n")
       try await python.waitForOutput(containing: "app saw", timeout: .seconds(60))
-      let lines = python.printed.split(separator: "\n").map(String.init)
-      func result(_ path: String) -> String? {
-        lines.first { $0.hasPrefix(path + " ") }.map { String($0.dropFirst(path.count + 1)) }
-      }
-      #expect(result("/over") == "reset 1", "\(lines)")
-      #expect(result("/under") == "reset 1", "\(lines)")
-      #expect(result("/good") == "body ok", "\(lines)")
-      #expect(result("/chunked") == "body ok", "\(lines)")
-      let saw = lines.first { $0.hasPrefix("app saw") } ?? ""
-      #expect(!saw.contains("smuggled"), "bytes past a content-length reached the application: \(saw)")
-      // The bytes within a length may have gone on (a proxy streams a body), but neither stream ended whole.
-      #expect(!saw.contains("/over:abc") && !saw.contains("/under:abc"), "a body that broke its length ended whole: \(saw)")
-      #expect(saw.contains("/good:abc") && saw.contains("/chunked:xyz"), "\(saw)")
     }
+    return python.printed.split(separator: "\n").map(String.init)
+  }
+
+  /// The result a `PATH RESULT` line gave `path`.
+  static func result(_ path: String, in lines: [String]) -> String? {
+    lines.first { $0.hasPrefix(path + " ") }.map { String($0.dropFirst(path.count + 1)) }
   }
 }
