@@ -149,9 +149,7 @@ struct HTTP2HeaderValidatorTests {
   /// that answers each path with a chosen header, on either side of one proxy.
   @Test("end to end: a malformed request is reset (PROTOCOL_ERROR) and never reaches the app; a malformed response gets 502")
   func endToEnd() async throws {
-    let script = """
-      import socket, sys, threading
-      import h2.config, h2.connection, h2.events
+    let app = """
       loose = dict(validate_outbound_headers=False, normalize_outbound_headers=False, validate_inbound_headers=False)
       seen = []
       def serve(conn):
@@ -169,14 +167,8 @@ struct HTTP2HeaderValidatorTests {
                       c.send_headers(ev.stream_id, [(b":status", b"200"), extra])
                       c.send_data(ev.stream_id, b"ok", end_stream=True)
               conn.sendall(c.data_to_send())
-      listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen(8)
-      def accept():
-          while True:
-              conn, _ = listener.accept()
-              threading.Thread(target=serve, args=(conn,), daemon=True).start()
-      threading.Thread(target=accept, daemon=True).start()
-      print("port", listener.getsockname()[1], flush=True)
-      proxy = int(sys.stdin.readline())
+      """
+    let client = """
       def request(path, extra, fields=None):
           s = socket.create_connection(("127.0.0.1", proxy), timeout=10)
           c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, **loose))
@@ -208,7 +200,7 @@ struct HTTP2HeaderValidatorTests {
       request("/conn", [])
       print("app saw", " ".join(seen), flush=True)
       """
-    let lines = try await Self.runThroughOneProxy(script, label: "test.h2headers")
+    let lines = try await Self.runThroughOneProxy(app: app, client: client, label: "test.h2headers")
     func result(_ path: String) -> String? { Self.result(path, in: lines) }
     #expect(result("/good") == "status 200", "\(lines)")
     for path in ["/req-cr", "/req-upper", "/req-conn", "/req-te", "/req-order"] {
@@ -228,9 +220,7 @@ struct HTTP2HeaderValidatorTests {
   /// length never reach it at all.
   @Test("end to end: a request whose DATA does not add up to its content-length is reset, and never reaches the app whole")
   func bodyLengthEndToEnd() async throws {
-    let script = """
-      import socket, sys, threading
-      import h2.config, h2.connection, h2.events
+    let app = """
       seen = []
       def serve(conn):
           c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False, validate_inbound_headers=False))
@@ -252,14 +242,8 @@ struct HTTP2HeaderValidatorTests {
                   elif isinstance(ev, h2.events.StreamReset):
                       seen.append(paths.get(ev.stream_id, "?") + ":reset:" + bodies.get(ev.stream_id, b"").decode())
               conn.sendall(c.data_to_send())
-      listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen(8)
-      def accept():
-          while True:
-              conn, _ = listener.accept()
-              threading.Thread(target=serve, args=(conn,), daemon=True).start()
-      threading.Thread(target=accept, daemon=True).start()
-      print("port", listener.getsockname()[1], flush=True)
-      proxy = int(sys.stdin.readline())
+      """
+    let client = """
       s = socket.create_connection(("127.0.0.1", proxy), timeout=10)
       loose = dict(validate_outbound_headers=False, normalize_outbound_headers=False, validate_inbound_headers=False)
       c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, **loose))
@@ -292,7 +276,7 @@ struct HTTP2HeaderValidatorTests {
       request(7, "/chunked", None, [b"x", b"yz"])
       print("app saw", " | ".join(seen), flush=True)
       """
-    let lines = try await Self.runThroughOneProxy(script, label: "test.h2length")
+    let lines = try await Self.runThroughOneProxy(app: app, client: client, label: "test.h2length")
     func result(_ path: String) -> String? { Self.result(path, in: lines) }
     #expect(result("/over") == "reset 1", "\(lines)")
     #expect(result("/under") == "reset 1", "\(lines)")
@@ -305,10 +289,25 @@ struct HTTP2HeaderValidatorTests {
     #expect(saw.contains("/good:abc") && saw.contains("/chunked:xyz"), "\(saw)")
   }
 
-  /// Runs `script` (python-h2; it prints `port N` for its application, reads the proxy's outbound port from
-  /// stdin, prints `PATH RESULT` lines and ends with `app saw ...`) against one proxy whose
-  /// `backend.default.svc.cluster.local:80` is that application; returns what it printed.
-  static func runThroughOneProxy(_ script: String, label: String) async throws -> [String] {
+  /// Runs a python-h2 application (`app`: a `serve(conn)` for each connection, and what it saw in `seen`) and a
+  /// `client` of one proxy whose `backend.default.svc.cluster.local:80` is that application. The client finds
+  /// the proxy's outbound port in `proxy`, prints `PATH RESULT` lines, and ends with `app saw ...`; returns
+  /// what the script printed.
+  static func runThroughOneProxy(app: String, client: String, label: String) async throws -> [String] {
+    let script = """
+      import socket, sys, threading
+      import h2.config, h2.connection, h2.events
+      \(app)
+      listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen(8)
+      def accept():
+          while True:
+              conn, _ = listener.accept()
+              threading.Thread(target=serve, args=(conn,), daemon=True).start()
+      threading.Thread(target=accept, daemon=True).start()
+      print("port", listener.getsockname()[1], flush=True)
+      proxy = int(sys.stdin.readline())
+      \(client)
+      """
     let python = try BackgroundProcess("/usr/bin/python3", ["-c", script])
     defer { python.terminate() }
     try await python.waitForOutput(containing: "port ")
