@@ -162,20 +162,21 @@ enum HTTP2HeaderValidator {
   static func contentLength(_ value: String) -> Int? {
     var value = value
     return value.withUTF8 { utf8 in
+      let bytes = UnsafeRawBufferPointer(utf8)
+      // Nearly every value is one number.
+      if let length = try? HTTP1Grammar.contentLength(bytes) { return length }
+      // A comma at the end is an empty element the split does not visit.
+      guard let last = bytes.last(where: { $0 != 0x20 && $0 != 0x09 }), last != UInt8(ascii: ",") else { return nil }
       var length: Int?
       var valid = true
-      var elements = 0
-      HTTP1Grammar.forEachToken(UnsafeRawBufferPointer(utf8)) { element in
-        elements += 1
+      HTTP1Grammar.forEachToken(bytes) { element in
         guard valid, let parsed = try? HTTP1Grammar.contentLength(element), length == nil || length == parsed else {
           valid = false
           return
         }
         length = parsed
       }
-      // A comma at the end is an empty element the split does not visit.
-      let commas = utf8.reduce(0) { $0 + ($1 == UInt8(ascii: ",") ? 1 : 0) }
-      return valid && elements == commas + 1 ? length : nil
+      return valid ? length : nil
     }
   }
 
@@ -279,7 +280,9 @@ enum HTTP2HeaderValidator {
 
   /// No space, control byte or DEL: a pseudo-header's value becomes part of a request line or status line.
   static func isValidPseudoValue(_ value: String) -> Bool {
-    scan(value, clean: { !hasByte(below: 0x21, in: $0) && !hasByte(below: 1, in: $0 ^ (ones &* 0x7F)) }, valid: { $0 > 0x20 && $0 != 0x7F })
+    scan(
+      value, clean: { !hasByte(below: 0x21, in: $0) && !hasByte(below: 1, in: $0 ^ (ones &* 0x7F)) },
+      valid: { $0 > 0x20 && $0 != 0x7F })
   }
 
   private static let ones: UInt64 = 0x0101_0101_0101_0101
@@ -324,8 +327,8 @@ struct HTTP2BodyLength {
   /// Bytes the stream may still carry; nil when no length was declared.
   private var remaining: Int?
 
-  /// The block that opens the message declared `length` (nil: none). A response to HEAD, and a 204 or 304,
-  /// carry no body whatever their `content-length` says.
+  /// The bytes the message may carry: its block's `content-length` (nil: none), or 0 where the message has no
+  /// body whatever its length says (a response to HEAD, a 204, a 304).
   mutating func expect(_ length: Int?) { remaining = length }
 
   /// A DATA frame of `count` bytes: nil when it fits, else why the stream is malformed.
