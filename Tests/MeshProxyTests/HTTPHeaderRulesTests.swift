@@ -52,4 +52,19 @@ struct HTTPHeaderRulesTests {
     HTTPHeaderRules.stripHopByHop(&upgrade, upgrade: "websocket", removing: ["swiftmesh-via"])
     #expect(upgrade.map(\.name) == ["b", "connection", "upgrade"])
   }
+
+  @Test("isHEAD and isCONNECT agree with == for every method, RAW spellings included")
+  func methodCases() {
+    let methods: [HTTPMethod] = [
+      .GET, .PUT, .ACL, .HEAD, .POST, .COPY, .LOCK, .MOVE, .BIND, .LINK, .PATCH, .TRACE, .MKCOL, .MERGE, .PURGE,
+      .NOTIFY, .SEARCH, .UNLOCK, .REBIND, .UNBIND, .REPORT, .DELETE, .UNLINK, .CONNECT, .MSEARCH, .OPTIONS,
+      .PROPFIND, .CHECKOUT, .PROPPATCH, .SUBSCRIBE, .MKCALENDAR, .MKACTIVITY, .UNSUBSCRIBE, .SOURCE,
+      .RAW(value: "HEAD"), .RAW(value: "CONNECT"), .RAW(value: "head"), .RAW(value: "CONNECTX"), .RAW(value: ""),
+    ]
+    for method in methods {
+      #expect(method.isHEAD == (method == .HEAD), "\(method)")
+      #expect(method.isCONNECT == (method == .CONNECT), "\(method)")
+    }
+    #expect(methods.filter(\.isHEAD).count == 2 && methods.filter(\.isCONNECT).count == 2)
+  }
 }

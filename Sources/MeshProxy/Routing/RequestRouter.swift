@@ -400,3 +400,26 @@ enum HTTPHeaderRules {
     return String(value[start..<end])
   }
 }
+
+extension HTTPMethod {
+  /// `self == .HEAD`, by the enum's case. swift-nio's `HTTPMethod` is `RawRepresentable`, so `==` is the
+  /// standard library's comparison of the two `rawValue` strings (each a switch over 30-odd cases): about 80
+  /// instructions, and a request asked it several times on each side. A `RAW` method spelled `HEAD` (which
+  /// `HTTPMethod(rawValue:)` never makes) still counts.
+  var isHEAD: Bool {
+    switch self {
+    case .HEAD: true
+    case .RAW(let value): value == "HEAD"
+    default: false
+    }
+  }
+
+  /// `self == .CONNECT`, as ``isHEAD``.
+  var isCONNECT: Bool {
+    switch self {
+    case .CONNECT: true
+    case .RAW(let value): value == "CONNECT"
+    default: false
+    }
+  }
+}

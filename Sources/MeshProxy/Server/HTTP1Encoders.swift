@@ -395,8 +395,8 @@ struct HTTP1ResponseEncoding {
       // A 1xx other than 101 is followed by the final response, which answers the request.
       if !(code >= 100 && code < 200 && code != 101), let method = requestMethod {
         requestMethod = nil
-        suppressBody = method == .HEAD || method == .CONNECT
-        respondingToConnect = method == .CONNECT
+        suppressBody = method.isHEAD || method.isCONNECT
+        respondingToConnect = method.isCONNECT
       }
       let body: HTTP1HeadEncoding.Body = respondingToConnect || !head.status.mayHaveResponseBody ? .no : .yes
       let (buffer, chunked) = HTTP1HeadEncoding.encode(

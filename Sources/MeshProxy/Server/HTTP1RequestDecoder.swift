@@ -124,7 +124,7 @@ struct HTTP1RequestReading {
       framing = fields.contentLength.map { .length($0) } ?? .none
     }
     // As llhttp: after an upgrade request (its body included) the bytes are the new protocol's.
-    let upgrade = method == .CONNECT || (fields.connectionUpgrade && fields.upgrade)
+    let upgrade = method.isCONNECT || (fields.connectionUpgrade && fields.upgrade)
     reader.beginBody(framing, upgrade: upgrade)
     closeRequested = fields.connectionClose || (version.minor == 0 && !fields.connectionKeepAlive)
     return HTTPRequestHead(version: version, method: method, uri: uri, headers: HTTPHeaders(fields.headers))

@@ -282,11 +282,11 @@ struct HTTP2ClientStreamState {
         }
         finalResponseSeen = true
         // A response to HEAD, a 204 and a 304 have no body, whatever their length says.
-        let bodiless = method == .HEAD || code == 204 || code == 304
+        let bodiless = method.isHEAD || code == 204 || code == 304
         bodyLength.expect(bodiless ? 0 : block.contentLength)
         if frame.endStream, let reason = bodyLength.ended() { return failing(.body(reason)) }
         var headers = HTTP2Translation.regularHeaders(frame.headers, extra: 1)
-        if !bodiless, method != .CONNECT, !block.hasContentLength {
+        if !bodiless, !method.isCONNECT, !block.hasContentLength {
           if frame.endStream {
             headers.add(name: "content-length", value: "0")
           } else {

@@ -248,7 +248,7 @@ extension ProxyRequestHandler {
       requestEnded = false
       requestID &+= 1
       policy = .none
-      if head.method == .CONNECT {
+      if head.method.isCONNECT {
         return .answer(answer(ProxyError(.connectRefused, "the proxy does not open tunnels (CONNECT \(head.uri))")))
       }
       return .lookUpPolicy(requestID: requestID)

@@ -277,7 +277,7 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     var head = head
     var upgrade = downstreamIsHTTP2 ? nil : HTTPHeaderRules.requestedUpgrade(head.headers)
     // The HTTP/1.1 parser reads nothing after an upgrade or CONNECT request: this connection ends with it.
-    let closeAfterResponse = upgrade != nil || (!downstreamIsHTTP2 && head.method == .CONNECT)
+    let closeAfterResponse = upgrade != nil || (!downstreamIsHTTP2 && head.method.isCONNECT)
     if let requested = upgrade, requested.lowercased().split(separator: ",").contains(where: {
       HTTPHeaderRules.trimmed($0) == "h2c"
     }) {

@@ -206,10 +206,10 @@ final class HTTP1ClientCodec: ChannelDuplexHandler, RemovableChannelHandler, Dir
     // As `head.isKeepAlive` says, from the tokens seen while parsing (that getter scans the headers again and
     // cost 8,000 instructions a response).
     closeAfterResponse = fields.connectionClose || (version.minor == 0 && !fields.connectionKeepAlive)
-    if code == 101 || (method == .CONNECT && code >= 200 && code < 300) {
+    if code == 101 || (method.isCONNECT && code >= 200 && code < 300) {
       closeAfterResponse = false
       reader.beginBody(.none, upgrade: true)
-    } else if method == .HEAD || code == 204 || code == 304 {
+    } else if method.isHEAD || code == 204 || code == 304 {
       reader.beginBody(.none)
     } else if let chunked = fields.transferEncodingChunked {
       guard fields.contentLength == nil else {
