@@ -35,6 +35,30 @@ struct HTTPHeaderRulesTests {
     #expect(HTTPHeaderRules.HopByHop("Te") == .te)
   }
 
+  @Test("each hop-by-hop name is found in any case, and no name one byte off is")
+  func hopByHopNames() {
+    let members: [(String, HTTPHeaderRules.HopByHop)] = [
+      ("te", .te), ("upgrade", .upgrade), ("connection", .connection), ("keep-alive", .keepAlive),
+      ("proxy-connection", .proxyConnection), ("transfer-encoding", .transferEncoding),
+    ]
+    for (name, member) in members {
+      #expect(HTTPHeaderRules.HopByHop(name) == member)
+      #expect(HTTPHeaderRules.HopByHop(name.uppercased()) == member)
+      #expect(HTTPHeaderRules.HopByHop(String(name.enumerated().map { $0 % 2 == 0 ? Character($1.uppercased()) : $1 })) == member)
+      #expect(HTTPHeaderRules.isName(name.uppercased(), name) && !HTTPHeaderRules.isName(name, name + "x"))
+      for index in name.utf8.indices {
+        var bytes = Array(name.utf8)
+        bytes[name.utf8.distance(from: name.utf8.startIndex, to: index)] ^= 0x01
+        let near = String(decoding: bytes, as: UTF8.self)
+        #expect(HTTPHeaderRules.HopByHop(near).isEmpty, "\(near)")
+        #expect(!HTTPHeaderRules.isName(near, name), "\(near)")
+      }
+    }
+    // Not A-Z folded: CR is not "-" (0x0D | 0x20 == 0x2D).
+    #expect(HTTPHeaderRules.HopByHop("keep\ralive").isEmpty && !HTTPHeaderRules.isName("keep\ralive", "keep-alive"))
+    #expect(HTTPHeaderRules.HopByHop("").isEmpty && HTTPHeaderRules.HopByHop("user-agent").isEmpty)
+  }
+
   @Test("more names go in the same pass, in any case, every copy; which were present is told by bit")
   func removing() {
     var headers = HTTPHeaders([
