@@ -12,6 +12,10 @@
 # class-property and global access goes. Nearly all of those checks are in SwiftNIO's hot paths (ByteBuffer
 # writes, the channel's lifecycle), 12 % of the instructions a proxied request costs
 # (Benchmarks/load/instructions.sh). Debug builds, and so the test suite, keep checking.
+# With cross-module optimization (`-cross-module-optimization`): a module's functions, generic or not, can be
+# specialised and inlined in the modules that call them, not only those marked `@inlinable`. swift-nio's
+# `HTTPHeaders` iteration, its heads' getters and the balancer's pick are then compiled into the proxy's
+# request path: a request through the mTLS pair costs 3.2 % (client) and 2.6 % (server) fewer instructions.
 # Measured with `ONLY=idle bash Benchmarks/load/run.sh`: an idle mesh-proxy 39.5 MB (dynamic runtime) ->
 # 35 MB (static) -> 30 MB (lld, no exports, RELR) -> about 23 MB (ordered).
 #
@@ -30,7 +34,7 @@ order="$PWD/Scripts/mesh-proxy.order"
 flags=(
   -c release --static-swift-stdlib --scratch-path "$scratch"
   -Xswiftc -Xfrontend -Xswiftc -function-sections -Xcc -ffunction-sections
-  -Xswiftc -enforce-exclusivity=unchecked
+  -Xswiftc -enforce-exclusivity=unchecked -Xswiftc -cross-module-optimization
   -Xswiftc -use-ld=lld -Xlinker --no-export-dynamic -Xlinker -z -Xlinker pack-relative-relocs
   -Xlinker "--symbol-ordering-file=$order" -Xlinker --no-warn-symbol-ordering
 )
