@@ -312,9 +312,9 @@ enum HTTPHeaderRules {
   }
 
   /// Whether `name` is `lowercase` in any ASCII case. Byte by byte on the strings' UTF-8 storage (the generic
-  /// `elementsEqual` over UTF-8 views cost about 360 instructions a call).
-  /// The lengths first, then the storage as it is: `withUTF8` on copies of the two strings cost about 100
-  /// instructions a call, most of them the copies' reference counting.
+  /// `elementsEqual` over UTF-8 views cost about 360 instructions a call), the lengths compared first; the
+  /// storage read as it is (`withUTF8` on copies of the two strings cost about 100 instructions a call, most of
+  /// them the copies' reference counting).
   static func isName(_ name: String, _ lowercase: String) -> Bool {
     guard name.utf8.count == lowercase.utf8.count else { return false }
     let fast = name.utf8.withContiguousStorageIfAvailable { bytes in
@@ -355,7 +355,6 @@ enum HTTPHeaderRules {
     static let upgrade = HopByHop(rawValue: 1 << 4)
     static let te = HopByHop(rawValue: 1 << 5)
 
-    /// The member `name` is (any case), or none: by length first, then one case-insensitive comparison.
     /// The member `name` is (any case), or none: by its length, then at most two comparisons (every field of
     /// every message comes here; walking `names` cost a reference count per entry).
     init(_ name: String) {
