@@ -19,6 +19,7 @@
 #   ONLY=wrk bash Benchmarks/load/run.sh       # only the wrk rows (throughput, CPU per request): quick A/B runs
 #   ONLY=idle bash Benchmarks/load/run.sh      # only the proxies' memory once they are up and idle, by mapping
 #   ONLY=idle HOLD=600 bash Benchmarks/load/run.sh  # ... then keeps everything up 600 s for experiments by hand
+#   FIXED_ROUNDS=1 bash Benchmarks/load/run.sh  # one round of the fixed-rate rows instead of 3 interleaved ones
 # Also prints each mesh-proxy's memory by kind (/proc/PID/smaps_rollup) idle, and again after all the load.
 # Needs: nginx haproxy wrk hey nghttp2-client kubectl curl (Debian packages). Every load is bounded by time.
 set -euo pipefail
@@ -28,6 +29,7 @@ DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 H2_REQUESTS=${H2_REQUESTS:-5000}
 RATE=${RATE:-500}
+FIXED_ROUNDS=${FIXED_ROUNDS:-3}
 # shellcheck source=Benchmarks/common.sh
 source Benchmarks/common.sh
 require_tools nginx haproxy wrk hey h2load kubectl curl openssl
@@ -329,27 +331,51 @@ echo "$AFTER_WRK"
 [ "${ONLY:-}" = "wrk" ] && exit 0
 syscall_rows
 
+# At a fixed rate every row runs FIXED_ROUNDS times, the rows interleaved and each round starting one row
+# later, so the machine's drift over the phase (other work, frequency, caches) falls on every row alike
+# rather than on whichever row came last. Each row's percentiles are over all its requests (hey -o csv).
 echo
-echo "HTTP/1.1 at a fixed rate: hey -z ${DURATION}s -c 10 -q $((RATE / 10)) (${RATE} req/s offered)"
-printf '%-24s %10s %8s %8s %8s %8s %10s\n' target achieved p50_ms p90_ms p99_ms max_ms p99/direct
-DIRECT_FIXED_P99=""
-fixed() { # label url host
-  local out; out=$(timeout $((DURATION + 30)) hey -z "${DURATION}s" -c 10 -q $((RATE / 10)) -host "$3" "$2" 2>&1 || true)
-  awk -v l="$1" -v dp="$DIRECT_FIXED_P99" '
-    /Requests\/sec:/ {rps=$2} /Slowest:/ {max=$2*1000}
-    $1=="50%" {p50=$3*1000} $1=="90%" {p90=$3*1000} $1=="99%" {p99=$3*1000}
-    END { r = (dp == "" || dp == 0) ? 1 : p99/dp; printf "%-24s %10.0f %8.2f %8.2f %8.2f %8.2f %10.2f\n", l, rps, p50, p90, p99, max, r }' <<<"$out"
+echo "HTTP/1.1 at a fixed rate: hey -z ${DURATION}s -c 10 -q $((RATE / 10)) (${RATE} req/s offered), ${FIXED_ROUNDS} interleaved rounds a row"
+FIXED_ROWS=(
+  "direct (nginx)|http://127.0.0.1:18081/|backend"
+  "nginx reverse proxy|http://127.0.0.1:18082/|backend"
+  "haproxy|http://127.0.0.1:18083/|backend"
+  "nginx pair (mTLS)|http://127.0.0.1:18085/|backend"
+  "haproxy pair (mTLS, h2)|http://127.0.0.1:18087/|backend"
+  "mesh-proxy (plaintext)|http://127.0.0.1:14140/|plain.default.svc.cluster.local"
+  "mesh-proxy pair (mTLS)|http://127.0.0.1:14140/|backend.default.svc.cluster.local"
+  "pair via gateway (mTLS)|http://127.0.0.1:14140/|backend-west.default.svc.cluster.local"
+)
+for round in $(seq 1 "$FIXED_ROUNDS"); do
+  for k in "${!FIXED_ROWS[@]}"; do
+    i=$(((k + round - 1) % ${#FIXED_ROWS[@]}))
+    IFS='|' read -r _ url host <<<"${FIXED_ROWS[$i]}"
+    # hey -o csv: one line a response, its time in seconds first and its status seventh.
+    timeout $((DURATION + 30)) hey -z "${DURATION}s" -c 10 -q $((RATE / 10)) -o csv -host "$host" "$url" 2>/dev/null |
+      awk -F, 'NR > 1' > "$W/fixed-$i-$round.csv" || true
+  done
+done
+# percentiles FILE...: responses, non-2xx, p50 p90 p99 max in ms (nearest rank over every response).
+percentiles() {
+  cat "$@" | awk -F, '{print $1 * 1000, $7}' | LC_ALL=C sort -n | awk '
+    {t[NR] = $1; if ($2 !~ /^2/) bad++}
+    function at(q) { i = int(q * NR + 0.999999); if (i < 1) i = 1; return t[i] }
+    END { if (NR == 0) { print "0 0 0 0 0 0"; exit } printf "%d %d %.2f %.2f %.2f %.2f\n", NR, bad, at(0.5), at(0.9), at(0.99), t[NR] }'
 }
-direct_fixed=$(fixed "direct (nginx)" http://127.0.0.1:18081/ backend); echo "$direct_fixed"
-DIRECT_FIXED_P99=$(awk '{print $5}' <<<"$direct_fixed")
-fixed "nginx reverse proxy" http://127.0.0.1:18082/ backend
-fixed "haproxy" http://127.0.0.1:18083/ backend
-fixed "nginx pair (mTLS)" http://127.0.0.1:18085/ backend
-fixed "haproxy pair (mTLS, h2)" http://127.0.0.1:18087/ backend
-fixed "mesh-proxy (plaintext)" http://127.0.0.1:14140/ plain.default.svc.cluster.local
-fixed "mesh-proxy pair (mTLS)" http://127.0.0.1:14140/ backend.default.svc.cluster.local
-fixed "pair via gateway (mTLS)" http://127.0.0.1:14140/ backend-west.default.svc.cluster.local
-echo "(the gateway hop: client -> outbound -> gateway -> inbound -> nginx; compare with the pair's row)"
+printf '%-24s %10s %8s %8s %8s %8s %10s %10s  %s\n' target achieved p50_ms p90_ms p99_ms max_ms "+p50/dir" "+p99/dir" \
+  "p50 by round; non-2xx"
+DIRECT_FIXED=""
+for i in "${!FIXED_ROWS[@]}"; do
+  IFS='|' read -r label _ _ <<<"${FIXED_ROWS[$i]}"
+  all=$(percentiles "$W"/fixed-"$i"-*.csv)
+  [ "$i" = 0 ] && DIRECT_FIXED=$all
+  rounds=""; for round in $(seq 1 "$FIXED_ROUNDS"); do rounds+="$(percentiles "$W/fixed-$i-$round.csv" | awk '{print $3}') "; done
+  awk -v l="$label" -v a="$all" -v d="$DIRECT_FIXED" -v s=$((FIXED_ROUNDS * DURATION)) -v r="$rounds" 'BEGIN {
+    split(a, A, " "); split(d, D, " ")
+    printf "%-24s %10.0f %8.2f %8.2f %8.2f %8.2f %+10.2f %+10.2f  %s; %d\n", l, A[1] / s, A[3], A[4], A[5], A[6], A[3] - D[3], A[5] - D[5], r, A[2] }'
+done
+echo "(+p50/dir, +p99/dir: what the row adds over the direct connection; the gateway hop: client -> outbound -> gateway"
+echo " -> inbound -> nginx, compare with the pair's row)"
 
 echo
 echo "HTTP/2, h2load -n $H2_REQUESTS -c 16 -m 10"
