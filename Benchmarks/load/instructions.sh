@@ -7,9 +7,14 @@
 # counters zeroed (`callgrind_control -z`), driven with REQUESTS keep-alive requests on CONCURRENCY (8)
 # connections (hey), and dumped (`callgrind_control -d`). Prints instructions per request per proxy, and with
 # TOP=N the N functions that cost most for each (their own instructions, not their callees').
+# Beside them, the code a request runs: the 64-byte lines of machine code holding an instruction executed at
+# least once per request on average (what the instruction cache must hold, or fetch again, for each request).
+# The path `nginx-pair` measures the load benchmark's nginx pair (two nginx with mutual TLS, the mesh pair's
+# baseline) the same way, each nginx restarted under callgrind as one process (`master_process off`).
 #
 #   bash Benchmarks/load/instructions.sh                  # plaintext (one proxy) and the mTLS pair
 #   PATHS=plain bash Benchmarks/load/instructions.sh      # only the plaintext proxy
+#   PATHS="pair nginx-pair" ...                           # the mesh pair and the nginx pair, side by side
 #   TOP=25 bash Benchmarks/load/instructions.sh           # ... and where the instructions go
 #   MESH_PROXY=PATH bash Benchmarks/load/instructions.sh  # another mesh-proxy binary (A/B)
 #   KEEP=DIR ...                                          # keeps the callgrind outputs in DIR
@@ -61,6 +66,48 @@ for name, value in cost.most_common(top):
     print(f"{value / requests:8.0f}  {name}")
 PY
 }
+# Code lines a request runs: from a dump with --dump-instr=yes, the 64-byte lines holding an instruction
+# that ran at least once per request on average ("lines KB"), and by object file.
+code_lines() { # dump requests
+  python3 - "$1" "$2" <<'PY'
+import collections, re, sys
+path, requests = sys.argv[1], int(sys.argv[2])
+objects, ob, address, npos, skip = {}, None, 0, 1, False
+runs, owner = collections.Counter(), {}
+for line in open(path, errors="replace"):
+    if line.startswith("positions:"):
+        npos = len(line.split()) - 1
+        continue
+    first = line[:1]
+    if first.isdigit() or first in "+-*":
+        parts = line.split()
+        token = parts[0]
+        if token == "*": pass
+        elif token[0] in "+-": address += int(token[1:], 0) * (1 if token[0] == "+" else -1)
+        else: address = int(token, 0)
+        if skip: skip = False; continue  # a call's inclusive cost
+        if len(parts) > npos: runs[address] += int(parts[npos]); owner[address] = ob
+        continue
+    m = re.match(r"(c?ob)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+    if m:
+        if m.group(3): objects[m.group(2)] = m.group(3)
+        if m.group(1) == "ob": ob = objects.get(m.group(2))
+        continue
+    if line.startswith("calls="): skip = True
+lines, by_object = set(), collections.defaultdict(set)
+for address, count in runs.items():
+    if count >= requests:
+        lines.add(address >> 6)
+        by_object[(owner[address] or "?").rsplit("/", 1)[-1]].add(address >> 6)
+parts = ", ".join(f"{name} {len(s) * 64 // 1024}" for name, s in sorted(by_object.items(), key=lambda x: -len(x[1]))[:4])
+print(f"{len(lines) * 64 // 1024} KB of code ({parts})")
+PY
+}
+report() { # label role dump
+  local total; total=$(awk '/^summary:/ {print $2}' "$3")
+  printf '%-24s %-7s %8.0f instructions per request, %s\n' "$1" "$2" "$(awk -v t="$total" -v n="$SENT" 'BEGIN { print t / n }')" \
+    "$(code_lines "$3" "$SENT")"
+}
 # hey on 8 keep-alive connections; the measured run must answer every request with 200 (the warm-up, where a
 # proxy under callgrind starts slowly, need not).
 load() { # host requests [warmup]
@@ -76,7 +123,7 @@ load() { # host requests [warmup]
 measure() { # label host admin...
   local label=$1 host=$2; shift 2
   local admin
-  for admin in "$@"; do trace "$admin"; done
+  for admin in "$@"; do trace "$admin" --dump-instr=yes; done
   load "$host" "$WARMUP" warmup
   for admin in "$@"; do callgrind_control -z "${traced[$admin]}" >/dev/null 2>&1; done
   load "$host" "$REQUESTS"
@@ -84,18 +131,56 @@ measure() { # label host admin...
   for admin in "$@"; do
     local dump; dump=$(ls -t "$work/$admin.callgrind".* 2>/dev/null | head -1)
     [ -n "$dump" ] || { echo "instructions.sh: no callgrind dump for admin port $admin" >&2; exit 1; }
-    local total; total=$(awk '/^summary:/ {print $2}' "$dump")
     local role; case $admin in 14190) role=client;; 14191) role=server;; *) role=$admin;; esac
-    printf '%-24s %-7s %8.0f instructions per request\n' "$label" "$role" "$(awk -v t="$total" -v n="$SENT" 'BEGIN { print t / n }')"
+    report "$label" "$role" "$dump"
     [ -n "${TOP:-}" ] && top "$dump" | sed 's/^/    /'
     mv "$dump" "$work/$label-$admin.callgrind" 2>/dev/null || true
   done
   for admin in "$@"; do untrace "$admin"; done
 }
+# The nginx pair (18085 -> nginx -> mTLS -> nginx -> 18081): both nginx restarted under callgrind, each one
+# process (its master runs the requests), measured as the proxies are.
+nginx_traced=()
+stop_nginx_traced() { for pid in "${nginx_traced[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap 'stop_nginx_traced; cleanup' EXIT
+measure_nginx_pair() {
+  local role prefix master conf dir pids=()
+  for role in client server; do
+    prefix=ngxc; [ "$role" = server ] && prefix=ngxs
+    master=$(pgrep -f -- "nginx -p [^ ]*/$prefix -c " | head -1)
+    [ -n "$master" ] || { echo "instructions.sh: the held cluster has no nginx pair $role" >&2; exit 1; }
+    read -r dir conf < <(tr '\0' ' ' <"/proc/$master/cmdline" | sed -E 's/.* -p ([^ ]+) -c ([^ ]+).*/\1 \2/'; echo)
+    kill "$master"; while kill -0 "$master" 2>/dev/null; do sleep 0.1; done
+    valgrind --tool=callgrind --dump-instr=yes -q --callgrind-out-file="$work/nginx-$role.callgrind" \
+      nginx -g 'master_process off;' -p "$dir" -c "$conf" 2>"$work/nginx-$role.log" &
+    nginx_traced+=($!); pids+=($!)
+  done
+  for _ in $(seq 1 300); do curl -sf -o /dev/null -H 'Host: backend' http://127.0.0.1:18085/ && break; sleep 0.2; done
+  local url=http://127.0.0.1:18085/
+  load_url() { # requests [warmup]
+    local c=${CONCURRENCY:-8}
+    local out; out=$(timeout 600 hey -n "$1" -c "$c" ${RATE:+-q "$RATE"} -host backend "$url")
+    local ok; ok=$(awk '$1 == "[200]" {print $2}' <<<"$out")
+    SENT=$(( $1 / c * c ))
+    [ "${ok:-0}" = "$SENT" ] || [ -n "${2:-}" ] || { echo "instructions.sh: only ${ok:-0} of $SENT requests answered 200 (nginx pair)" >&2; exit 1; }
+  }
+  load_url "$WARMUP" warmup
+  for pid in "${pids[@]}"; do callgrind_control -z "$pid" >/dev/null 2>&1; done
+  load_url "$REQUESTS"
+  for pid in "${pids[@]}"; do callgrind_control -d "$pid" >/dev/null 2>&1; done
+  for role in client server; do
+    local dump; dump=$(ls -t "$work/nginx-$role.callgrind".* 2>/dev/null | head -1)
+    [ -n "$dump" ] || { echo "instructions.sh: no callgrind dump for the nginx pair's $role" >&2; exit 1; }
+    report nginx-pair "$role" "$dump"
+    [ -n "${TOP:-}" ] && top "$dump" | sed 's/^/    /'
+    mv "$dump" "$work/nginx-pair-$role.callgrind"
+  done
+}
 for path in $PATHS; do
   case $path in
     plain) measure plain plain.default.svc.cluster.local 14190 ;;
     pair) measure pair backend.default.svc.cluster.local 14190 14191 ;;
-    *) echo "instructions.sh: unknown path $path (plain, pair)" >&2; exit 2 ;;
+    nginx-pair) measure_nginx_pair ;;
+    *) echo "instructions.sh: unknown path $path (plain, pair, nginx-pair)" >&2; exit 2 ;;
   esac
 done
