@@ -42,38 +42,15 @@ fi
 source Benchmarks/load/callgrind.sh
 callgrind_cluster "$MESH_PROXY"
 
-# The TOP functions of a callgrind dump by their own instructions per request, names demangled.
-top() {
-  python3 - "$1" "$SENT" "$TOP" <<'PY' | swift demangle --simplified | cut -c1-160
+# One pass over a dump made with --dump-instr=yes (cost lines: instruction address, source line, Ir). Prints the
+# code a request runs: the 64-byte lines holding an instruction that ran at least once per request on average,
+# by object file; then, with TOP=N, the N functions that cost most (their own instructions, not their callees').
+analyse() { # dump requests
+  python3 - "$1" "$2" "${TOP:-0}" <<'PY' | swift demangle --simplified | cut -c1-160
 import collections, re, sys
 path, requests, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-names, cost, fn, skip = {}, collections.Counter(), None, False
-for line in open(path, errors="replace"):
-    m = re.match(r"(c?fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
-    if m:
-        kind, ident, name = m.groups()
-        if name: names[ident] = name
-        if kind == "fn": fn = names.get(ident)
-        continue
-    if line.startswith("calls="):
-        skip = True  # the next cost line is the call's inclusive cost
-        continue
-    if line[:1].isdigit() or line[:1] in "+-*":
-        if skip: skip = False; continue
-        parts = line.split()
-        if fn and len(parts) > 1 and parts[1].isdigit(): cost[fn] += int(parts[1])
-for name, value in cost.most_common(top):
-    print(f"{value / requests:8.0f}  {name}")
-PY
-}
-# Code lines a request runs: from a dump with --dump-instr=yes, the 64-byte lines holding an instruction
-# that ran at least once per request on average ("lines KB"), and by object file.
-code_lines() { # dump requests
-  python3 - "$1" "$2" <<'PY'
-import collections, re, sys
-path, requests = sys.argv[1], int(sys.argv[2])
-objects, ob, address, npos, skip = {}, None, 0, 1, False
-runs, owner = collections.Counter(), {}
+names, objects, fn, ob, address, npos, skip = {}, {}, None, None, 0, 1, False
+runs, owner, cost = collections.Counter(), {}, collections.Counter()
 for line in open(path, errors="replace"):
     if line.startswith("positions:"):
         npos = len(line.split()) - 1
@@ -86,12 +63,18 @@ for line in open(path, errors="replace"):
         elif token[0] in "+-": address += int(token[1:], 0) * (1 if token[0] == "+" else -1)
         else: address = int(token, 0)
         if skip: skip = False; continue  # a call's inclusive cost
-        if len(parts) > npos: runs[address] += int(parts[npos]); owner[address] = ob
+        if len(parts) > npos:
+            ir = int(parts[npos])
+            runs[address] += ir; owner[address] = ob
+            if fn: cost[fn] += ir
         continue
-    m = re.match(r"(c?ob)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+    m = re.match(r"(c?ob|c?fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
     if m:
-        if m.group(3): objects[m.group(2)] = m.group(3)
-        if m.group(1) == "ob": ob = objects.get(m.group(2))
+        kind, ident, name = m.groups()
+        table = objects if kind.endswith("ob") else names
+        if name: table[ident] = name
+        if kind == "ob": ob = objects.get(ident)
+        elif kind == "fn": fn = names.get(ident)
         continue
     if line.startswith("calls="): skip = True
 lines, by_object = set(), collections.defaultdict(set)
@@ -101,18 +84,23 @@ for address, count in runs.items():
         by_object[(owner[address] or "?").rsplit("/", 1)[-1]].add(address >> 6)
 parts = ", ".join(f"{name} {len(s) * 64 // 1024}" for name, s in sorted(by_object.items(), key=lambda x: -len(x[1]))[:4])
 print(f"{len(lines) * 64 // 1024} KB of code ({parts})")
+for name, value in cost.most_common(top):
+    print(f"{value / requests:8.0f}  {name}")
 PY
 }
 report() { # label role dump
   local total; total=$(awk '/^summary:/ {print $2}' "$3")
+  local out; out=$(analyse "$3" "$SENT")
   printf '%-24s %-7s %8.0f instructions per request, %s\n' "$1" "$2" "$(awk -v t="$total" -v n="$SENT" 'BEGIN { print t / n }')" \
-    "$(code_lines "$3" "$SENT")"
+    "$(head -1 <<<"$out")"
+  tail -n +2 <<<"$out" | sed 's/^/    /'
 }
-# hey on 8 keep-alive connections; the measured run must answer every request with 200 (the warm-up, where a
-# proxy under callgrind starts slowly, need not).
+# hey on 8 keep-alive connections to URL (the client proxy unless a caller sets it); the measured run must answer
+# every request with 200 (the warm-up, where a proxy under callgrind starts slowly, need not).
+URL=http://127.0.0.1:14140/
 load() { # host requests [warmup]
   local c=${CONCURRENCY:-8}
-  local out; out=$(timeout 600 hey -n "$2" -c "$c" ${RATE:+-q "$RATE"} -host "$1" http://127.0.0.1:14140/)
+  local out; out=$(timeout 600 hey -n "$2" -c "$c" ${RATE:+-q "$RATE"} -host "$1" "$URL")
   local ok; ok=$(awk '$1 == "[200]" {print $2}' <<<"$out")
   # hey gives each of its c workers n / c requests (whole numbers): n - n % c in all.
   local sent=$(( $2 / c * c ))
@@ -129,14 +117,17 @@ measure() { # label host admin...
   load "$host" "$REQUESTS"
   for admin in "$@"; do callgrind_control -d "${traced[$admin]}" >/dev/null 2>&1; done
   for admin in "$@"; do
-    local dump; dump=$(ls -t "$work/$admin.callgrind".* 2>/dev/null | head -1)
-    [ -n "$dump" ] || { echo "instructions.sh: no callgrind dump for admin port $admin" >&2; exit 1; }
     local role; case $admin in 14190) role=client;; 14191) role=server;; *) role=$admin;; esac
-    report "$label" "$role" "$dump"
-    [ -n "${TOP:-}" ] && top "$dump" | sed 's/^/    /'
-    mv "$dump" "$work/$label-$admin.callgrind" 2>/dev/null || true
+    record "$label" "$role" "$work/$admin.callgrind" "$work/$label-$admin.callgrind"
   done
   for admin in "$@"; do untrace "$admin"; done
+}
+# record label role out-file kept-name: the latest dump of out-file reported (and its TOP), then kept by that name.
+record() {
+  local dump; dump=$(ls -t "$3".* 2>/dev/null | head -1)
+  [ -n "$dump" ] || { echo "instructions.sh: no callgrind dump for $1 $2 ($3)" >&2; exit 1; }
+  report "$1" "$2" "$dump"
+  mv "$dump" "$4" 2>/dev/null || true
 }
 # The nginx pair (18085 -> nginx -> mTLS -> nginx -> 18081): both nginx restarted under callgrind, each one
 # process (its master runs the requests), measured as the proxies are.
@@ -155,26 +146,14 @@ measure_nginx_pair() {
       nginx -g 'master_process off;' -p "$dir" -c "$conf" 2>"$work/nginx-$role.log" &
     nginx_traced+=($!); pids+=($!)
   done
-  for _ in $(seq 1 300); do curl -sf -o /dev/null -H 'Host: backend' http://127.0.0.1:18085/ && break; sleep 0.2; done
-  local url=http://127.0.0.1:18085/
-  load_url() { # requests [warmup]
-    local c=${CONCURRENCY:-8}
-    local out; out=$(timeout 600 hey -n "$1" -c "$c" ${RATE:+-q "$RATE"} -host backend "$url")
-    local ok; ok=$(awk '$1 == "[200]" {print $2}' <<<"$out")
-    SENT=$(( $1 / c * c ))
-    [ "${ok:-0}" = "$SENT" ] || [ -n "${2:-}" ] || { echo "instructions.sh: only ${ok:-0} of $SENT requests answered 200 (nginx pair)" >&2; exit 1; }
-  }
-  load_url "$WARMUP" warmup
+  local URL=http://127.0.0.1:18085/ ready=""
+  for _ in $(seq 1 300); do curl -sf -o /dev/null -H 'Host: backend' "$URL" && { ready=1; break; }; sleep 0.2; done
+  [ -n "$ready" ] || { echo "instructions.sh: the nginx pair under callgrind did not answer" >&2; cat "$work"/nginx-*.log >&2; exit 1; }
+  load backend "$WARMUP" warmup
   for pid in "${pids[@]}"; do callgrind_control -z "$pid" >/dev/null 2>&1; done
-  load_url "$REQUESTS"
+  load backend "$REQUESTS"
   for pid in "${pids[@]}"; do callgrind_control -d "$pid" >/dev/null 2>&1; done
-  for role in client server; do
-    local dump; dump=$(ls -t "$work/nginx-$role.callgrind".* 2>/dev/null | head -1)
-    [ -n "$dump" ] || { echo "instructions.sh: no callgrind dump for the nginx pair's $role" >&2; exit 1; }
-    report nginx-pair "$role" "$dump"
-    [ -n "${TOP:-}" ] && top "$dump" | sed 's/^/    /'
-    mv "$dump" "$work/nginx-pair-$role.callgrind"
-  done
+  for role in client server; do record nginx-pair "$role" "$work/nginx-$role.callgrind" "$work/nginx-pair-$role.callgrind"; done
 }
 for path in $PATHS; do
   case $path in
