@@ -3,7 +3,7 @@
 #   direct to nginx | nginx as reverse proxy | haproxy | one mesh-proxy (plaintext)
 #   nginx pair (mTLS) | haproxy pair (mTLS, HTTP/2 between them) | mesh-proxy pair (mTLS): the pair's baselines
 # HTTP/1.1 with wrk (throughput and latency percentiles under saturation), hey at a fixed rate (latency when
-# not saturated: RATE requests/s), HTTP/2 with h2load (direct h2c vs the mesh pair).
+# not saturated: RATE requests/s, in hey's bursts and paced), HTTP/2 with h2load (direct h2c vs the mesh pair).
 # Prints RPS, p50/p99/max, each proxy's peak RSS and CPU per 1,000 requests (user and system apart), ratios to
 # nginx and direct, and syscalls per request (strace).
 #
@@ -20,6 +20,7 @@
 #   ONLY=idle bash Benchmarks/load/run.sh      # only the proxies' memory once they are up and idle, by mapping
 #   ONLY=idle HOLD=600 bash Benchmarks/load/run.sh  # ... then keeps everything up 600 s for experiments by hand
 #   FIXED_ROUNDS=1 bash Benchmarks/load/run.sh  # one round of the fixed-rate rows instead of 3 interleaved ones
+#   ONLY=fixed bash Benchmarks/load/run.sh      # only the fixed-rate rows, in bursts and paced
 # Also prints each mesh-proxy's memory by kind (/proc/PID/smaps_rollup) idle, and again after all the load.
 # Needs: nginx haproxy wrk hey nghttp2-client kubectl curl (Debian packages). Every load is bounded by time.
 set -euo pipefail
@@ -272,6 +273,83 @@ syscall_rows() {
 }
 if [ "${ONLY:-}" = "syscalls" ]; then syscall_rows; exit 0; fi
 
+# At a fixed rate every row runs FIXED_ROUNDS times, the rows interleaved and each round starting one row
+# later, so the machine's drift over the phase (other work, frequency, caches) falls on every row alike
+# rather than on whichever row came last. Each row's percentiles are over all its requests (hey -o csv).
+# Two shapes of the same RATE, each its own phase:
+#   - bursts: one hey with ten connections (-c 10 -q RATE/10). Its ten workers tick in step, so requests come
+#     ten at a time every 10/RATE s, and a burst queues behind the proxies' CPU on the machine's cores;
+#   - paced: ten hey processes of one connection each (-c 1 -q RATE/10), started 1/RATE s apart, so their
+#     ticks fall between each other's and requests come one at a time, about every 1/RATE s: the shape of a
+#     constant-rate load generator (wrk2, fortio), which published service-mesh latency figures are taken with.
+FIXED_ROWS=(
+  "direct (nginx)|http://127.0.0.1:18081/|backend"
+  "nginx reverse proxy|http://127.0.0.1:18082/|backend"
+  "haproxy|http://127.0.0.1:18083/|backend"
+  "nginx pair (mTLS)|http://127.0.0.1:18085/|backend"
+  "haproxy pair (mTLS, h2)|http://127.0.0.1:18087/|backend"
+  "mesh-proxy (plaintext)|http://127.0.0.1:14140/|plain.default.svc.cluster.local"
+  "mesh-proxy pair (mTLS)|http://127.0.0.1:14140/|backend.default.svc.cluster.local"
+  "pair via gateway (mTLS)|http://127.0.0.1:14140/|backend-west.default.svc.cluster.local"
+)
+# hey -o csv: one line a response, its time in seconds first and its status seventh.
+fixed_load() { # shape url host out
+  local shape=$1 url=$2 host=$3 out=$4
+  if [ "$shape" = bursts ]; then
+    timeout $((DURATION + 30)) hey -z "${DURATION}s" -c 10 -q $((RATE / 10)) -o csv -host "$host" "$url" 2>/dev/null |
+      awk -F, 'NR > 1' > "$out" || true
+    return
+  fi
+  local k pids=() gap; gap=$(awk -v r="$RATE" 'BEGIN { printf "%.4f", 1 / r }')
+  for k in $(seq 0 9); do
+    (timeout $((DURATION + 30)) hey -z "${DURATION}s" -c 1 -q $((RATE / 10)) -o csv -host "$host" "$url" 2>/dev/null |
+      awk -F, 'NR > 1' > "$out.$k" || true) &
+    pids+=($!)
+    sleep "$gap"
+  done
+  wait "${pids[@]}" || true
+  cat "$out".? > "$out"; rm -f "$out".?
+}
+# percentiles FILE...: responses, non-2xx, p50 p90 p99 max in ms (nearest rank over every response).
+percentiles() {
+  cat "$@" | awk -F, '{print $1 * 1000, $7}' | LC_ALL=C sort -n | awk '
+    {t[NR] = $1; if ($2 !~ /^2/) bad++}
+    function at(q) { i = int(q * NR + 0.999999); if (i < 1) i = 1; return t[i] }
+    END { if (NR == 0) { print "0 0 0 0 0 0"; exit } printf "%d %d %.2f %.2f %.2f %.2f\n", NR, bad, at(0.5), at(0.9), at(0.99), t[NR] }'
+}
+fixed_phase() { # shape
+  local shape=$1 round k i label url host all rounds direct=""
+  for round in $(seq 1 "$FIXED_ROUNDS"); do
+    for k in "${!FIXED_ROWS[@]}"; do
+      i=$(((k + round - 1) % ${#FIXED_ROWS[@]}))
+      IFS='|' read -r _ url host <<<"${FIXED_ROWS[$i]}"
+      fixed_load "$shape" "$url" "$host" "$W/fixed-$shape-$i-$round.csv"
+    done
+  done
+  printf '%-24s %10s %8s %8s %8s %8s %10s %10s  %s\n' target achieved p50_ms p90_ms p99_ms max_ms "+p50/dir" "+p99/dir" \
+    "p50 by round; non-2xx"
+  for i in "${!FIXED_ROWS[@]}"; do
+    IFS='|' read -r label _ _ <<<"${FIXED_ROWS[$i]}"
+    all=$(percentiles "$W"/fixed-"$shape"-"$i"-*.csv)
+    [ "$i" = 0 ] && direct=$all
+    rounds=""; for round in $(seq 1 "$FIXED_ROUNDS"); do rounds+="$(percentiles "$W/fixed-$shape-$i-$round.csv" | awk '{print $3}') "; done
+    awk -v l="$label" -v a="$all" -v d="$direct" -v s=$((FIXED_ROUNDS * DURATION)) -v r="$rounds" 'BEGIN {
+      split(a, A, " "); split(d, D, " ")
+      printf "%-24s %10.0f %8.2f %8.2f %8.2f %8.2f %+10.2f %+10.2f  %s; %d\n", l, A[1] / s, A[3], A[4], A[5], A[6], A[3] - D[3], A[5] - D[5], r, A[2] }'
+  done
+}
+fixed_rows() {
+  echo
+  echo "HTTP/1.1 at a fixed rate in bursts: hey -z ${DURATION}s -c 10 -q $((RATE / 10)) (${RATE} req/s offered), ${FIXED_ROUNDS} interleaved rounds a row"
+  fixed_phase bursts
+  echo
+  echo "HTTP/1.1 at a fixed rate, paced: 10 x hey -z ${DURATION}s -c 1 -q $((RATE / 10)) started 1/${RATE} s apart, ${FIXED_ROUNDS} interleaved rounds a row"
+  fixed_phase paced
+  echo "(+p50/dir, +p99/dir: what the row adds over the direct connection; the gateway hop: client -> outbound -> gateway"
+  echo " -> inbound -> nginx, compare with the pair's row)"
+}
+if [ "${ONLY:-}" = "fixed" ]; then fixed_rows; exit 0; fi
+
 RESULTS=()
 if [ "${ONLY:-}" != "overload" ]; then
 run_wrk() { # label url host pids...
@@ -331,51 +409,7 @@ echo "$AFTER_WRK"
 [ "${ONLY:-}" = "wrk" ] && exit 0
 syscall_rows
 
-# At a fixed rate every row runs FIXED_ROUNDS times, the rows interleaved and each round starting one row
-# later, so the machine's drift over the phase (other work, frequency, caches) falls on every row alike
-# rather than on whichever row came last. Each row's percentiles are over all its requests (hey -o csv).
-echo
-echo "HTTP/1.1 at a fixed rate: hey -z ${DURATION}s -c 10 -q $((RATE / 10)) (${RATE} req/s offered), ${FIXED_ROUNDS} interleaved rounds a row"
-FIXED_ROWS=(
-  "direct (nginx)|http://127.0.0.1:18081/|backend"
-  "nginx reverse proxy|http://127.0.0.1:18082/|backend"
-  "haproxy|http://127.0.0.1:18083/|backend"
-  "nginx pair (mTLS)|http://127.0.0.1:18085/|backend"
-  "haproxy pair (mTLS, h2)|http://127.0.0.1:18087/|backend"
-  "mesh-proxy (plaintext)|http://127.0.0.1:14140/|plain.default.svc.cluster.local"
-  "mesh-proxy pair (mTLS)|http://127.0.0.1:14140/|backend.default.svc.cluster.local"
-  "pair via gateway (mTLS)|http://127.0.0.1:14140/|backend-west.default.svc.cluster.local"
-)
-for round in $(seq 1 "$FIXED_ROUNDS"); do
-  for k in "${!FIXED_ROWS[@]}"; do
-    i=$(((k + round - 1) % ${#FIXED_ROWS[@]}))
-    IFS='|' read -r _ url host <<<"${FIXED_ROWS[$i]}"
-    # hey -o csv: one line a response, its time in seconds first and its status seventh.
-    timeout $((DURATION + 30)) hey -z "${DURATION}s" -c 10 -q $((RATE / 10)) -o csv -host "$host" "$url" 2>/dev/null |
-      awk -F, 'NR > 1' > "$W/fixed-$i-$round.csv" || true
-  done
-done
-# percentiles FILE...: responses, non-2xx, p50 p90 p99 max in ms (nearest rank over every response).
-percentiles() {
-  cat "$@" | awk -F, '{print $1 * 1000, $7}' | LC_ALL=C sort -n | awk '
-    {t[NR] = $1; if ($2 !~ /^2/) bad++}
-    function at(q) { i = int(q * NR + 0.999999); if (i < 1) i = 1; return t[i] }
-    END { if (NR == 0) { print "0 0 0 0 0 0"; exit } printf "%d %d %.2f %.2f %.2f %.2f\n", NR, bad, at(0.5), at(0.9), at(0.99), t[NR] }'
-}
-printf '%-24s %10s %8s %8s %8s %8s %10s %10s  %s\n' target achieved p50_ms p90_ms p99_ms max_ms "+p50/dir" "+p99/dir" \
-  "p50 by round; non-2xx"
-DIRECT_FIXED=""
-for i in "${!FIXED_ROWS[@]}"; do
-  IFS='|' read -r label _ _ <<<"${FIXED_ROWS[$i]}"
-  all=$(percentiles "$W"/fixed-"$i"-*.csv)
-  [ "$i" = 0 ] && DIRECT_FIXED=$all
-  rounds=""; for round in $(seq 1 "$FIXED_ROUNDS"); do rounds+="$(percentiles "$W/fixed-$i-$round.csv" | awk '{print $3}') "; done
-  awk -v l="$label" -v a="$all" -v d="$DIRECT_FIXED" -v s=$((FIXED_ROUNDS * DURATION)) -v r="$rounds" 'BEGIN {
-    split(a, A, " "); split(d, D, " ")
-    printf "%-24s %10.0f %8.2f %8.2f %8.2f %8.2f %+10.2f %+10.2f  %s; %d\n", l, A[1] / s, A[3], A[4], A[5], A[6], A[3] - D[3], A[5] - D[5], r, A[2] }'
-done
-echo "(+p50/dir, +p99/dir: what the row adds over the direct connection; the gateway hop: client -> outbound -> gateway"
-echo " -> inbound -> nginx, compare with the pair's row)"
+fixed_rows
 
 echo
 echo "HTTP/2, h2load -n $H2_REQUESTS -c 16 -m 10"
