@@ -31,6 +31,8 @@ CONNECTIONS=${CONNECTIONS:-32}
 H2_REQUESTS=${H2_REQUESTS:-5000}
 RATE=${RATE:-500}
 FIXED_ROUNDS=${FIXED_ROUNDS:-3}
+# Ten connections share the fixed rate (hey -q takes whole requests per second a connection; 0 would mean no limit).
+[[ "$RATE" =~ ^[0-9]+$ ]] && [ "$RATE" -ge 10 ] || { echo "run.sh: RATE must be a whole number of requests/s, at least 10 (got '$RATE')" >&2; exit 2; }
 # shellcheck source=Benchmarks/common.sh
 source Benchmarks/common.sh
 require_tools nginx haproxy wrk hey h2load kubectl curl openssl
@@ -292,18 +294,18 @@ FIXED_ROWS=(
   "mesh-proxy pair (mTLS)|http://127.0.0.1:14140/|backend.default.svc.cluster.local"
   "pair via gateway (mTLS)|http://127.0.0.1:14140/|backend-west.default.svc.cluster.local"
 )
-# hey -o csv: one line a response, its time in seconds first and its status seventh.
+# hey_csv connections url host out: RATE/10 req/s a connection for DURATION s; hey -o csv writes one line a
+# response, its time in seconds first and its status seventh.
+hey_csv() {
+  timeout $((DURATION + 30)) hey -z "${DURATION}s" -c "$1" -q $((RATE / 10)) -o csv -host "$3" "$2" 2>/dev/null |
+    awk -F, 'NR > 1' > "$4" || true
+}
 fixed_load() { # shape url host out
   local shape=$1 url=$2 host=$3 out=$4
-  if [ "$shape" = bursts ]; then
-    timeout $((DURATION + 30)) hey -z "${DURATION}s" -c 10 -q $((RATE / 10)) -o csv -host "$host" "$url" 2>/dev/null |
-      awk -F, 'NR > 1' > "$out" || true
-    return
-  fi
+  if [ "$shape" = bursts ]; then hey_csv 10 "$url" "$host" "$out"; return; fi
   local k pids=() gap; gap=$(awk -v r="$RATE" 'BEGIN { printf "%.4f", 1 / r }')
   for k in $(seq 0 9); do
-    (timeout $((DURATION + 30)) hey -z "${DURATION}s" -c 1 -q $((RATE / 10)) -o csv -host "$host" "$url" 2>/dev/null |
-      awk -F, 'NR > 1' > "$out.$k" || true) &
+    hey_csv 1 "$url" "$host" "$out.$k" &
     pids+=($!)
     sleep "$gap"
   done
