@@ -23,7 +23,8 @@ ready() { for _ in $(seq 1 600); do curl -sf -o /dev/null "http://127.0.0.1:$1/r
 callgrind_cluster() {
   # valgrind cannot read lld's DWARF 5: a copy without debug information (same symbols) runs.
   objcopy --strip-debug "$1" "$work/mesh-proxy"
-  MESH_PROXY="$work/mesh-proxy" ONLY=idle HOLD=1800 bash Benchmarks/load/run.sh >"$work/hold.log" 2>&1 &
+  # RATE is the caller's (instructions.sh: requests/s a connection), not run.sh's fixed rate: not passed on.
+  env -u RATE MESH_PROXY="$work/mesh-proxy" ONLY=idle HOLD=1800 bash Benchmarks/load/run.sh >"$work/hold.log" 2>&1 &
   hold_pid=$!
   for _ in $(seq 1 300); do grep -q "^holding" "$work/hold.log" && break; sleep 1; done
   grep -q "^holding" "$work/hold.log" || { cat "$work/hold.log" >&2; exit 1; }
