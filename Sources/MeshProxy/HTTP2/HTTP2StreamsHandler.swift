@@ -26,7 +26,7 @@ import NIOHTTP2
 ///
 /// Frames of stream 0 (SETTINGS, PING, GOAWAY) and every other event go on to the next handler. Used only on
 /// the connection's event loop.
-final class HTTP2StreamsHandler: ChannelInboundHandler, NIOHTTP2FrameDelegate {
+final class HTTP2StreamsHandler: ChannelInboundHandler, NIOHTTP2FrameDelegate, HTTP2ConnectionDelegate {
   typealias InboundIn = HTTP2Frame
   typealias InboundOut = HTTP2Frame
   typealias OutboundOut = HTTP2Frame
@@ -175,28 +175,19 @@ final class HTTP2StreamsHandler: ChannelInboundHandler, NIOHTTP2FrameDelegate {
   }
 
   /// swift-nio-http2's events, three or so a request: told apart by their type first, then cast once (a chain
-  /// of `as` patterns made two failed dynamic casts an event on average, about 300 instructions each).
+  /// of `as` patterns made two failed dynamic casts an event on average, about 300 instructions each). The
+  /// proxy's own connection code (``HTTP2ConnectionHandler``) calls the same methods directly instead.
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
     let type = ObjectIdentifier(Swift.type(of: event))
     if type == Self.windowUpdated, let window = Self.exactly(event, as: NIOHTTP2WindowUpdatedEvent.self) {
       guard let size = window.inboundWindowSize else { return }
-      if window.streamID == .rootStream {
-        if let increment = connectionWindow.newWindowSize(size) {
-          writeFrame(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment)))
-        }
-      } else {
-        streams[window.streamID]?.inboundWindowChanged(to: size)
-      }
+      inboundWindowChanged(stream: window.streamID, to: size)
     } else if type == Self.streamClosed, let closed = Self.exactly(event, as: StreamClosedEvent.self) {
-      if let stream = streams.remove(closed.streamID) {
-        tracker?.streamClosed(closed.streamID)
-        stream.closed(reason: closed.reason)
-      }
+      streamClosed(closed.streamID, reason: closed.reason)
     } else if type == Self.streamCreated {
       return
     } else if let change = event as? NIOHTTP2BulkStreamWindowChangeEvent {
-      streamWindowTarget += change.delta
-      for stream in streams.all { stream.initialWindowChanged(by: change.delta) }
+      initialInboundWindowChanged(by: change.delta)
     } else {
       context.fireUserInboundEventTriggered(event)
     }
@@ -222,6 +213,30 @@ final class HTTP2StreamsHandler: ChannelInboundHandler, NIOHTTP2FrameDelegate {
       return
     }
     context.fireErrorCaught(error)
+  }
+
+  // MARK: HTTP2ConnectionDelegate
+
+  func inboundWindowChanged(stream id: HTTP2StreamID, to size: Int) {
+    if id == .rootStream {
+      if let increment = connectionWindow.newWindowSize(size) {
+        writeFrame(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment)))
+      }
+    } else {
+      streams[id]?.inboundWindowChanged(to: size)
+    }
+  }
+
+  func streamClosed(_ id: HTTP2StreamID, reason: HTTP2ErrorCode?) {
+    if let stream = streams.remove(id) {
+      tracker?.streamClosed(id)
+      stream.closed(reason: reason)
+    }
+  }
+
+  func initialInboundWindowChanged(by delta: Int) {
+    streamWindowTarget += delta
+    for stream in streams.all { stream.initialWindowChanged(by: delta) }
   }
 
   // MARK: NIOHTTP2FrameDelegate

@@ -421,11 +421,16 @@ final class ProtocolDetector: ChannelInboundHandler, RemovableChannelHandler {
       return stream
     }
     let sync = context.pipeline.syncOperations
-    try sync.addHandler(
-      NIOHTTP2Handler(
-        mode: .server, frameDelegate: streams, connectionConfiguration: .proxy(meshPeer: meshPeer),
-        streamConfiguration: .proxy(meshPeer: meshPeer)),
-      position: .last)
+    if meshPeer && HTTP2ConnectionHandler.onMeshHops {
+      try sync.addHandler(
+        HTTP2ConnectionHandler(mode: .server, delegate: streams, configuration: .meshHop), position: .last)
+    } else {
+      try sync.addHandler(
+        NIOHTTP2Handler(
+          mode: .server, frameDelegate: streams, connectionConfiguration: .proxy(meshPeer: meshPeer),
+          streamConfiguration: .proxy(meshPeer: meshPeer)),
+        position: .last)
+    }
     try sync.addHandler(streams, position: .last)
     try sync.addHandler(GracefulHTTP2Shutdown(streams: tracker), position: .last)
     try sync.addHandler(

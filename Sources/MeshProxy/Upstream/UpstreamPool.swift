@@ -336,10 +336,15 @@ final class UpstreamPool: @unchecked Sendable {
           // Frames straight to the proxy's own stream objects: no multiplexer, no channel per stream.
           let handler = HTTP2StreamsHandler()
           let meshPeer = key.identity != nil
-          try channel.pipeline.syncOperations.addHandler(
-            NIOHTTP2Handler(
-              mode: .client, frameDelegate: handler, connectionConfiguration: .proxy(meshPeer: meshPeer),
-              streamConfiguration: .proxy(meshPeer: meshPeer)))
+          if meshPeer && HTTP2ConnectionHandler.onMeshHops {
+            try channel.pipeline.syncOperations.addHandler(
+              HTTP2ConnectionHandler(mode: .client, delegate: handler, configuration: .meshHop))
+          } else {
+            try channel.pipeline.syncOperations.addHandler(
+              NIOHTTP2Handler(
+                mode: .client, frameDelegate: handler, connectionConfiguration: .proxy(meshPeer: meshPeer),
+                streamConfiguration: .proxy(meshPeer: meshPeer)))
+          }
           try channel.pipeline.syncOperations.addHandler(handler)
           let connection = HTTP2Connection(handler: handler)
           try channel.pipeline.syncOperations.addHandler(
@@ -705,6 +710,10 @@ final class ConnectionErrorLogger: ChannelInboundHandler, Sendable {
     case is NIOHTTP2Errors.StreamError, is NIOHTTP2Errors.StreamClosed, is NIOHTTP2Errors.CreatedStreamAfterGoaway,
       is ChannelError:
       return false
+    case let wire as HTTP2WireError:
+      // The proxy's own HTTP/2 connection code: a stream error resets one stream; a connection error has sent
+      // GOAWAY and closes the connection.
+      return wire.stream == nil
     default:
       return true
     }
