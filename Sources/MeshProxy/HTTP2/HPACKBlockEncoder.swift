@@ -2,8 +2,8 @@ import NIOCore
 import NIOHPACK
 
 /// An HPACK encoder (RFC 7541) for header blocks the proxy writes itself: the first part of the proxy's own
-/// HTTP/2 connection code for mesh hops, which is to take the place of swift-nio-http2's `NIOHTTP2Handler`
-/// there. That handler encodes with swift-nio-hpack's `HPACKEncoder` and takes no block encoded elsewhere;
+/// HTTP/2 connection code for mesh hops (``HTTP2ConnectionHandler``), which takes the place of swift-nio-http2's
+/// `NIOHTTP2Handler` there. That handler encodes with swift-nio-hpack's `HPACKEncoder` and takes no block encoded elsewhere;
 /// through the mTLS pair its encoder was about 12,600 instructions for a request's nine fields, most of it
 /// finding each field: the static table is a dictionary whose keys hash a byte at a time, and the dynamic
 /// table is scanned from end to end (`Benchmarks/load/instructions.sh`).

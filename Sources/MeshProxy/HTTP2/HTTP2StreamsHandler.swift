@@ -3,7 +3,8 @@ import NIOHTTP1
 import NIOHTTP2
 
 /// One HTTP/2 connection of the proxy driven by frames, on either side: swift-nio-http2's `NIOHTTP2Handler`
-/// without its stream multiplexer, and this handler behind it, which keeps one ``HTTP2FrameStream`` object per
+/// without its stream multiplexer (or, between two proxies, the proxy's own ``HTTP2ConnectionHandler``), and
+/// this handler behind it, which keeps one ``HTTP2FrameStream`` object per
 /// stream and hands each its frames.
 ///
 /// NIO's multiplexer makes every stream a child channel with a pipeline of its own: set up, activated, torn
