@@ -103,6 +103,26 @@ struct HTTP2ConnectionHandlerTests {
     #expect(sent.contains { if case .ping(let data, ack: true) = $0.payload { data.integer == 0xABCD } else { false } })
   }
 
+  @Test("the peer's SETTINGS_INITIAL_WINDOW_SIZE holds a response's DATA back until its WINDOW_UPDATE")
+  func peerWindowApplied() async throws {
+    let peer = try await ServerUnderTest()
+    let settings = HTTP2Frame(
+      streamID: .rootStream, payload: .settings(.settings([HTTP2Setting(parameter: .initialWindowSize, value: 10)])))
+    let body = HTTP2Frame(
+      streamID: 1, payload: .data(.init(data: .byteBuffer(ByteBuffer(repeating: 0x61, count: 100)), endStream: true)))
+    try await peer.receive([settings, ServerUnderTest.request(1, endStream: false), body], settings: false)
+    var data = try peer.sent().compactMap { frame -> Int? in
+      if case .data(let data) = frame.payload, frame.streamID == 1 { data.data.readableBytes } else { nil }
+    }
+    #expect(data == [10])
+    try await peer.receive([HTTP2Frame(streamID: 1, payload: .windowUpdate(windowSizeIncrement: 90))], preface: false)
+    data = try peer.sent().compactMap { frame -> Int? in
+      if case .data(let data) = frame.payload, frame.streamID == 1, data.endStream { data.data.readableBytes } else { nil }
+    }
+    #expect(data == [90])
+    #expect(peer.echo.closed.map(\.0) == [1])
+  }
+
   @Test("DATA on a stream never opened: GOAWAY PROTOCOL_ERROR")
   func dataOnIdleStream() async throws {
     let peer = try await ServerUnderTest()
@@ -236,10 +256,11 @@ private final class ServerUnderTest {
         .init(headers: [":method": "POST", ":path": "/", ":scheme": "http", ":authority": "backend"], endStream: endStream)))
   }
 
-  /// The client's magic and SETTINGS (unless `settings` is false), then `frames`, in one read.
-  func receive(_ frames: [HTTP2Frame], settings: Bool = true) async throws {
-    var bytes = ByteBuffer(string: HTTP2ConnectionHandler.clientMagic)
-    if settings { try writer.write(HTTP2Frame(streamID: .rootStream, payload: .settings(.settings([]))), into: &bytes) }
+  /// The client's magic (unless `preface` is false: it came before) and SETTINGS (unless `settings` is false),
+  /// then `frames`, in one read.
+  func receive(_ frames: [HTTP2Frame], settings: Bool = true, preface: Bool = true) async throws {
+    var bytes = ByteBuffer(string: preface ? HTTP2ConnectionHandler.clientMagic : "")
+    if settings && preface { try writer.write(HTTP2Frame(streamID: .rootStream, payload: .settings(.settings([]))), into: &bytes) }
     for frame in frames { try writer.write(frame, into: &bytes) }
     do {
       try channel.writeInbound(bytes)

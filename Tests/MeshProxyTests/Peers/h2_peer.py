@@ -20,6 +20,14 @@ import h2.exceptions
 import h2.settings
 
 
+def connection(client_side, settings):
+    """A connection that starts with `settings` as its SETTINGS."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=client_side, header_encoding="utf-8"))
+    conn.local_settings = h2.settings.Settings(client=client_side, initial_values=settings)
+    conn.initiate_connection()
+    return conn
+
+
 def drive(sock, conn, on_event, done):
     """Reads events until done() is true or the peer closes."""
     sock.sendall(conn.data_to_send())
@@ -47,12 +55,8 @@ def send_body(conn, stream, body, end):
 
 def client(port, streams, size):
     sock = socket.create_connection(("127.0.0.1", port))
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
-    conn.local_settings = h2.settings.Settings(client=True, initial_values={
-        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16384,
-        h2.settings.SettingCodes.ENABLE_PUSH: 0,
-    })
-    conn.initiate_connection()
+    conn = connection(True, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16384,
+                             h2.settings.SettingCodes.ENABLE_PUSH: 0})
     pending = {}
     results = {}
     for _ in range(streams):
@@ -110,12 +114,8 @@ def serve():
     listener.listen(1)
     print(listener.getsockname()[1], flush=True)
     sock, _ = listener.accept()
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
-    conn.local_settings = h2.settings.Settings(client=False, initial_values={
-        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000,
-        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2,
-    })
-    conn.initiate_connection()
+    conn = connection(False, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000,
+                              h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2})
     received = {}
     pending = {}
     state = {"closed": False, "most_open": 0}
