@@ -24,12 +24,18 @@ struct HTTP2SendWindowsTests {
     return out
   }
 
-  @Test("DATA within both windows goes at once; beyond them it waits, is cut to the room a WINDOW_UPDATE gives, and its tag comes with the last part")
-  func waitsForWindow() throws {
+  /// Stream 1 open, and 60,000 bytes of DATA sent on it at once (within both windows of 65,535).
+  static func streamOneAfter60000() -> HTTP2SendWindows<Int> {
     var windows = HTTP2SendWindows<Int>()
     windows.open(1)
-    let fitsGoesNow = windows.sendNow(Self.data(60000), on: 1, maxFrameSize: 100_000)
-    #expect(fitsGoesNow)
+    let goesNow = windows.sendNow(Self.data(60000), on: 1, maxFrameSize: 100_000)
+    #expect(goesNow)
+    return windows
+  }
+
+  @Test("DATA within both windows goes at once; beyond them it waits, is cut to the room a WINDOW_UPDATE gives, and its tag comes with the last part")
+  func waitsForWindow() throws {
+    var windows = Self.streamOneAfter60000()
     #expect(windows.connectionWindow == 5535)
     let moreWaits = !windows.sendNow(Self.data(10000), on: 1, maxFrameSize: 100_000)
     #expect(moreWaits)
@@ -109,10 +115,7 @@ struct HTTP2SendWindowsTests {
 
   @Test("SETTINGS_INITIAL_WINDOW_SIZE moves every open stream's window, below zero too; above 2^31-1 is a connection error")
   func initialWindow() throws {
-    var windows = HTTP2SendWindows<Int>()
-    windows.open(1)
-    let firstGoesNow = windows.sendNow(Self.data(60000), on: 1, maxFrameSize: 100_000)
-    #expect(firstGoesNow)
+    var windows = Self.streamOneAfter60000()
     try windows.setInitialWindow(1000)
     #expect(windows.window(of: 1) == 1000 - 60000)
     windows.open(3)
