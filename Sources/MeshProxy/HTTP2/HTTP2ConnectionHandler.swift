@@ -379,7 +379,7 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
       emit(frame, promise: promise)
       return
     }
-    if let index = waiting.firstIndex(where: { $0.id == id }) {
+    if let index = waitingIndex(id) {
       if case .rstStream = frame.payload {
         // Never sent: nothing to reset on the network.
         let dropped = waiting.remove(at: index)
@@ -439,6 +439,23 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     default:
       emit(frame, promise: promise)
     }
+  }
+
+  /// Where stream `id` is among the streams waiting to open, if it is: they wait in the order of their IDs, so
+  /// a frame of an open stream is told by one comparison, and one of a waiting stream found by halving (a flood
+  /// of new streams can leave thousands waiting, each writing several frames).
+  private func waitingIndex(_ id: HTTP2StreamID) -> CircularBuffer<WaitingStream>.Index? {
+    guard let first = waiting.first, id >= first.id, id <= waiting.last!.id else { return nil }
+    var low = 0
+    var high = waiting.count - 1
+    while low <= high {
+      let middle = (low + high) / 2
+      let index = waiting.index(waiting.startIndex, offsetBy: middle)
+      let found = waiting[index].id
+      if found == id { return index }
+      if found < id { low = middle + 1 } else { high = middle - 1 }
+    }
+    return nil
   }
 
   private func openLocal(_ id: HTTP2StreamID) {

@@ -87,19 +87,21 @@ struct HTTP2FrameReader {
   /// until more bytes come.
   mutating func nextFrame() throws(HTTP2WireError) -> (frame: HTTP2Frame, flowControlledLength: Int)? {
     while true {
-      guard bytes.readableBytes >= 9, let header = bytes.getBytes(at: bytes.readerIndex, length: 9) else { return nil }
-      let length = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
-      let type = header[3]
-      let flags = header[4]
-      let stream = HTTP2StreamID(
-        Int32(header[5] & 0x7F) << 24 | Int32(header[6]) << 16 | Int32(header[7]) << 8 | Int32(header[8]))
+      // The 9-byte header read in place: length (24 bits) and type, flags, then the stream (31 bits).
+      let at = bytes.readerIndex
+      guard bytes.readableBytes >= 9, let lengthAndType = bytes.getInteger(at: at, as: UInt32.self),
+        let flags = bytes.getInteger(at: at + 4, as: UInt8.self), let streamBits = bytes.getInteger(at: at + 5, as: UInt32.self)
+      else { return nil }
+      let length = Int(lengthAndType >> 8)
+      let type = UInt8(truncatingIfNeeded: lengthAndType)
+      let stream = HTTP2StreamID(Int32(bitPattern: streamBits & 0x7FFF_FFFF))
       guard length <= maxFrameSize else {
         throw .connection(.frameSizeError, "a frame of \(length) bytes, above the \(maxFrameSize) announced")
       }
       guard bytes.readableBytes >= 9 + length else { return nil }
       bytes.moveReaderIndex(forwardBy: 9)
+      // Once all is read, the next `append` takes the next read's buffer as it is.
       var payload = bytes.readSlice(length: length)!
-      if bytes.readableBytes == 0 { bytes.clear() }
       if let pending, type != 0x9 {
         throw .connection(.protocolError, "a frame of type \(type) inside the header block of stream \(pending.stream)")
       }
