@@ -38,7 +38,7 @@ struct HTTP2WireError: Error, Equatable, CustomStringConvertible {
 ///   FLOW_CONTROL_ERROR);
 /// - a header block's CONTINUATION frames come next, on its stream, and nothing else may come between; the
 ///   block, all its frames together, may take at most ``maxHeaderBlockSize`` bytes (the CONTINUATION flood),
-///   and is decoded with swift-nio-hpack's `HPACKDecoder` (a block it cannot decode is a COMPRESSION_ERROR);
+///   and is decoded with ``HPACKBlockDecoder`` (a block it cannot decode is a COMPRESSION_ERROR);
 /// - PUSH_PROMISE is a PROTOCOL_ERROR, as this side never enables push; frames of unknown types are skipped.
 /// What depends on the streams' states (a frame for a closed stream, flow control) is the connection's to judge.
 struct HTTP2FrameReader {
@@ -47,7 +47,7 @@ struct HTTP2FrameReader {
   /// The most bytes one header block may take, the fragments of its HEADERS and CONTINUATION frames together.
   var maxHeaderBlockSize = 65536
 
-  private var decoder: HPACKDecoder
+  private var decoder: HPACKBlockDecoder
   private var bytes = ByteBuffer()
   /// A HEADERS frame without END_HEADERS, while its CONTINUATION frames come.
   private var pending: PendingHeaders?
@@ -63,14 +63,12 @@ struct HTTP2FrameReader {
   /// - Parameter maxHeaderListSize: the SETTINGS_MAX_HEADER_LIST_SIZE this side announced (the decoded
   ///   fields' sizes, as section 6.5.2 counts them).
   init(maxHeaderListSize: Int = HPACKDecoder.defaultMaxHeaderListSize) {
-    decoder = HPACKDecoder(
-      allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize,
-      maxHeaderListSize: maxHeaderListSize)
+    decoder = HPACKBlockDecoder(maxHeaderListSize: maxHeaderListSize)
   }
 
   /// The size this side lets the peer's encoder use (its own SETTINGS_HEADER_TABLE_SIZE, once acknowledged).
   mutating func allowTableSize(_ size: Int) {
-    decoder.maxDynamicTableLength = size
+    decoder.allow(tableSize: size)
   }
 
   /// Bytes read from the connection.
@@ -212,10 +210,9 @@ struct HTTP2FrameReader {
   }
 
   private mutating func decode(_ headers: PendingHeaders) throws(HTTP2WireError) -> HTTP2Frame {
-    var block = headers.block
     let fields: HPACKHeaders
     do {
-      fields = try decoder.decodeHeaders(from: &block)
+      fields = try decoder.decode(headers.block)
     } catch {
       throw .connection(.compressionError, "the header block of stream \(headers.stream) cannot be decoded: \(error)")
     }
