@@ -46,6 +46,11 @@ struct HPACKBlockDecoder {
   /// The bytes the table's entries count (name, value and 32 each: section 4.1).
   private(set) var tableLength = 0
 
+  /// The static table (section 2.3.1, appendix A), held here: a global's every use checks it is initialised.
+  private let statics = HPACKBlockEncoder.staticTable
+  /// The fields of the block being decoded: the array's room is kept between blocks, not its fields.
+  private var fields: [(String, String)] = []
+
   /// The dynamic table: a ring of entries, the oldest at `oldest`, the newest `count - 1` places after it.
   private var ring: [Entry]
   private var oldest = 0
@@ -79,38 +84,60 @@ struct HPACKBlockDecoder {
 
   /// Decodes one whole header block (the fragments of a HEADERS frame and its CONTINUATION frames together).
   mutating func decode(_ block: ByteBuffer) throws(DecodingError) -> HPACKHeaders {
-    var headers = HPACKHeaders()
-    headers.reserveCapacity(16)
+    // The fields go into `HPACKHeaders` by its initializer from pairs, which takes each as it is:
+    // `HPACKHeaders.add` checks every name is ASCII again, a byte at a time through `String.UTF8View` (about
+    // 2,500 instructions for a request's nine fields). Names are checked here when they are read, so only a
+    // block with a field that must not be indexed (which the pairs cannot mark) is built by `add`.
+    var fields = self.fields
+    self.fields = []
+    defer {
+      // One at a time: `removeAll(keepingCapacity:)` goes through a generic `replaceSubrange`, about twice
+      // the instructions for a request's fields.
+      while fields.popLast() != nil {}
+      self.fields = fields
+    }
+    var unindexed: [(at: Int, indexing: HPACKIndexing)] = []
     var failure: DecodingError?
     block.withUnsafeReadableBytes { bytes in
       do throws(DecodingError) {
-        try decode(bytes, into: &headers)
+        try decode(bytes, into: &fields, unindexed: &unindexed)
       } catch {
         failure = error
       }
     }
     if let failure { throw failure }
+    guard !unindexed.isEmpty else { return HPACKHeaders(fields) }
+    var headers = HPACKHeaders()
+    headers.reserveCapacity(fields.count)
+    var next = 0
+    for (at, (name, value)) in fields.enumerated() {
+      var indexing = HPACKIndexing.indexable
+      if next < unindexed.count, unindexed[next].at == at {
+        indexing = unindexed[next].indexing
+        next += 1
+      }
+      headers.add(name: name, value: value, indexing: indexing)
+    }
     return headers
   }
 
-  private mutating func decode(_ bytes: UnsafeRawBufferPointer, into headers: inout HPACKHeaders) throws(DecodingError) {
+  private mutating func decode(
+    _ bytes: UnsafeRawBufferPointer, into fields: inout [(String, String)], unindexed: inout [(at: Int, indexing: HPACKIndexing)]
+  ) throws(DecodingError) {
     var at = 0
     var listSize = 0
     var sizeUpdates = 0
-    var fields = 0
     while at < bytes.count {
       let first = bytes[at]
       let name: String
       let value: String
-      let indexing: HPACKIndexing
       if first & 0x80 != 0 {
         // 1xxxxxxx: an indexed field (6.1).
         let index = try Self.integer(bytes, &at, prefix: 7)
         (name, value) = try field(at: index)
-        indexing = .indexable
       } else if first & 0xE0 == 0x20 {
         // 001xxxxx: a dynamic table size update (6.3), only before the first field (4.2).
-        guard fields == 0 else { throw DecodingError("a dynamic table size update after a field") }
+        guard fields.isEmpty else { throw DecodingError("a dynamic table size update after a field") }
         sizeUpdates += 1
         guard sizeUpdates <= 2 else { throw DecodingError("more than two dynamic table size updates") }
         let size = try Self.integer(bytes, &at, prefix: 5)
@@ -133,23 +160,21 @@ struct HPACKBlockDecoder {
         value = try Self.string(bytes, &at)
         if incremental {
           insert(name: name, value: value)
-          indexing = .indexable
         } else {
-          indexing = first & 0x10 != 0 ? .neverIndexed : .nonIndexable
+          unindexed.append((fields.count, first & 0x10 != 0 ? .neverIndexed : .nonIndexable))
         }
       }
-      fields += 1
       listSize += name.utf8.count + value.utf8.count + 32
       guard listSize <= maxHeaderListSize else {
         throw DecodingError("a header list over \(maxHeaderListSize) bytes")
       }
-      headers.add(name: name, value: value, indexing: indexing)
+      fields.append((name, value))
     }
   }
 
   /// The field at `index` of the static table (1...61) or the dynamic table (62 the newest).
+  @inline(__always)
   private func field(at index: Int) throws(DecodingError) -> (name: String, value: String) {
-    let statics = HPACKBlockEncoder.staticTable
     if index >= 1 && index <= statics.count { return statics[index - 1] }
     guard index > 0 else { throw DecodingError("index 0, which names no field") }
     let place = index - statics.count - 1
