@@ -182,8 +182,7 @@ enum HTTP2HeaderValidator {
 
   /// The pseudo-header field `name` is, by its bytes (a `switch` over strings compares them one by one).
   private static func pseudoField(_ name: String) -> Pseudo? {
-    var name = name
-    return name.withUTF8 { utf8 in
+    withBytes(name) { utf8 in
       let bytes = UnsafeRawBufferPointer(utf8)
       switch bytes.count {
       case 5: return equals(bytes, ":path") ? .path : nil
@@ -211,8 +210,7 @@ enum HTTP2HeaderValidator {
   /// ``isToken(_:)`` and which of the names the rules single out `name` is, in one look at its bytes: a block's
   /// names are lowercase once they are tokens, so each comparison is of bytes as they are.
   static func regularField(_ name: String) -> RegularField {
-    var name = name
-    return name.withUTF8 { utf8 in
+    withBytes(name) { utf8 in
       guard isToken(utf8) else { return .notToken }
       let bytes = UnsafeRawBufferPointer(utf8)
       switch bytes.count {
@@ -226,6 +224,16 @@ enum HTTP2HeaderValidator {
       default: return .other
       }
     }
+  }
+
+  /// `body` over the string's UTF-8 bytes: in place, where a native string keeps them, without the copy
+  /// `String.withUTF8` needs (it is `mutating`, so a parameter is first copied into a variable: a retain and
+  /// a release each time, three a field).
+  @inline(__always)
+  private static func withBytes<Result>(_ string: String, _ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result {
+    if let result = string.utf8.withContiguousStorageIfAvailable(body) { return result }
+    var string = string
+    return string.withUTF8(body)
   }
 
   /// The byte comparison the HTTP/1.1 reader uses (a validated name is lowercase, so its case folding never
@@ -298,8 +306,7 @@ enum HTTP2HeaderValidator {
   /// from the first word that is not. Byte by byte alone, with a closure, cost about 100 instructions a field.
   @inline(__always)
   private static func scan(_ value: String, clean: (UInt64) -> Bool, valid: (UInt8) -> Bool) -> Bool {
-    var value = value
-    return value.withUTF8 { bytes in
+    withBytes(value) { bytes in
       let count = bytes.count
       var index = 0
       if let base = UnsafeRawPointer(bytes.baseAddress) {
