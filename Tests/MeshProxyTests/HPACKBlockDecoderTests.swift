@@ -160,6 +160,19 @@ struct HPACKBlockDecoderTests {
     }
   }
 
+  @Test("a block of hundreds of fields, then small blocks again: each decodes whole")
+  func largeThenSmall() throws {
+    var encoder = HPACKBlockEncoder()
+    var decoder = HPACKBlockDecoder(maxHeaderListSize: 1 << 16)
+    for count in [300, 3, 300, 9] {
+      let headers = HPACKHeaders((0..<count).map { ("x-field-\($0 % 50)", "value \($0)") })
+      var buffer = ByteBuffer()
+      encoder.encode(headers, into: &buffer)
+      let decoded = try decoder.decode(buffer)
+      #expect(decoded.map { [$0.name, $0.value] } == headers.map { [$0.name, $0.value] }, "\(count) fields")
+    }
+  }
+
   @Test("a smaller table allowed shrinks the table at once; the entries it lost can no longer be named")
   func allowedShrinks() throws {
     var decoder = HPACKBlockDecoder()

@@ -90,11 +90,13 @@ struct HPACKBlockDecoder {
     // block with a field that must not be indexed (which the pairs cannot mark) is built by `add`.
     var fields = self.fields
     self.fields = []
+    if fields.capacity == 0 { fields.reserveCapacity(16) }
     defer {
       // One at a time: `removeAll(keepingCapacity:)` goes through a generic `replaceSubrange`, about twice
       // the instructions for a request's fields.
       while fields.popLast() != nil {}
-      self.fields = fields
+      // The room a request's fields take is kept; the room a block of hundreds took is not.
+      self.fields = fields.capacity <= 64 ? fields : []
     }
     var unindexed: [(at: Int, indexing: HPACKIndexing)] = []
     var failure: DecodingError?
