@@ -296,4 +296,71 @@ struct HTTP1EncodersTests {
     }
     #expect(onePass > 0 && measured > 0, "\(onePass) one-pass heads, \(measured) measured")
   }
+
+  @Test("a head written without a promise goes out with its first body part, or its end, as one write; a flush, a large body or a promise sends it alone")
+  func headHeldForItsBody() throws {
+    let channel = EmbeddedChannel()
+    try channel.pipeline.syncOperations.addHandler(HTTP1ResponseEncoder())
+    func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>? = nil) {
+      channel.write(NIOAny(part), promise: promise)
+    }
+    func writes() throws -> [String] {
+      channel.flush()
+      var out: [String] = []
+      while let data = try channel.readOutbound(as: IOData.self) {
+        guard case .byteBuffer(let buffer) = data else { Issue.record("a file region"); continue }
+        out.append(String(buffer: buffer))
+      }
+      return out
+    }
+    let sized = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-length": "5"])
+    let unsized = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["x-a": "1"])
+
+    // A length: head and body in one write, the end adds nothing.
+    write(.head(sized))
+    write(.body(Self.body("hello")))
+    write(.end(nil))
+    #expect(try writes() == ["HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"])
+
+    // Chunked: the head and the first chunk in one write; later chunks and the end as before.
+    write(.head(unsized))
+    write(.body(Self.body("hello")))
+    write(.body(Self.body("world!")))
+    write(.end(["grpc-status": "0"]))
+    let chunked = try writes()
+    #expect(chunked.first == "HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    #expect(chunked.dropFirst().joined() == "6\r\nworld!\r\n0\r\ngrpc-status: 0\r\n\r\n")
+    let (head, body, trailers) = try Self.decodeResponse(chunked.joined())
+    #expect(head.status == .ok && body == "helloworld!" && trailers?["grpc-status"] == ["0"])
+
+    // A head with its end and no body: one write, the last chunk included.
+    write(.head(unsized))
+    write(.end(nil))
+    #expect(try writes() == ["HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"])
+
+    // A flush before the body sends the head alone (a response whose body comes later is not held back).
+    write(.head(sized))
+    #expect(try writes() == ["HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"])
+    write(.body(Self.body("hello")))
+    write(.end(nil))
+    #expect(try writes() == ["hello"])
+
+    // A body over the limit goes as a write of its own, after the head.
+    let large = String(repeating: "x", count: HTTP1ResponseEncoding.coalescedBodyLimit + 1)
+    write(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-length": "\(large.utf8.count)"])))
+    write(.body(Self.body(large)))
+    write(.end(nil))
+    let largeHead = "HTTP/1.1 200 OK\r\ncontent-length: \(large.utf8.count)\r\n\r\n"
+    #expect(try writes() == [largeHead, large])
+
+    // A head written with a promise is written at once, and its promise kept.
+    let promise = channel.eventLoop.makePromise(of: Void.self)
+    write(.head(sized), promise: promise)
+    #expect(try writes() == ["HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"])
+    try promise.futureResult.wait()
+    write(.body(Self.body("hello")))
+    write(.end(nil))
+    #expect(try writes() == ["hello"])
+    _ = try channel.finish()
+  }
 }

@@ -229,7 +229,18 @@ final class HTTP1ServerCodec: ChannelDuplexHandler, RemovableChannelHandler, Dir
     if let error = reading.finish() { context.fireErrorCaught(error) }
   }
 
+  func flush(context: ChannelHandlerContext) {
+    encoding.writeHeld(context: context)
+    context.flush()
+  }
+
+  func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+    encoding.writeHeld(context: context)
+    context.close(mode: mode, promise: promise)
+  }
+
   func handlerRemoved(context: ChannelHandlerContext) {
+    encoding.writeHeld(context: context)
     removed = true
     pipelineContext = nil
     requests = nil
