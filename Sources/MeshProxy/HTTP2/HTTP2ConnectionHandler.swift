@@ -218,7 +218,7 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
           break
         }
         let window = stream.receiveWindow - flowControlledLength
-        streams[id]!.receiveWindow = window
+        streams.update(id) { $0.receiveWindow = window }
         guard window >= 0 else {
           resetStream(id, .flowControlError)
           break
@@ -407,7 +407,7 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
         promise?.succeed()
         return
       }
-      streams[id]!.receiveWindow += increment
+      streams.update(id) { $0.receiveWindow += increment }
       emit(frame, promise: promise)
     case .priority:
       promise?.succeed()

@@ -142,8 +142,7 @@ struct HTTP2SendWindows<Tag> {
 
   /// `body` on stream `id`'s state in place, or nil when it is not open here.
   private mutating func update<Result>(_ id: HTTP2StreamID, _ body: (inout Stream) -> Result) -> Result? {
-    guard streams[id] != nil else { return nil }
-    return body(&streams[id]!)
+    streams.update(id, body)
   }
 
   /// A WINDOW_UPDATE from the peer, on stream 0 (the connection) or a stream. A window above 2^31-1 is a
@@ -161,7 +160,7 @@ struct HTTP2SendWindows<Tag> {
     guard window + increment <= Self.maxWindow else {
       throw .stream(id, .flowControlError, "stream \(id)'s send window would exceed 2^31-1")
     }
-    streams[id]!.window += increment
+    streams.update(id) { $0.window += increment }
   }
 
   /// The peer's SETTINGS_INITIAL_WINDOW_SIZE changed to `value`: every open stream's window moves by the

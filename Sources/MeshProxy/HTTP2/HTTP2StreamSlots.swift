@@ -10,6 +10,8 @@ struct HTTP2StreamSlots<Value> {
   private var ids: [Int32]
   private var values: [Value?]
   private var overflow: [HTTP2StreamID: Value] = [:]
+  /// Always nil: what an access to an absent stream's value yields.
+  private var absent: Value?
   private(set) var count = 0
 
   init(capacity: Int = 16) {
@@ -39,11 +41,37 @@ struct HTTP2StreamSlots<Value> {
         yield &overflow[id]
         if overflow[id] == nil { count -= 1 }
       } else {
-        var value: Value? = nil
-        yield &value
-        if let value { insert(value, for: id) }
+        // Yielded from storage, not a local: a coroutine's frame holding a `Value?` is too large for the room
+        // its caller gives, and was allocated with malloc on every access (four a request through the pair).
+        yield &absent
+        if let value = absent.take() { insert(value, for: id) }
       }
     }
+    set {
+      if let newValue {
+        let slot = slot(id)
+        if ids[slot] == Int32(id) {
+          values[slot] = newValue
+        } else if !overflow.isEmpty, overflow[id] != nil {
+          overflow[id] = newValue
+        } else {
+          insert(newValue, for: id)
+        }
+      } else {
+        removeValue(forKey: id)
+      }
+    }
+  }
+
+  /// `body` on the value of stream `id` in place, or nil when there is none. The way to change a value on a
+  /// request's path: the subscript's `_modify` is a coroutine, and its frame, too large for the room its
+  /// caller gives, was allocated with malloc on every access.
+  @inline(__always) @discardableResult
+  mutating func update<Result>(_ id: HTTP2StreamID, _ body: (inout Value) -> Result) -> Result? {
+    let slot = slot(id)
+    if ids[slot] == Int32(id) { return body(&values[slot]!) }
+    guard !overflow.isEmpty, overflow[id] != nil else { return nil }
+    return body(&overflow[id]!)
   }
 
   @discardableResult
