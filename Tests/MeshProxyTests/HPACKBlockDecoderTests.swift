@@ -10,10 +10,7 @@ import _MeshTestSupport
 /// fills, evicts and resizes the table, and by broken blocks, each refused with its reason.
 @Suite("HPACK block decoder")
 struct HPACKBlockDecoderTests {
-  private static func block(_ hex: String) -> ByteBuffer {
-    let digits = Array(hex.filter { !$0.isWhitespace })
-    return ByteBuffer(bytes: stride(from: 0, to: digits.count, by: 2).map { UInt8(String(digits[$0...$0 + 1]), radix: 16)! })
-  }
+  private static func block(_ hex: String) -> ByteBuffer { ByteBuffer(bytes: hexBytes(hex)) }
 
   private static func fields(_ headers: HPACKHeaders) -> [String] {
     headers.map { "\($0.name): \($0.value)" }

@@ -10,10 +10,7 @@ import _MeshTestSupport
 /// over blocks that fill, evict and resize the dynamic table.
 @Suite("HPACK block encoder")
 struct HPACKBlockEncoderTests {
-  private static func bytes(_ hex: String) -> [UInt8] {
-    let digits = Array(hex.filter { !$0.isWhitespace })
-    return stride(from: 0, to: digits.count, by: 2).map { UInt8(String(digits[$0...$0 + 1]), radix: 16)! }
-  }
+  private static func bytes(_ hex: String) -> [UInt8] { hexBytes(hex) }
 
   private static func block(_ encoder: inout HPACKBlockEncoder, _ fields: [(String, String)]) -> [UInt8] {
     var buffer = ByteBuffer()

@@ -11,10 +11,7 @@ import _MeshTestSupport
 /// values, each broken once.
 @Suite("HTTP/2 frame reader")
 struct HTTP2FrameReaderTests {
-  private static func bytes(_ hex: String) -> ByteBuffer {
-    let digits = Array(hex.filter { !$0.isWhitespace })
-    return ByteBuffer(bytes: stride(from: 0, to: digits.count, by: 2).map { UInt8(String(digits[$0...$0 + 1]), radix: 16)! })
-  }
+  private static func bytes(_ hex: String) -> ByteBuffer { ByteBuffer(bytes: hexBytes(hex)) }
 
   /// Reads every frame of `input`, given to the reader `chunk` bytes at a time.
   private static func frames(_ input: ByteBuffer, chunk: Int, reader: inout HTTP2FrameReader) throws(HTTP2WireError)
