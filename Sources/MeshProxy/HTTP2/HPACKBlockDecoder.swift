@@ -34,15 +34,12 @@ struct HPACKBlockDecoder {
     init(_ description: String) { self.description = description }
   }
 
-  /// The size of the table the peer's encoder may use until this side's SETTINGS say otherwise (RFC 9113 6.5.2).
-  static let defaultTableSize = 4096
-
   /// The most bytes a decoded block's fields may take (name, value and 32 for each).
   let maxHeaderListSize: Int
   /// The largest table the peer's encoder may choose: this side's SETTINGS_HEADER_TABLE_SIZE.
-  private(set) var allowedTableSize = HPACKBlockDecoder.defaultTableSize
+  private(set) var allowedTableSize = HPACKBlockEncoder.defaultTableSize
   /// The size the table is held to: the last size update's, at most ``allowedTableSize``.
-  private(set) var tableSize = HPACKBlockDecoder.defaultTableSize
+  private(set) var tableSize = HPACKBlockEncoder.defaultTableSize
   /// The bytes the table's entries count (name, value and 32 each: section 4.1).
   private(set) var tableLength = 0
 
