@@ -68,7 +68,8 @@ struct HTTP2HeaderValidatorTests {
       ("transfer-encoding", .connectionSpecific), ("upgrade", .connectionSpecific), ("Host", .notToken),
       ("ta", .other), ("hosts", .other), ("hose", .other), ("content-lengtg", .other), ("connectioN", .notToken),
       ("keep-alivf", .other), ("proxy-connectiom", .other), ("transfer-encodinf", .other), ("upgradf", .other),
-      ("x-te", .other), ("", .other),
+      ("x-te", .other), ("", .other), (LoopGuard.headerName, .meshVia),
+      (MeshHeaders.origProto.lowercased(), .meshOrigProto), ("swiftmesh-vib", .other), ("swiftmesh-orig-protp", .other),
     ]
     for (name, field) in expected {
       #expect(HTTP2HeaderValidator.regularField(name) == field, "\(name)")

@@ -91,4 +91,28 @@ struct HTTPHeaderRulesTests {
     }
     #expect(methods.filter(\.isHEAD).count == 2 && methods.filter(\.isCONNECT).count == 2)
   }
+
+  @Test("one pass finds host, content-type, upgrade and the mesh's fields in any case; names one byte off are not them")
+  func requestHeadScan() {
+    let scan = RequestHeadScan(HTTPHeaders([
+      ("x-host", "a"), ("HOST", "backend:8080"), ("host", "second"), ("Content-Type", "application/grpc"),
+      ("content-type", "text/plain"), ("SwiftMesh-Via", "p1"), ("swiftmesh-orig-proto", "HTTP/1.1"), ("Upgrade", "websocket"),
+    ]))
+    #expect(scan.host == "backend:8080")
+    #expect(scan.contentType == "application/grpc")
+    #expect(scan.hasUpgrade)
+    #expect(scan.meshFields == [.hopHeader, .origProto])
+    #expect(LoopGuard.headerName == "swiftmesh-via" && MeshHeaders.origProto == "swiftmesh-orig-proto")
+
+    let near = RequestHeadScan(HTTPHeaders([
+      ("hosts", "a"), ("hose", "b"), ("upgradf", "c"), ("content-typf", "d"), ("swiftmesh-vib", "e"),
+      ("swiftmesh-orig-protp", "f"), ("x", "g"),
+    ]))
+    #expect(near.host == nil && near.contentType == nil && !near.hasUpgrade && near.meshFields.isEmpty)
+    // A request made without a scan finds the same fields itself.
+    let request = RoutedRequest(
+      head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: ["SWIFTMESH-VIA": "p2"]),
+      authority: nil, arrivedOverHTTP2: false, peerIdentity: nil)
+    #expect(request.meshFields == [.hopHeader])
+  }
 }

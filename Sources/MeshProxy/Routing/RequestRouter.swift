@@ -30,12 +30,28 @@ package final class RoutedRequest: Sendable {
   /// The destination `authority` named for an earlier request of the same downstream connection: looked up
   /// again only when it changes or the router forgot it. Set by the proxy's request handler.
   let destinationMemo: DestinationMemo?
+  /// The mesh's own fields `head` carries (the hop header, the original-protocol mark): found in the request
+  /// handler's one pass over the head (``RequestHeadScan``), else when the request is made.
+  let meshFields: MeshFieldsSeen
 
-  package init(
+  package convenience init(
     head: HTTPRequestHead, authority: Authority?, arrivedOverHTTP2: Bool, peerIdentity: IdentityName?,
     receivedAt: NIODeadline = .now(), upgrade: String? = nil, originalDestination: Authority? = nil,
     destinationMemo: DestinationMemo? = nil
   ) {
+    self.init(
+      head: head, authority: authority, arrivedOverHTTP2: arrivedOverHTTP2, peerIdentity: peerIdentity,
+      receivedAt: receivedAt, upgrade: upgrade, originalDestination: originalDestination,
+      destinationMemo: destinationMemo, meshFields: RequestHeadScan(head.headers).meshFields)
+  }
+
+  /// A request whose head's mesh fields are already known (`meshFields`, from ``RequestHeadScan``).
+  init(
+    head: HTTPRequestHead, authority: Authority?, arrivedOverHTTP2: Bool, peerIdentity: IdentityName?,
+    receivedAt: NIODeadline = .now(), upgrade: String?, originalDestination: Authority?,
+    destinationMemo: DestinationMemo?, meshFields: MeshFieldsSeen
+  ) {
+    self.meshFields = meshFields
     self.head = head
     self.authority = authority
     self.arrivedOverHTTP2 = arrivedOverHTTP2
@@ -63,6 +79,45 @@ package final class RoutedRequest: Sendable {
     self.originalDestination = other.originalDestination
     self.abandonment = other.abandonment
     self.destinationMemo = other.destinationMemo
+    self.meshFields = RequestHeadScan(head.headers).meshFields
+  }
+}
+
+/// The mesh's own fields found in a request's head.
+struct MeshFieldsSeen: OptionSet, Sendable {
+  let rawValue: UInt8
+  /// The hop header (``LoopGuard/headerName``).
+  static let hopHeader = MeshFieldsSeen(rawValue: 1 << 0)
+  /// The original-protocol mark (`MeshHeaders.origProto`).
+  static let origProto = MeshFieldsSeen(rawValue: 1 << 1)
+}
+
+/// The fields the proxy looks for in every request head, found in one pass over its headers, each name by its
+/// length and then its bytes without regard to case: `HTTPHeaders.first(name:)` and `contains(name:)` are a
+/// pass each, about 200 instructions, and the client proxy made five of them a request (host, content type,
+/// upgrade, the hop header, the original-protocol mark).
+struct RequestHeadScan {
+  /// The first `host` field's value.
+  var host: String?
+  /// The first `content-type` field's value.
+  var contentType: String?
+  /// An `upgrade` field is there (``HTTPHeaderRules/requestedUpgrade(_:)`` says whether it asks for one).
+  var hasUpgrade = false
+  var meshFields: MeshFieldsSeen = []
+
+  init(_ headers: HTTPHeaders) {
+    for (name, value) in headers {
+      switch name.utf8.count {
+      case 4: if host == nil, HTTPHeaderRules.isName(name, "host") { host = value }
+      case 7: if HTTPHeaderRules.isName(name, "upgrade") { hasUpgrade = true }
+      case 12: if contentType == nil, HTTPHeaderRules.isName(name, "content-type") { contentType = value }
+      case LoopGuard.headerName.utf8.count where HTTPHeaderRules.isName(name, LoopGuard.headerName):
+        meshFields.insert(.hopHeader)
+      case MeshHeaders.origProto.utf8.count where HTTPHeaderRules.isName(name, MeshHeaders.origProto):
+        meshFields.insert(.origProto)
+      default: break
+      }
+    }
   }
 }
 

@@ -361,10 +361,10 @@ package final class OutboundRouter: RequestRouter, Sendable {
     let head: HTTPRequestHead
     var hopFields: HopFields?
     do {
-      if viaStream, !marked || !request.head.headers.contains(name: MeshHeaders.origProto) {
+      if viaStream, !marked || !request.meshFields.contains(.origProto) {
         // Over a peer proxy's HTTP/2 (the usual case): the stream's header block leaves the connection-specific
         // fields out as it is made, and gets the hop fields there, so the headers are neither rebuilt nor copied.
-        try pools.loopGuard.check(request.head.headers)
+        if request.meshFields.contains(.hopHeader) { try pools.loopGuard.check(request.head.headers) }
         head = request.head
         hopFields = HopFields(token: pools.loopGuard.token, markHTTP1: marked)
       } else {

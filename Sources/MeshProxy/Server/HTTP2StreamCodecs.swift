@@ -146,45 +146,6 @@ enum HTTP2Translation {
     }
   }
 
-  /// A block's regular fields as HTTP/1 headers, after `first` and `second`, with room for `extra` more.
-  static func regularHeaders(
-    _ block: HPACKHeaders, first: (String, String)? = nil, second: (String, String)? = nil, extra: Int = 0
-  ) -> HTTPHeaders {
-    var fields: [(String, String)] = []
-    fields.reserveCapacity(block.count + extra + 2)
-    if let first { fields.append(first) }
-    if let second { fields.append(second) }
-    for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") { fields.append((name, value)) }
-    return HTTPHeaders(fields)
-  }
-
-  /// ``regularHeaders(_:first:second:extra:)`` for a request arriving where the mesh's fields end: without the
-  /// hop header and the original-protocol mark, and whether the mark was there (a peer proxy carried an
-  /// HTTP/1.1 request). Names in a validated block are lowercase.
-  static func requestHeadersWithoutMeshFields(
-    _ block: HPACKHeaders, first: (String, String)?, second: (String, String)?
-  ) -> (HTTPHeaders, carriedHTTP1: Bool) {
-    var fields: [(String, String)] = []
-    fields.reserveCapacity(block.count + 2)
-    if let first { fields.append(first) }
-    if let second { fields.append(second) }
-    var carriedHTTP1 = false
-    for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") {
-      switch name.utf8.count {
-      case meshOrigProto.utf8.count where name == meshOrigProto:
-        carriedHTTP1 = true
-        continue
-      case LoopGuard.headerName.utf8.count where name == LoopGuard.headerName:
-        continue
-      default:
-        fields.append((name, value))
-      }
-    }
-    return (HTTPHeaders(fields), carriedHTTP1)
-  }
-
-  private static let meshOrigProto = MeshHeaders.origProto.lowercased()
-
   /// A DATA frame as HTTP/1 parts: its bytes as a body (none when it only ends the stream), then the end when
   /// it has END_STREAM.
   static func parts<Head>(of frame: HTTP2Frame.FramePayload.Data, _ emit: (HTTPPart<Head, ByteBuffer>) -> Void) {
@@ -259,13 +220,13 @@ struct HTTP2ClientStreamState {
     switch payload {
     case .headers(let frame):
       let kind: HTTP2HeaderValidator.Kind = finalResponseSeen ? .trailers : .response
-      switch HTTP2HeaderValidator.read(frame.headers, as: kind) {
+      switch HTTP2HeaderValidator.read(frame.headers, as: kind, room: 1) {
       case .invalid(let reason):
         return failing(.init(reason: reason))
       case .valid(let block):
         if kind == .trailers {
           if let reason = bodyLength.ended() { return failing(.body(reason)) }
-          out.deliver(.end(HTTP2Translation.regularHeaders(frame.headers)))
+          out.deliver(.end(block.headers()))
           return out
         }
         guard let statusValue = block.status, let code = Int(statusValue, radix: 10), (100...999).contains(code) else {
@@ -273,8 +234,7 @@ struct HTTP2ClientStreamState {
         }
         let status = HTTPResponseStatus(statusCode: code)
         guard block.finalResponse else {
-          let headers = HTTP2Translation.regularHeaders(frame.headers)
-          out.deliver(.head(HTTPResponseHead(version: .http2, status: status, headers: headers)))
+          out.deliver(.head(HTTPResponseHead(version: .http2, status: status, headers: block.headers())))
           return out
         }
         guard let method = requestMethod else {
@@ -285,8 +245,9 @@ struct HTTP2ClientStreamState {
         let bodiless = method.isHEAD || code == 204 || code == 304
         bodyLength.expect(bodiless ? 0 : block.contentLength)
         if frame.endStream, let reason = bodyLength.ended() { return failing(.body(reason)) }
-        var headers = HTTP2Translation.regularHeaders(frame.headers, extra: 1)
-        if !bodiless, !method.isCONNECT, !block.hasContentLength {
+        let addsFraming = !bodiless && !method.isCONNECT && !block.hasContentLength
+        var headers = block.headers()
+        if addsFraming {
           if frame.endStream {
             headers.add(name: "content-length", value: "0")
           } else {
@@ -493,13 +454,13 @@ struct HTTP2ServerStreamState {
     switch payload {
     case .headers(let frame):
       let kind: HTTP2HeaderValidator.Kind = requestSeen ? .trailers : .request
-      switch HTTP2HeaderValidator.read(frame.headers, as: kind) {
+      switch HTTP2HeaderValidator.read(frame.headers, as: kind, takingOutMeshFields: takesOutMeshFields && kind == .request) {
       case .invalid(let reason):
         return failing(.init(reason: reason))
       case .valid(let block):
         if kind == .trailers {
           if let reason = bodyLength.ended() { return failing(.body(reason)) }
-          out.deliver(.end(HTTP2Translation.regularHeaders(frame.headers)))
+          out.deliver(.end(block.headers()))
           return out
         }
         // The validator has made sure of `:method`, and of `:path` unless the method is CONNECT.
@@ -517,15 +478,8 @@ struct HTTP2ServerStreamState {
           framing = frame.endStream ? ("content-length", "0") : ("transfer-encoding", "chunked")
         }
         let first: (String, String)? = block.hasHost ? nil : ("host", authority)
-        let headers: HTTPHeaders
-        var version = HTTPVersion.http2
-        if takesOutMeshFields {
-          let carriedHTTP1: Bool
-          (headers, carriedHTTP1) = HTTP2Translation.requestHeadersWithoutMeshFields(frame.headers, first: first, second: framing)
-          if carriedHTTP1 { version = .http1_1 }
-        } else {
-          headers = HTTP2Translation.regularHeaders(frame.headers, first: first, second: framing)
-        }
+        let version = block.carriedHTTP1 ? HTTPVersion.http1_1 : .http2
+        let headers = block.headers(first: first, second: framing)
         out.deliver(.head(HTTPRequestHead(version: version, method: method, uri: path, headers: headers)))
         if frame.endStream { out.deliver(.end(nil)) }
       }

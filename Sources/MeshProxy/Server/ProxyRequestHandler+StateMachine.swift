@@ -350,8 +350,10 @@ extension ProxyRequestHandler {
       switch part {
       case .head(let head):
         let status = Int(head.status.code)
-        let grpcStatus = head.headers.first(name: "grpc-status").flatMap { Int($0) }
-        if let resend = retryAfterResponse(status: status, grpcStatus: isGRPC ? grpcStatus : nil) {
+        // Only a gRPC request's response is classified by `grpc-status` (as Linkerd does): for other requests
+        // the field means nothing, and looking for it was a pass over every response's headers.
+        let grpcStatus = isGRPC ? head.headers.first(name: "grpc-status").flatMap { Int($0) } : nil
+        if let resend = retryAfterResponse(status: status, grpcStatus: grpcStatus) {
           return .resend(resend)
         }
         if head.status == .switchingProtocols {
@@ -386,7 +388,7 @@ extension ProxyRequestHandler {
         return .scheduleRelay
       case .end(let trailers):
         var forwarding = forwarding
-        if let grpc = trailers?.first(name: "grpc-status").flatMap({ Int($0) }) { forwarding.grpcStatus = grpc }
+        if isGRPC, let grpc = trailers?.first(name: "grpc-status").flatMap({ Int($0) }) { forwarding.grpcStatus = grpc }
         forwarding.responseStarted = true
         forwarding.responseEnded = true
         // Settled before the last write: on an HTTP/2 downstream, writing END_STREAM closes the stream and

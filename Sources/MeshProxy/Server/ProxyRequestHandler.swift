@@ -262,7 +262,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       counted = true
       inFlight.begin()
     }
-    let host = head.headers.first(name: "host")
+    let scan = RequestHeadScan(head.headers)
+    let host = scan.host
     let authority: Authority?
     if let host, host == connection.lastHost {
       authority = connection.lastAuthority
@@ -272,10 +273,10 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
       connection.lastAuthority = authority
     }
     currentAuthority = authority?.description ?? host ?? ""
-    let isGRPC = head.headers.first(name: "content-type").map(Self.isGRPCContentType) ?? false
+    let isGRPC = scan.contentType.map(Self.isGRPCContentType) ?? false
     let downstreamIsHTTP2 = stateMachine.downstreamIsHTTP2
     var head = head
-    var upgrade = downstreamIsHTTP2 ? nil : HTTPHeaderRules.requestedUpgrade(head.headers)
+    var upgrade = downstreamIsHTTP2 || !scan.hasUpgrade ? nil : HTTPHeaderRules.requestedUpgrade(head.headers)
     // The HTTP/1.1 parser reads nothing after an upgrade or CONNECT request: this connection ends with it.
     let closeAfterResponse = upgrade != nil || (!downstreamIsHTTP2 && head.method.isCONNECT)
     if let requested = upgrade, requested.lowercased().split(separator: ",").contains(where: {
@@ -289,7 +290,8 @@ final class ProxyRequestHandler: ChannelInboundHandler, RemovableChannelHandler,
     }
     let request = RoutedRequest(
       head: head, authority: authority, arrivedOverHTTP2: downstreamIsHTTP2, peerIdentity: peerIdentity,
-      upgrade: upgrade, originalDestination: originalDestination, destinationMemo: connection.destination)
+      upgrade: upgrade, originalDestination: originalDestination, destinationMemo: connection.destination,
+      meshFields: scan.meshFields)
     self.request = request
     tapDestination = ""
     tapServerID = ""
