@@ -48,9 +48,9 @@ final class HTTP2DownstreamStream: HTTP2FrameStream {
   // MARK: From the connection
 
   override func read(_ payload: HTTP2Frame.FramePayload) {
-    let read = state.read(payload)
-    if let part = read.first { requests?.received(part) }
-    if let part = read.second, !isClosed { requests?.received(part) }
+    var read = state.read(payload)
+    if let part = read.first.take() { requests?.received(part) }
+    if let part = read.second.take(), !isClosed { requests?.received(part) }
     if read.malformed != nil { reset(.protocolError) }
   }
 

@@ -164,17 +164,42 @@ enum HTTP2Translation {
 }
 
 /// What one received frame reads as: at most two HTTP/1 parts, or a malformed block (the stream is reset).
-struct HTTP2PartsRead<Part> {
-  var first: Part?
-  var second: Part?
-  var malformed: HTTP2HeaderValidator.Malformed?
+///
+/// One concrete type per side (``HTTP2ResponsePartsRead``, ``HTTP2RequestPartsRead``) rather than one generic
+/// struct: a generic struct is copied and destroyed through its value witnesses, which find each field's
+/// layout in the type's metadata at run time (about 1,000 instructions a request on each proxy of the pair,
+/// for a value made and let go of at every frame).
+protocol HTTP2PartsRead {
+  associatedtype Part
+  var first: Part? { get set }
+  var second: Part? { get set }
+  var malformed: HTTP2HeaderValidator.Malformed? { get set }
+  init()
+}
 
-  init() {}
-  init(malformed: HTTP2HeaderValidator.Malformed) { self.malformed = malformed }
+extension HTTP2PartsRead {
+  init(malformed: HTTP2HeaderValidator.Malformed) {
+    self.init()
+    self.malformed = malformed
+  }
 
   mutating func deliver(_ part: Part) {
     if first == nil { first = part } else { second = part }
   }
+}
+
+/// What a frame an upstream stream received reads as (``HTTP2ClientStreamState``).
+struct HTTP2ResponsePartsRead: HTTP2PartsRead {
+  var first: HTTPClientResponsePart?
+  var second: HTTPClientResponsePart?
+  var malformed: HTTP2HeaderValidator.Malformed?
+}
+
+/// What a frame a downstream stream received reads as (``HTTP2ServerStreamState``).
+struct HTTP2RequestPartsRead: HTTP2PartsRead {
+  var first: HTTPServerRequestPart?
+  var second: HTTPServerRequestPart?
+  var malformed: HTTP2HeaderValidator.Malformed?
 }
 
 /// The frames one HTTP/1 part completes: at most two (the last frame written is held, so that the end can
@@ -209,7 +234,7 @@ struct HTTP2ClientStreamState {
 
   init(scheme: String) { self.scheme = scheme }
 
-  typealias Read = HTTP2PartsRead<HTTPClientResponsePart>
+  typealias Read = HTTP2ResponsePartsRead
 
   /// Reads a received frame. A malformed block is returned (the caller fails the stream and resets it), and
   /// nothing is read after it. Returned rather than called back, so that what the parts cause (a retry that
@@ -348,9 +373,9 @@ final class HTTP2ClientStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
   func handlerRemoved(context: ChannelHandlerContext) { pipelineContext = nil }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    let read = state.read(unwrapInboundIn(data))
-    if let part = read.first { deliver(context: context, part) }
-    if let part = read.second { deliver(context: context, part) }
+    var read = state.read(unwrapInboundIn(data))
+    if let part = read.first.take() { deliver(context: context, part) }
+    if let part = read.second.take() { deliver(context: context, part) }
     guard let malformed = read.malformed else { return }
     report(malformed, context: context)
     context.writeAndFlush(wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
@@ -444,7 +469,7 @@ struct HTTP2ServerStreamState {
 
   init(takingOutMeshFields: Bool) { takesOutMeshFields = takingOutMeshFields }
 
-  typealias Read = HTTP2PartsRead<HTTPServerRequestPart>
+  typealias Read = HTTP2RequestPartsRead
 
   /// Reads a received frame. A malformed request is returned (the caller resets the stream with
   /// PROTOCOL_ERROR), and nothing is read after it.
@@ -592,9 +617,9 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    let read = state.read(unwrapInboundIn(data))
-    if let part = read.first { deliver(part, context: context) }
-    if let part = read.second { deliver(part, context: context) }
+    var read = state.read(unwrapInboundIn(data))
+    if let part = read.first.take() { deliver(part, context: context) }
+    if let part = read.second.take() { deliver(part, context: context) }
     if read.malformed != nil {
       context.writeAndFlush(wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
       context.close(promise: nil)

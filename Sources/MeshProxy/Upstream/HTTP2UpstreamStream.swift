@@ -60,9 +60,9 @@ final class HTTP2UpstreamStream: HTTP2FrameStream, UpstreamResponseHost {
   // MARK: From the connection
 
   override func read(_ payload: HTTP2Frame.FramePayload) {
-    let read = state.read(payload)
-    if let part = read.first { sink?.received(part) }
-    if let part = read.second, !isClosed { sink?.received(part) }
+    var read = state.read(payload)
+    if let part = read.first.take() { sink?.received(part) }
+    if let part = read.second.take(), !isClosed { sink?.received(part) }
     guard let malformed = read.malformed else { return }
     // A malformed response: the request fails and the stream is reset.
     sink?.failed(malformed)
