@@ -34,7 +34,11 @@ protocol HTTP2ConnectionDelegate: AnyObject {
 ///   delegate, which sends WINDOW_UPDATE as it hands the data on; DATA sent as the peer's windows allow
 ///   (``HTTP2SendWindows``);
 /// - a budget of RST_STREAM frames the peer may send in a period (the rapid-reset attack): beyond it, GOAWAY
-///   ENHANCE_YOUR_CALM.
+///   ENHANCE_YOUR_CALM;
+/// - a budget of the peer's stream errors over the connection's life (swift-nio-http2's "glitches"): DATA or
+///   HEADERS on a stream the peer had ended, a stream's window overrun, a stream past this side's concurrency
+///   limit, a malformed frame on a stream, a header block the streams reset as malformed. Each resets only its
+///   stream, so a peer could go on making them for ever; beyond the budget, GOAWAY ENHANCE_YOUR_CALM.
 ///
 /// Frames written go into one buffer, written to the channel at each flush: the frames of a read's responses,
 /// and the acknowledgements it caused, leave in one write. Used only on the connection's event loop.
@@ -57,6 +61,9 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     var resetPeriod: TimeAmount = .seconds(30)
     /// The most bytes one received header block may take, with its CONTINUATION frames.
     var maxHeaderBlockSize = 65536
+    /// Stream errors of the peer's the connection may see in its life (swift-nio-http2's
+    /// `maximumConnectionGlitches`, 200 unless set).
+    var glitchBudget = 200
 
     init() {}
   }
@@ -112,6 +119,8 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
   private var goAwayReceived: HTTP2StreamID?
 
   private var resets = 0
+  /// The peer's stream errors so far (``Configuration/glitchBudget``).
+  private var glitches = 0
   private var resetPeriodStart = NIODeadline.uptimeNanoseconds(0)
 
   /// Frames written and not yet handed to the channel, and their writes' promises.
@@ -182,6 +191,11 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
         if let stream = error.stream {
           resetStream(stream, error.code)
           context.fireErrorCaught(error)
+          do {
+            try countGlitch()
+          } catch {
+            connectionError(error, context: context)
+          }
         } else {
           connectionError(error, context: context)
         }
@@ -214,13 +228,13 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
       }
       if let stream = streams[id] {
         guard stream.remoteOpen else {
-          resetStream(id, .streamClosed)
+          try peerStreamError(id, .streamClosed)
           break
         }
         let window = stream.receiveWindow - flowControlledLength
         streams.update(id) { $0.receiveWindow = window }
         guard window >= 0 else {
-          resetStream(id, .flowControlError)
+          try peerStreamError(id, .flowControlError)
           break
         }
         context.fireChannelRead(wrapInboundOut(frame))
@@ -233,7 +247,7 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
     case .headers(let headers):
       if let stream = streams[id] {
         guard stream.remoteOpen else {
-          resetStream(id, .streamClosed)
+          try peerStreamError(id, .streamClosed)
           break
         }
         context.fireChannelRead(wrapInboundOut(frame))
@@ -246,6 +260,7 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
         }
         guard remoteStreams < localMaxStreams else {
           emit(HTTP2Frame(streamID: id, payload: .rstStream(.refusedStream)), promise: nil)
+          try countGlitch()
           break
         }
         streams[id] = Stream(receiveWindow: localInitialWindow, local: false)
@@ -266,7 +281,7 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
         try windows.windowUpdate(increment, on: id)
       } catch {
         guard let stream = error.stream else { throw error }
-        resetStream(stream, error.code)
+        try peerStreamError(stream, error.code)
         break
       }
       if id != .rootStream, streams[id] == nil { try checkNotIdle(id, "WINDOW_UPDATE") }
@@ -331,6 +346,20 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
         delegate?.initialInboundWindowChanged(by: delta)
       default: break
       }
+    }
+  }
+
+  /// A stream error of the peer's found here: the stream is reset with `code`, and it counts against the
+  /// glitch budget.
+  private func peerStreamError(_ id: HTTP2StreamID, _ code: HTTP2ErrorCode) throws(HTTP2WireError) {
+    resetStream(id, code)
+    try countGlitch()
+  }
+
+  private func countGlitch() throws(HTTP2WireError) {
+    glitches += 1
+    if glitches > configuration.glitchBudget {
+      throw .connection(.enhanceYourCalm, "more than \(configuration.glitchBudget) stream errors on this connection")
     }
   }
 
@@ -402,6 +431,22 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
       }
       emit(frame, promise: promise)
       closeStream(id, reason: code)
+      // The streams reset a stream with PROTOCOL_ERROR for what the peer sent on it (a malformed header block,
+      // DATA that breaks its content-length): a glitch of the peer's too. The connection error waits for
+      // the end of this write, which a stream's handling is in the middle of.
+      if code == .protocolError {
+        do {
+          try countGlitch()
+        } catch {
+          guard let context else { break }
+          let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+          context.eventLoop.execute {
+            let handler = bound.value
+            guard let context = handler.context else { return }
+            handler.connectionError(error, context: context)
+          }
+        }
+      }
     case .windowUpdate(let increment):
       guard streams[id]?.remoteOpen == true else {
         promise?.succeed()
@@ -614,12 +659,14 @@ extension HTTP2ConnectionHandler {
 extension HTTP2ConnectionHandler.Configuration {
   /// A connection between two proxies: the settings `NIOHTTP2Handler` had there
   /// (`NIOHTTP2Handler.ConnectionConfiguration.proxy(meshPeer:)`): a smaller HPACK table
-  /// (`meshHeaderTableSize`), and the budget of resets a mesh peer may send (100,000 per 30 s).
+  /// (`meshHeaderTableSize`), the budget of resets a mesh peer may send (100,000 per 30 s), and of its stream
+  /// errors (100,000 in the connection's life, as `maximumConnectionGlitches` was).
   static var meshHop: Self {
     var configuration = Self()
     configuration.settings.append(
       HTTP2Setting(parameter: .headerTableSize, value: NIOHTTP2Handler.ConnectionConfiguration.meshHeaderTableSize))
     configuration.resetBudget = 100_000
+    configuration.glitchBudget = 100_000
     return configuration
   }
 }
