@@ -162,10 +162,7 @@ struct HTTP2ConnectionHandlerTests {
 
   @Test("more RST_STREAM frames than the budget allows: GOAWAY ENHANCE_YOUR_CALM")
   func resetFlood() async throws {
-    var configuration = HTTP2ConnectionHandler.Configuration()
-    configuration.resetBudget = 10
-    let peer = try await ServerUnderTest(configuration: configuration)
-    peer.echo.answer = false
+    let peer = try await ServerUnderTest.notAnswering { $0.resetBudget = 10 }
     var frames: [HTTP2Frame] = []
     for index in 0..<11 {
       let id = HTTP2StreamID(2 * index + 1)
@@ -201,10 +198,7 @@ struct HTTP2ConnectionHandlerTests {
 
   @Test("the peer's stream errors count against a budget for the connection's life; past it, GOAWAY ENHANCE_YOUR_CALM")
   func glitchBudget() async throws {
-    var configuration = HTTP2ConnectionHandler.Configuration()
-    configuration.glitchBudget = 3
-    let peer = try await ServerUnderTest(configuration: configuration)
-    peer.echo.answer = false
+    let peer = try await ServerUnderTest.notAnswering { $0.glitchBudget = 3 }
     // Three stream errors of three kinds: DATA after the peer's END_STREAM, a window increment of 0 on an open
     // stream, and a block the streams reset as malformed (their RST_STREAM with PROTOCOL_ERROR).
     try await peer.receive([
@@ -237,9 +231,7 @@ struct HTTP2ConnectionHandlerTests {
     #expect(!peer.channel.isActive)
 
     // Past the budget by the streams' own reset: the connection error waits for the end of their write.
-    configuration.glitchBudget = 0
-    let second = try await ServerUnderTest(configuration: configuration)
-    second.echo.answer = false
+    let second = try await ServerUnderTest.notAnswering { $0.glitchBudget = 0 }
     try await second.receive([ServerUnderTest.request(1, endStream: false)])
     try await second.channel.writeAndFlush(HTTP2Frame(streamID: 1, payload: .rstStream(.protocolError)))
     #expect(second.channel.isActive)
@@ -297,6 +289,17 @@ private final class ServerUnderTest {
       HTTP2ConnectionHandler(mode: .server, delegate: echo, configuration: configuration))
     try channel.pipeline.syncOperations.addHandler(echo)
     try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
+  }
+
+  /// A handler with `configure`'s configuration whose streams are never answered.
+  static func notAnswering(
+    _ configure: (inout HTTP2ConnectionHandler.Configuration) -> Void
+  ) async throws -> ServerUnderTest {
+    var configuration = HTTP2ConnectionHandler.Configuration()
+    configure(&configuration)
+    let peer = try await ServerUnderTest(configuration: configuration)
+    peer.echo.answer = false
+    return peer
   }
 
   static func request(_ id: HTTP2StreamID, endStream: Bool) -> HTTP2Frame {
