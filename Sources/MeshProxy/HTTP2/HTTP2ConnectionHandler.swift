@@ -35,10 +35,11 @@ protocol HTTP2ConnectionDelegate: AnyObject {
 ///   (``HTTP2SendWindows``);
 /// - a budget of RST_STREAM frames the peer may send in a period (the rapid-reset attack): beyond it, GOAWAY
 ///   ENHANCE_YOUR_CALM;
-/// - a budget of the peer's stream errors over the connection's life (swift-nio-http2's "glitches"): DATA or
-///   HEADERS on a stream the peer had ended, a stream's window overrun, a stream past this side's concurrency
-///   limit, a malformed frame on a stream, a header block the streams reset as malformed. Each resets only its
-///   stream, so a peer could go on making them for ever; beyond the budget, GOAWAY ENHANCE_YOUR_CALM.
+/// - a budget of the peer's stream errors found here over the connection's life (swift-nio-http2's
+///   "glitches"): DATA or HEADERS on a stream the peer had ended, a stream's window overrun, a stream past this
+///   side's concurrency limit, a malformed frame on a stream. Each resets only its stream, so a peer could go
+///   on making them for ever; beyond the budget, GOAWAY ENHANCE_YOUR_CALM. Resets the streams send are not
+///   counted: the proxy passes an upstream's reset on with its code, which says nothing of this peer.
 ///
 /// Frames written go into one buffer, written to the channel at each flush: the frames of a read's responses,
 /// and the acknowledgements it caused, leave in one write. Used only on the connection's event loop.
@@ -431,22 +432,6 @@ final class HTTP2ConnectionHandler: ChannelDuplexHandler {
       }
       emit(frame, promise: promise)
       closeStream(id, reason: code)
-      // The streams reset a stream with PROTOCOL_ERROR for what the peer sent on it (a malformed header block,
-      // DATA that breaks its content-length): a glitch of the peer's too. The connection error waits for
-      // the end of this write, which a stream's handling is in the middle of.
-      if code == .protocolError {
-        do {
-          try countGlitch()
-        } catch {
-          guard let context else { break }
-          let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-          context.eventLoop.execute {
-            let handler = bound.value
-            guard let context = handler.context else { return }
-            handler.connectionError(error, context: context)
-          }
-        }
-      }
     case .windowUpdate(let increment):
       guard streams[id]?.remoteOpen == true else {
         promise?.succeed()
